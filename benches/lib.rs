@@ -1,0 +1,1 @@
+//! Shared helpers for Palisade's criterion benches (see the `[[bench]]` targets).

@@ -1,0 +1,1 @@
+//! The policy: rescue rules, then PACL -> VACL in -> RACL in -> RACL out -> VACL out.
