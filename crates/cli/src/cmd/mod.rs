@@ -1,6 +1,12 @@
-//! One module per subcommand; each exposes `Args` (clap) and `run(Args) -> ExitCode`.
+//! One module per subcommand; each exposes clap `Args` and a `run` function.
 //!
 //! Exit codes: 0 success, 1 a negative answer (invalid rules, refused
 //! reload), 2 usage or I/O error.
 
+pub mod bench;
+pub mod check;
+pub mod classify;
+pub mod control;
+pub mod explain;
 pub mod inspect;
+pub mod run;
