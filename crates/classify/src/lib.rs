@@ -27,9 +27,11 @@
 
 extern crate alloc;
 
+mod corner;
 mod linear;
 mod matcher;
 
+pub use corner::corner_keys;
 pub use linear::LinearClassifier;
 pub use matcher::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};
 
