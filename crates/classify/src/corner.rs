@@ -181,7 +181,7 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
         None if rule.tcp_flags.is_some() => 6,
         None => [6, 17, 1, 0, 255][salt % 5],
     };
-    if outside != Some(6) || salt % 2 == 0 {
+    if outside != Some(6) || salt.is_multiple_of(2) {
         key = key.with_proto(proto);
     }
     let port = |list: &[PortRange], high: bool, nudge: i8| -> u16 {
