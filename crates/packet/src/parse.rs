@@ -241,6 +241,26 @@ fn ipv4_options_ok(opts: &[u8]) -> bool {
     true
 }
 
+/// The Jumbo Payload length (option 0xC2) of the Hop-by-Hop header at `h`.
+#[cold]
+fn jumbo_len(f: &[u8], h: usize) -> Option<usize> {
+    let len = (byte(f, h + 1) as usize + 1) * 8;
+    let opts = f.get(h + 2..h + len)?;
+    let mut i = 0;
+    while let Some(&ty) = opts.get(i) {
+        if ty == 0 {
+            i += 1; // Pad1
+            continue;
+        }
+        let olen = byte(opts, i + 1) as usize;
+        if ty == 0xc2 && olen == 4 && i + 6 <= opts.len() {
+            return Some(u32::from_be_bytes(addr(opts, i + 2)) as usize);
+        }
+        i += 2 + olen;
+    }
+    None
+}
+
 #[inline(always)]
 fn ipv6(f: &[u8], s: usize, k: &mut FlowKey) -> ParseStatus {
     let Some(&b0) = f.get(s) else {
@@ -261,10 +281,10 @@ fn ipv6(f: &[u8], s: usize, k: &mut FlowKey) -> ParseStatus {
     k.present.0 |= Present::ADDRS | Present::DSCP;
     let plen = be16(f, s + 4) as usize;
     let mut nh = byte(f, s + 6);
-    // Payload length 0 with a Hop-by-Hop header is a jumbogram (RFC 2675):
-    // the real length is in the Jumbo option, so the frame bounds it.
+    // Payload length 0 with a Hop-by-Hop header may be a jumbogram (RFC 2675):
+    // the real length is then in the Jumbo Payload option.
     let declared_end = if plen == 0 && nh == PROTO_HOPOPT {
-        f.len()
+        (s + 40).saturating_add(jumbo_len(f, s + 40).unwrap_or(0))
     } else {
         s + 40 + plen
     };
