@@ -27,10 +27,13 @@
 
 extern crate alloc;
 
+pub mod classbench;
+mod compiled;
 mod corner;
 mod linear;
 mod matcher;
 
+pub use compiled::{BuildConfig, BuildError, CompiledClassifier};
 pub use corner::corner_keys;
 pub use linear::LinearClassifier;
 pub use matcher::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};

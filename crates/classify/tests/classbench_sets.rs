@@ -1,0 +1,152 @@
+//! The compiled classifier against the reference linear scan on every
+//! ClassBench set with a trace in `../shared/classbench`, and a build of every
+//! `large/` set within the default memory cap.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions, TraceFormat};
+use palisade_classify::{
+    corner_keys, BuildConfig, Classifier, CompiledClassifier, LinearClassifier, RuleMatch,
+};
+use palisade_packet::FlowKey;
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/classbench"));
+    if dir.is_dir() {
+        Some(dir.to_path_buf())
+    } else {
+        println!("SKIPPED: ../shared/classbench not present");
+        None
+    }
+}
+
+fn load_rules(path: &Path) -> Vec<RuleMatch> {
+    let text = std::fs::read_to_string(path).unwrap();
+    parse_filters(&text, &FilterOptions::default()).unwrap_or_else(|e| panic!("{}:{e}", path.display()))
+}
+
+/// (rule file, trace file) pairs present in the directory.
+fn sets_with_traces(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for sub in ["wustl", "cb12"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        let mut names: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if let Some(rules) = name.strip_suffix("_trace") {
+                out.push((p.with_file_name(rules), p.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn compiled_equals_linear_on_every_trace() {
+    let Some(dir) = data_dir() else { return };
+    let sets = sets_with_traces(&dir);
+    assert!(
+        sets.len() >= 18,
+        "expected the wustl and cb12 traces, found {}",
+        sets.len()
+    );
+    for (rules_path, trace_path) in sets {
+        let rules = load_rules(&rules_path);
+        let trace = parse_trace(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+        let t0 = Instant::now();
+        let compiled = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
+        let build = t0.elapsed();
+        let linear = LinearClassifier::new(rules.clone());
+        // Traces repeat headers heavily: the reference runs once per distinct header.
+        let mut reference: HashMap<FlowKey, u32> = HashMap::new();
+        for e in &trace {
+            reference.entry(e.key).or_insert_with(|| linear.classify(&e.key));
+        }
+        let keys: Vec<FlowKey> = trace.iter().map(|e| e.key).collect();
+        let mut got = vec![0u32; keys.len()];
+        compiled.classify_batch(&keys, &mut got);
+        for (i, e) in trace.iter().enumerate() {
+            let want = reference[&e.key];
+            assert_eq!(
+                got[i],
+                want,
+                "{}: line {}: compiled != linear",
+                trace_path.display(),
+                i + 1
+            );
+            assert_eq!(
+                compiled.classify(&e.key),
+                want,
+                "{}: line {} (single)",
+                trace_path.display(),
+                i + 1
+            );
+            match e.format {
+                TraceFormat::Wustl => assert_eq!(
+                    Some(want),
+                    e.tag_index(),
+                    "{}: line {}",
+                    trace_path.display(),
+                    i + 1
+                ),
+                TraceFormat::Cb12 => assert!(want <= e.tag, "{}: line {}", trace_path.display(), i + 1),
+            }
+        }
+        // Corner keys of the rules, too.
+        let corners = corner_keys(&rules, 20_000);
+        let mut got = vec![0u32; corners.len()];
+        compiled.classify_batch(&corners, &mut got);
+        for (k, g) in corners.iter().zip(&got) {
+            assert_eq!(
+                *g,
+                linear.classify(k),
+                "{}: corner key {k:?}",
+                rules_path.display()
+            );
+        }
+        println!(
+            "{}: {} rules, {} lines ({} distinct), build {:.1} ms, {} bytes, {} trees",
+            rules_path.display(),
+            rules.len(),
+            trace.len(),
+            reference.len(),
+            build.as_secs_f64() * 1e3,
+            compiled.memory_bytes(),
+            compiled.tree_count()
+        );
+    }
+}
+
+#[test]
+fn large_sets_build_within_the_cap() {
+    let Some(dir) = data_dir() else { return };
+    for name in ["acl1_100k", "fw1_100k", "ipc1_50k"] {
+        let path = dir.join("large").join(name);
+        if !path.exists() {
+            println!("SKIPPED: {} not present", path.display());
+            continue;
+        }
+        let rules = load_rules(&path);
+        let config = BuildConfig::default();
+        let t0 = Instant::now();
+        let compiled = CompiledClassifier::build(&rules, &config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let build = t0.elapsed();
+        assert!(compiled.memory_bytes() <= config.memory_cap_bytes);
+        // Spot check against the reference on corner keys.
+        let linear = LinearClassifier::new(rules.clone());
+        for k in corner_keys(&rules, 3_000) {
+            assert_eq!(compiled.classify(&k), linear.classify(&k), "{name}: {k:?}");
+        }
+        println!(
+            "{name}: {} rules, build {:.1} ms, {} bytes",
+            rules.len(),
+            build.as_secs_f64() * 1e3,
+            compiled.memory_bytes()
+        );
+    }
+}
