@@ -846,6 +846,16 @@ const fn fixed(verdict: Verdict, stage: Stage) -> Decision {
     }
 }
 
+/// Self-test hook for the reload pipeline (added by the engine's reload module).
+impl Policy {
+    /// The compiled classifier's first-match answer for ACL `acl` on `key`
+    /// (a rule index or `NO_MATCH`; `None` for an unknown ACL), with no VLAN
+    /// stamping: the reload self-test compares it with the reference classifier.
+    pub fn acl_first_match(&self, acl: AclId, key: &FlowKey) -> Option<u32> {
+        self.acls.get(acl as usize).map(|a| a.classifier.classify(key))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,700 @@
+//! The engine: boot, reload, confirm, rollback, status, and worker handles.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+use palisade_packet::FlowKey;
+use palisade_rules::Digest;
+
+use crate::counters::{bump, Shard, ShardSet, SlotRegistry};
+use crate::generation::{Compiled, Generation, GenerationState};
+use crate::lkg::{unix_now, Kept, Store, StoreError};
+use crate::policy::{Context, Decision, Route, RuleRef, Verdict};
+use crate::reload::{self, fault, ReloadError, ReloadOptions, ReloadStage};
+use crate::status::{self, LastReload, Status};
+
+/// How an [`Engine`] keeps its state.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How many generations the state directory keeps (default 10).
+    pub keep_generations: usize,
+    /// fsync every persisted generation and the directory (default true). Turn
+    /// off only in tests and benchmarks: a crash may then lose the last-known-good.
+    pub durable: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            keep_generations: 10,
+            durable: true,
+        }
+    }
+}
+
+/// Where a reload takes its rules from.
+#[derive(Clone, Debug)]
+pub enum ReloadSource {
+    /// The config path the engine was opened with.
+    Config,
+    /// A rule file.
+    Path(PathBuf),
+    /// Rule file bytes, with the name used in diagnostics and status.
+    Bytes {
+        /// Name for `file:line:col` and `source`.
+        name: String,
+        /// The rule file's bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A reload (or rollback) that made a new generation active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadOk {
+    /// The new generation's number.
+    pub generation: u64,
+    /// SHA-256 of its rule file.
+    pub digest: Digest,
+    /// `Active`, or `PendingConfirm` with a confirm window.
+    pub state: GenerationState,
+    /// When it reverts unless confirmed, seconds since the Unix epoch.
+    pub confirm_deadline: Option<u64>,
+    /// Warnings of the rule file (the set is valid).
+    pub warnings: Vec<String>,
+}
+
+/// What happened at boot.
+#[derive(Clone, Debug)]
+pub struct BootReport {
+    /// What the engine runs on.
+    pub state: GenerationState,
+    /// The generation running (0 with no rules).
+    pub generation: u64,
+    /// Why the config was not used, when it was not.
+    pub config_error: Option<ReloadError>,
+    /// Kept generations that were tried and refused before one was used.
+    pub lkg_errors: Vec<String>,
+    /// The config was valid but could not be persisted as last-known-good.
+    pub persist_error: Option<String>,
+}
+
+struct Pending {
+    deadline: Instant,
+    revert_to: Option<Arc<Compiled>>,
+    revert_state: GenerationState,
+}
+
+struct Control {
+    previous: Option<Arc<Compiled>>,
+    pending: Option<Pending>,
+    last_number: u64,
+    shutdown: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) current: ArcSwap<Generation>,
+    control: Mutex<Control>,
+    wake: Condvar,
+    pub(crate) last_reload: Mutex<Option<LastReload>>,
+    registry: SlotRegistry,
+    pub(crate) shards: ShardSet,
+    pub(crate) store: Store,
+    config: PathBuf,
+}
+
+/// The Palisade engine: one active generation, a reload pipeline, a state
+/// directory of last-known-good generations, counters and status.
+///
+/// Everything but [`WorkerHandle::classify_batch`] is the control path: it
+/// may block (reloads are serialized) and allocate. The data path never
+/// waits for it.
+///
+/// ```
+/// use palisade_engine::{Engine, EngineOptions, GenerationState, ReloadOptions, ReloadSource};
+/// use palisade_packet::FlowKey;
+/// let dir = std::env::temp_dir().join(format!("palisade-engine-doc-{}", std::process::id()));
+/// let config = dir.join("rules.toml");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(&config, "version = 1\n[[port]]\nname = \"lan1\"\n[[acl]]\nname = \"in\"\ndefault = \"permit\"\n\
+///     [[acl.rule]]\naction = \"deny\"\nproto = \"udp\"\n[[bind]]\nacl = \"in\"\nport = \"lan1\"\n").unwrap();
+/// let (engine, boot) = Engine::open(&config, &dir.join("state"), EngineOptions::default()).unwrap();
+/// assert_eq!(boot.state, GenerationState::Active);
+///
+/// let mut worker = engine.handle();
+/// let udp = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(17).with_ports(1, 53);
+/// let mut out = [Default::default(); 2];
+/// let mut batch = worker.batch();
+/// let ctx = batch.context("lan1", None).unwrap();
+/// batch.classify(&[udp, udp.with_proto(6)], &ctx, &mut out);
+/// assert_eq!(out[0].verdict, palisade_engine::policy::Verdict::Deny);
+/// assert_eq!(out[1].verdict, palisade_engine::policy::Verdict::Permit);
+/// drop(batch);
+///
+/// // A broken update is refused and changes nothing.
+/// let bad = ReloadSource::Bytes { name: "bad.toml".into(), bytes: b"version = 1\n[[bind]]\nacl = \"x\"\nport = \"p\"\n".to_vec() };
+/// assert!(engine.reload(bad, &ReloadOptions::default()).is_err());
+/// assert_eq!(engine.status().generation, boot.generation);
+/// drop(engine);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub struct Engine {
+    inner: Arc<Inner>,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.inner.current.load();
+        f.debug_struct("Engine")
+            .field("generation", &g.number())
+            .field("state", &g.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Boots an engine: from `config` if it is valid; else from the newest
+    /// valid last-known-good generation in `state_dir` (said loudly on stderr
+    /// and in status); else with no rules, denying every frame.
+    ///
+    /// Fails only when the state directory cannot be created or is not a directory.
+    pub fn open(
+        config: &Path,
+        state_dir: &Path,
+        options: EngineOptions,
+    ) -> Result<(Engine, BootReport), StoreError> {
+        let store = Store::open(state_dir, options.keep_generations, options.durable)?;
+        let inner = Arc::new(Inner {
+            current: ArcSwap::from_pointee(Generation::no_rules()),
+            control: Mutex::new(Control {
+                previous: None,
+                pending: None,
+                last_number: 0,
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            last_reload: Mutex::new(None),
+            registry: SlotRegistry::default(),
+            shards: ShardSet::default(),
+            store,
+            config: config.to_path_buf(),
+        });
+        let report = inner.boot();
+        let watchdog = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("palisade-confirm".into())
+                .spawn(move || inner.watchdog())
+                .ok()
+        };
+        Ok((Engine { inner, watchdog }, report))
+    }
+
+    /// Runs the whole pipeline on `source` and, if every stage passes, makes it
+    /// the active generation. On error nothing changed.
+    pub fn reload(&self, source: ReloadSource, opts: &ReloadOptions) -> Result<ReloadOk, ReloadError> {
+        let mut ctl = self.inner.lock();
+        let res = self.inner.reload_locked(&mut ctl, source, opts, true);
+        self.inner.record(&res);
+        res
+    }
+
+    /// Confirms a pending commit-confirmed reload; returns its generation.
+    pub fn confirm(&self) -> Result<u64, String> {
+        let mut ctl = self.inner.lock();
+        let cur = self.inner.current.load_full();
+        if ctl.pending.take().is_none() || cur.state != GenerationState::PendingConfirm {
+            return Err("no reload is waiting for confirmation".into());
+        }
+        if let Err(e) = self.inner.store.mark_confirmed(cur.number) {
+            eprintln!(
+                "palisade: warning: generation {} confirmed but not marked on disk: {e}",
+                cur.number
+            );
+        }
+        self.inner.current.store(Arc::new(Generation {
+            number: cur.number,
+            state: GenerationState::Active,
+            loaded_at: cur.loaded_at,
+            confirm_deadline: None,
+            rules: cur.rules.clone(),
+        }));
+        Ok(cur.number)
+    }
+
+    /// Makes a kept generation active again, as a new generation number:
+    /// `Some(n)` takes generation `n` from the state directory (it is run
+    /// through the whole pipeline again); `None` the previous active rules.
+    /// Rescue rules may change (the target was accepted before).
+    pub fn rollback(&self, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
+        let mut ctl = self.inner.lock();
+        let res = self.inner.rollback_locked(&mut ctl, to);
+        self.inner.record(&res);
+        res
+    }
+
+    /// The status, read from the snapshot the data path uses.
+    pub fn status(&self) -> Status {
+        status::build(&self.inner)
+    }
+
+    /// The current snapshot (what the data path enforces right now).
+    pub fn current(&self) -> Arc<Generation> {
+        self.inner.current.load_full()
+    }
+
+    /// The state directory's store of kept generations.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A handle for one worker thread, with its own counter shard.
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle::new(Arc::clone(&self.inner))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inner.lock().shutdown = true;
+        self.inner.wake.notify_all();
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, res: &Result<ReloadOk, ReloadError>) {
+        let entry = match res {
+            Ok(ok) => LastReload::ok(ok.generation),
+            Err(e) => LastReload::failed(e),
+        };
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
+    }
+
+    fn next_number(&self, ctl: &mut Control) -> u64 {
+        let n = ctl
+            .last_number
+            .max(self.current.load().number)
+            .max(self.store.max_generation())
+            + 1;
+        ctl.last_number = n;
+        n
+    }
+
+    fn boot(&self) -> BootReport {
+        let mut ctl = self.lock();
+        let mut report = BootReport {
+            state: GenerationState::NoRules,
+            generation: 0,
+            config_error: None,
+            lkg_errors: Vec::new(),
+            persist_error: None,
+        };
+        let opts = ReloadOptions::default();
+        match self.reload_locked(&mut ctl, ReloadSource::Config, &opts, false) {
+            Ok(ok) => {
+                self.record(&Ok(ok.clone()));
+                report.state = ok.state;
+                report.generation = ok.generation;
+                report.persist_error = ok
+                    .warnings
+                    .iter()
+                    .find(|w| w.starts_with("not persisted"))
+                    .cloned();
+                return report;
+            }
+            Err(e) => {
+                eprintln!(
+                    "palisade: ERROR: config {} refused at stage {}; not running it:",
+                    self.config.display(),
+                    e.stage
+                );
+                for line in &e.errors {
+                    eprintln!("palisade:   {line}");
+                }
+                self.record(&Err(e.clone()));
+                report.config_error = Some(e);
+            }
+        }
+        for kept in self.store.list().into_iter().rev().filter(|k| k.confirmed) {
+            match reload::build(&kept.source, kept.bytes.clone(), &opts, None, &self.registry) {
+                Ok(c) => {
+                    eprintln!(
+                        "palisade: WARNING: running on LAST-KNOWN-GOOD generation {} ({}, digest {}), not on the config",
+                        kept.generation, kept.source, kept.digest
+                    );
+                    ctl.last_number = ctl.last_number.max(kept.generation);
+                    self.publish(
+                        &mut ctl,
+                        Some(Arc::new(c.compiled)),
+                        kept.generation,
+                        GenerationState::LastKnownGood,
+                        None,
+                    );
+                    report.state = GenerationState::LastKnownGood;
+                    report.generation = kept.generation;
+                    return report;
+                }
+                Err(e) => {
+                    let why = format!(
+                        "kept generation {} refused at stage {}: {}",
+                        kept.generation,
+                        e.stage,
+                        e.errors.join("; ")
+                    );
+                    eprintln!("palisade: {why}");
+                    report.lkg_errors.push(why);
+                }
+            }
+        }
+        eprintln!(
+            "palisade: ERROR: NO RULES: no valid config and no last-known-good in {}; denying every frame until a valid rule set is loaded",
+            self.store.dir().display()
+        );
+        report
+    }
+
+    /// Swaps in a new snapshot; remembers the rules it replaces for rollback.
+    fn publish(
+        &self,
+        ctl: &mut Control,
+        rules: Option<Arc<Compiled>>,
+        number: u64,
+        state: GenerationState,
+        confirm_deadline: Option<u64>,
+    ) {
+        let old = self.current.swap(Arc::new(Generation {
+            number,
+            state,
+            loaded_at: unix_now(),
+            confirm_deadline,
+            rules: rules.clone(),
+        }));
+        let same = match (&old.rules, &rules) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same && old.rules.is_some() {
+            ctl.previous = old.rules.clone();
+        }
+    }
+
+    fn reload_locked(
+        &self,
+        ctl: &mut Control,
+        source: ReloadSource,
+        opts: &ReloadOptions,
+        persist_required: bool,
+    ) -> Result<ReloadOk, ReloadError> {
+        // read
+        fault(opts, ReloadStage::Read)?;
+        let (name, bytes) = match source {
+            ReloadSource::Config => read(&self.config)?,
+            ReloadSource::Path(p) => read(&p)?,
+            ReloadSource::Bytes { name, bytes } => (name, bytes),
+        };
+        let cur = self.current.load_full();
+        let active_rescue = cur.rules.as_ref().map(|c| c.rescue_fingerprint);
+        let cand = reload::build(&name, bytes, opts, active_rescue, &self.registry)?;
+        let compiled = Arc::new(cand.compiled);
+        let mut warnings = cand.warnings;
+
+        // persist
+        let number = self.next_number(ctl);
+        let confirmed = opts.confirm_within.is_none();
+        let persisted = fault(opts, ReloadStage::Persist).and_then(|()| {
+            let kept = Kept::new(number, &compiled.source, compiled.bytes.to_vec(), confirmed);
+            self.store
+                .save(&kept)
+                .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+        });
+        if let Err(e) = persisted {
+            if persist_required {
+                return Err(e);
+            }
+            let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
+            eprintln!("palisade: WARNING: {msg}");
+            warnings.push(msg);
+        }
+
+        // publish
+        if let Err(e) = fault(opts, ReloadStage::Publish) {
+            self.store.remove(number);
+            return Err(e);
+        }
+        let (state, deadline) = match opts.confirm_within {
+            Some(d) => {
+                let (revert_to, revert_state) = match ctl.pending.take() {
+                    Some(p) => (p.revert_to, p.revert_state),
+                    None => (cur.rules.clone(), cur.state),
+                };
+                ctl.pending = Some(Pending {
+                    deadline: Instant::now() + d,
+                    revert_to,
+                    revert_state,
+                });
+                self.wake.notify_all();
+                (
+                    GenerationState::PendingConfirm,
+                    Some(unix_now() + d.as_secs_f64().ceil() as u64),
+                )
+            }
+            None => {
+                ctl.pending = None;
+                (GenerationState::Active, None)
+            }
+        };
+        let digest = compiled.digest;
+        self.publish(ctl, Some(compiled), number, state, deadline);
+        Ok(ReloadOk {
+            generation: number,
+            digest,
+            state,
+            confirm_deadline: deadline,
+            warnings,
+        })
+    }
+
+    fn rollback_locked(&self, ctl: &mut Control, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
+        let opts = ReloadOptions {
+            allow_rescue_change: true,
+            ..ReloadOptions::default()
+        };
+        match to {
+            Some(n) => {
+                let kept = self
+                    .store
+                    .load(n)
+                    .map_err(|e| ReloadError::new(ReloadStage::Read, vec![format!("generation {n}: {e}")]))?;
+                let source = ReloadSource::Bytes {
+                    name: kept.source,
+                    bytes: kept.bytes,
+                };
+                self.reload_locked(ctl, source, &opts, true)
+            }
+            None => {
+                let Some(prev) = ctl.previous.clone() else {
+                    return Err(ReloadError::new(
+                        ReloadStage::Read,
+                        vec!["no previous generation to roll back to".into()],
+                    ));
+                };
+                let number = self.next_number(ctl);
+                self.store
+                    .save(&Kept::new(number, &prev.source, prev.bytes.to_vec(), true))
+                    .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))?;
+                ctl.pending = None;
+                let digest = prev.digest;
+                self.publish(ctl, Some(prev), number, GenerationState::Active, None);
+                Ok(ReloadOk {
+                    generation: number,
+                    digest,
+                    state: GenerationState::Active,
+                    confirm_deadline: None,
+                    warnings: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Reverts unconfirmed reloads when their window closes.
+    fn watchdog(&self) {
+        let mut ctl = self.lock();
+        loop {
+            if ctl.shutdown {
+                return;
+            }
+            let wait = match &ctl.pending {
+                None => Duration::from_secs(3600),
+                Some(p) => {
+                    let now = Instant::now();
+                    if now >= p.deadline {
+                        self.revert(&mut ctl);
+                        continue;
+                    }
+                    p.deadline - now
+                }
+            };
+            ctl = self
+                .wake
+                .wait_timeout(ctl, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn revert(&self, ctl: &mut Control) {
+        let Some(p) = ctl.pending.take() else { return };
+        let from = self.current.load().number;
+        let number = self.next_number(ctl);
+        if let Some(rules) = &p.revert_to {
+            let kept = Kept::new(number, &rules.source, rules.bytes.to_vec(), true);
+            if let Err(e) = self.store.save(&kept) {
+                eprintln!("palisade: warning: reverted generation {number} not persisted: {e}");
+            }
+        }
+        let state = match p.revert_state {
+            GenerationState::PendingConfirm => GenerationState::Active,
+            s => s,
+        };
+        self.publish(ctl, p.revert_to.clone(), number, state, None);
+        let msg = format!(
+            "generation {from} was not confirmed in time; reverted to the previous rules as generation {number}"
+        );
+        eprintln!("palisade: {msg}");
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload::failed(
+            &ReloadError::new(ReloadStage::Confirm, vec![msg]),
+        ));
+    }
+}
+
+fn read(path: &Path) -> Result<(String, Vec<u8>), ReloadError> {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(e) => Err(ReloadError::new(
+            ReloadStage::Read,
+            vec![format!("{name}: cannot read: {e}")],
+        )),
+    }
+}
+
+/// One worker thread's view of the engine: classifies batches and counts
+/// into its own counter shard. Cloning gives a new handle with a new shard.
+pub struct WorkerHandle {
+    inner: Arc<Inner>,
+    shard: Arc<Shard>,
+    cells: Arc<Box<[AtomicU64]>>,
+}
+
+impl Clone for WorkerHandle {
+    fn clone(&self) -> Self {
+        WorkerHandle::new(Arc::clone(&self.inner))
+    }
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    fn new(inner: Arc<Inner>) -> Self {
+        let shard = inner.shards.add();
+        let cells = shard.cells();
+        WorkerHandle { inner, shard, cells }
+    }
+
+    /// Starts a batch: loads the current snapshot once; every key classified
+    /// through the returned [`Batch`] sees that snapshot and no other.
+    #[inline]
+    pub fn batch(&mut self) -> Batch<'_> {
+        let gen = self.inner.current.load();
+        let need = gen.rules.as_ref().map_or(0, |c| c.layout.len);
+        if self.cells.len() < need {
+            // Once per new generation, never per frame.
+            self.cells = self.shard.grow(need);
+        }
+        Batch {
+            gen,
+            cells: &self.cells,
+        }
+    }
+
+    /// Classifies `keys` with one snapshot; `out[i]` receives the decision for
+    /// `keys[i]`. `ctx` holds ids of that snapshot: resolve it with
+    /// [`Batch::context`] (or check [`Batch::generation`]) when generations
+    /// may change. Returns the generation number used.
+    #[inline]
+    pub fn classify_batch(&mut self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) -> u64 {
+        let mut b = self.batch();
+        b.classify(keys, ctx, out);
+        b.generation().number()
+    }
+}
+
+/// One batch's pinned snapshot (see [`WorkerHandle::batch`]).
+pub struct Batch<'h> {
+    gen: Guard<Arc<Generation>>,
+    cells: &'h [AtomicU64],
+}
+
+impl Batch<'_> {
+    /// The snapshot this batch uses.
+    #[inline]
+    pub fn generation(&self) -> &Generation {
+        &self.gen
+    }
+
+    /// The context for frames entering `port` (and routed `from` -> `to`), in
+    /// this snapshot's ids; `None` when a name is unknown to it.
+    pub fn context(&self, port: &str, route: Option<(&str, &str)>) -> Option<Context> {
+        let p = self.gen.policy()?;
+        let route = match route {
+            None => None,
+            Some((from, to)) => Some(Route {
+                from: p.interface(from)?,
+                to: p.interface(to)?,
+            }),
+        };
+        Some(Context {
+            port: p.port(port)?,
+            route,
+        })
+    }
+
+    /// Classifies `keys` into `out` (only `min(keys.len(), out.len())` written)
+    /// and counts. With no rules every frame is denied.
+    #[inline]
+    pub fn classify(&mut self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) {
+        let cells = self.cells;
+        let Some(c) = self.gen.rules.as_deref() else {
+            for o in out.iter_mut().take(keys.len()) {
+                *o = Decision::default();
+            }
+            return;
+        };
+        let layout = &c.layout;
+        for (k, o) in keys.iter().zip(out.iter_mut()) {
+            let d = c.policy.evaluate_traced(k, ctx, |ev| {
+                if let Some(b) = layout.bindings.get(ev.binding as usize) {
+                    bump(cells, b.base);
+                    bump(cells, b.base + if ev.verdict == Verdict::Permit { 1 } else { 2 });
+                }
+                if let Some(rules) = layout.acl_rules.get(ev.acl as usize) {
+                    let slot = match ev.rule {
+                        RuleRef::Rule(i) => rules.get(i as usize),
+                        RuleRef::Default => rules.last(),
+                        _ => None,
+                    };
+                    if let Some(&s) = slot {
+                        bump(cells, s);
+                    }
+                }
+            });
+            if let RuleRef::Rescue(i) = d.rule {
+                if let Some(&s) = layout.rescue.get(i as usize) {
+                    bump(cells, s);
+                }
+            }
+            bump(cells, layout.total);
+            bump(
+                cells,
+                layout.total + if d.verdict == Verdict::Permit { 1 } else { 2 },
+            );
+            *o = d;
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The reload pipeline: read -> parse -> validate -> compile -> self-test ->
+//! audit -> persist -> publish -> confirm window.
+//!
+//! Every stage before `publish` works on a private candidate; nothing a
+//! reader can see changes until the one pointer swap of `publish`. A stage
+//! that fails names itself ([`ReloadStage`]) and every cause it found, each
+//! as `file:line:col: message` when it has a place in the file.
+//!
+//! The stages before persisting are pure functions of the file bytes (and,
+//! for the rescue check, of the active generation), kept here; persisting,
+//! publishing and the confirm window live in [`crate::Engine`].
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_classify::{corner_keys, Classifier, LinearClassifier, RuleMatch};
+use palisade_rules::{Digest, Loaded, RuleSet, Span};
+
+use crate::counters::{self, BindingSlots, Layout, SlotRegistry};
+use crate::generation::Compiled;
+use crate::policy::Policy;
+
+/// A stage of the reload pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReloadStage {
+    /// Reading the rule file.
+    Read,
+    /// TOML syntax.
+    Parse,
+    /// The rule language: names, ranges, version, `requires`, unchanged rescue rules.
+    Validate,
+    /// Compiling ACLs, bindings and classifiers.
+    Compile,
+    /// `[[expect]]` vectors, and compiled classifiers agreeing with the reference.
+    SelfTest,
+    /// Completeness: every ACL, rule, binding and rescue rule of the file is in the candidate.
+    Audit,
+    /// Writing the last-known-good copy to the state directory.
+    Persist,
+    /// The atomic swap.
+    Publish,
+    /// The confirm window (an unconfirmed reload reverted).
+    Confirm,
+}
+
+impl ReloadStage {
+    /// Every stage that can refuse a reload, in pipeline order.
+    pub const ALL: [ReloadStage; 8] = [
+        ReloadStage::Read,
+        ReloadStage::Parse,
+        ReloadStage::Validate,
+        ReloadStage::Compile,
+        ReloadStage::SelfTest,
+        ReloadStage::Audit,
+        ReloadStage::Persist,
+        ReloadStage::Publish,
+    ];
+
+    /// The stage's name: `read`, `parse`, `validate`, `compile`, `self-test`,
+    /// `audit`, `persist`, `publish`, `confirm`.
+    ///
+    /// ```
+    /// assert_eq!(palisade_engine::ReloadStage::SelfTest.as_str(), "self-test");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReloadStage::Read => "read",
+            ReloadStage::Parse => "parse",
+            ReloadStage::Validate => "validate",
+            ReloadStage::Compile => "compile",
+            ReloadStage::SelfTest => "self-test",
+            ReloadStage::Audit => "audit",
+            ReloadStage::Persist => "persist",
+            ReloadStage::Publish => "publish",
+            ReloadStage::Confirm => "confirm",
+        }
+    }
+}
+
+impl fmt::Display for ReloadStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a reload is to be made.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadOptions {
+    /// Commit-confirmed: revert by itself unless [`crate::Engine::confirm`] is called within this time.
+    pub confirm_within: Option<Duration>,
+    /// Allow the reload to change or remove `[[rescue]]` rules.
+    pub allow_rescue_change: bool,
+    /// Fault injection for tests: fail deliberately at this stage (before it takes effect).
+    pub fail_at: Option<ReloadStage>,
+}
+
+/// A refused reload: the stage that refused it and every cause. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadError {
+    /// The stage that failed.
+    pub stage: ReloadStage,
+    /// Every cause, `file:line:col: message` where the cause has a place.
+    pub errors: Vec<String>,
+}
+
+impl ReloadError {
+    pub(crate) fn new(stage: ReloadStage, errors: Vec<String>) -> Self {
+        ReloadError { stage, errors }
+    }
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reload refused at stage {}", self.stage)?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+pub(crate) fn fault(opts: &ReloadOptions, stage: ReloadStage) -> Result<(), ReloadError> {
+    if opts.fail_at == Some(stage) {
+        return Err(ReloadError::new(
+            stage,
+            vec![format!("fault injected at stage {stage}")],
+        ));
+    }
+    Ok(())
+}
+
+/// A candidate that passed every stage up to persisting, with its warnings.
+pub(crate) struct Candidate {
+    pub compiled: Compiled,
+    pub warnings: Vec<String>,
+}
+
+/// The keys per ACL on which the compiled classifier is checked against the reference.
+const SELF_TEST_KEYS: usize = 4096;
+
+/// Runs parse -> validate -> compile -> self-test -> audit on `bytes`.
+///
+/// `active_rescue` is the rescue fingerprint of the active generation, if any;
+/// a candidate with a different one is refused unless `opts.allow_rescue_change`.
+pub(crate) fn build(
+    file: &str,
+    bytes: Vec<u8>,
+    opts: &ReloadOptions,
+    active_rescue: Option<Digest>,
+    registry: &SlotRegistry,
+) -> Result<Candidate, ReloadError> {
+    // parse: TOML syntax, kept as a raw table for the independent audit.
+    fault(opts, ReloadStage::Parse)?;
+    let raw = parse_raw(file, &bytes).map_err(|e| ReloadError::new(ReloadStage::Parse, vec![e]))?;
+
+    // validate: the rule language, this engine's version, the rescue rules.
+    fault(opts, ReloadStage::Validate)?;
+    let loaded = palisade_rules::parse(file, &bytes)
+        .map_err(|d| ReloadError::new(ReloadStage::Validate, d.iter().map(|d| d.to_string()).collect()))?;
+    let rescue_fingerprint = rescue_fingerprint(&loaded.ruleset);
+    if let Some(active) = active_rescue {
+        if active != rescue_fingerprint && !opts.allow_rescue_change {
+            let at = loaded
+                .ruleset
+                .rescue
+                .first()
+                .map_or(Span { line: 1, col: 1 }, |r| r.span);
+            return Err(ReloadError::new(
+                ReloadStage::Validate,
+                vec![format!(
+                    "{file}:{}:{}: the [[rescue]] rules differ from the active generation's ({} rule(s) now); \
+                     changing or removing them needs --allow-rescue-change",
+                    at.line,
+                    at.col,
+                    loaded.ruleset.rescue.len()
+                )],
+            ));
+        }
+    }
+
+    // compile.
+    fault(opts, ReloadStage::Compile)?;
+    let policy = Policy::compile(&loaded.ruleset)
+        .map_err(|e| ReloadError::new(ReloadStage::Compile, vec![locate_policy_error(&loaded, &e)]))?;
+
+    // self-test.
+    fault(opts, ReloadStage::SelfTest)?;
+    let mut errors: Vec<String> = policy
+        .check_expects(&loaded)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    errors.extend(self_test_classifiers(&loaded, &policy));
+    if !errors.is_empty() {
+        return Err(ReloadError::new(ReloadStage::SelfTest, errors));
+    }
+
+    // audit: counted from the raw TOML, independently of the rules crate and the compiler.
+    fault(opts, ReloadStage::Audit)?;
+    let errors = audit(file, &raw, &loaded.ruleset, &policy);
+    if !errors.is_empty() {
+        return Err(ReloadError::new(ReloadStage::Audit, errors));
+    }
+
+    let layout = layout(&policy, registry);
+    let warnings = loaded.warnings.iter().map(|d| d.to_string()).collect();
+    Ok(Candidate {
+        compiled: Compiled {
+            policy,
+            ruleset: loaded.ruleset,
+            digest: loaded.digest,
+            bytes: std::sync::Arc::new(bytes),
+            source: file.to_string(),
+            rescue_fingerprint,
+            layout,
+        },
+        warnings,
+    })
+}
+
+/// Parses the TOML syntax only; errors at `file:line:col`.
+fn parse_raw(file: &str, bytes: &[u8]) -> Result<toml::Table, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let (line, col) = line_col(bytes, e.valid_up_to());
+        format!("{file}:{line}:{col}: not UTF-8 text")
+    })?;
+    toml::from_str::<toml::Table>(text).map_err(|e| {
+        let (line, col) = line_col(bytes, e.span().map_or(0, |s| s.start));
+        format!("{file}:{line}:{col}: {}", e.message().trim())
+    })
+}
+
+fn line_col(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, col)
+}
+
+/// `file:line:col: cause` for a compile error, at its ACL when it names one.
+fn locate_policy_error(loaded: &Loaded, e: &crate::policy::PolicyError) -> String {
+    let span = e
+        .acl
+        .as_ref()
+        .and_then(|name| loaded.ruleset.acls.iter().find(|a| &a.name == name))
+        .map_or(Span { line: 1, col: 1 }, |a| a.span);
+    format!("{}:{}:{}: {e}", loaded.file, span.line, span.col)
+}
+
+/// A fingerprint of what the rescue rules match (identities and places excluded, order kept).
+pub(crate) fn rescue_fingerprint(rs: &RuleSet) -> Digest {
+    let text: String = rs.rescue.iter().map(|r| format!("{:?}\n", r.matcher)).collect();
+    Digest::of(text.as_bytes())
+}
+
+/// The compiled classifier of every ACL (and of the rescue rules) must give the
+/// reference classifier's answer on keys at the corners of the ACL's own rules.
+fn self_test_classifiers(loaded: &Loaded, policy: &Policy) -> Vec<String> {
+    let mut errors = Vec::new();
+    for def in &loaded.ruleset.acls {
+        let Some(id) = policy.acls().iter().position(|a| a.name == def.name) else {
+            continue; // the audit reports a missing ACL
+        };
+        let rules: Vec<RuleMatch> = def.rules.iter().map(|r| r.matcher.clone()).collect();
+        let reference = LinearClassifier::new(rules);
+        for key in corner_keys(reference.rules(), SELF_TEST_KEYS) {
+            let want = reference.classify(&key);
+            let got = policy.acl_first_match(id as u32, &key);
+            if got != Some(want) {
+                errors.push(format!(
+                    "{}:{}:{}: acl \"{}\": compiled classifier answers {:?}, reference answers rule {} for {:?}",
+                    loaded.file, def.span.line, def.span.col, def.name, got, want, key
+                ));
+                break;
+            }
+        }
+    }
+    errors
+}
+
+/// Every ACL, rule, binding and rescue rule of the file must be in the candidate,
+/// counted from the raw TOML table, the rule set and the compiled policy.
+fn audit(file: &str, raw: &toml::Table, rs: &RuleSet, policy: &Policy) -> Vec<String> {
+    let mut errors = Vec::new();
+    let tables = |key: &str| -> Vec<&toml::Table> {
+        match raw.get(key) {
+            Some(toml::Value::Array(a)) => a.iter().filter_map(toml::Value::as_table).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut check = |what: &str, file_n: usize, model_n: usize, compiled_n: usize| {
+        if file_n != model_n || file_n != compiled_n {
+            errors.push(format!(
+                "{file}:1:1: the file has {file_n} {what}, the validated model {model_n}, the compiled policy {compiled_n}"
+            ));
+        }
+    };
+    let raw_acls = tables("acl");
+    check("[[acl]]", raw_acls.len(), rs.acls.len(), policy.acls().len());
+    check(
+        "[[bind]]",
+        tables("bind").len(),
+        rs.bindings.len(),
+        policy.bindings().len(),
+    );
+    check(
+        "[[rescue]]",
+        tables("rescue").len(),
+        rs.rescue.len(),
+        policy.rescue_count(),
+    );
+    for t in raw_acls {
+        let name = t.get("name").and_then(toml::Value::as_str).unwrap_or("");
+        let rules = match t.get("rule") {
+            Some(toml::Value::Array(a)) => a.len(),
+            _ => 0,
+        };
+        match policy.acls().iter().find(|a| a.name == name) {
+            None => errors.push(format!(
+                "{file}:1:1: acl \"{name}\" is in the file but not in the compiled policy"
+            )),
+            Some(a) if a.rule_ids.len() != rules => errors.push(format!(
+                "{file}:1:1: acl \"{name}\" has {rules} rules in the file, {} compiled",
+                a.rule_ids.len()
+            )),
+            Some(_) => {}
+        }
+    }
+    // Every binding of the file, by (acl, kind, target, direction).
+    for t in tables("bind") {
+        let acl = t.get("acl").and_then(toml::Value::as_str).unwrap_or("");
+        let (kind, target) = if let Some(p) = t.get("port").and_then(toml::Value::as_str) {
+            ("port", p.to_string())
+        } else if let Some(v) = t.get("vlan").and_then(toml::Value::as_integer) {
+            ("vlan", v.to_string())
+        } else {
+            (
+                "routed",
+                t.get("interface")
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        };
+        let dir = t.get("direction").and_then(toml::Value::as_str);
+        let found = policy.bindings().iter().any(|b| {
+            policy.acls().get(b.acl as usize).is_some_and(|a| a.name == acl)
+                && b.kind.as_str() == kind
+                && b.target == target
+                && (kind != "routed" || b.direction.map(|d| d.as_str()) == dir)
+        });
+        if !found {
+            errors.push(format!(
+                "{file}:1:1: binding of acl \"{acl}\" to {kind} {target} is in the file but not in the compiled policy"
+            ));
+        }
+    }
+    errors
+}
+
+/// Counter slots of a policy: by identity, so counters follow rules across reloads.
+pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
+    let mut l = Layout {
+        acl_rules: policy
+            .acls()
+            .iter()
+            .map(|a| {
+                let mut v: Vec<u32> = a
+                    .rule_ids
+                    .iter()
+                    .map(|id| registry.slot(&counters::rule_identity(&a.name, id), 1))
+                    .collect();
+                v.push(registry.slot(&counters::default_identity(&a.name), 1));
+                v
+            })
+            .collect(),
+        rescue: policy
+            .rescue_ids()
+            .iter()
+            .map(|id| registry.slot(&counters::rescue_identity(id), 1))
+            .collect(),
+        bindings: policy
+            .bindings()
+            .iter()
+            .map(|b| {
+                let acl = policy.acls().get(b.acl as usize).map_or("", |a| a.name.as_str());
+                let id = counters::binding_identity(
+                    acl,
+                    b.kind.as_str(),
+                    &b.target,
+                    b.direction.map(|d| d.as_str()),
+                );
+                BindingSlots {
+                    base: registry.slot(&id, 3),
+                }
+            })
+            .collect(),
+        total: registry.slot(counters::TOTAL_IDENTITY, 3),
+        len: 0,
+    };
+    l.fix_len();
+    l
+}

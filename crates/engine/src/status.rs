@@ -1,0 +1,257 @@
+//! Status: what the engine enforces, read from the snapshot the data path uses.
+//!
+//! Everything about the rules (generation, digest, source, state, ACLs,
+//! bindings) comes from one load of the published [`crate::Generation`];
+//! counters are summed over every worker's shard at that generation's slots.
+//! Only `last_reload` (which may describe a refused reload that never became
+//! a generation) and `kept` come from elsewhere.
+
+use serde::Serialize;
+
+use crate::engine::Inner;
+use crate::reload::ReloadError;
+
+/// The engine's status; `palisade status --json` prints exactly this.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// Generation number (0 with no rules).
+    pub generation: u64,
+    /// SHA-256 of the active rule file, lowercase hex (`null` with no rules).
+    pub digest: Option<String>,
+    /// Where the active rules came from (`null` with no rules).
+    pub source: Option<String>,
+    /// `active`, `last-known-good`, `pending-confirm` or `no-rules`.
+    pub state: &'static str,
+    /// When this generation was published (RFC 3339, UTC).
+    pub loaded_at: String,
+    /// For `pending-confirm`: when it reverts unless confirmed (RFC 3339, UTC).
+    pub confirm_deadline: Option<String>,
+    /// This engine's version.
+    pub engine_version: &'static str,
+    /// Number of `[[rescue]]` rules.
+    pub rescue: usize,
+    /// Hits per rescue rule.
+    pub rescue_hits: Vec<RuleHits>,
+    /// Every frame classified by every worker (all generations).
+    pub frames: Counts,
+    /// Every ACL of the generation, in file order.
+    pub acls: Vec<AclStatus>,
+    /// The last reload, confirm-window revert or boot load: refused ones included.
+    pub last_reload: Option<LastReload>,
+    /// Generation numbers kept in the state directory (valid files only), oldest first.
+    pub kept: Vec<u64>,
+}
+
+/// Evaluated / permitted / denied frame counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Frames evaluated.
+    pub evaluated: u64,
+    /// Frames permitted.
+    pub permitted: u64,
+    /// Frames denied.
+    pub denied: u64,
+}
+
+/// One ACL of the active generation.
+#[derive(Clone, Debug, Serialize)]
+pub struct AclStatus {
+    /// ACL name.
+    pub name: String,
+    /// Number of rules (the implicit default not included).
+    pub rules: usize,
+    /// `permit` or `deny`: the implicit last rule.
+    pub default: &'static str,
+    /// Where it is bound, with per-binding counters.
+    pub bindings: Vec<BindingStatus>,
+    /// The ACL's counters.
+    pub counters: AclCounters,
+}
+
+/// One binding of an ACL.
+#[derive(Clone, Debug, Serialize)]
+pub struct BindingStatus {
+    /// `port`, `vlan` or `routed`.
+    pub kind: &'static str,
+    /// Port name, VLAN id or L3 interface name.
+    pub target: String,
+    /// `in` or `out` for routed bindings, else `null`.
+    pub direction: Option<&'static str>,
+    /// Frames on which this binding's ACL was evaluated, permitted, denied.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Counters of one ACL: sums over its bindings, and hits per rule.
+#[derive(Clone, Debug, Serialize)]
+pub struct AclCounters {
+    /// Frames the ACL was evaluated on (all bindings).
+    pub evaluated: u64,
+    /// Of those, permitted by it.
+    pub permitted: u64,
+    /// Of those, denied by it.
+    pub denied: u64,
+    /// Frames decided by the implicit default.
+    pub default_hits: u64,
+    /// Hits per rule, in order.
+    pub rules: Vec<RuleHits>,
+}
+
+/// A rule's identity and hit count.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleHits {
+    /// The rule's `id`, or `#N` (1-based position) without one.
+    pub id: String,
+    /// Frames it decided.
+    pub hits: u64,
+}
+
+/// The outcome of the last reload attempt.
+#[derive(Clone, Debug, Serialize)]
+pub struct LastReload {
+    /// Whether it became active.
+    pub ok: bool,
+    /// The stage that refused it (`null` when ok).
+    pub stage: Option<&'static str>,
+    /// Every cause, `file:line:col: message`.
+    pub errors: Vec<String>,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The generation it made active, when ok.
+    pub generation: Option<u64>,
+}
+
+impl LastReload {
+    pub(crate) fn ok(generation: u64) -> Self {
+        LastReload {
+            ok: true,
+            stage: None,
+            errors: Vec::new(),
+            at: rfc3339(crate::lkg::unix_now()),
+            generation: Some(generation),
+        }
+    }
+
+    pub(crate) fn failed(e: &ReloadError) -> Self {
+        LastReload {
+            ok: false,
+            stage: Some(e.stage.as_str()),
+            errors: e.errors.clone(),
+            at: rfc3339(crate::lkg::unix_now()),
+            generation: None,
+        }
+    }
+}
+
+pub(crate) fn build(inner: &Inner) -> Status {
+    let gen = inner.current.load_full();
+    let last_reload = inner
+        .last_reload
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let kept = inner.store.list().iter().map(|k| k.generation).collect();
+    let mut status = Status {
+        generation: gen.number(),
+        digest: gen.digest().map(|d| d.to_string()),
+        source: gen.source().map(str::to_owned),
+        state: gen.state().as_str(),
+        loaded_at: rfc3339(gen.loaded_at()),
+        confirm_deadline: gen.confirm_deadline().map(rfc3339),
+        engine_version: palisade_rules::ENGINE_VERSION,
+        rescue: 0,
+        rescue_hits: Vec::new(),
+        frames: Counts::default(),
+        acls: Vec::new(),
+        last_reload,
+        kept,
+    };
+    let Some(c) = gen.rules.as_deref() else {
+        return status;
+    };
+    let totals = inner.shards.totals(c.layout.len);
+    let at = |slot: u32| totals.get(slot as usize).copied().unwrap_or(0);
+    let counts = |base: u32| Counts {
+        evaluated: at(base),
+        permitted: at(base + 1),
+        denied: at(base + 2),
+    };
+    status.frames = counts(c.layout.total);
+    status.rescue = c.policy.rescue_count();
+    status.rescue_hits = c
+        .policy
+        .rescue_ids()
+        .iter()
+        .zip(&c.layout.rescue)
+        .map(|(id, &s)| RuleHits {
+            id: id.clone(),
+            hits: at(s),
+        })
+        .collect();
+    for (i, acl) in c.policy.acls().iter().enumerate() {
+        let slots = c.layout.acl_rules.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let bindings: Vec<BindingStatus> = c
+            .policy
+            .bindings()
+            .iter()
+            .zip(&c.layout.bindings)
+            .filter(|(b, _)| b.acl as usize == i)
+            .map(|(b, s)| BindingStatus {
+                kind: b.kind.as_str(),
+                target: b.target.clone(),
+                direction: b.direction.map(|d| d.as_str()),
+                counts: counts(s.base),
+            })
+            .collect();
+        let sum = |f: fn(&Counts) -> u64| bindings.iter().map(|b| f(&b.counts)).sum();
+        status.acls.push(AclStatus {
+            name: acl.name.clone(),
+            rules: acl.rule_ids.len(),
+            default: acl.default.as_str(),
+            counters: AclCounters {
+                evaluated: sum(|c| c.evaluated),
+                permitted: sum(|c| c.permitted),
+                denied: sum(|c| c.denied),
+                default_hits: slots.last().map_or(0, |&s| at(s)),
+                rules: acl
+                    .rule_ids
+                    .iter()
+                    .zip(slots)
+                    .map(|(id, &s)| RuleHits {
+                        id: id.clone(),
+                        hits: at(s),
+                    })
+                    .collect(),
+            },
+            bindings,
+        });
+    }
+    status
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch.
+///
+/// ```
+/// assert_eq!(palisade_engine::status::rfc3339(0), "1970-01-01T00:00:00Z");
+/// assert_eq!(palisade_engine::status::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+/// ```
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
