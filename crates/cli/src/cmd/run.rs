@@ -1,13 +1,123 @@
-//! `palisade run`.
+//! `palisade run`: the engine daemon.
+//!
+//! Boots the engine (config, else last-known-good, else no rules: deny all),
+//! serves the control socket, and reloads from `--config` on SIGHUP. SIGTERM
+//! and SIGINT remove the socket and exit. Without data-path flags it runs
+//! the control plane alone.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use palisade_engine::{control, Engine, EngineOptions, ReloadOptions, ReloadSource};
 
 /// Arguments of `palisade run`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The rule file: loaded at boot and again on SIGHUP.
+    #[arg(long, value_name = "RULES")]
+    pub config: PathBuf,
+    /// Path of the control socket (created with mode 0600).
+    #[arg(long, value_name = "SOCK")]
+    pub control: PathBuf,
+    /// Directory keeping the last-known-good generations.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+}
 
 /// Runs `palisade run`.
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("palisade run: not built yet");
-    ExitCode::from(2)
+pub fn run(args: Args) -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask and the
+    // signals are taken only by `sigwait` below.
+    let signals = signals::block();
+    let (engine, boot) = match Engine::open(&args.config, &args.state_dir, EngineOptions::default()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "palisade: booted: generation {} ({})",
+        boot.generation,
+        boot.state.as_str()
+    );
+    let engine = Arc::new(engine);
+    let listener = match control::bind(&args.control) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "palisade: {}: cannot open control socket: {e}",
+                args.control.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("palisade: control socket {}", args.control.display());
+    {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || control::serve(engine, listener, None));
+    }
+    wait_for_signals(&engine, &args, signals)
+}
+
+fn wait_for_signals(engine: &Engine, args: &Args, signals: Option<signals::Set>) -> ExitCode {
+    let Some(set) = signals else {
+        // Without signal masking we can still serve; park forever.
+        loop {
+            std::thread::park();
+        }
+    };
+    loop {
+        match signals::wait(&set) {
+            Some(libc::SIGHUP) => {
+                eprintln!("palisade: SIGHUP: reloading {}", args.config.display());
+                match engine.reload(ReloadSource::Config, &ReloadOptions::default()) {
+                    Ok(ok) => eprintln!(
+                        "palisade: generation {} active (digest {})",
+                        ok.generation, ok.digest
+                    ),
+                    Err(e) => eprintln!("palisade: {e}"),
+                }
+            }
+            Some(sig) => {
+                eprintln!("palisade: signal {sig}: exiting");
+                let _ = std::fs::remove_file(&args.control);
+                return ExitCode::SUCCESS;
+            }
+            None => {}
+        }
+    }
+}
+
+/// SIGHUP/SIGTERM/SIGINT taken synchronously with `sigwait` (no handler runs
+/// in signal context, so nothing here needs to be async-signal-safe).
+mod signals {
+    /// The blocked signal set.
+    pub struct Set(libc::sigset_t);
+
+    /// Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and every thread it spawns).
+    pub fn block() -> Option<Set> {
+        // SAFETY: sigset_t is plain data that sigemptyset initialises; the
+        // calls get valid pointers to locals and only touch this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+                libc::sigaddset(&mut set, sig);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return None;
+            }
+            Some(Set(set))
+        }
+    }
+
+    /// Waits for one of the blocked signals.
+    pub fn wait(set: &Set) -> Option<i32> {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` was initialised by `block`; `sig` is a valid out pointer.
+        let rc = unsafe { libc::sigwait(&set.0, &mut sig) };
+        (rc == 0).then_some(sig)
+    }
 }
