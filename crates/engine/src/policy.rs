@@ -808,9 +808,19 @@ impl Policy {
             };
             let d = self.evaluate(&e.packet, &Context { port, route });
             let want = Verdict::from(e.verdict);
-            if d.verdict != want {
+            let stage_ok = e.stage.as_deref().is_none_or(|s| s == d.stage.as_str());
+            let rule_ok = e.rule.as_deref().is_none_or(|r| r == self.rule_name(&d));
+            if d.verdict != want || !stage_ok || !rule_ok {
+                let mut expected = want.as_str().to_owned();
+                if let Some(s) = &e.stage {
+                    expected.push_str(&format!(" at stage {s}"));
+                }
+                if let Some(r) = &e.rule {
+                    expected.push_str(&format!(" by rule {r}"));
+                }
                 out.push(diag(format!(
-                    "expected {want}, got {} ({})",
+                    "{}: expected {expected}, got {} ({})",
+                    palisade_rules::format_packet(&e.packet),
                     d.verdict,
                     self.describe(&d)
                 )));

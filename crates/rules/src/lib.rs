@@ -29,6 +29,13 @@
 #![forbid(unsafe_code)]
 
 mod model;
+mod names;
+mod packet;
+mod parse;
+mod semver;
+mod validate;
+
+pub use packet::{format_packet, parse_packet_spec};
 
 pub use model::{
     AclDef, AclRule, Action, BindTarget, BindingDef, Defaults, Direction, ExpectDef, InterfaceDef,
@@ -165,8 +172,54 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 
 /// Parses and validates the bytes of a rule file named `file`.
 ///
-/// On failure every error found is returned (warnings are dropped then).
+/// On failure every error found is returned, sorted by position (warnings
+/// are dropped then). On success the warnings are in [`Loaded::warnings`].
+/// Never panics, whatever the bytes.
+///
+/// ```
+/// let errs = palisade_rules::parse("bad.toml", b"version = 1\n[[acl]]\nname = \"a\"\ndefualt = \"deny\"\n").unwrap_err();
+/// assert_eq!(errs[0].to_string(), "bad.toml:4:1: unknown key \"defualt\" in [[acl]] (did you mean \"default\"?)");
+/// ```
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
-    let _ = (file, bytes);
-    unimplemented!("rules::parse: being written")
+    let digest = Digest::of(bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("");
+            let cx = parse::Cx::new(file, valid);
+            return Err(vec![Diagnostic {
+                file: file.to_owned(),
+                span: cx.span(valid.len()),
+                severity: Severity::Error,
+                message: "the file is not valid UTF-8".into(),
+            }]);
+        }
+    };
+    let mut cx = parse::Cx::new(file, text);
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in &syntax {
+            let off = e.span().map_or(0, |s| s.start);
+            cx.error(off, format!("TOML syntax: {}", e.message().trim()));
+        }
+        return Err(finish(cx.diags).1);
+    }
+    let (ruleset, locs) = parse::document(&mut cx, &root);
+    parse::resolve(&mut cx, &ruleset, &locs);
+    let (warnings, errors) = finish(cx.diags);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Loaded {
+        file: file.to_owned(),
+        ruleset,
+        warnings,
+        digest,
+    })
+}
+
+/// Sorts diagnostics by position and splits them into (warnings, errors).
+fn finish(mut diags: Vec<Diagnostic>) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    diags.sort_by_key(|d| (d.span.line, d.span.col));
+    diags.into_iter().partition(|d| d.severity == Severity::Warning)
 }

@@ -199,6 +199,10 @@ pub struct ExpectDef {
     pub route: Option<(String, String)>,
     /// Expected verdict.
     pub verdict: Action,
+    /// Optional expected deciding stage (`pacl`, `vacl-in`, ... as the engine names them).
+    pub stage: Option<String>,
+    /// Optional expected deciding rule: its id, `#N`, `default`, or a rescue id.
+    pub rule: Option<String>,
     /// Where the table starts.
     pub span: Span,
 }

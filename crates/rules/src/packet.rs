@@ -1,0 +1,446 @@
+//! Concrete packets for `[[expect]]` vectors and `palisade explain`: a
+//! small builder, the one-line packet syntax, and its inverse.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use palisade_classify::{IpFamily, Prefix};
+use palisade_packet::{FlowKey, FragmentState, Layer, ParseStatus, Present};
+
+use crate::names;
+
+/// Parses an IPv4 or IPv6 address into key encoding.
+pub(crate) fn parse_addr(text: &str) -> Result<(IpFamily, u128), String> {
+    match text.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Ok((IpFamily::V4, u32::from(a) as u128)),
+        Ok(IpAddr::V6(a)) => Ok((IpFamily::V6, u128::from(a))),
+        Err(_) => Err(format!("\"{text}\" is not an IPv4 or IPv6 address")),
+    }
+}
+
+/// Parses `addr` or `addr/len`; host bits set or a length beyond the family's width are errors.
+pub(crate) fn parse_prefix(text: &str) -> Result<Prefix, String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let (family, value) = parse_addr(addr.trim())?;
+    let bits = family.bits();
+    let len = match len {
+        None => bits,
+        Some(l) => {
+            let l = l.trim();
+            let n: u32 = l
+                .parse()
+                .map_err(|_| format!("prefix \"{text}\": length \"{l}\" is not a number"))?;
+            if n > bits as u32 {
+                return Err(format!(
+                    "prefix \"{text}\": length {n} is beyond {bits} for {}",
+                    family_name(family)
+                ));
+            }
+            n as u8
+        }
+    };
+    let mask = Prefix::mask_of(family, len);
+    if value & !mask != 0 {
+        let net = value & mask;
+        return Err(format!(
+            "prefix \"{text}\" has host bits set (did you mean {}/{len}?)",
+            format_addr(family, net)
+        ));
+    }
+    Ok(Prefix {
+        family,
+        addr: value,
+        len,
+    })
+}
+
+/// `"IPv4"` or `"IPv6"`.
+pub(crate) const fn family_name(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "IPv4",
+        IpFamily::V6 => "IPv6",
+    }
+}
+
+/// Formats an address in key encoding.
+pub(crate) fn format_addr(family: IpFamily, value: u128) -> String {
+    match family {
+        IpFamily::V4 => Ipv4Addr::from(value as u32).to_string(),
+        IpFamily::V6 => Ipv6Addr::from(value).to_string(),
+    }
+}
+
+/// A concrete packet, field by field, before it becomes a [`FlowKey`].
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PacketBuilder {
+    pub proto: Option<u8>,
+    pub src: Option<(IpFamily, u128)>,
+    pub dst: Option<(IpFamily, u128)>,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub tcp_flags: Option<u16>,
+    pub vlan: Option<u16>,
+    pub fragment: Option<FragmentState>,
+    pub dscp: Option<u8>,
+    pub ethertype: Option<u16>,
+    pub malformed: bool,
+}
+
+impl PacketBuilder {
+    /// Builds the key; the error names the inconsistency.
+    ///
+    /// Defaults: TCP flags `syn` for TCP, ICMP code 0, echo request when
+    /// no ICMP type is given, ports 0 when not given.
+    pub fn build(&self) -> Result<FlowKey, String> {
+        let mut k = FlowKey::new();
+        let family = match (self.src, self.dst) {
+            (Some((fs, s)), Some((fd, d))) => {
+                if fs != fd {
+                    return Err(format!(
+                        "src is {} but dst is {}",
+                        family_name(fs),
+                        family_name(fd)
+                    ));
+                }
+                k = match fs {
+                    IpFamily::V4 => k.with_ipv4((s as u32).to_be_bytes(), (d as u32).to_be_bytes()),
+                    IpFamily::V6 => k.with_ipv6(s, d),
+                };
+                k.present.0 &= !Present::DSCP;
+                Some(fs)
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err("packet has src but no dst".into()),
+            (None, Some(_)) => return Err("packet has dst but no src".into()),
+        };
+        let Some(family) = family else {
+            let ip_only = self.proto.is_some()
+                || self.src_port.is_some()
+                || self.dst_port.is_some()
+                || self.icmp_type.is_some()
+                || self.icmp_code.is_some()
+                || self.tcp_flags.is_some()
+                || self.fragment.is_some()
+                || self.dscp.is_some();
+            if ip_only {
+                return Err("an IP packet needs src and dst addresses".into());
+            }
+            let et = self.ethertype.unwrap_or(0x0806);
+            if et == 0x0800 || et == 0x86dd {
+                return Err("an IP packet needs src and dst addresses".into());
+            }
+            k.ethertype = et;
+            k.present.0 |= Present::ETHERTYPE;
+            if let Some(v) = self.vlan {
+                k = k.with_vlan(v);
+            }
+            if self.malformed {
+                k.status = ParseStatus::Truncated(Layer::Ethernet);
+            }
+            return Ok(k);
+        };
+        if let Some(et) = self.ethertype {
+            if et != k.ethertype {
+                return Err(format!(
+                    "ethertype 0x{et:04x} does not carry {}",
+                    family_name(family)
+                ));
+            }
+        }
+        k = k.with_dscp(self.dscp.unwrap_or(0));
+        let mut proto = self
+            .proto
+            .unwrap_or(match (self.icmp_type, self.src_port, self.dst_port) {
+                (Some(_), _, _) => 1,
+                _ => 6,
+            });
+        if proto == 1 && family == IpFamily::V6 {
+            proto = 58;
+        }
+        k = k.with_proto(proto);
+        let frag = self.fragment.unwrap_or(FragmentState::None);
+        k = match frag {
+            FragmentState::None => k,
+            FragmentState::First => k.with_fragment(FragmentState::First, 0, true),
+            FragmentState::NonFirst => k.with_fragment(FragmentState::NonFirst, 1480, true),
+        };
+        let has_l4 = frag != FragmentState::NonFirst;
+        let ports_given = self.src_port.is_some() || self.dst_port.is_some();
+        let icmp_given = self.icmp_type.is_some() || self.icmp_code.is_some();
+        if ports_given && !names::has_ports(proto) {
+            return Err(format!(
+                "ports given but proto {} carries none",
+                proto_label(proto)
+            ));
+        }
+        if icmp_given && !names::is_icmp(proto) {
+            return Err(format!(
+                "icmp_type/icmp_code given but proto is {}",
+                proto_label(proto)
+            ));
+        }
+        if self.tcp_flags.is_some() && proto != 6 {
+            return Err(format!("tcp_flags given but proto is {}", proto_label(proto)));
+        }
+        if !has_l4 && (ports_given || icmp_given || self.tcp_flags.is_some()) {
+            return Err("a non-first fragment carries no ports, ICMP type or TCP flags".into());
+        }
+        if has_l4 {
+            if names::has_ports(proto) {
+                k = k.with_ports(self.src_port.unwrap_or(0), self.dst_port.unwrap_or(0));
+            }
+            if names::is_icmp(proto) {
+                let echo = if family == IpFamily::V6 { 128 } else { 8 };
+                k = k.with_icmp(self.icmp_type.unwrap_or(echo), self.icmp_code.unwrap_or(0));
+            }
+            if proto == 6 {
+                k = k.with_tcp_flags(self.tcp_flags.unwrap_or(0x002));
+            }
+        }
+        if let Some(v) = self.vlan {
+            k = k.with_vlan(v);
+        }
+        if self.malformed {
+            k.status = ParseStatus::Truncated(match family {
+                IpFamily::V4 => Layer::Ipv4,
+                IpFamily::V6 => Layer::Ipv6,
+            });
+        }
+        Ok(k)
+    }
+}
+
+fn proto_label(p: u8) -> String {
+    names::protocol_name(p).map_or_else(|| p.to_string(), str::to_owned)
+}
+
+/// Parses the one-line packet syntax of `palisade explain`:
+///
+/// `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F] [vlan V] [fragment first|non-first] [dscp D]`
+///
+/// IPv6 addresses with a port are written `[2001:db8::1]:53`. `icmp` with
+/// IPv6 addresses means ICMPv6. A TCP packet without `flags` is a SYN; an
+/// ICMP packet without `type` is an echo request.
+///
+/// ```
+/// let k = palisade_rules::parse_packet_spec("tcp 10.0.0.1:1234 -> 192.0.2.1:443 flags syn,ack").unwrap();
+/// assert_eq!((k.l4_proto, k.src_port, k.dst_port, k.tcp_flags), (6, 1234, 443, 0x012));
+/// let k = palisade_rules::parse_packet_spec("udp [2001:db8::1]:53 -> [2001:db8::2]:53").unwrap();
+/// assert_eq!(k.ip_version, 6);
+/// let k = palisade_rules::parse_packet_spec("icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0").unwrap();
+/// assert_eq!(k.icmp(), Some((8, 0)));
+/// assert!(palisade_rules::parse_packet_spec("tcp 10.0.0.1 -> ").is_err());
+/// ```
+pub fn parse_packet_spec(text: &str) -> Result<FlowKey, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let [proto, src, arrow, dst, rest @ ..] = words.as_slice() else {
+        return Err(format!(
+            "packet \"{text}\": expected `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F]`"
+        ));
+    };
+    if *arrow != "->" {
+        return Err(format!(
+            "packet \"{text}\": expected `->` after the source, found \"{arrow}\""
+        ));
+    }
+    let mut b = PacketBuilder {
+        proto: Some(parse_proto_word(proto)?),
+        ..PacketBuilder::default()
+    };
+    let (s, sp) = parse_endpoint(src)?;
+    let (d, dp) = parse_endpoint(dst)?;
+    b.src = Some(s);
+    b.dst = Some(d);
+    b.src_port = sp;
+    b.dst_port = dp;
+    let mut it = rest.iter();
+    while let Some(&word) = it.next() {
+        let Some(&arg) = it.next() else {
+            return Err(format!("packet \"{text}\": `{word}` needs a value"));
+        };
+        let num = |max: u32| -> Result<u32, String> {
+            arg.parse::<u32>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("packet \"{text}\": {word} \"{arg}\" is not a number 0-{max}"))
+        };
+        match word.to_ascii_lowercase().as_str() {
+            "type" => b.icmp_type = Some(num(255)? as u8),
+            "code" => b.icmp_code = Some(num(255)? as u8),
+            "flags" => b.tcp_flags = Some(names::tcp_flags(arg)?.0),
+            "vlan" => b.vlan = Some(num(4094)? as u16),
+            "dscp" => {
+                b.dscp = Some(match names::dscp(arg) {
+                    Some(d) => d,
+                    None => num(63)? as u8,
+                })
+            }
+            "fragment" | "frag" => b.fragment = Some(parse_fragment_state(arg)?),
+            _ => {
+                return Err(format!(
+                    "packet \"{text}\": unknown word \"{word}\" (expected type, code, flags, vlan, dscp or fragment)"
+                ))
+            }
+        }
+    }
+    b.build().map_err(|e| format!("packet \"{text}\": {e}"))
+}
+
+/// `none`, `first` or `non-first` as a fragment state.
+pub(crate) fn parse_fragment_state(text: &str) -> Result<FragmentState, String> {
+    match text {
+        "none" => Ok(FragmentState::None),
+        "first" => Ok(FragmentState::First),
+        "non-first" => Ok(FragmentState::NonFirst),
+        _ => Err(format!(
+            "fragment \"{text}\" is not one of \"none\", \"first\", \"non-first\""
+        )),
+    }
+}
+
+fn parse_proto_word(word: &str) -> Result<u8, String> {
+    if let Some(p) = names::protocol(word) {
+        return Ok(p);
+    }
+    word.parse::<u8>()
+        .map_err(|_| format!("unknown protocol \"{word}\" (a name like tcp, udp, icmp, or a number 0-255)"))
+}
+
+fn parse_endpoint(word: &str) -> Result<((IpFamily, u128), Option<u16>), String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("port \"{p}\" in \"{word}\" is not a number 0-65535"))
+    };
+    if let Some(rest) = word.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return Err(format!("\"{word}\": missing `]`"));
+        };
+        let a = parse_addr(addr)?;
+        return match after {
+            "" => Ok((a, None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((a, Some(port(p)?))),
+                None => Err(format!("\"{word}\": expected `:PORT` after `]`")),
+            },
+        };
+    }
+    if let Ok(a) = parse_addr(word) {
+        return Ok((a, None));
+    }
+    match word.rsplit_once(':') {
+        Some((addr, p)) if !addr.contains(':') => Ok((parse_addr(addr)?, Some(port(p)?))),
+        _ => Err(format!(
+            "\"{word}\" is not an address, `addr:port` or `[v6addr]:port`"
+        )),
+    }
+}
+
+/// Formats a key in the syntax [`parse_packet_spec`] reads (plus `vlan`).
+///
+/// ```
+/// let k = palisade_rules::parse_packet_spec("udp [2001:db8::1]:53 -> [2001:db8::2]:53").unwrap();
+/// assert_eq!(palisade_rules::format_packet(&k), "udp [2001:db8::1]:53 -> [2001:db8::2]:53");
+/// ```
+pub fn format_packet(k: &FlowKey) -> String {
+    let family = match k.ip_family() {
+        Some(4) => IpFamily::V4,
+        Some(6) => IpFamily::V6,
+        _ => {
+            let mut s = match k.ethertype {
+                0x0806 => "arp".to_owned(),
+                et => format!("ethertype 0x{et:04x}"),
+            };
+            if k.vlan_count > 0 {
+                s.push_str(&format!(" vlan {}", k.outer_vlan));
+            }
+            return s;
+        }
+    };
+    let proto = if k.present.has(Present::L4_PROTO) {
+        proto_label(k.l4_proto)
+    } else {
+        "ip".to_owned()
+    };
+    let ep = |addr: u128, port: Option<u16>| match (family, port) {
+        (IpFamily::V4, Some(p)) => format!("{}:{p}", format_addr(family, addr)),
+        (IpFamily::V6, Some(p)) => format!("[{}]:{p}", format_addr(family, addr)),
+        (_, None) => format_addr(family, addr),
+    };
+    let ports = k.ports();
+    let mut s = format!(
+        "{proto} {} -> {}",
+        ep(k.src_ip, ports.map(|p| p.0)),
+        ep(k.dst_ip, ports.map(|p| p.1))
+    );
+    if let Some((t, c)) = k.icmp() {
+        s.push_str(&format!(" type {t} code {c}"));
+    }
+    if k.present.has(Present::TCP_FLAGS) && k.tcp_flags != 0x002 {
+        s.push_str(&format!(" flags {}", names::tcp_flags_names(k.tcp_flags)));
+    }
+    if k.vlan_count > 0 {
+        s.push_str(&format!(" vlan {}", k.outer_vlan));
+    }
+    match k.fragment {
+        FragmentState::None => {}
+        FragmentState::First => s.push_str(" fragment first"),
+        FragmentState::NonFirst => s.push_str(" fragment non-first"),
+    }
+    if k.dscp != 0 {
+        s.push_str(&format!(" dscp {}", k.dscp));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(parse_prefix("10.0.0.0/8").unwrap(), Prefix::v4([10, 0, 0, 0], 8));
+        assert_eq!(parse_prefix("10.0.0.1").unwrap().len, 32);
+        assert!(parse_prefix("10.0.0.1/24")
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/24"));
+        assert!(parse_prefix("10.0.0.0/33").unwrap_err().contains("beyond 32"));
+        assert!(parse_prefix("2001:db8::/129").unwrap_err().contains("beyond 128"));
+        assert_eq!(parse_prefix("2001:db8::/32").unwrap().family, IpFamily::V6);
+        assert!(parse_prefix("10.0.0/8").is_err());
+    }
+
+    #[test]
+    fn packet_specs() {
+        let k = parse_packet_spec("icmp 2001:db8::1 -> 2001:db8::2").unwrap();
+        assert_eq!((k.l4_proto, k.icmp()), (58, Some((128, 0))));
+        let k = parse_packet_spec("tcp 10.0.0.1:1 -> 10.0.0.2:2 vlan 20 fragment first").unwrap();
+        assert_eq!((k.outer_vlan, k.fragment), (20, FragmentState::First));
+        assert!(parse_packet_spec("tcp 10.0.0.1:1 -> 2001:db8::2").is_err());
+        assert!(parse_packet_spec("icmp 10.0.0.1:1 -> 10.0.0.2").is_err());
+        assert!(parse_packet_spec("udp 10.0.0.1 -> 10.0.0.2 flags syn").is_err());
+        assert!(parse_packet_spec("tcp 10.0.0.1:99999 -> 10.0.0.2:1").is_err());
+        assert!(parse_packet_spec("tcp 10.0.0.1 => 10.0.0.2").is_err());
+        assert!(parse_packet_spec("tcp 10.0.0.1 -> 10.0.0.2 flags").is_err());
+        let k = parse_packet_spec("udp 10.0.0.1 -> 10.0.0.2 fragment non-first").unwrap();
+        assert_eq!(k.ports(), None);
+    }
+
+    #[test]
+    fn format_roundtrip() {
+        for s in [
+            "tcp 10.0.0.1:1234 -> 192.0.2.1:443",
+            "tcp 10.0.0.1:1234 -> 192.0.2.1:443 flags syn,ack",
+            "icmp 10.0.0.1 -> 10.0.0.2 type 3 code 4",
+            "icmpv6 2001:db8::1 -> 2001:db8::2 type 128 code 0",
+            "udp [2001:db8::1]:53 -> [2001:db8::2]:53 vlan 20",
+        ] {
+            let k = parse_packet_spec(s).unwrap();
+            assert_eq!(format_packet(&k), s);
+            assert_eq!(parse_packet_spec(&format_packet(&k)).unwrap(), k);
+        }
+    }
+}

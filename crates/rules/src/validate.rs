@@ -1,0 +1,282 @@
+//! Semantic checks on rules: rules that can never match, and shadowed rules.
+
+use palisade_classify::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch};
+
+use crate::model::AclDef;
+use crate::names;
+use crate::packet::family_name;
+use crate::parse::{families, Cx};
+
+fn proto_label(p: u8) -> String {
+    names::protocol_name(p).map_or_else(|| p.to_string(), str::to_owned)
+}
+
+/// Why a rule can never match, with the key to point at; `None` when it can.
+pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
+    let fams = families(m);
+    if fams.is_empty() {
+        let fam_of = |ps: &[Prefix]| -> Vec<IpFamily> {
+            [IpFamily::V4, IpFamily::V6]
+                .into_iter()
+                .filter(|f| ps.is_empty() || ps.iter().any(|p| p.family == *f))
+                .collect()
+        };
+        let (s, d) = (fam_of(&m.src), fam_of(&m.dst));
+        if !s.iter().any(|f| d.contains(f)) {
+            return Some((
+                "dst",
+                format!("src is {} but dst is {}", names_of(&s), names_of(&d)),
+            ));
+        }
+        let f = m.family.map_or("", |f| family_name(f));
+        return Some(("family", format!("family is {f} but the addresses are not")));
+    }
+    if let Some(et) = m.ethertype {
+        if m.needs_ip() {
+            let ok = match et {
+                0x0800 => fams.contains(&IpFamily::V4),
+                0x86dd => fams.contains(&IpFamily::V6),
+                _ => false,
+            };
+            if !ok {
+                return Some((
+                    "ethertype",
+                    format!("ethertype 0x{et:04x} does not carry the IP fields the rule matches"),
+                ));
+            }
+        }
+    }
+    let ports = !m.src_port.is_empty() || !m.dst_port.is_empty();
+    let port_key = if m.dst_port.is_empty() {
+        "src_port"
+    } else {
+        "dst_port"
+    };
+    let icmp = m.icmp_type.is_some() || m.icmp_code.is_some();
+    let icmp_key = if m.icmp_type.is_some() {
+        "icmp_type"
+    } else {
+        "icmp_code"
+    };
+    if let Some(p) = m.proto {
+        if ports && !names::has_ports(p) {
+            return Some((
+                port_key,
+                format!(
+                    "{port_key} needs proto tcp, udp or sctp, but proto is {}",
+                    proto_label(p)
+                ),
+            ));
+        }
+        if icmp && !names::is_icmp(p) {
+            return Some((
+                icmp_key,
+                format!(
+                    "{icmp_key} needs proto icmp or icmpv6, but proto is {}",
+                    proto_label(p)
+                ),
+            ));
+        }
+        if m.tcp_flags.is_some() && p != 6 {
+            return Some((
+                "tcp_flags",
+                format!("tcp_flags needs proto tcp, but proto is {}", proto_label(p)),
+            ));
+        }
+    }
+    if ports && icmp {
+        return Some((icmp_key, format!("a packet carries either ports or an ICMP type, but the rule asks for both {port_key} and {icmp_key}")));
+    }
+    if icmp && m.tcp_flags.is_some() {
+        return Some((
+            "tcp_flags",
+            "tcp_flags and an ICMP type exclude each other".into(),
+        ));
+    }
+    if m.fragment == Some(FragmentMatch::NonFirst) && (ports || icmp || m.tcp_flags.is_some()) {
+        return Some((
+            "fragment",
+            "non-first fragments carry no ports, ICMP type or TCP flags".into(),
+        ));
+    }
+    None
+}
+
+fn names_of(fams: &[IpFamily]) -> String {
+    fams.iter()
+        .map(|f| family_name(*f))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Warns about every rule that an earlier rule of the same ACL fully covers.
+pub(crate) fn shadowing(cx: &mut Cx, acl: &AclDef, locs: &[(usize, Option<usize>)]) {
+    for (j, later) in acl.rules.iter().enumerate() {
+        let Some(i) = acl.rules[..j]
+            .iter()
+            .position(|earlier| covers(&earlier.matcher, &later.matcher))
+        else {
+            continue;
+        };
+        let label = |n: usize| match &acl.rules[n].id {
+            Some(id) => format!("rule {} (\"{id}\")", n + 1),
+            None => format!("rule {}", n + 1),
+        };
+        let why = if acl.rules[i].action == later.action {
+            "it is redundant"
+        } else {
+            "its action never applies"
+        };
+        let off = locs.get(j).map_or(0, |l| l.0);
+        cx.warn(
+            off,
+            format!(
+                "acl \"{}\" {} is shadowed by {}: it can never match ({why})",
+                acl.name,
+                label(j),
+                label(i)
+            ),
+        );
+    }
+}
+
+/// Whether every key `b` matches is also matched by `a` (conservative: `false` when unsure).
+pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
+    if a.needs_ip() && !b.needs_ip() {
+        return false;
+    }
+    if a.ethertype.is_some() && a.ethertype != b.ethertype {
+        return false;
+    }
+    if !list_covers(&a.vlan, &b.vlan) || !list_covers(&a.dscp, &b.dscp) {
+        return false;
+    }
+    if a.proto.is_some() && a.proto != b.proto {
+        return false;
+    }
+    if !ranges_cover(&a.src_port, &b.src_port) || !ranges_cover(&a.dst_port, &b.dst_port) {
+        return false;
+    }
+    if (a.icmp_type.is_some() && a.icmp_type != b.icmp_type)
+        || (a.icmp_code.is_some() && a.icmp_code != b.icmp_code)
+    {
+        return false;
+    }
+    if let Some(fa) = a.tcp_flags {
+        match b.tcp_flags {
+            Some(fb) if fb.mask & fa.mask == fa.mask && fb.value & fa.mask == fa.value => {}
+            _ => return false,
+        }
+    }
+    match (a.fragment, b.fragment) {
+        (None, _) => {}
+        (
+            Some(FragmentMatch::Any),
+            Some(FragmentMatch::First | FragmentMatch::NonFirst | FragmentMatch::Any),
+        ) => {}
+        (Some(x), Some(y)) if x == y => {}
+        _ => return false,
+    }
+    if b.needs_ip() {
+        for f in families(b) {
+            let a_allows = a.family.is_none() || a.family == Some(f);
+            if !a_allows || !prefixes_cover(&a.src, &b.src, f) || !prefixes_cover(&a.dst, &b.dst, f) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn list_covers<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    a.is_empty() || (!b.is_empty() && b.iter().all(|x| a.contains(x)))
+}
+
+fn ranges_cover(a: &[PortRange], b: &[PortRange]) -> bool {
+    if a.is_empty() || a.iter().any(PortRange::is_full) {
+        return true;
+    }
+    if b.is_empty() {
+        return false;
+    }
+    // Merge a's ranges, then each of b's must sit inside one merged range.
+    let mut merged: Vec<(u32, u32)> = a.iter().map(|r| (r.lo as u32, r.hi as u32)).collect();
+    merged.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (lo, hi) in merged {
+        match out.last_mut() {
+            Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    b.iter()
+        .all(|r| out.iter().any(|&(lo, hi)| lo <= r.lo as u32 && r.hi as u32 <= hi))
+}
+
+/// Whether `a`'s prefixes of family `f` cover `b`'s (empty = any address).
+fn prefixes_cover(a: &[Prefix], b: &[Prefix], f: IpFamily) -> bool {
+    let a_f: Vec<&Prefix> = a.iter().filter(|p| p.family == f).collect();
+    if a.is_empty() || a_f.iter().any(|p| p.len == 0) {
+        return true;
+    }
+    if b.is_empty() {
+        return false;
+    }
+    b.iter().filter(|p| p.family == f).all(|pb| {
+        a_f.iter()
+            .any(|pa| pa.len <= pb.len && pb.addr & pa.mask() == pa.addr)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_classify::TcpFlagsMatch;
+
+    fn tcp(ports: &[(u16, u16)]) -> RuleMatch {
+        let mut m = RuleMatch::any();
+        m.proto = Some(6);
+        m.dst_port = ports.iter().map(|&(lo, hi)| PortRange { lo, hi }).collect();
+        m
+    }
+
+    #[test]
+    fn coverage() {
+        assert!(covers(&RuleMatch::any(), &tcp(&[(80, 80)])));
+        assert!(!covers(&tcp(&[(80, 80)]), &RuleMatch::any()));
+        assert!(covers(&tcp(&[(1, 100), (101, 200)]), &tcp(&[(50, 150)])));
+        assert!(!covers(&tcp(&[(1, 100), (102, 200)]), &tcp(&[(50, 150)])));
+        let mut a = tcp(&[]);
+        a.src = vec![Prefix::v4([10, 0, 0, 0], 8)];
+        let mut b = tcp(&[(22, 22)]);
+        b.src = vec![Prefix::v4([10, 1, 0, 0], 16)];
+        assert!(covers(&a, &b));
+        b.src.push(Prefix::v6(0, 0));
+        assert!(!covers(&a, &b), "b also matches IPv6 sources");
+        let mut f = tcp(&[]);
+        f.tcp_flags = Some(TcpFlagsMatch { value: 2, mask: 2 });
+        let mut g = tcp(&[]);
+        g.tcp_flags = Some(TcpFlagsMatch { value: 2, mask: 0x12 });
+        assert!(covers(&f, &g));
+        assert!(!covers(&g, &f));
+    }
+
+    #[test]
+    fn impossible_rules() {
+        let mut m = RuleMatch::any();
+        m.src = vec![Prefix::v4([10, 0, 0, 0], 8)];
+        m.dst = vec![Prefix::v6(0, 0)];
+        assert_eq!(never_matches(&m).unwrap().0, "dst");
+        let mut m = tcp(&[(1, 2)]);
+        m.proto = Some(1);
+        assert_eq!(never_matches(&m).unwrap().0, "dst_port");
+        let mut m = RuleMatch::any();
+        m.proto = Some(6);
+        m.icmp_type = Some(8);
+        assert_eq!(never_matches(&m).unwrap().0, "icmp_type");
+        let mut m = tcp(&[(1, 2)]);
+        m.fragment = Some(FragmentMatch::NonFirst);
+        assert_eq!(never_matches(&m).unwrap().0, "fragment");
+        assert!(never_matches(&tcp(&[(1, 2)])).is_none());
+    }
+}
