@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod capture;
 mod cmd;
 
 /// Palisade: a packet-filter firewall engine with atomic rule reloads.
