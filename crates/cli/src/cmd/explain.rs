@@ -18,9 +18,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_engine::policy::{BindingKind, Context, Policy, RuleRef, Stage, StageEvent};
+use palisade_engine::policy::{Context, Policy, RuleRef, Stage, StageEvent};
 use palisade_packet::FlowKey;
-use palisade_rules::{Direction, Loaded};
+use palisade_rules::Loaded;
 
 use crate::cmd::check::load_policy;
 use crate::cmd::classify::{context, json_opt};
@@ -267,37 +267,34 @@ fn walk(
         .route
         .and_then(|r| policy.interface_info(r.to))
         .and_then(|i| i.vlan);
-    let mut plan: Vec<(Stage, String, Option<(BindingKind, String, Option<Direction>)>)> = vec![
-        (
-            Stage::PortAcl,
-            format!("port {port_name}"),
-            Some((BindingKind::Port, port_name.clone(), None)),
-        ),
+    // (stage, what it is bound to, whether the stage applies to this packet)
+    let mut plan: Vec<(Stage, String, bool)> = vec![
+        (Stage::PortAcl, format!("port {port_name}"), true),
         (
             Stage::VlanAclIn,
             vlan.map_or("no VLAN".into(), |v| format!("VLAN {v}")),
-            vlan.map(|v| (BindingKind::Vlan, v.to_string(), None)),
+            vlan.is_some(),
         ),
     ];
     if let Some(r) = ctx.route {
         plan.push((
             Stage::RoutedAclIn,
             format!("interface {} in", iface(r.from)),
-            Some((BindingKind::Routed, iface(r.from), Some(Direction::In))),
+            true,
         ));
         plan.push((
             Stage::RoutedAclOut,
             format!("interface {} out", iface(r.to)),
-            Some((BindingKind::Routed, iface(r.to), Some(Direction::Out))),
+            true,
         ));
         plan.push((
             Stage::VlanAclOut,
             egress_vlan.map_or(format!("{} (routed port)", iface(r.to)), |v| format!("VLAN {v}")),
-            egress_vlan.map(|v| (BindingKind::Vlan, v.to_string(), None)),
+            egress_vlan.is_some(),
         ));
     }
     let mut ended = false;
-    for (stage, target, binding) in plan {
+    for (stage, target, applies) in plan {
         if ended {
             steps.push(fixed(stage, &target, None, "not reached".into()));
             continue;
@@ -339,11 +336,12 @@ fn walk(
                 note,
             });
         } else {
-            let why = match binding {
-                None => "does not apply".to_owned(),
-                Some(_) => "no ACL bound: passes".to_owned(),
+            let why = if applies {
+                "no ACL bound: passes"
+            } else {
+                "does not apply"
             };
-            steps.push(fixed(stage, &target, None, why));
+            steps.push(fixed(stage, &target, None, why.into()));
         }
     }
     steps
