@@ -1,0 +1,84 @@
+//! Crash safety: a writer killed with SIGKILL at random instants never leaves a
+//! torn last-known-good; the newest kept generation is always complete.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use palisade_engine::lkg::{Kept, Store};
+
+const CHILD_ENV: &str = "PALISADE_CRASH_CHILD_DIR";
+
+/// The deterministic content of generation `g`: large enough that a write takes a while.
+fn content(g: u64) -> Vec<u8> {
+    let len = 48 * 1024 + (g as usize % 7) * 4096;
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(g) as u8)
+        .collect()
+}
+
+/// Not a test of its own: the child process of `kill_9_while_persisting_never_tears_the_last_known_good`.
+#[test]
+fn crash_child_writer() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let store = Store::open(Path::new(&dir), 10, true).unwrap();
+    let mut g = store.max_generation();
+    loop {
+        g += 1;
+        store.save(&Kept::new(g, "crash.toml", content(g), true)).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_while_persisting_never_tears_the_last_known_good() {
+    let dir = std::env::temp_dir().join(format!("palisade-engine-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let exe = std::env::current_exe().unwrap();
+    let rounds = 300;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut newest_seen = 0;
+    let mut advanced = 0;
+    for round in 0..rounds {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_ENV, &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(1_000 + rng % 9_000));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let store = Store::open(&dir, 10, true).unwrap();
+        let files = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
+            .count();
+        let kept = store.list();
+        assert_eq!(kept.len(), files, "round {round}: a kept file is torn");
+        if let Some(newest) = store.newest(true) {
+            assert_eq!(newest.bytes, content(newest.generation), "round {round}");
+            assert!(newest.generation >= newest_seen, "round {round}: went backwards");
+            if newest.generation > newest_seen {
+                advanced += 1;
+            }
+            newest_seen = newest.generation;
+        }
+    }
+    assert!(
+        advanced > rounds / 4,
+        "the child persisted in most rounds ({advanced})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
