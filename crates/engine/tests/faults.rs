@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use palisade_engine::policy::{Decision, Verdict};
+use palisade_engine::policy::Decision;
 use palisade_engine::{Engine, EngineOptions, GenerationState, ReloadOptions, ReloadSource, ReloadStage};
 
 /// The parts of status a refused reload must not touch.
