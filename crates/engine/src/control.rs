@@ -9,6 +9,7 @@
 //! | `{"cmd":"reload"}` (from the config), `{"cmd":"reload","path":"/abs/rules.toml"}`, or `{"cmd":"reload","name":"x.toml","text":"..."}`; optional `"confirm_within"` (seconds), `"allow_rescue_change"` | `"generation"`, `"digest"`, `"state"`, `"confirm_deadline"`, `"warnings"`; refused: `"stage"`, `"errors"` |
 //! | `{"cmd":"confirm"}` | `"generation"` |
 //! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}` | as reload |
+//! | `{"cmd":"probe","port":"lan1","packet":"tcp 10.0.0.1:1234 -> 192.0.2.1:443","route":"lan:wan"}` | `"verdict"`, `"stage"`, `"acl"`, `"rule"`, `"generation"` (not counted) |
 //!
 //! A failed request answers `{"ok":false,"error":"..."}` (plus `stage` and
 //! `errors` for a refused reload). A line longer than [`MAX_REQUEST`] bytes
@@ -65,6 +66,16 @@ pub enum Request {
     },
     /// Confirm a pending reload.
     Confirm,
+    /// Decide one packet with the active generation (not counted).
+    Probe {
+        /// Ingress port.
+        port: String,
+        /// The packet, as `palisade explain` writes it: `tcp 10.0.0.1:1234 -> 192.0.2.1:443`.
+        packet: String,
+        /// `FROM:TO` L3 interfaces when routed.
+        #[serde(default)]
+        route: Option<String>,
+    },
     /// Roll back to the previous or a kept generation.
     Rollback {
         /// The kept generation; the previous rules when absent.
@@ -89,7 +100,7 @@ pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Valu
         Err(e) => {
             let builtin = matches!(
                 value.get("cmd").and_then(Value::as_str),
-                Some("status" | "reload" | "confirm" | "rollback")
+                Some("status" | "reload" | "confirm" | "rollback" | "probe")
             );
             if !builtin {
                 if let Some(reply) = ext.and_then(|f| f(engine, &value)) {
@@ -146,6 +157,24 @@ pub fn handle(engine: &Engine, req: Request) -> Value {
             Err(e) => error(e),
         },
         Request::Rollback { to } => reload_reply(engine.rollback(to)),
+        Request::Probe { port, packet, route } => {
+            let key = match palisade_rules::parse_packet_spec(&packet) {
+                Ok(k) => k,
+                Err(e) => return error(e),
+            };
+            let route = match route.as_deref().map(|r| r.split_once(':')) {
+                None => None,
+                Some(Some(r)) => Some(r),
+                Some(None) => return error("route must be FROM:TO".into()),
+            };
+            match engine.probe(&port, route, &key) {
+                Ok(p) => json!({
+                    "ok": true, "generation": p.generation, "verdict": p.verdict.as_str(),
+                    "stage": p.stage, "acl": p.acl, "rule": p.rule,
+                }),
+                Err(e) => error(e),
+            }
+        }
     }
 }
 

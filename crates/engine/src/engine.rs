@@ -67,6 +67,21 @@ pub struct ReloadOk {
     pub warnings: Vec<String>,
 }
 
+/// The decision of [`Engine::probe`], with names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The generation that decided.
+    pub generation: u64,
+    /// permit or deny.
+    pub verdict: Verdict,
+    /// The deciding stage (`no-rules` with no rules).
+    pub stage: String,
+    /// The deciding ACL.
+    pub acl: Option<String>,
+    /// The deciding rule's identity (empty when none).
+    pub rule: String,
+}
+
 /// What happened at boot.
 #[derive(Clone, Debug)]
 pub struct BootReport {
@@ -240,6 +255,47 @@ impl Engine {
     /// The status, read from the snapshot the data path uses.
     pub fn status(&self) -> Status {
         status::build(&self.inner)
+    }
+
+    /// Decides one packet with the active generation, as the data path would,
+    /// without counting it: what the running engine does with this packet.
+    /// Fails when the port or an interface is unknown to the active generation.
+    pub fn probe(&self, port: &str, route: Option<(&str, &str)>, key: &FlowKey) -> Result<Probe, String> {
+        let gen = self.inner.current.load_full();
+        let Some(policy) = gen.policy() else {
+            return Ok(Probe {
+                generation: gen.number,
+                verdict: Verdict::Deny,
+                stage: "no-rules".into(),
+                acl: None,
+                rule: String::new(),
+            });
+        };
+        let port_id = policy
+            .port(port)
+            .ok_or_else(|| format!("no port \"{port}\" in generation {}", gen.number))?;
+        let route = match route {
+            None => None,
+            Some((from, to)) => {
+                let id = |n: &str| {
+                    policy
+                        .interface(n)
+                        .ok_or_else(|| format!("no interface \"{n}\" in generation {}", gen.number))
+                };
+                Some(Route {
+                    from: id(from)?,
+                    to: id(to)?,
+                })
+            }
+        };
+        let d = policy.evaluate(key, &Context { port: port_id, route });
+        Ok(Probe {
+            generation: gen.number,
+            verdict: d.verdict,
+            stage: d.stage.as_str().into(),
+            acl: policy.acl_name(d.acl).map(str::to_owned),
+            rule: policy.rule_name(&d).to_owned(),
+        })
     }
 
     /// The current snapshot (what the data path enforces right now).

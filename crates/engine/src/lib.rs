@@ -25,7 +25,7 @@ pub mod policy;
 pub mod reload;
 pub mod status;
 
-pub use engine::{Batch, BootReport, Engine, EngineOptions, ReloadOk, ReloadSource, WorkerHandle};
+pub use engine::{Batch, BootReport, Engine, EngineOptions, Probe, ReloadOk, ReloadSource, WorkerHandle};
 pub use generation::{Generation, GenerationState};
 pub use reload::{ReloadError, ReloadOptions, ReloadStage};
 pub use status::Status;
