@@ -867,13 +867,6 @@ impl Policy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send_sync<T: Send + Sync>() {}
-
-    #[test]
-    fn policy_is_send_sync() {
-        assert_send_sync::<Policy>();
-    }
-}
+mod model_check;
+#[cfg(test)]
+mod tests;
