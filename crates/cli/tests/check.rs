@@ -69,8 +69,8 @@ fn summary_counts() {
     for line in [
         "ports:      2",
         "interfaces: 3",
-        "acls:       5",
-        "bindings:   5",
+        "acls:       6",
+        "bindings:   6",
         "rescue:     1",
     ] {
         assert!(s.contains(line), "missing {line:?} in\n{s}");
