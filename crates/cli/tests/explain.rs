@@ -1,0 +1,218 @@
+//! `palisade explain`: one packet through every stage, text and JSON.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
+}
+
+fn office() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../rules/office.toml")
+        .display()
+        .to_string()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let rules = office();
+    let mut all = vec!["explain", rules.as_str(), "--json"];
+    all.extend_from_slice(args);
+    let out = palisade(&all);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_names_the_deciding_stage_acl_and_rule() {
+    let v = json(&[
+        "--port",
+        "lan1",
+        "--route",
+        "lan:wan",
+        "tcp 10.0.10.5:40000 -> 198.51.100.7:22",
+    ]);
+    assert_eq!(v["verdict"], "deny");
+    assert_eq!(v["stage"], "racl-in");
+    assert_eq!(v["acl"], "lan-in");
+    assert_eq!(v["rule"], "no-ssh-out");
+    assert_eq!(v["vlan"], 10);
+    let stages: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["rescue", "pacl", "vacl-in", "racl-in", "racl-out", "vacl-out"]
+    );
+    assert_eq!(v["stages"][1]["verdict"], "permit");
+    assert_eq!(v["stages"][1]["rule"], "lan-v4");
+    assert_eq!(v["stages"][4]["note"], "not reached");
+}
+
+#[test]
+fn json_rescue_has_null_acl() {
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "tcp 192.0.2.3:5000 -> 10.0.10.5:22",
+    ]);
+    assert_eq!(v["verdict"], "permit");
+    assert_eq!(v["stage"], "rescue");
+    assert!(v["acl"].is_null());
+    assert_eq!(v["rule"], "noc-ssh");
+}
+
+#[test]
+fn vlan_option_tags_the_packet() {
+    let v = json(&[
+        "--port",
+        "lan1",
+        "--vlan",
+        "20",
+        "tcp 192.168.20.7:40001 -> 10.0.10.5:22",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["stage"].as_str()),
+        (Some("deny"), Some("vacl-in"))
+    );
+    assert_eq!(v["rule"], "guest-no-lan");
+    let v = json(&[
+        "--port",
+        "lan1",
+        "--vlan",
+        "30",
+        "tcp 192.168.20.7:40001 -> 10.0.10.5:22",
+    ]);
+    assert_eq!(
+        (v["stage"].as_str(), v["acl"].is_null()),
+        (Some("vlan-filter"), true)
+    );
+}
+
+#[test]
+fn ipv6_icmp_and_flags() {
+    let v = json(&[
+        "--port",
+        "lan1",
+        "--route",
+        "lan:wan",
+        "udp [2001:db8:10::5]:5353 -> [2001:db8:ffff::7]:53",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["rule"].as_str()),
+        (Some("deny"), Some("dns-elsewhere"))
+    );
+    let v = json(&[
+        "--port",
+        "lan1",
+        "--route",
+        "lan:wan",
+        "icmp 10.0.10.5 -> 198.51.100.7 type 8 code 0",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["rule"].as_str()),
+        (Some("permit"), Some("ping"))
+    );
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags syn,ack",
+    ]);
+    assert_eq!(v["verdict"], "permit");
+    assert_eq!(v["stages"][3]["rule"], "replies");
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "tcp 198.51.100.7:443 -> 10.0.10.5:40000",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["rule"].as_str()),
+        (Some("deny"), Some("default"))
+    );
+}
+
+#[test]
+fn text_shows_every_stage_and_the_rule_location() {
+    let out = palisade(&[
+        "explain",
+        &office(),
+        "--port",
+        "lan1",
+        "--route",
+        "lan:wan",
+        "tcp 10.0.10.5:40000 -> 198.51.100.7:443",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "untagged: takes the port's access VLAN 10",
+        "route:   lan -> wan",
+        "pacl         port lan1",
+        "vacl-in      VLAN 10                no ACL bound: passes",
+        "racl-in      interface lan in       permit acl \"lan-in\" rule web (#2) at ",
+        "racl-out     interface wan out      no ACL bound: passes",
+        "vacl-out     wan (routed port)      does not apply",
+        "verdict: permit (stage racl-in, acl \"lan-in\", rule web)",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in\n{s}");
+    }
+    // The rule location points at the [[acl.rule]] of "web".
+    let text = std::fs::read_to_string(office()).unwrap();
+    let at = s
+        .split("rule web (#2) at ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    let line: usize = at.rsplit(':').nth(1).unwrap().parse().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[line - 1].trim(), "[[acl.rule]]");
+    assert_eq!(lines[line].trim(), "id = \"web\"");
+}
+
+#[test]
+fn bad_input_exits_2() {
+    for args in [
+        vec!["--port", "lan1", "tcp 10.0.10.5 => 1.1.1.1"],
+        vec!["--port", "lan1", "tcp 10.0.10.5:99999 -> 1.1.1.1:1"],
+        vec!["--port", "nope", "tcp 10.0.10.5:1 -> 1.1.1.1:1"],
+        vec![
+            "--port",
+            "lan1",
+            "--route",
+            "lan:nowhere",
+            "tcp 10.0.10.5:1 -> 1.1.1.1:1",
+        ],
+        vec!["--port", "lan1", "--vlan", "5000", "tcp 10.0.10.5:1 -> 1.1.1.1:1"],
+    ] {
+        let rules = office();
+        let mut all = vec!["explain", rules.as_str()];
+        all.extend_from_slice(&args);
+        let out = palisade(&all);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+}
