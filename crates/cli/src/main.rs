@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod capture;
+mod bridge;
 mod cmd;
 
 /// Palisade: a packet-filter firewall engine with atomic rule reloads.

@@ -23,6 +23,9 @@ pub struct Args {
     /// Directory keeping the last-known-good generations.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// The data path: `--bridge IF_A,IF_B`, `--monitor IF`, `--workers N`.
+    #[command(flatten)]
+    pub live: crate::bridge::LiveArgs,
 }
 
 /// Runs `palisade run`.
@@ -43,6 +46,15 @@ pub fn run(args: Args) -> ExitCode {
         boot.state.as_str()
     );
     let engine = Arc::new(engine);
+    // The data path starts before the control socket opens: a client that reaches the
+    // socket knows frames are being filtered. Kept alive until exit (drop stops the workers).
+    let _bridge = match crate::bridge::start_with_engine(&args.live, &engine) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match control::bind(&args.control) {
         Ok(l) => l,
         Err(e) => {

@@ -1,0 +1,258 @@
+//! One data-path worker: read a batch from an interface, classify it in one
+//! call, send the permitted frames out of the other interface.
+//!
+//! Every buffer is allocated once when the worker starts; the loop itself
+//! never allocates. Errors of an interface (down, removed) are logged once per
+//! change of state and never stop the worker: the other direction carries on,
+//! and a removed interface is reopened when it comes back.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_packet::FlowKey;
+
+use super::checksum::complete_l4_checksum;
+use super::sys::{self, Fanout, Port};
+use super::FrameFilter;
+
+/// Frames classified in one call.
+pub const BATCH: usize = 32;
+/// Largest frame forwarded (jumbo frames included); longer ones are counted as oversize.
+pub const FRAME_MAX: usize = 9216 + 18;
+/// How long a worker waits for frames before looking at the stop flag again.
+const WAIT: Duration = Duration::from_millis(100);
+/// How often a vanished interface is looked for again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters of one ingress side of one worker: written by that worker only.
+#[derive(Debug, Default)]
+pub struct SideCounters {
+    /// Frames received.
+    pub rx: AtomicU64,
+    /// Frames the policy permitted.
+    pub permitted: AtomicU64,
+    /// Frames the policy denied.
+    pub denied: AtomicU64,
+    /// Permitted frames sent out of the other interface.
+    pub forwarded: AtomicU64,
+    /// Permitted frames that could not be sent (egress down or gone).
+    pub tx_errors: AtomicU64,
+    /// Frames longer than [`FRAME_MAX`], dropped before classification.
+    pub oversize: AtomicU64,
+}
+
+/// Single-writer increment: a load and a store, no locked read-modify-write.
+#[inline]
+fn add(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+}
+
+/// What one worker serves.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// The interfaces: two for a bridge, one for a monitor.
+    pub ifaces: Vec<String>,
+    /// Forward permitted frames to the other interface (false: monitor).
+    pub forward: bool,
+    /// Fanout group per interface, shared by every worker.
+    pub fanout: Vec<Option<Fanout>>,
+    /// Worker number, for log lines.
+    pub id: usize,
+}
+
+/// Per-side state of a worker.
+struct Side {
+    name: String,
+    fanout: Option<Fanout>,
+    port: Option<Port>,
+    /// Last logged problem, so each state change is logged once.
+    logged: Option<String>,
+}
+
+impl Side {
+    fn event(&mut self, worker: usize, msg: String) {
+        if self.logged.as_deref() != Some(msg.as_str()) {
+            eprintln!("palisade run: worker {worker}: {msg}");
+            self.logged = Some(msg);
+        }
+    }
+
+    fn clear(&mut self, worker: usize) {
+        if self.logged.take().is_some() {
+            eprintln!(
+                "palisade run: worker {worker}: interface {}: working again",
+                self.name
+            );
+        }
+    }
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Runs one worker until `stop` is set. `first` are the ports opened by the caller
+/// (so that start-up errors reach the user); missing ones are reopened by the loop.
+pub fn run(
+    spec: WorkerSpec,
+    first: Vec<Option<Port>>,
+    mut filter: Box<dyn FrameFilter>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<[SideCounters; 2]>,
+) {
+    let mut sides: Vec<Side> = spec
+        .ifaces
+        .iter()
+        .zip(spec.fanout.iter())
+        .zip(first)
+        .map(|((name, fanout), port)| Side {
+            name: name.clone(),
+            fanout: *fanout,
+            port,
+            logged: None,
+        })
+        .collect();
+    let mut bufs: Vec<Box<[u8]>> = (0..BATCH)
+        .map(|_| vec![0u8; FRAME_MAX].into_boxed_slice())
+        .collect();
+    let mut lens = [0usize; BATCH];
+    let mut keys = [FlowKey::new(); BATCH];
+    let mut permit = [false; BATCH];
+    let mut next_reopen = Instant::now();
+
+    while !stop.load(Ordering::Relaxed) {
+        if sides.iter().any(|s| s.port.is_none()) && Instant::now() >= next_reopen {
+            next_reopen = Instant::now() + REOPEN_EVERY;
+            for side in sides.iter_mut().filter(|s| s.port.is_none()) {
+                match sys::open(&side.name, side.fanout) {
+                    Ok(p) => {
+                        side.port = Some(p);
+                        side.clear(spec.id);
+                    }
+                    Err(e) => side.event(spec.id, e),
+                }
+            }
+        }
+        let mut ready = [false; 2];
+        let waited = sys::wait_any(
+            [
+                sides.first().and_then(|s| s.port.as_ref()),
+                sides.get(1).and_then(|s| s.port.as_ref()),
+            ],
+            WAIT,
+            &mut ready,
+        );
+        if !waited {
+            if sides.iter().all(|s| s.port.is_none()) {
+                std::thread::sleep(WAIT);
+            }
+            continue;
+        }
+        for ingress in 0..sides.len() {
+            if !ready[ingress] {
+                continue;
+            }
+            // Read a batch.
+            let mut n = 0;
+            let mut oversize = 0u64;
+            let mut rx_error = None;
+            if let Some(port) = sides[ingress].port.as_mut() {
+                while n < BATCH {
+                    match port.rx.next() {
+                        Ok(frame) => {
+                            let Some(buf) = bufs.get_mut(n) else { break };
+                            match buf.get_mut(..frame.len()) {
+                                Some(dst) => {
+                                    dst.copy_from_slice(frame);
+                                    lens[n] = frame.len();
+                                    n += 1;
+                                }
+                                None => oversize += 1,
+                            }
+                        }
+                        Err(e) if transient(&e) => break,
+                        Err(e) => {
+                            rx_error = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            let c = &counters[ingress];
+            add(&c.oversize, oversize);
+            if n > 0 {
+                // Classify the batch in one call.
+                for (key, (buf, &len)) in keys.iter_mut().zip(bufs.iter().zip(lens.iter())).take(n) {
+                    *key = palisade_packet::parse(buf.get(..len).unwrap_or_default());
+                }
+                filter.decide(ingress, &keys[..n], &mut permit[..n]);
+                let permitted = permit[..n].iter().filter(|&&p| p).count() as u64;
+                add(&c.rx, n as u64);
+                add(&c.permitted, permitted);
+                add(&c.denied, n as u64 - permitted);
+                if spec.forward {
+                    let egress = 1 - ingress.min(1);
+                    let (mut sent, mut failed) = (0u64, 0u64);
+                    let mut tx_error = None;
+                    if let Some(out) = sides.get_mut(egress).and_then(|s| s.port.as_mut()) {
+                        for i in (0..n).filter(|&i| permit[i]) {
+                            let Some(frame) = bufs[i].get_mut(..lens[i]) else {
+                                continue;
+                            };
+                            complete_l4_checksum(frame);
+                            match out.tx.send_to(frame, None) {
+                                Some(Ok(())) => sent += 1,
+                                Some(Err(e)) => {
+                                    failed += 1;
+                                    tx_error = Some(e);
+                                }
+                                None => failed += 1,
+                            }
+                        }
+                    } else {
+                        failed = permitted;
+                    }
+                    add(&c.forwarded, sent);
+                    add(&c.tx_errors, failed);
+                    if let Some(side) = sides.get_mut(egress) {
+                        match tx_error {
+                            Some(e) => {
+                                side.event(spec.id, format!("interface {}: cannot send: {e}", side.name))
+                            }
+                            None if sent > 0 => side.clear(spec.id),
+                            None => {}
+                        }
+                    }
+                }
+            }
+            if let Some(e) = rx_error {
+                let side = &mut sides[ingress];
+                let still_there = side
+                    .port
+                    .as_ref()
+                    .is_some_and(|p| sys::index_of(&side.name) == Some(p.index));
+                if still_there {
+                    side.event(
+                        spec.id,
+                        format!("interface {}: {e} (still waiting for frames)", side.name),
+                    );
+                } else {
+                    side.event(
+                        spec.id,
+                        format!("interface {}: gone ({e}); will reopen when it returns", side.name),
+                    );
+                    side.port = None;
+                }
+            } else if n > 0 {
+                sides[ingress].clear(spec.id);
+            }
+        }
+    }
+}
