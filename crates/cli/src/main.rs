@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod capture;
 mod bridge;
+mod capture;
 mod cmd;
 
 /// Palisade: a packet-filter firewall engine with atomic rule reloads.
