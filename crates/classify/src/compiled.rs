@@ -44,10 +44,17 @@ use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 const DIMS: usize = 5;
 /// Width in bits of each dimension.
 const WIDTH: [u8; DIMS] = [32, 32, 16, 16, 8];
-/// Marks a tree reference as a leaf (index into the candidate array).
-const LEAF: u32 = 1 << 31;
+/// Header flag of a leaf node. A leaf is three words: header (dimension 0,
+/// shift 0, no cuts), the index of its first candidate, and its own index
+/// (so stepping a leaf stays on it, which lets a batch walk all lanes without
+/// a branch per lane). The empty leaf sits at index 0.
+const LEAF: u32 = 1 << 7;
+/// The three words of the empty leaf, at index 0 of the table.
+const EMPTY_LEAF: [u32; 3] = [LEAF, 0, 0];
 /// Most cut bits of one node.
-const MAX_CUT_BITS: u8 = 16;
+const MAX_CUT_BITS: u32 = 15;
+/// A tree using more than this many bytes per rule is rebuilt with less replication.
+const TREE_BYTES_PER_RULE: usize = 512;
 /// Keys walked together in a batch.
 const LANES: usize = 16;
 
@@ -346,28 +353,25 @@ impl RuleBox {
     }
 }
 
-/// An aligned region of the point space: per dimension a low bound and a width in bits.
+/// A box of the point space (inclusive bounds per dimension) that a node's keys lie in.
 #[derive(Clone, Copy, Debug)]
 struct Region {
     lo: [u32; DIMS],
-    bits: [u8; DIMS],
+    hi: [u32; DIMS],
 }
 
 impl Region {
     fn full() -> Region {
-        Region {
-            lo: [0; DIMS],
-            bits: WIDTH,
+        let mut hi = [0; DIMS];
+        for (d, h) in hi.iter_mut().enumerate() {
+            *h = dim_max(d);
         }
-    }
-
-    fn hi(&self, d: usize) -> u32 {
-        (self.lo[d] as u64 + (1u64 << self.bits[d]) - 1) as u32
+        Region { lo: [0; DIMS], hi }
     }
 
     /// Whether `b` covers the region entirely.
     fn covered_by(&self, b: &RuleBox) -> bool {
-        (0..DIMS).all(|d| b.lo[d] <= self.lo[d] && b.hi[d] >= self.hi(d))
+        (0..DIMS).all(|d| b.lo[d] <= self.lo[d] && b.hi[d] >= self.hi[d])
     }
 }
 
@@ -396,7 +400,9 @@ pub struct CompiledClassifier {
     /// Leaf lists, each ended by a sentinel; index 0 is a sentinel (the empty leaf).
     cands: Vec<Cand>,
     /// Root reference of each tree.
-    roots: Vec<u32>,
+    /// Each tree's root reference and its lowest rule index, by lowest rule
+    /// index: a tree is skipped for a key already matched by an earlier rule.
+    roots: Vec<(u32, u32)>,
     /// The rules, kept only when some rule needs verification by the reference.
     verify: Vec<RuleMatch>,
     rule_count: usize,
@@ -431,7 +437,7 @@ impl CompiledClassifier {
             + verify.len() * core::mem::size_of::<RuleMatch>();
         let mut b = Builder {
             boxes: &boxes,
-            tab: Vec::new(),
+            tab: EMPTY_LEAF.to_vec(),
             cands: vec![Cand::SENTINEL],
             cap: config.memory_cap_bytes,
             base_bytes: verify_bytes,
@@ -439,16 +445,22 @@ impl CompiledClassifier {
             space_factor: config.space_factor.max(2),
         };
         b.check()?;
-        // Split the rules by which address is specific (at most 2^16 addresses wide).
-        const SMALL: u32 = 16;
-        let mut groups: [Vec<u32>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        // Split the rules by their most specific field (CutSplit): source
+        // address, destination address (at most 2^16 addresses wide),
+        // destination port, source port (at most 2^10 ports wide), or none.
+        // Cutting a tree's specific field then replicates few rules.
+        let mut groups: [Vec<u32>; 5] = Default::default();
         for (i, bx) in boxes.iter().enumerate() {
-            let g = if bx.span_bits(0) <= SMALL {
+            let g = if bx.span_bits(0) <= 16 {
                 0
-            } else if bx.span_bits(1) <= SMALL {
+            } else if bx.span_bits(1) <= 16 {
                 1
-            } else {
+            } else if bx.span_bits(3) <= 10 {
                 2
+            } else if bx.span_bits(2) <= 10 {
+                3
+            } else {
+                4
             };
             groups[g].push(i as u32);
         }
@@ -458,8 +470,21 @@ impl CompiledClassifier {
                 continue;
             }
             let list = b.prune(g.iter().copied(), &Region::full());
-            roots.push(b.node(&list, Region::full())?);
+            let first = list.first().copied().unwrap_or(NO_MATCH);
+            // A tree that replicates too much is rebuilt with less replication.
+            let (tab_mark, cands_mark) = (b.tab.len(), b.cands.len());
+            let tree_cap = TREE_BYTES_PER_RULE * list.len() + (1 << 16);
+            let mut root = b.node(&list, Region::full())?;
+            while b.bytes_since(tab_mark, cands_mark) > tree_cap && b.space_factor > 2 {
+                b.tab.truncate(tab_mark);
+                b.cands.truncate(cands_mark);
+                b.space_factor = (b.space_factor / 2).max(2);
+                root = b.node(&list, Region::full())?;
+            }
+            b.space_factor = config.space_factor.max(2);
+            roots.push((root, first));
         }
+        roots.sort_by_key(|&(_, first)| first);
         b.tab.shrink_to_fit();
         b.cands.shrink_to_fit();
         Ok(CompiledClassifier {
@@ -481,22 +506,90 @@ impl CompiledClassifier {
         self.roots.len()
     }
 
-    /// Follows one tree reference one level down.
+    /// Work of one lookup, for tuning: (tree levels walked, leaf entries checked).
+    #[doc(hidden)]
+    pub fn probe(&self, key: &FlowKey) -> Vec<(usize, usize)> {
+        let p = point_of(key);
+        let mut best = NO_MATCH;
+        let mut out = Vec::new();
+        for &(root, first) in &self.roots {
+            let (mut levels, mut checked) = (0, 0);
+            if first < best {
+                let mut r = root;
+                while !self.is_leaf(r) {
+                    r = self.step(r, &p);
+                    levels += 1;
+                }
+                let mut i = self.leaf_start(r);
+                while let Some(c) = self.cands.get(i) {
+                    checked += 1;
+                    if c.idx >= best {
+                        break;
+                    }
+                    if c.contains(&p)
+                        && (c.need & !(p[5] as u8) == 0
+                            || self.verify.get(c.idx as usize).is_some_and(|r| r.matches(key)))
+                    {
+                        best = c.idx;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            out.push((levels, checked));
+        }
+        out
+    }
+
+    /// Tuning aid: the rule indices of the leaf `key` reaches in each tree.
+    #[doc(hidden)]
+    pub fn probe_leaves(&self, key: &FlowKey) -> Vec<Vec<u32>> {
+        let p = point_of(key);
+        let mut out = Vec::new();
+        for &(root, _) in &self.roots {
+            let mut i = self.walk(root, &p);
+            let mut v = Vec::new();
+            while let Some(c) = self.cands.get(i) {
+                if c.idx == NO_MATCH {
+                    break;
+                }
+                v.push(c.idx);
+                i += 1;
+            }
+            out.push(v);
+        }
+        out
+    }
+
+    /// Follows one tree reference one level down (a leaf stays on itself).
     #[inline(always)]
     fn step(&self, r: u32, p: &Point) -> u32 {
-        let h = self.tab.get(r as usize).copied().unwrap_or(0);
+        let r = r as usize;
+        let h = self.tab.get(r).copied().unwrap_or(LEAF);
+        let base = self.tab.get(r + 1).copied().unwrap_or(0);
         let f = p[(h & 7) as usize];
-        let child = r as usize + 1 + ((f >> ((h >> 8) & 31)) & (h >> 16)) as usize;
-        self.tab.get(child).copied().unwrap_or(LEAF)
+        let idx = (f.wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
+        self.tab.get(r + 2 + idx as usize).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn is_leaf(&self, r: u32) -> bool {
+        self.tab.get(r as usize).is_none_or(|h| h & LEAF != 0)
+    }
+
+    /// The first candidate of leaf `r`.
+    #[inline(always)]
+    fn leaf_start(&self, r: u32) -> usize {
+        self.tab.get(r as usize + 1).copied().unwrap_or(0) as usize
     }
 
     /// Walks a tree to its leaf; returns the leaf's first candidate index.
     #[inline(always)]
     fn walk(&self, mut r: u32, p: &Point) -> usize {
-        while r & LEAF == 0 {
+        while !self.is_leaf(r) {
             r = self.step(r, p);
         }
-        (r & !LEAF) as usize
+        self.leaf_start(r)
     }
 
     /// Scans a leaf for a match better than `best`.
@@ -529,23 +622,40 @@ impl CompiledClassifier {
             pts[j] = point_of(&keys[j]);
         }
         let mut best = [NO_MATCH; LANES];
-        for &root in &self.roots {
-            let mut refs = [root; LANES];
+        for &(root, first) in &self.roots {
+            // Lanes already matched by a rule before this tree's first sit on the empty leaf.
+            let mut refs = [0u32; LANES];
+            for j in 0..LANES {
+                refs[j] = if best[j] > first { root } else { 0 };
+            }
+            // All lanes step together until every lane sits on its leaf.
             loop {
-                let mut active = false;
-                for j in 0..n {
-                    let r = refs[j];
-                    if r & LEAF == 0 {
-                        refs[j] = self.step(r, &pts[j]);
-                        active = true;
-                    }
+                let mut all_leaves = true;
+                for j in 0..LANES {
+                    let r = refs[j] as usize;
+                    let h = self.tab.get(r).copied().unwrap_or(LEAF);
+                    let base = self.tab.get(r + 1).copied().unwrap_or(0);
+                    all_leaves &= h & LEAF != 0;
+                    let f = pts[j][(h & 7) as usize];
+                    let idx = (f.wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
+                    refs[j] = self.tab.get(r + 2 + idx as usize).copied().unwrap_or(0);
                 }
-                if !active {
+                if all_leaves {
                     break;
                 }
             }
+            // Load every lane's first candidate before scanning any: the loads
+            // overlap, and the scans that follow (with their branches) hit cache.
+            let mut starts = [0usize; LANES];
+            let mut first = [0u32; LANES];
             for j in 0..n {
-                best[j] = self.scan((refs[j] & !LEAF) as usize, &pts[j], &keys[j], best[j]);
+                starts[j] = self.leaf_start(refs[j]);
+                first[j] = self.cands.get(starts[j]).map_or(NO_MATCH, |c| c.idx);
+            }
+            for j in 0..n {
+                if first[j] < best[j] {
+                    best[j] = self.scan(starts[j], &pts[j], &keys[j], best[j]);
+                }
             }
         }
         out[..n].copy_from_slice(&best[..n]);
@@ -556,7 +666,10 @@ impl Classifier for CompiledClassifier {
     fn classify(&self, key: &FlowKey) -> RuleIndex {
         let p = point_of(key);
         let mut best = NO_MATCH;
-        for &root in &self.roots {
+        for &(root, first) in &self.roots {
+            if first >= best {
+                continue;
+            }
             let leaf = self.walk(root, &p);
             best = self.scan(leaf, &p, key, best);
         }
@@ -576,7 +689,7 @@ impl Classifier for CompiledClassifier {
     fn memory_bytes(&self) -> usize {
         self.tab.capacity() * 4
             + self.cands.capacity() * core::mem::size_of::<Cand>()
-            + self.roots.capacity() * 4
+            + self.roots.capacity() * 8
             + self.verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
     }
@@ -596,6 +709,11 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn bytes(&self) -> usize {
         self.base_bytes + self.tab.len() * 4 + self.cands.len() * core::mem::size_of::<Cand>()
+    }
+
+    /// Bytes added to the tables since the given lengths.
+    fn bytes_since(&self, tab: usize, cands: usize) -> usize {
+        (self.tab.len() - tab) * 4 + (self.cands.len() - cands) * core::mem::size_of::<Cand>()
     }
 
     fn check(&self) -> Result<(), BuildError> {
@@ -631,63 +749,73 @@ impl Builder<'_> {
 
     fn leaf(&mut self, rules: &[u32]) -> Result<u32, BuildError> {
         if rules.is_empty() {
-            return Ok(LEAF);
+            return Ok(0);
         }
         let start = self.cands.len() as u32;
         for &r in rules {
             self.cands.push(self.boxes[r as usize].cand(r));
         }
         self.cands.push(Cand::SENTINEL);
+        let at = self.tab.len() as u32;
+        self.tab.extend_from_slice(&[LEAF, start, at]);
         self.check()?;
-        Ok(LEAF | start)
+        Ok(at)
     }
 
     /// Builds the subtree for `rules` (priority-ordered, pruned) within `region`.
+    ///
+    /// A node cuts one dimension: the hull of its rules there is split into
+    /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
+    /// to an extra, empty child.
     fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, BuildError> {
         let n = rules.len();
         if n <= self.leaf_size {
             return self.leaf(rules);
         }
-        // Choose a dimension and a number of cuts: per dimension the most cuts
-        // within the space budget, then the dimension whose fullest child is
-        // smallest.
         let budget = self.space_factor * n;
-        let mut best: Option<(usize, u8, usize, usize)> = None; // (dim, bits, max child, sum)
+        let mut best: Option<Cut> = None;
         let mut counts: Vec<u32> = Vec::new();
         for d in 0..DIMS {
-            if region.bits[d] == 0 {
-                continue;
+            let (mut hlo, mut hhi) = (region.hi[d], region.lo[d]);
+            for &r in rules {
+                let b = &self.boxes[r as usize];
+                hlo = hlo.min(b.lo[d].max(region.lo[d]));
+                hhi = hhi.max(b.hi[d].min(region.hi[d]));
             }
-            let rlo = region.lo[d];
-            let rhi = region.hi(d);
-            let max_bits = region.bits[d].min(MAX_CUT_BITS);
-            let mut chosen = 0u8;
-            for k in 1..=max_bits {
-                let shift = region.bits[d] - k;
-                let mut sum = 1usize << k;
+            let shrinks = hlo > region.lo[d] || hhi < region.hi[d];
+            let width = hhi as u64 - hlo as u64 + 1;
+            let wbits = 64 - (width - 1).leading_zeros(); // 2^wbits >= width
+                                                          // The most cuts within the space budget.
+            let mut chosen: Option<u32> = None;
+            for k in 1..=wbits.min(MAX_CUT_BITS) {
+                let shift = wbits - k;
+                let ncuts = ((width - 1) >> shift) as usize + 1;
+                let mut sum = ncuts;
                 for &r in rules {
                     let b = &self.boxes[r as usize];
-                    let lo = b.lo[d].max(rlo);
-                    let hi = b.hi[d].min(rhi);
-                    sum += ((hi - rlo) >> shift) as usize - ((lo - rlo) >> shift) as usize + 1;
+                    let a = (b.lo[d].max(hlo) - hlo) >> shift;
+                    let z = (b.hi[d].min(hhi) - hlo) >> shift;
+                    sum += (z - a) as usize + 1;
                 }
                 if sum > budget {
                     break;
                 }
-                chosen = k;
+                chosen = Some(shift);
             }
-            if chosen == 0 {
-                continue;
-            }
-            let shift = region.bits[d] - chosen;
-            let ncuts = 1usize << chosen;
+            let shift = match chosen {
+                Some(s) => s,
+                // Only isolate the hull.
+                None if shrinks => wbits.min(31),
+                None => continue,
+            };
+            let ncuts = ((width - 1) >> shift) as usize + 1;
             counts.clear();
             counts.resize(ncuts + 1, 0);
             let mut sum = 0usize;
             for &r in rules {
                 let b = &self.boxes[r as usize];
-                let a = ((b.lo[d].max(rlo) - rlo) >> shift) as usize;
-                let z = ((b.hi[d].min(rhi) - rlo) >> shift) as usize;
+                let a = ((b.lo[d].max(hlo) - hlo) >> shift) as usize;
+                let z = ((b.hi[d].min(hhi) - hlo) >> shift) as usize;
                 counts[a] += 1;
                 counts[z + 1] -= 1;
                 sum += z - a + 1;
@@ -698,35 +826,52 @@ impl Builder<'_> {
                 run = run.wrapping_add(*c);
                 maxc = maxc.max(run);
             }
-            let cand = (d, chosen, maxc as usize, sum);
-            let better = match best {
-                None => true,
-                Some((_, _, bm, bs)) => cand.2 < bm || (cand.2 == bm && cand.3 < bs),
+            // Fewest rules in the fullest child, then the most narrowing of the
+            // region (keys outside the hull are done at once), then least replication.
+            let narrowing = (region.hi[d] - region.lo[d]) as u64 / width;
+            let cut = Cut {
+                d,
+                base: hlo,
+                shift,
+                ncuts,
+                maxc: maxc as usize,
+                narrowing,
+                sum,
+                shrinks,
             };
-            if better {
-                best = Some(cand);
+            if best.as_ref().is_none_or(|b| cut.better_than(b)) {
+                best = Some(cut);
             }
         }
-        let Some((d, k, maxc, _)) = best else {
+        let Some(cut) = best else {
             return self.leaf(rules);
         };
-        if maxc >= n {
+        if cut.maxc >= n && !cut.shrinks {
             return self.leaf(rules);
         }
-        let ncuts = 1usize << k;
-        let shift = region.bits[d] - k;
-        let rlo = region.lo[d];
-        let rhi = region.hi(d);
+        let Cut {
+            d,
+            base,
+            shift,
+            ncuts,
+            ..
+        } = cut;
+        let hhi = region.hi[d];
         // Child lists, pruned per child as they are filled.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
         let mut cover = vec![0u16; ncuts];
+        let child_bounds = |j: usize| -> (u32, u32) {
+            let lo = base as u64 + ((j as u64) << shift);
+            let hi = (lo + (1u64 << shift) - 1).min(hhi as u64);
+            (lo as u32, hi as u32)
+        };
         // Whether a rule covers the region in every dimension but `d`.
         let covers_rest =
-            |b: &RuleBox| (0..DIMS).all(|e| e == d || (b.lo[e] <= region.lo[e] && b.hi[e] >= region.hi(e)));
+            |b: &RuleBox| (0..DIMS).all(|e| e == d || (b.lo[e] <= region.lo[e] && b.hi[e] >= region.hi[e]));
         for &r in rules {
             let b = &self.boxes[r as usize];
-            let a = ((b.lo[d].max(rlo) - rlo) >> shift) as usize;
-            let z = ((b.hi[d].min(rhi) - rlo) >> shift) as usize;
+            let a = ((b.lo[d].max(base) - base) >> shift) as usize;
+            let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
             let subsets = SUBSETS[b.req as usize];
             let can_cover = b.plain && covers_rest(b);
             for j in a..=z {
@@ -735,9 +880,8 @@ impl Builder<'_> {
                 }
                 lists[j].push(r);
                 if can_cover {
-                    let clo = rlo as u64 + ((j as u64) << shift);
-                    let chi = clo + (1u64 << shift) - 1;
-                    if b.lo[d] as u64 <= clo && b.hi[d] as u64 >= chi {
+                    let (clo, chi) = child_bounds(j);
+                    if b.lo[d] <= clo && b.hi[d] >= chi {
                         cover[j] |= 1 << b.req;
                     }
                 }
@@ -745,9 +889,10 @@ impl Builder<'_> {
         }
         drop(cover);
         let at = self.tab.len();
-        self.tab
-            .push(d as u32 | (shift as u32) << 8 | ((ncuts as u32 - 1) << 16));
-        self.tab.resize(at + 1 + ncuts, LEAF);
+        self.tab.push(d as u32 | shift << 8 | (ncuts as u32) << 16);
+        self.tab.push(base);
+        // Children, then the outside child (the empty leaf, 0).
+        self.tab.resize(at + 2 + ncuts + 1, 0);
         self.check()?;
         let mut prev: Option<(usize, u32)> = None;
         for j in 0..ncuts {
@@ -755,17 +900,35 @@ impl Builder<'_> {
                 Some((pj, pr)) if lists[pj] == lists[j] => pr,
                 _ => {
                     let mut child = region;
-                    child.lo[d] = rlo + ((j as u32) << shift);
-                    child.bits[d] = shift;
+                    (child.lo[d], child.hi[d]) = child_bounds(j);
                     let list = core::mem::take(&mut lists[j]);
                     let r = self.node(&list, child)?;
                     lists[j] = list;
                     r
                 }
             };
-            self.tab[at + 1 + j] = r;
+            self.tab[at + 2 + j] = r;
             prev = Some((j, r));
         }
         Ok(at as u32)
+    }
+}
+
+/// A candidate cut of a node.
+struct Cut {
+    d: usize,
+    base: u32,
+    shift: u32,
+    ncuts: usize,
+    maxc: usize,
+    narrowing: u64,
+    sum: usize,
+    shrinks: bool,
+}
+
+impl Cut {
+    fn better_than(&self, other: &Cut) -> bool {
+        (self.maxc, core::cmp::Reverse(self.narrowing), self.sum)
+            < (other.maxc, core::cmp::Reverse(other.narrowing), other.sum)
     }
 }
