@@ -32,7 +32,7 @@ fn rules(flip: bool) -> String {
         "version = 1\n[[port]]\nname = \"lan1\"\nvlan = 10\n[[acl]]\nname = \"in\"\ndefault = \"deny\"\n",
     );
     for i in 0..RULES {
-        let action = if i % 2 == 0 { a } else { b };
+        let action = if i & 1 == 0 { a } else { b };
         s.push_str(&format!(
             "  [[acl.rule]]\n  id = \"r{i}\"\n  action = \"{action}\"\n  proto = \"tcp\"\n  src = \"10.{}.{}.0/24\"\n  dst_port = {}\n",
             i / 256,
@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let text = if i % 2 == 0 { &rb } else { &ra };
+                let text = if i & 1 == 0 { &rb } else { &ra };
                 let src = ReloadSource::Bytes {
                     name: "bench.toml".into(),
                     bytes: text.as_bytes().to_vec(),
