@@ -398,6 +398,89 @@ fn reload_under_traffic_never_leaks_or_stalls() {
     assert!(got[1].is_empty());
 }
 
+/// A shadow candidate that would block one flow is reported with the right
+/// counts and examples while traffic follows the active generation; once
+/// promoted it is enforced.
+fn shadow_reports_without_enforcing() {
+    let mut net = Net::new("shadow");
+    net.start(&fixture("gen-a.toml"), &[]);
+    let before = net.status();
+    let out = net.palisade(&[
+        "reload",
+        "--shadow",
+        fixture("gen-b.toml").to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "reload --shadow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = net.palisade(&[
+        "reload",
+        "--shadow",
+        fixture("bad.toml").to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "a candidate that fails validation is refused"
+    );
+
+    // Not enforced: 7002 (denied by the candidate) still flows, 7000 too.
+    let got = net.udp(&net.h1, &net.h2, H2, &[7000, 7002], 15, 2000);
+    assert_eq!(got[0].len(), 15);
+    assert_eq!(got[1].len(), 15, "the shadow candidate must not enforce");
+    std::thread::sleep(Duration::from_millis(200));
+    let status = net.status();
+    assert_eq!(
+        status["generation"], before["generation"],
+        "shadow is no generation"
+    );
+    let sh = &status["shadow"];
+    assert_eq!(sh["differ"], 15, "{sh}");
+    assert_eq!(sh["frames"], 30, "{sh}");
+    let acl = sh["acls"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "from-h1"))
+        .expect("acl");
+    let flip = acl["rules"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == "flip"))
+        .expect("rule");
+    assert_eq!(flip["differ"], 15, "{sh}");
+    let examples = sh["examples"].as_array().expect("examples");
+    assert!(!examples.is_empty() && examples.len() <= 5);
+    assert!(
+        examples[0]["packet"]
+            .as_str()
+            .is_some_and(|p| p.contains(":7002")),
+        "{sh}"
+    );
+    assert_eq!(examples[0]["active"], "permit");
+    assert_eq!(examples[0]["candidate"], "deny");
+
+    // Promote: the candidate becomes active through the normal pipeline and is enforced.
+    let out = net.palisade(&["reload", "--promote"]);
+    assert!(
+        out.status.success(),
+        "reload --promote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = net.status();
+    assert_eq!(
+        after["generation"].as_u64(),
+        before["generation"].as_u64().map(|g| g + 1)
+    );
+    assert_ne!(after["digest"], before["digest"]);
+    assert!(
+        after.get("shadow").is_none(),
+        "promoted candidate is cleared: {after}"
+    );
+    let got = net.udp(&net.h1, &net.h2, H2, &[7000, 7002], 10, 2000);
+    assert_eq!(got[0].len(), 10);
+    assert!(got[1].is_empty(), "udp 7002 is denied once promoted");
+}
+
 /// A bridge naming an interface that does not exist is refused with a clear error.
 fn missing_interface_is_a_clear_error() {
     let mut lab = Lab::new("missing");
@@ -435,6 +518,10 @@ const TESTS: &[Test] = &[
     (
         "reload_under_traffic_never_leaks_or_stalls",
         reload_under_traffic_never_leaks_or_stalls,
+    ),
+    (
+        "shadow_reports_without_enforcing",
+        shadow_reports_without_enforcing,
     ),
     (
         "missing_interface_is_a_clear_error",

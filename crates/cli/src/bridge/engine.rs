@@ -1,9 +1,12 @@
 //! The [`FrameFilter`] of `palisade run`: the engine's policy, one snapshot per batch.
 
+use std::sync::Arc;
+
 use palisade_engine::policy::{Context, Decision, Verdict};
 use palisade_engine::WorkerHandle;
 use palisade_packet::FlowKey;
 
+use super::shadow::ShadowSlot;
 use super::topology::Topology;
 use super::worker::BATCH;
 use super::FrameFilter;
@@ -17,11 +20,14 @@ pub struct EngineFilter {
     contexts: Vec<Option<Context>>,
     decisions: Vec<Decision>,
     worker: usize,
+    /// The shadow candidate slot, and the topology of the candidate last seen.
+    shadow: Arc<ShadowSlot>,
+    shadow_topology: Option<(u64, Topology)>,
 }
 
 impl EngineFilter {
     /// A filter for worker `worker` bridging `ifaces` (in `--bridge` order).
-    pub fn new(handle: WorkerHandle, ifaces: Vec<String>, worker: usize) -> Self {
+    pub fn new(handle: WorkerHandle, ifaces: Vec<String>, worker: usize, shadow: Arc<ShadowSlot>) -> Self {
         EngineFilter {
             handle,
             ifaces,
@@ -29,6 +35,8 @@ impl EngineFilter {
             contexts: vec![None; BATCH],
             decisions: vec![Decision::default(); BATCH],
             worker,
+            shadow,
+            shadow_topology: None,
         }
     }
 }
@@ -77,6 +85,30 @@ impl FrameFilter for EngineFilter {
         }
         for (p, d) in permit.iter_mut().zip(&self.decisions).take(n) {
             *p = d.verdict == Verdict::Permit;
+        }
+        // Shadow: the candidate decides the same frames after the real decision; it enforces nothing.
+        let guard = self.shadow.current.load();
+        let Some(sh) = guard.as_ref() else { return };
+        if batch.generation().digest() == Some(sh.digest) {
+            return; // promoted: it is the active generation now
+        }
+        if self.shadow_topology.as_ref().map(|(s, _)| *s) != Some(sh.serial) {
+            let (t, _) = Topology::build(&sh.policy, &sh.ruleset, &self.ifaces);
+            self.shadow_topology = Some((sh.serial, t));
+        }
+        let Some((_, topology)) = self.shadow_topology.as_ref() else {
+            return;
+        };
+        sh.count_frames(n as u64);
+        for (k, active) in keys.iter().zip(&self.decisions).take(n) {
+            let candidate = match topology.context(ingress, k) {
+                Some(ctx) => sh.policy.evaluate(k, &ctx),
+                None => Decision::default(),
+            };
+            if candidate.verdict != active.verdict {
+                let ifname = self.ifaces.get(ingress).map_or("", String::as_str);
+                sh.record(ifname, k, active, &candidate);
+            }
         }
     }
 }

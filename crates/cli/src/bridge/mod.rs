@@ -14,6 +14,7 @@
 
 pub mod checksum;
 pub mod engine;
+pub mod shadow;
 pub mod sys;
 pub mod topology;
 pub mod worker;
@@ -80,6 +81,7 @@ pub struct Bridge {
     ifaces: Vec<String>,
     forward: bool,
     counters: Vec<Arc<[SideCounters; 2]>>,
+    shadow: Option<Arc<shadow::ShadowSlot>>,
 }
 
 /// Totals over every worker for one ingress interface.
@@ -127,6 +129,11 @@ impl Bridge {
             .collect()
     }
 
+    /// The control-socket extension for shadow evaluation (`palisade reload --shadow`).
+    pub fn control_extension(&self) -> Option<palisade_engine::control::Extension> {
+        self.shadow.as_ref().map(|s| s.extension())
+    }
+
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if self.threads.is_empty() {
@@ -160,9 +167,19 @@ pub fn start_with_engine(
         Some((ifaces, _)) => ifaces,
         None => return Ok(None),
     };
-    start(args, |id| {
-        Box::new(engine::EngineFilter::new(engine.handle(), ifaces.clone(), id))
-    })
+    let slot = Arc::new(shadow::ShadowSlot::default());
+    let mut bridge = start(args, |id| {
+        Box::new(engine::EngineFilter::new(
+            engine.handle(),
+            ifaces.clone(),
+            id,
+            Arc::clone(&slot),
+        ))
+    })?;
+    if let Some(b) = bridge.as_mut() {
+        b.shadow = Some(slot);
+    }
+    Ok(bridge)
 }
 
 /// Starts the data path described by `args`, or returns `Ok(None)` when it names none.
@@ -203,6 +220,7 @@ pub fn start(
         ifaces: ifaces.clone(),
         forward,
         counters: Vec::new(),
+        shadow: None,
     };
     for id in 0..workers {
         let mut ports = Vec::new();

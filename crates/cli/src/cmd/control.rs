@@ -39,6 +39,12 @@ pub struct ReloadArgs {
     /// Allow the reload to change or remove [[rescue]] rules.
     #[arg(long)]
     pub allow_rescue_change: bool,
+    /// Evaluate RULES beside the active generation on live traffic without enforcing it.
+    #[arg(long, value_name = "RULES", conflicts_with_all = ["rules", "confirm_within", "promote"])]
+    pub shadow: Option<PathBuf>,
+    /// Make the shadow candidate active through the normal reload pipeline.
+    #[arg(long, conflicts_with = "rules")]
+    pub promote: bool,
     /// Print the daemon's reply as JSON.
     #[arg(long)]
     pub json: bool,
@@ -95,12 +101,14 @@ pub fn status(args: StatusArgs) -> ExitCode {
         eprintln!("palisade: {}", s(&reply, "error"));
         return ExitCode::from(1);
     }
-    let st = reply.get("status").cloned().unwrap_or(Value::Null);
+    let mut st = reply.get("status").cloned().unwrap_or(Value::Null);
+    crate::bridge::shadow::add_to_status(&args.control, &mut st);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     print!("{}", render_status(&st));
+    print!("{}", crate::bridge::shadow::render(&st));
     ExitCode::SUCCESS
 }
 
@@ -257,8 +265,18 @@ fn report_reload(reply: &Value, as_json: bool) -> ExitCode {
 
 /// Runs `palisade reload`.
 pub fn reload(args: ReloadArgs) -> ExitCode {
+    if let Some(candidate) = &args.shadow {
+        return crate::bridge::shadow::client_shadow(&args.control, candidate, args.json);
+    }
+    let promoted = match args.promote {
+        true => match crate::bridge::shadow::candidate_path(&args.control) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        },
+        false => None,
+    };
     let mut req = json!({"cmd": "reload", "allow_rescue_change": args.allow_rescue_change});
-    if let Some(rules) = &args.rules {
+    if let Some(rules) = args.rules.as_ref().or(promoted.as_ref()) {
         // The daemon reads the file itself: send a path it can resolve.
         let path = std::path::absolute(rules).unwrap_or_else(|_| rules.clone());
         req["path"] = json!(path.display().to_string());
@@ -271,7 +289,12 @@ pub fn reload(args: ReloadArgs) -> ExitCode {
         req["confirm_within"] = json!(secs);
     }
     match ask(&args.control, req) {
-        Ok(reply) => report_reload(&reply, args.json),
+        Ok(reply) => {
+            if promoted.is_some() && ok(&reply) {
+                crate::bridge::shadow::clear(&args.control);
+            }
+            report_reload(&reply, args.json)
+        }
         Err(code) => code,
     }
 }

@@ -68,7 +68,8 @@ pub fn run(args: Args) -> ExitCode {
     eprintln!("palisade: control socket {}", args.control.display());
     {
         let engine = Arc::clone(&engine);
-        std::thread::spawn(move || control::serve(engine, listener, None));
+        let ext = _bridge.as_ref().and_then(|b| b.control_extension());
+        std::thread::spawn(move || control::serve(engine, listener, ext));
     }
     wait_for_signals(&engine, &args, signals)
 }

@@ -1,0 +1,372 @@
+//! Shadow evaluation: a candidate rule set decides the same live frames as
+//! the active generation, without enforcing anything, and counts where it
+//! would decide differently.
+//!
+//! `palisade reload --control SOCK --shadow RULES` loads the candidate
+//! (parse, validate, compile, `[[expect]]` self-test; a candidate that fails
+//! any of them is refused like a reload). Every worker then evaluates each
+//! batch against it after the real decision, so enforcement is untouched.
+//! `palisade status --json` shows, per ACL and rule of the candidate, how
+//! many frames it would have decided differently, with a few examples.
+//! `palisade reload --promote` (or a reload of the same file) makes it active
+//! through the normal pipeline; once the active digest equals the
+//! candidate's, it is no longer evaluated.
+//!
+//! Served through the engine's control-socket extension as
+//! `{"cmd":"shadow","path":...}`, `{"cmd":"shadow-status"}` and
+//! `{"cmd":"shadow-clear"}`.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use palisade_engine::control::{self, Extension};
+use palisade_engine::policy::{Decision, Policy, RuleRef};
+use palisade_packet::FlowKey;
+use palisade_rules::{Digest, RuleSet};
+use serde_json::{json, Value};
+
+/// Examples of differing frames kept per candidate.
+const EXAMPLES: usize = 5;
+
+/// A candidate rule set under evaluation, with its difference counters.
+pub struct Shadow {
+    /// The compiled candidate.
+    pub policy: Policy,
+    /// Its rule set (for the topology).
+    pub ruleset: RuleSet,
+    /// SHA-256 of the candidate file.
+    pub digest: Digest,
+    /// Where it was read from.
+    pub source: String,
+    /// Distinguishes candidates, so workers rebuild their topology for a new one.
+    pub serial: u64,
+    frames: AtomicU64,
+    differ: AtomicU64,
+    /// Per candidate ACL: one counter per rule, then one for the default.
+    per_rule: Vec<Vec<AtomicU64>>,
+    /// Differences not decided by an ACL of the candidate (rescue, malformed, VLAN, context).
+    other: AtomicU64,
+    examples: Mutex<Vec<Value>>,
+}
+
+impl Shadow {
+    /// Reads and checks a candidate like a reload does, up to (not including) publishing.
+    pub fn load(path: &Path, serial: u64) -> Result<Shadow, Value> {
+        let loaded = palisade_rules::load(path).map_err(|e| {
+            let errors: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
+            json!({"ok": false, "stage": "parse", "errors": errors, "error": "candidate refused"})
+        })?;
+        let policy = Policy::compile(&loaded.ruleset).map_err(|e| {
+            json!({"ok": false, "stage": "compile", "errors": [e.to_string()], "error": "candidate refused"})
+        })?;
+        let failed = policy.check_expects(&loaded);
+        if !failed.is_empty() {
+            let errors: Vec<String> = failed.iter().map(ToString::to_string).collect();
+            return Err(
+                json!({"ok": false, "stage": "self-test", "errors": errors, "error": "candidate refused"}),
+            );
+        }
+        let per_rule = policy
+            .acls()
+            .iter()
+            .map(|a| (0..=a.rule_ids.len()).map(|_| AtomicU64::new(0)).collect())
+            .collect();
+        Ok(Shadow {
+            policy,
+            ruleset: loaded.ruleset,
+            digest: loaded.digest,
+            source: path.display().to_string(),
+            serial,
+            frames: AtomicU64::new(0),
+            differ: AtomicU64::new(0),
+            per_rule,
+            other: AtomicU64::new(0),
+            examples: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Counts a batch of `frames` compared frames.
+    #[inline]
+    pub fn count_frames(&self, frames: u64) {
+        self.frames.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// Records one frame the candidate decides differently (rare: only then is anything shared touched).
+    pub fn record(&self, interface: &str, key: &FlowKey, active: &Decision, candidate: &Decision) {
+        self.differ.fetch_add(1, Ordering::Relaxed);
+        let slot = candidate.acl.and_then(|acl| {
+            let rules = self.per_rule.get(acl as usize)?;
+            match candidate.rule {
+                RuleRef::Rule(i) => rules.get(i as usize),
+                RuleRef::Default => rules.last(),
+                _ => None,
+            }
+        });
+        slot.unwrap_or(&self.other).fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut ex) = self.examples.try_lock() {
+            if ex.len() < EXAMPLES {
+                // Allocates, but only for the first few differences of a candidate.
+                ex.push(json!({
+                    "interface": interface,
+                    "packet": describe(key),
+                    "active": active.verdict.as_str(),
+                    "candidate": candidate.verdict.as_str(),
+                    "stage": candidate.stage.as_str(),
+                    "acl": self.policy.acl_name(candidate.acl),
+                    "rule": self.policy.rule_label(candidate.acl, candidate.rule),
+                }));
+            }
+        }
+    }
+
+    /// The report shown by `palisade status --json` under `shadow`.
+    pub fn report(&self, active_digest: Option<Digest>) -> Value {
+        let acls: Vec<Value> = self
+            .policy
+            .acls()
+            .iter()
+            .zip(&self.per_rule)
+            .map(|(acl, counts)| {
+                let rules: Vec<Value> = acl
+                    .rule_ids
+                    .iter()
+                    .zip(counts)
+                    .map(|(id, c)| json!({"id": id, "differ": c.load(Ordering::Relaxed)}))
+                    .collect();
+                json!({
+                    "name": acl.name,
+                    "rules": rules,
+                    "default_differ": counts.last().map_or(0, |c| c.load(Ordering::Relaxed)),
+                })
+            })
+            .collect();
+        let examples = self.examples.lock().map(|e| e.clone()).unwrap_or_default();
+        json!({
+            "source": self.source,
+            "digest": self.digest.to_string(),
+            "promoted": active_digest == Some(self.digest),
+            "frames": self.frames.load(Ordering::Relaxed),
+            "differ": self.differ.load(Ordering::Relaxed),
+            "other_differ": self.other.load(Ordering::Relaxed),
+            "acls": acls,
+            "examples": examples,
+        })
+    }
+}
+
+/// `udp 198.18.0.1:40000 -> 198.18.0.2:7002`, as `palisade explain` reads packets.
+fn describe(k: &FlowKey) -> String {
+    let addr = |a: u128| match k.ip_version {
+        4 => Ipv4Addr::from(a as u32).to_string(),
+        _ => Ipv6Addr::from(a).to_string(),
+    };
+    if k.ip_family().is_none() {
+        return format!("ethertype 0x{:04x}", k.ethertype);
+    }
+    let proto = match k.l4_proto {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        1 => "icmp".to_string(),
+        58 => "icmpv6".to_string(),
+        p => p.to_string(),
+    };
+    match k.ports() {
+        Some((sp, dp)) => format!("{proto} {}:{sp} -> {}:{dp}", addr(k.src_ip), addr(k.dst_ip)),
+        None => format!("{proto} {} -> {}", addr(k.src_ip), addr(k.dst_ip)),
+    }
+}
+
+/// The one candidate slot, shared by the workers and the control socket.
+#[derive(Default)]
+pub struct ShadowSlot {
+    /// The candidate, if any; loaded once per batch by each worker.
+    pub current: ArcSwapOption<Shadow>,
+    serial: AtomicU64,
+}
+
+impl ShadowSlot {
+    /// The control-socket extension serving `shadow`, `shadow-status` and `shadow-clear`.
+    pub fn extension(self: &Arc<Self>) -> Extension {
+        let slot = Arc::clone(self);
+        Arc::new(move |engine, req| {
+            let active = engine.current().digest();
+            match req.get("cmd").and_then(Value::as_str)? {
+                "shadow" => {
+                    let Some(path) = req.get("path").and_then(Value::as_str) else {
+                        return Some(json!({"ok": false, "error": "shadow needs a path"}));
+                    };
+                    let serial = slot.serial.fetch_add(1, Ordering::Relaxed) + 1;
+                    Some(match Shadow::load(Path::new(path), serial) {
+                        Ok(sh) => {
+                            let reply = json!({"ok": true, "shadow": sh.report(active)});
+                            slot.current.store(Some(Arc::new(sh)));
+                            reply
+                        }
+                        Err(refused) => refused,
+                    })
+                }
+                "shadow-status" => Some(json!({
+                    "ok": true,
+                    "shadow": slot.current.load().as_ref().map(|s| s.report(active)),
+                })),
+                "shadow-clear" => {
+                    slot.current.store(None);
+                    Some(json!({"ok": true}))
+                }
+                _ => None,
+            }
+        })
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn ask(socket: &Path, req: Value) -> Result<Value, ExitCode> {
+    control::request(socket, &req, TIMEOUT).map_err(|e| {
+        eprintln!("palisade: {}: cannot talk to the daemon: {e}", socket.display());
+        ExitCode::from(2)
+    })
+}
+
+fn is_ok(v: &Value) -> bool {
+    v.get("ok").and_then(Value::as_bool) == Some(true)
+}
+
+/// `palisade reload --shadow RULES`: load a candidate beside the active generation.
+pub fn client_shadow(socket: &Path, rules: &Path, as_json: bool) -> ExitCode {
+    let path: PathBuf = std::path::absolute(rules).unwrap_or_else(|_| rules.to_path_buf());
+    let reply = match ask(
+        socket,
+        json!({"cmd": "shadow", "path": path.display().to_string()}),
+    ) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
+    }
+    if is_ok(&reply) {
+        if !as_json {
+            println!(
+                "shadow: {} (digest {}) evaluated beside the active generation, not enforced",
+                path.display(),
+                reply["shadow"]["digest"].as_str().unwrap_or("-")
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    if !as_json {
+        let err = reply.get("error").and_then(Value::as_str).unwrap_or("refused");
+        eprintln!("palisade: shadow {}: {err}", path.display());
+        if let Some(stage) = reply.get("stage").and_then(Value::as_str) {
+            eprintln!("stage: {stage}");
+        }
+        for e in reply
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            eprintln!("{}", e.as_str().unwrap_or_default());
+        }
+    }
+    if reply.get("stage").is_some() || err_is_refusal(&reply) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn err_is_refusal(reply: &Value) -> bool {
+    reply.get("error").and_then(Value::as_str) == Some("candidate refused")
+}
+
+/// `palisade reload --promote`: the candidate's file, if the daemon has one.
+pub fn candidate_path(socket: &Path) -> Result<PathBuf, ExitCode> {
+    let reply = ask(socket, json!({"cmd": "shadow-status"}))?;
+    match reply
+        .get("shadow")
+        .and_then(|s| s.get("source"))
+        .and_then(Value::as_str)
+    {
+        Some(p) if is_ok(&reply) => Ok(PathBuf::from(p)),
+        _ => {
+            eprintln!(
+                "palisade: --promote: the daemon has no shadow candidate (palisade reload --shadow RULES)"
+            );
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// After a successful `--promote`: stop evaluating the candidate.
+pub fn clear(socket: &Path) {
+    let _ = ask(socket, json!({"cmd": "shadow-clear"}));
+}
+
+/// Adds `shadow` to a status object when the daemon evaluates a candidate.
+pub fn add_to_status(socket: &Path, status: &mut Value) {
+    if let Ok(reply) = control::request(socket, &json!({"cmd": "shadow-status"}), TIMEOUT) {
+        if let (true, Some(sh), Some(obj)) = (is_ok(&reply), reply.get("shadow"), status.as_object_mut()) {
+            if !sh.is_null() {
+                obj.insert("shadow".into(), sh.clone());
+            }
+        }
+    }
+}
+
+/// The human-readable shadow section of `palisade status`.
+pub fn render(status: &Value) -> String {
+    use std::fmt::Write as _;
+    let Some(sh) = status.get("shadow") else {
+        return String::new();
+    };
+    let mut o = String::new();
+    let n = |k: &str| sh.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "shadow     {} ({}): {} of {} frames decided differently{}",
+        sh["source"].as_str().unwrap_or("-"),
+        sh["digest"].as_str().map_or("-", |d| d.get(..12).unwrap_or(d)),
+        n("differ"),
+        n("frames"),
+        if sh["promoted"] == true { " [promoted]" } else { "" }
+    );
+    for acl in sh["acls"].as_array().into_iter().flatten() {
+        for r in acl["rules"].as_array().into_iter().flatten() {
+            if r["differ"].as_u64().unwrap_or(0) > 0 {
+                let _ = writeln!(
+                    o,
+                    "  {} / {}: {}",
+                    acl["name"].as_str().unwrap_or("-"),
+                    r["id"],
+                    r["differ"]
+                );
+            }
+        }
+        if acl["default_differ"].as_u64().unwrap_or(0) > 0 {
+            let _ = writeln!(
+                o,
+                "  {} / default: {}",
+                acl["name"].as_str().unwrap_or("-"),
+                acl["default_differ"]
+            );
+        }
+    }
+    for ex in sh["examples"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "  e.g. {} on {}: active {}, candidate {}",
+            ex["packet"].as_str().unwrap_or("-"),
+            ex["interface"].as_str().unwrap_or("-"),
+            ex["active"].as_str().unwrap_or("-"),
+            ex["candidate"].as_str().unwrap_or("-")
+        );
+    }
+    o
+}
