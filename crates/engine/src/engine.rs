@@ -513,6 +513,7 @@ impl Inner {
         };
         let digest = compiled.digest;
         self.publish(ctl, Some(compiled), number, state, deadline);
+        self.store.prune();
         Ok(ReloadOk {
             generation: number,
             digest,
@@ -553,6 +554,7 @@ impl Inner {
                 ctl.pending = None;
                 let digest = prev.digest;
                 self.publish(ctl, Some(prev), number, GenerationState::Active, None);
+                self.store.prune();
                 Ok(ReloadOk {
                     generation: number,
                     digest,
@@ -605,6 +607,7 @@ impl Inner {
             s => s,
         };
         self.publish(ctl, p.revert_to.clone(), number, state, None);
+        self.store.prune();
         let msg = format!(
             "generation {from} was not confirmed in time; reverted to the previous rules as generation {number}"
         );

@@ -15,6 +15,7 @@
 //! let dir = std::env::temp_dir().join(format!("palisade-lkg-doc-{}", std::process::id()));
 //! let store = Store::open(&dir, 10, true).unwrap();
 //! store.save(&Kept::new(7, "edge.toml", b"version = 1\n".to_vec(), true)).unwrap();
+//! store.prune();
 //! let newest = store.newest(true).unwrap();
 //! assert_eq!((newest.generation, newest.bytes.as_slice()), (7, &b"version = 1\n"[..]));
 //! std::fs::remove_dir_all(&dir).unwrap();
@@ -151,8 +152,8 @@ impl Store {
         self.dir.join(format!("gen-{generation:020}.lkg"))
     }
 
-    /// Persists `kept` atomically (temp file, fsync, rename, fsync directory),
-    /// then removes generations beyond the newest `keep`.
+    /// Persists `kept` atomically (temp file, fsync, rename, fsync directory).
+    /// Old generations stay until [`Store::prune`].
     pub fn save(&self, kept: &Kept) -> Result<(), StoreError> {
         let meta = Meta {
             generation: kept.generation,
@@ -208,7 +209,6 @@ impl Store {
                     error,
                 })?;
         }
-        self.prune();
         Ok(())
     }
 
@@ -227,7 +227,8 @@ impl Store {
         out
     }
 
-    fn prune(&self) {
+    /// Removes generations beyond the newest `keep` (called once a new one is published).
+    pub fn prune(&self) {
         let numbers = self.numbers();
         if numbers.len() > self.keep {
             for &n in &numbers[..numbers.len() - self.keep] {
@@ -337,6 +338,8 @@ mod tests {
                 .save(&Kept::new(g, "x", vec![b'a'; g as usize], true))
                 .unwrap();
         }
+        assert_eq!(store.list().len(), 5, "nothing is removed before prune");
+        store.prune();
         let gens: Vec<u64> = store.list().iter().map(|k| k.generation).collect();
         assert_eq!(gens, vec![3, 4, 5]);
         // Tear the newest: it must be ignored, the previous one wins.
