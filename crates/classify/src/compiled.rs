@@ -97,10 +97,11 @@ pub struct BuildConfig {
     /// The build fails with [`BuildError::MemoryCap`] rather than let the
     /// tables grow past this many bytes. Default 256 MiB.
     pub memory_cap_bytes: usize,
-    /// A node with at most this many rules becomes a leaf. Default 8.
+    /// A node with at most this many rules becomes a leaf. Default 16.
     pub leaf_size: usize,
     /// A cut may replicate rules up to this factor of the node's rule count
-    /// (counting one slot per child). Default 4.
+    /// (counting one slot per child). Default 16; a tree that grows past
+    /// 512 bytes per rule is rebuilt with half the factor, down to 2.
     pub space_factor: usize,
 }
 
@@ -108,8 +109,8 @@ impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig {
             memory_cap_bytes: 256 << 20,
-            leaf_size: 8,
-            space_factor: 4,
+            leaf_size: 16,
+            space_factor: 16,
         }
     }
 }
@@ -443,8 +444,12 @@ impl CompiledClassifier {
             base_bytes: verify_bytes,
             leaf_size: config.leaf_size.max(1),
             space_factor: config.space_factor.max(2),
+            tree_mark: (0, 0),
+            tree_cap: usize::MAX,
         };
-        b.check()?;
+        if let Err(Stop::Cap(e)) = b.check() {
+            return Err(e);
+        }
         // Split the rules by their most specific field (CutSplit): source
         // address, destination address (at most 2^16 addresses wide),
         // destination port, source port (at most 2^10 ports wide), or none.
@@ -471,16 +476,26 @@ impl CompiledClassifier {
             }
             let list = b.prune(g.iter().copied(), &Region::full());
             let first = list.first().copied().unwrap_or(NO_MATCH);
-            // A tree that replicates too much is rebuilt with less replication.
-            let (tab_mark, cands_mark) = (b.tab.len(), b.cands.len());
-            let tree_cap = TREE_BYTES_PER_RULE * list.len() + (1 << 16);
-            let mut root = b.node(&list, Region::full())?;
-            while b.bytes_since(tab_mark, cands_mark) > tree_cap && b.space_factor > 2 {
-                b.tab.truncate(tab_mark);
-                b.cands.truncate(cands_mark);
-                b.space_factor = (b.space_factor / 2).max(2);
-                root = b.node(&list, Region::full())?;
-            }
+            // A tree that replicates too much is abandoned as soon as it
+            // passes its budget and rebuilt with less replication.
+            let marks = (b.tab.len(), b.cands.len());
+            let root = loop {
+                b.tree_mark = marks;
+                b.tree_cap = if b.space_factor > 2 {
+                    TREE_BYTES_PER_RULE * list.len() + (1 << 16)
+                } else {
+                    usize::MAX
+                };
+                match b.node(&list, Region::full()) {
+                    Ok(root) => break root,
+                    Err(Stop::Cap(e)) => return Err(e),
+                    Err(Stop::TreeBudget) => {
+                        b.tab.truncate(marks.0);
+                        b.cands.truncate(marks.1);
+                        b.space_factor = (b.space_factor / 2).max(2);
+                    }
+                }
+            };
             b.space_factor = config.space_factor.max(2);
             roots.push((root, first));
         }
@@ -704,6 +719,18 @@ struct Builder<'a> {
     base_bytes: usize,
     leaf_size: usize,
     space_factor: usize,
+    /// Table lengths when the current tree started.
+    tree_mark: (usize, usize),
+    /// Bytes the current tree may use before it is rebuilt with less replication.
+    tree_cap: usize,
+}
+
+/// Why a build step stopped.
+enum Stop {
+    /// The memory cap: the build fails.
+    Cap(BuildError),
+    /// The current tree passed its budget: rebuild it with less replication.
+    TreeBudget,
 }
 
 impl Builder<'_> {
@@ -716,13 +743,15 @@ impl Builder<'_> {
         (self.tab.len() - tab) * 4 + (self.cands.len() - cands) * core::mem::size_of::<Cand>()
     }
 
-    fn check(&self) -> Result<(), BuildError> {
+    fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
         if needed > self.cap {
-            Err(BuildError::MemoryCap {
+            Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
                 cap: self.cap,
-            })
+            }))
+        } else if self.bytes_since(self.tree_mark.0, self.tree_mark.1) > self.tree_cap {
+            Err(Stop::TreeBudget)
         } else {
             Ok(())
         }
@@ -747,7 +776,7 @@ impl Builder<'_> {
         out
     }
 
-    fn leaf(&mut self, rules: &[u32]) -> Result<u32, BuildError> {
+    fn leaf(&mut self, rules: &[u32]) -> Result<u32, Stop> {
         if rules.is_empty() {
             return Ok(0);
         }
@@ -767,7 +796,7 @@ impl Builder<'_> {
     /// A node cuts one dimension: the hull of its rules there is split into
     /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
     /// to an extra, empty child.
-    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, BuildError> {
+    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, Stop> {
         let n = rules.len();
         if n <= self.leaf_size {
             return self.leaf(rules);
@@ -785,22 +814,28 @@ impl Builder<'_> {
             let shrinks = hlo > region.lo[d] || hhi < region.hi[d];
             let width = hhi as u64 - hlo as u64 + 1;
             let wbits = 64 - (width - 1).leading_zeros(); // 2^wbits >= width
-                                                          // The most cuts within the space budget.
-            let mut chosen: Option<u32> = None;
-            for k in 1..=wbits.min(MAX_CUT_BITS) {
-                let shift = wbits - k;
-                let ncuts = ((width - 1) >> shift) as usize + 1;
-                let mut sum = ncuts;
+                                                          // The most cuts within the space budget (the replication grows
+                                                          // with the number of cuts, so a binary search finds it).
+            let sum_for = |shift: u32| -> usize {
+                let mut sum = ((width - 1) >> shift) as usize + 1;
                 for &r in rules {
                     let b = &self.boxes[r as usize];
                     let a = (b.lo[d].max(hlo) - hlo) >> shift;
                     let z = (b.hi[d].min(hhi) - hlo) >> shift;
                     sum += (z - a) as usize + 1;
                 }
-                if sum > budget {
-                    break;
+                sum
+            };
+            let mut chosen: Option<u32> = None;
+            let (mut lo_k, mut hi_k) = (1u32, wbits.min(MAX_CUT_BITS));
+            while lo_k <= hi_k {
+                let k = (lo_k + hi_k) / 2;
+                if sum_for(wbits - k) <= budget {
+                    chosen = Some(wbits - k);
+                    lo_k = k + 1;
+                } else {
+                    hi_k = k - 1;
                 }
-                chosen = Some(shift);
             }
             let shift = match chosen {
                 Some(s) => s,
@@ -860,6 +895,8 @@ impl Builder<'_> {
         // Child lists, pruned per child as they are filled.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
         let mut cover = vec![0u16; ncuts];
+        // differs[j]: children j-1 and j have different lists (differs[0] unused).
+        let mut differs = vec![false; ncuts + 1];
         let child_bounds = |j: usize| -> (u32, u32) {
             let lo = base as u64 + ((j as u64) << shift);
             let hi = (lo + (1u64 << shift) - 1).min(hhi as u64);
@@ -874,8 +911,13 @@ impl Builder<'_> {
             let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
             let subsets = SUBSETS[b.req as usize];
             let can_cover = b.plain && covers_rest(b);
+            let mut prev_pushed = false;
             for j in a..=z {
-                if cover[j] & subsets != 0 {
+                let pushed = cover[j] & subsets == 0;
+                // Children j-1 and j differ when the rule is in one only.
+                differs[j] |= pushed != prev_pushed;
+                prev_pushed = pushed;
+                if !pushed {
                     continue;
                 }
                 lists[j].push(r);
@@ -886,6 +928,9 @@ impl Builder<'_> {
                     }
                 }
             }
+            if prev_pushed && z + 1 < ncuts {
+                differs[z + 1] = true;
+            }
         }
         drop(cover);
         let at = self.tab.len();
@@ -894,21 +939,19 @@ impl Builder<'_> {
         // Children, then the outside child (the empty leaf, 0).
         self.tab.resize(at + 2 + ncuts + 1, 0);
         self.check()?;
-        let mut prev: Option<(usize, u32)> = None;
+        let mut prev: Option<u32> = None;
         for j in 0..ncuts {
+            let list = core::mem::take(&mut lists[j]);
             let r = match prev {
-                Some((pj, pr)) if lists[pj] == lists[j] => pr,
+                Some(pr) if !differs[j] => pr,
                 _ => {
                     let mut child = region;
                     (child.lo[d], child.hi[d]) = child_bounds(j);
-                    let list = core::mem::take(&mut lists[j]);
-                    let r = self.node(&list, child)?;
-                    lists[j] = list;
-                    r
+                    self.node(&list, child)?
                 }
             };
             self.tab[at + 2 + j] = r;
-            prev = Some((j, r));
+            prev = Some(r);
         }
         Ok(at as u32)
     }
