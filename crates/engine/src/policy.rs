@@ -864,6 +864,11 @@ impl Policy {
     pub fn acl_first_match(&self, acl: AclId, key: &FlowKey) -> Option<u32> {
         self.acls.get(acl as usize).map(|a| a.classifier.classify(key))
     }
+
+    /// The compiled rescue classifier's first-match answer on `key` (as [`Policy::acl_first_match`]).
+    pub fn rescue_first_match(&self, key: &FlowKey) -> u32 {
+        self.rescue.classify(key)
+    }
 }
 
 #[cfg(test)]

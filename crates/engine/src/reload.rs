@@ -279,6 +279,18 @@ fn self_test_classifiers(loaded: &Loaded, policy: &Policy) -> Vec<String> {
             }
         }
     }
+    let rescue: Vec<RuleMatch> = loaded.ruleset.rescue.iter().map(|r| r.matcher.clone()).collect();
+    let reference = LinearClassifier::new(rescue);
+    for key in corner_keys(reference.rules(), SELF_TEST_KEYS) {
+        let (want, got) = (reference.classify(&key), policy.rescue_first_match(&key));
+        if got != want {
+            errors.push(format!(
+                "{}:1:1: rescue rules: compiled classifier answers {got}, reference answers {want} for {key:?}",
+                loaded.file
+            ));
+            break;
+        }
+    }
     errors
 }
 
