@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     control: Mutex<Control>,
     wake: Condvar,
     pub(crate) last_reload: Mutex<Option<LastReload>>,
+    /// Valid kept generation numbers, refreshed after every change (status must not read the disk).
+    pub(crate) kept: Mutex<Vec<u64>>,
     registry: SlotRegistry,
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
@@ -193,12 +195,14 @@ impl Engine {
             }),
             wake: Condvar::new(),
             last_reload: Mutex::new(None),
+            kept: Mutex::new(Vec::new()),
             registry: SlotRegistry::default(),
             shards: ShardSet::default(),
             store,
             config: config.to_path_buf(),
         });
         let report = inner.boot();
+        inner.refresh_kept();
         let watchdog = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
@@ -329,7 +333,13 @@ impl Inner {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn refresh_kept(&self) {
+        let kept = self.store.list().iter().map(|k| k.generation).collect();
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+    }
+
     fn record(&self, res: &Result<ReloadOk, ReloadError>) {
+        self.refresh_kept();
         let entry = match res {
             Ok(ok) => LastReload::ok(ok.generation),
             Err(e) => LastReload::failed(e),
@@ -612,6 +622,7 @@ impl Inner {
             "generation {from} was not confirmed in time; reverted to the previous rules as generation {number}"
         );
         eprintln!("palisade: {msg}");
+        self.refresh_kept();
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload::failed(
             &ReloadError::new(ReloadStage::Confirm, vec![msg]),
         ));

@@ -150,7 +150,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let kept = inner.store.list().iter().map(|k| k.generation).collect();
+    let kept = inner.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut status = Status {
         generation: gen.number(),
         digest: gen.digest().map(|d| d.to_string()),

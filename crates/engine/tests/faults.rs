@@ -191,6 +191,11 @@ fn rollback_goes_back_as_a_new_generation() {
     let b = engine
         .reload(bytes("b.toml", &rules_b()), &ReloadOptions::default())
         .unwrap();
+    let kept = engine.status().kept;
+    assert!(
+        kept.contains(&b.generation) && kept.contains(&a.generation),
+        "{kept:?}"
+    );
     let back = engine.rollback(None).unwrap();
     assert!(back.generation > b.generation);
     assert_eq!(Some(back.digest.to_string()), a.digest);
