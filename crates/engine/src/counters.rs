@@ -129,7 +129,8 @@ impl Shard {
         if old.len() >= len {
             return old;
         }
-        let new: Box<[AtomicU64]> = (0..len)
+        // 64 bytes of padding after the cells: no other shard's counters share a cache line with ours.
+        let new: Box<[AtomicU64]> = (0..len + 8)
             .map(|i| AtomicU64::new(old.get(i).map_or(0, |c| c.load(Ordering::Relaxed))))
             .collect();
         let new = Arc::new(new);
