@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(policy) = Policy::compile(&loaded.ruleset) {
             let _ = policy.check_expects(&loaded);
             for e in &loaded.ruleset.expects {
-                let ctx = Context { port: policy.port(&e.port).unwrap_or(u32::MAX), route: None };
+                let ctx = Context {
+                    port: policy.port(&e.port).unwrap_or(u32::MAX),
+                    route: None,
+                };
                 let _ = policy.evaluate(&e.packet, &ctx);
             }
         }
