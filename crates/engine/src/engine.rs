@@ -476,27 +476,44 @@ impl Inner {
         let compiled = Arc::new(cand.compiled);
         let mut warnings = cand.warnings;
 
-        // persist
-        let number = self.next_number(ctl);
-        let confirmed = opts.confirm_within.is_none();
-        let persisted = fault(opts, ReloadStage::Persist).and_then(|()| {
-            let kept = Kept::new(number, &compiled.source, compiled.bytes.to_vec(), confirmed);
-            self.store
-                .save(&kept)
-                .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-        });
-        if let Err(e) = persisted {
-            if persist_required {
-                return Err(e);
+        // persist (at boot, a config identical to the newest kept generation keeps its
+        // number and file, so restarts neither renumber nor crowd out older generations)
+        let reuse = match persist_required || opts.confirm_within.is_some() {
+            true => None,
+            false => self.store.newest(true).filter(|k| k.digest == compiled.digest),
+        };
+        let (number, saved) = match reuse {
+            Some(k) => {
+                ctl.last_number = ctl.last_number.max(k.generation);
+                (k.generation, false)
             }
-            let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
-            eprintln!("palisade: WARNING: {msg}");
-            warnings.push(msg);
-        }
+            None => {
+                let number = self.next_number(ctl);
+                let confirmed = opts.confirm_within.is_none();
+                let persisted = fault(opts, ReloadStage::Persist).and_then(|()| {
+                    let kept = Kept::new(number, &compiled.source, compiled.bytes.to_vec(), confirmed);
+                    self.store
+                        .save(&kept)
+                        .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                });
+                match persisted {
+                    Ok(()) => (number, true),
+                    Err(e) if persist_required => return Err(e),
+                    Err(e) => {
+                        let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
+                        eprintln!("palisade: WARNING: {msg}");
+                        warnings.push(msg);
+                        (number, false)
+                    }
+                }
+            }
+        };
 
         // publish
         if let Err(e) = fault(opts, ReloadStage::Publish) {
-            self.store.remove(number);
+            if saved {
+                self.store.remove(number);
+            }
             return Err(e);
         }
         let (state, deadline) = match opts.confirm_within {

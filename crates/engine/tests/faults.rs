@@ -305,3 +305,15 @@ fn a_full_or_read_only_state_directory_is_a_clear_error_not_a_lost_generation() 
     umount(&state);
     result.unwrap();
 }
+
+#[test]
+fn restarting_on_an_unchanged_config_keeps_its_generation_number() {
+    let dir = TempDir::new("restart");
+    let first = engine_with(&dir, &rules_a(), false).status().generation;
+    let again = engine_with(&dir, &rules_a(), false);
+    assert_eq!(again.status().generation, first);
+    assert_eq!(again.store().list().len(), 1, "no duplicate kept generation");
+    drop(again);
+    let changed = engine_with(&dir, &rules_b(), false).status().generation;
+    assert!(changed > first);
+}
