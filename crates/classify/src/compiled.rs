@@ -897,6 +897,10 @@ impl Builder<'_> {
         let mut cover = vec![0u16; ncuts];
         // differs[j]: children j-1 and j have different lists (differs[0] unused).
         let mut differs = vec![false; ncuts + 1];
+        // partial[j]: some rule of child j does not span it in `d`. A subtree
+        // depends on its region only through such rules, so two neighbours
+        // share one subtree only when neither has any.
+        let mut partial = vec![false; ncuts];
         let child_bounds = |j: usize| -> (u32, u32) {
             let lo = base as u64 + ((j as u64) << shift);
             let hi = (lo + (1u64 << shift) - 1).min(hhi as u64);
@@ -921,11 +925,11 @@ impl Builder<'_> {
                     continue;
                 }
                 lists[j].push(r);
-                if can_cover {
-                    let (clo, chi) = child_bounds(j);
-                    if b.lo[d] <= clo && b.hi[d] >= chi {
-                        cover[j] |= 1 << b.req;
-                    }
+                let (clo, chi) = child_bounds(j);
+                let spans = b.lo[d] <= clo && b.hi[d] >= chi;
+                partial[j] |= !spans;
+                if can_cover && spans {
+                    cover[j] |= 1 << b.req;
                 }
             }
             if prev_pushed && z + 1 < ncuts {
@@ -943,7 +947,7 @@ impl Builder<'_> {
         for j in 0..ncuts {
             let list = core::mem::take(&mut lists[j]);
             let r = match prev {
-                Some(pr) if !differs[j] => pr,
+                Some(pr) if !differs[j] && !partial[j] && !partial[j - 1] => pr,
                 _ => {
                     let mut child = region;
                     (child.lo[d], child.hi[d]) = child_bounds(j);

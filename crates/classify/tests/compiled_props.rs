@@ -1,0 +1,247 @@
+//! Property tests: the compiled classifier equals the reference linear scan
+//! on random rule sets using every field, for random keys and corner keys.
+
+use palisade_classify::{
+    corner_keys, BuildConfig, Classifier, CompiledClassifier, FragmentMatch, IpFamily, LinearClassifier,
+    PortRange, Prefix, RuleMatch, TcpFlagsMatch,
+};
+use palisade_packet::{FlowKey, FragmentState, Present};
+use proptest::prelude::*;
+
+/// Addresses cluster around a few bases so prefixes nest and overlap.
+const V4_BASES: [u32; 4] = [0x0a00_0000, 0x0a01_0000, 0xc0a8_0100, 0xffff_ff00];
+const V6_BASES: [u128; 3] = [0x2001_0db8 << 96, (0x2001_0db8 << 96) | (1 << 80), 0xfe80 << 112];
+
+fn v4_addr() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        (0..V4_BASES.len(), 0u32..0x2_0000).prop_map(|(b, off)| V4_BASES[b].wrapping_add(off)),
+        any::<u32>(),
+        Just(0u32),
+        Just(u32::MAX),
+    ]
+}
+
+fn v6_addr() -> impl Strategy<Value = u128> {
+    prop_oneof![
+        (0..V6_BASES.len(), any::<u64>()).prop_map(|(b, off)| V6_BASES[b] | (off as u128 >> 8)),
+        any::<u128>(),
+        Just(0u128),
+    ]
+}
+
+fn prefix() -> impl Strategy<Value = Prefix> {
+    prop_oneof![
+        3 => (v4_addr(), 0u8..=32).prop_map(|(a, l)| Prefix::v4(a.to_be_bytes(), l)),
+        1 => (v6_addr(), prop_oneof![0u8..=128, Just(32u8), Just(64u8)]).prop_map(|(a, l)| Prefix::v6(a, l)),
+    ]
+}
+
+fn port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        prop::sample::select(vec![0u16, 1, 22, 53, 80, 443, 1023, 1024, 8080, 65534, 65535]),
+        any::<u16>(),
+    ]
+}
+
+fn port_range() -> impl Strategy<Value = PortRange> {
+    prop_oneof![
+        port().prop_map(PortRange::single),
+        (port(), port()).prop_map(|(a, b)| PortRange {
+            lo: a.min(b),
+            hi: a.max(b)
+        }),
+        Just(PortRange { lo: 0, hi: 65535 }),
+    ]
+}
+
+fn proto() -> impl Strategy<Value = u8> {
+    prop_oneof![prop::sample::select(vec![0u8, 1, 6, 17, 58, 255]), any::<u8>()]
+}
+
+fn opt<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T>, p: f64) -> impl Strategy<Value = Option<T>> {
+    prop::option::weighted(p, s)
+}
+
+prop_compose! {
+    fn rule()(
+        family in opt(prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)], 0.15),
+        src in prop::collection::vec(prefix(), 0..3),
+        dst in prop::collection::vec(prefix(), 0..3),
+        proto in opt(proto(), 0.5),
+        src_port in prop::collection::vec(port_range(), 0..3),
+        dst_port in prop::collection::vec(port_range(), 0..3),
+        icmp_type in opt(0u8..4, 0.1),
+        icmp_code in opt(0u8..2, 0.1),
+        tcp_flags in opt((0u16..0x40, 0u16..0x40).prop_map(|(v, m)| TcpFlagsMatch { value: v & m, mask: m }), 0.1),
+        vlan in prop::collection::vec(0u16..4, 0..2),
+        fragment in opt(prop_oneof![
+            Just(FragmentMatch::None), Just(FragmentMatch::First), Just(FragmentMatch::NonFirst), Just(FragmentMatch::Any)
+        ], 0.1),
+        dscp in prop::collection::vec(0u8..4, 0..2),
+        ethertype in opt(prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]), 0.05),
+        // Most rules are plain 5-tuple rules, as in real rule sets.
+        plain in prop::bool::weighted(0.6),
+    ) -> RuleMatch {
+        let mut r = RuleMatch {
+            family, src, dst, proto, src_port, dst_port, icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp,
+            ethertype,
+        };
+        if plain {
+            r.family = None;
+            r.src.retain(|p| p.family == IpFamily::V4);
+            r.dst.retain(|p| p.family == IpFamily::V4);
+            r.src.truncate(1);
+            r.dst.truncate(1);
+            r.src_port.truncate(1);
+            r.dst_port.truncate(1);
+            r.icmp_type = None;
+            r.icmp_code = None;
+            r.tcp_flags = None;
+            r.vlan.clear();
+            r.fragment = None;
+            r.dscp.clear();
+            r.ethertype = None;
+        }
+        r
+    }
+}
+
+prop_compose! {
+    fn key()(
+        fam in 0u8..10,
+        s4 in v4_addr(), d4 in v4_addr(), s6 in v6_addr(), d6 in v6_addr(),
+        proto in opt(proto(), 0.9),
+        ports in opt((port(), port()), 0.7),
+        icmp in opt((0u8..4, 0u8..2), 0.2),
+        flags in opt(0u16..0x40, 0.3),
+        vlan in opt(0u16..4, 0.3),
+        frag in 0u8..6,
+        dscp in opt(0u8..4, 0.8),
+    ) -> FlowKey {
+        let mut k = match fam {
+            0..=5 => FlowKey::new().with_ipv4(s4.to_be_bytes(), d4.to_be_bytes()),
+            6..=8 => FlowKey::new().with_ipv6(s6, d6),
+            _ => {
+                let mut k = FlowKey::new();
+                k.present.0 |= Present::ETHERTYPE;
+                k.ethertype = 0x0806;
+                k
+            }
+        };
+        if let Some(p) = proto { k = k.with_proto(p); }
+        if let Some((a, b)) = ports { k = k.with_ports(a, b); }
+        if let Some((t, c)) = icmp { k = k.with_icmp(t, c); }
+        if let Some(f) = flags { k = k.with_tcp_flags(f); }
+        if let Some(v) = vlan { k = k.with_vlan(v); }
+        match frag {
+            4 => k = k.with_fragment(FragmentState::First, 0, true),
+            5 => {
+                k = k.with_fragment(FragmentState::NonFirst, 1480, false);
+                k.present.0 &= !Present::PORTS;
+            }
+            _ => {}
+        }
+        match dscp {
+            Some(d) => k = k.with_dscp(d),
+            None => k.present.0 &= !Present::DSCP,
+        }
+        k
+    }
+}
+
+fn check_equal(rules: &[RuleMatch], keys: &[FlowKey], config: &BuildConfig) -> Result<(), TestCaseError> {
+    let compiled =
+        CompiledClassifier::build(rules, config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let linear = LinearClassifier::new(rules.to_vec());
+    let mut corners = corner_keys(rules, 2_000);
+    corners.extend_from_slice(keys);
+    let mut batch = vec![0u32; corners.len()];
+    compiled.classify_batch(&corners, &mut batch);
+    for (k, b) in corners.iter().zip(&batch) {
+        let want = linear.classify(k);
+        prop_assert_eq!(*b, want, "batch, key {:?}", k);
+        prop_assert_eq!(compiled.classify(k), want, "single, key {:?}", k);
+    }
+    Ok(())
+}
+
+/// Small leaves and generous cuts: deep trees, so every cut path is exercised.
+fn deep() -> BuildConfig {
+    BuildConfig {
+        leaf_size: 1,
+        space_factor: 8,
+        ..BuildConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compiled_equals_linear(
+        rules in prop::collection::vec(rule(), 0..60),
+        keys in prop::collection::vec(key(), 0..200),
+    ) {
+        check_equal(&rules, &keys, &BuildConfig::default())?;
+        check_equal(&rules, &keys, &deep())?;
+    }
+
+    #[test]
+    fn compiled_equals_linear_on_plain_ipv4_sets(
+        rules in prop::collection::vec(rule().prop_filter("plain", |r| r.icmp_type.is_none() && r.vlan.is_empty()), 20..120),
+        keys in prop::collection::vec(key(), 0..200),
+    ) {
+        check_equal(&rules, &keys, &deep())?;
+    }
+}
+
+#[test]
+fn memory_cap_is_reported() {
+    let rules: Vec<RuleMatch> = (0..500u32)
+        .map(|i| RuleMatch {
+            src: vec![Prefix::v4((i << 12).to_be_bytes(), 20)],
+            ..RuleMatch::any()
+        })
+        .collect();
+    let err = CompiledClassifier::build(&rules, &BuildConfig::default().with_memory_cap(4096)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cap 4096 bytes"), "{text}");
+    let ok = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
+    assert!(ok.memory_bytes() <= BuildConfig::default().memory_cap_bytes);
+    assert_eq!(ok.rule_count(), 500);
+}
+
+#[test]
+fn non_ip_and_portless_keys_follow_the_reference() {
+    let mut tcp22 = RuleMatch::any();
+    tcp22.proto = Some(6);
+    tcp22.dst_port = vec![PortRange::single(22)];
+    let mut v4only = RuleMatch::any();
+    v4only.family = Some(IpFamily::V4);
+    let mut arp = RuleMatch::any();
+    arp.ethertype = Some(0x0806);
+    let rules = vec![tcp22, v4only, arp, RuleMatch::any()];
+    let compiled = CompiledClassifier::build(&rules, &deep()).unwrap();
+    let mut arp_key = FlowKey::new();
+    arp_key.present.0 |= Present::ETHERTYPE;
+    arp_key.ethertype = 0x0806;
+    let cases = [
+        (
+            FlowKey::new()
+                .with_ipv4([1, 1, 1, 1], [2, 2, 2, 2])
+                .with_proto(6)
+                .with_ports(1, 22),
+            0,
+        ),
+        (
+            FlowKey::new().with_ipv4([1, 1, 1, 1], [2, 2, 2, 2]).with_proto(6),
+            1,
+        ),
+        (FlowKey::new().with_ipv6(1, 2).with_proto(6), 3),
+        (arp_key, 2),
+        (FlowKey::new(), 3),
+    ];
+    for (k, want) in cases {
+        assert_eq!(compiled.classify(&k), want, "{k:?}");
+    }
+}
