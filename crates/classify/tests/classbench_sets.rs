@@ -98,7 +98,7 @@ fn compiled_equals_linear_on_every_trace() {
             }
         }
         // Corner keys of the rules, too.
-        let corners = corner_keys(&rules, 20_000);
+        let corners = corner_keys(&rules, 5_000);
         let mut got = vec![0u32; corners.len()];
         compiled.classify_batch(&corners, &mut got);
         for (k, g) in corners.iter().zip(&got) {
