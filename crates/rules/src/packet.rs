@@ -72,6 +72,10 @@ pub(crate) fn format_addr(family: IpFamily, value: u128) -> String {
     }
 }
 
+/// The port a packet gets when its `src_port` or `dst_port` is not given:
+/// the first ephemeral port (RFC 6335).
+pub(crate) const DEFAULT_PORT: u16 = 49152;
+
 /// A concrete packet, field by field, before it becomes a [`FlowKey`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PacketBuilder {
@@ -94,7 +98,8 @@ impl PacketBuilder {
     /// Builds the key; the error names the inconsistency.
     ///
     /// Defaults: TCP flags `syn` for TCP, ICMP code 0, echo request when
-    /// no ICMP type is given, ports 0 when not given.
+    /// no ICMP type is given, port 49152 when a port is not given, the
+    /// unspecified address (`0.0.0.0` / `::`) when an address is not given.
     pub fn build(&self) -> Result<FlowKey, String> {
         let mut k = FlowKey::new();
         let family = match (self.src, self.dst) {
@@ -114,11 +119,27 @@ impl PacketBuilder {
                 Some(fs)
             }
             (None, None) => None,
-            (Some(_), None) => return Err("packet has src but no dst".into()),
-            (None, Some(_)) => return Err("packet has dst but no src".into()),
+            // One address given: the other is the unspecified address of its family.
+            (Some((f, a)), None) => {
+                return PacketBuilder {
+                    dst: Some((f, 0)),
+                    src: Some((f, a)),
+                    ..self.clone()
+                }
+                .build()
+            }
+            (None, Some((f, a))) => {
+                return PacketBuilder {
+                    src: Some((f, 0)),
+                    dst: Some((f, a)),
+                    ..self.clone()
+                }
+                .build()
+            }
         };
         let Some(family) = family else {
-            let ip_only = self.proto.is_some()
+            let ip_only = self.ethertype == Some(0x0800)
+                || self.proto.is_some()
                 || self.src_port.is_some()
                 || self.dst_port.is_some()
                 || self.icmp_type.is_some()
@@ -127,11 +148,24 @@ impl PacketBuilder {
                 || self.fragment.is_some()
                 || self.dscp.is_some();
             if ip_only {
-                return Err("an IP packet needs src and dst addresses".into());
+                // No addresses given: IPv4 0.0.0.0 -> 0.0.0.0.
+                let any4 = (IpFamily::V4, 0);
+                return PacketBuilder {
+                    src: Some(any4),
+                    dst: Some(any4),
+                    ..self.clone()
+                }
+                .build();
             }
             let et = self.ethertype.unwrap_or(0x0806);
-            if et == 0x0800 || et == 0x86dd {
-                return Err("an IP packet needs src and dst addresses".into());
+            if et == 0x86dd {
+                let any6 = (IpFamily::V6, 0);
+                return PacketBuilder {
+                    src: Some(any6),
+                    dst: Some(any6),
+                    ..self.clone()
+                }
+                .build();
             }
             k.ethertype = et;
             k.present.0 |= Present::ETHERTYPE;
@@ -191,7 +225,10 @@ impl PacketBuilder {
         }
         if has_l4 {
             if names::has_ports(proto) {
-                k = k.with_ports(self.src_port.unwrap_or(0), self.dst_port.unwrap_or(0));
+                k = k.with_ports(
+                    self.src_port.unwrap_or(DEFAULT_PORT),
+                    self.dst_port.unwrap_or(DEFAULT_PORT),
+                );
             }
             if names::is_icmp(proto) {
                 let echo = if family == IpFamily::V6 { 128 } else { 8 };
@@ -224,7 +261,8 @@ fn proto_label(p: u8) -> String {
 ///
 /// IPv6 addresses with a port are written `[2001:db8::1]:53`. `icmp` with
 /// IPv6 addresses means ICMPv6. A TCP packet without `flags` is a SYN; an
-/// ICMP packet without `type` is an echo request.
+/// ICMP packet without `type` is an echo request; a TCP/UDP endpoint without
+/// a port uses port 49152.
 ///
 /// ```
 /// let k = palisade_rules::parse_packet_spec("tcp 10.0.0.1:1234 -> 192.0.2.1:443 flags syn,ack").unwrap();

@@ -589,6 +589,6 @@ fn check_expects_reports_each_failure_at_its_line() {
     let line = RULES.lines().count() as u32 + 7;
     assert_eq!(
         errs[0].to_string(),
-        format!("t.toml:{line}:1: expect 2: tcp 10.0.10.5:0 -> 10.0.20.7:1002: expected permit, got deny (stage vacl-in, acl \"vacl10\", rule #1)")
+        format!("t.toml:{line}:1: expect 2: tcp 10.0.10.5:49152 -> 10.0.20.7:1002: expected permit, got deny (stage vacl-in, acl \"vacl10\", rule #1)")
     );
 }
