@@ -23,6 +23,7 @@ const H1: &str = "198.18.0.1";
 const H2: &str = "198.18.0.2";
 const MAC1: &str = "02:00:00:00:01:01";
 const MAC2: &str = "02:00:00:00:02:01";
+const BRIDGE: &[&str] = &["--bridge", "pa,pb"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,8 +92,9 @@ impl Net {
         }
     }
 
-    /// Starts `palisade run --bridge pa,pb` on `rules` and waits for its control socket.
-    fn start(&mut self, rules: &Path, extra: &[&str]) {
+    /// Starts `palisade run` on `rules` with the data-path flags `live` (one worker) and waits
+    /// for its control socket.
+    fn start(&mut self, rules: &Path, live: &[&str]) {
         let mut cmd = self.lab.cmd(&self.fw, Path::new(PALISADE));
         cmd.arg("run")
             .arg("--config")
@@ -101,8 +103,8 @@ impl Net {
             .arg(&self.sock)
             .arg("--state-dir")
             .arg(self.lab.dir.join("state"))
-            .args(["--bridge", "pa,pb", "--workers", "1"])
-            .args(extra);
+            .args(["--workers", "1"])
+            .args(live);
         self.daemon = Some(self.lab.spawn(cmd, "palisade run"));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -253,7 +255,7 @@ fn rule_hits(status: &serde_json::Value, acl: &str, rule: &str) -> u64 {
 /// not, and the rule counters in status match the frames sent.
 fn bridge_passes_permitted_and_drops_denied() {
     let mut net = Net::new("e2e");
-    net.start(&fixture("gen-a.toml"), &[]);
+    net.start(&fixture("gen-a.toml"), BRIDGE);
 
     // ICMP both ways: requests and replies are permitted by both ACLs.
     assert_eq!(net.icmp_ping(&net.h1, H2, 3), 3, "h1 -> h2 ping");
@@ -311,6 +313,27 @@ fn bridge_passes_permitted_and_drops_denied() {
         frames["denied"].as_u64(),
     );
     assert_eq!(ev, Some(per.unwrap_or(0) + den.unwrap_or(0)), "{frames}");
+    // The bridge's own counters agree with the engine's and with each other.
+    let sides = status["data_path"]["interfaces"]
+        .as_array()
+        .expect("data_path in status");
+    let mut rx = 0;
+    for side in sides {
+        let n = |k: &str| side[k].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(n("rx"), n("permitted") + n("denied"), "{side}");
+        assert_eq!(
+            n("forwarded"),
+            n("permitted"),
+            "every permitted frame sent: {side}"
+        );
+        assert_eq!(n("tx_errors"), 0, "{side}");
+        rx += n("rx");
+    }
+    assert_eq!(
+        Some(rx),
+        ev,
+        "engine evaluated exactly the frames the bridge received"
+    );
     assert!(
         den.unwrap_or(0) >= 25,
         "20 udp/7009 + 5 udp from h2 + tcp SYNs denied: {frames}"
@@ -323,7 +346,7 @@ fn bridge_passes_permitted_and_drops_denied() {
 fn reload_under_traffic_never_leaks_or_stalls() {
     let mut net = Net::new("reload");
     let (a, b) = (fixture("gen-a.toml"), fixture("gen-b.toml"));
-    net.start(&a, &[]);
+    net.start(&a, BRIDGE);
     let ports = [7000u16, 7002, 7009];
     let list = "7000,7002,7009";
     let sink = net.probe(&net.h2, &["udp-sink", H2, list]);
@@ -403,7 +426,7 @@ fn reload_under_traffic_never_leaks_or_stalls() {
 /// promoted it is enforced.
 fn shadow_reports_without_enforcing() {
     let mut net = Net::new("shadow");
-    net.start(&fixture("gen-a.toml"), &[]);
+    net.start(&fixture("gen-a.toml"), BRIDGE);
     let before = net.status();
     let out = net.palisade(&[
         "reload",
@@ -481,6 +504,86 @@ fn shadow_reports_without_enforcing() {
     assert!(got[1].is_empty(), "udp 7002 is denied once promoted");
 }
 
+/// `--monitor` classifies and counts, and forwards nothing.
+fn monitor_counts_without_forwarding() {
+    let mut net = Net::new("monitor");
+    net.start(&fixture("gen-a.toml"), &["--monitor", "pa"]);
+    let got = net.udp(&net.h1, &net.h2, H2, &[7000, 7009], 12, 2000);
+    assert!(
+        got[0].is_empty() && got[1].is_empty(),
+        "a monitor forwards nothing: {got:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let status = net.status();
+    assert_eq!(rule_hits(&status, "from-h1", "stream"), 12, "{status}");
+    assert_eq!(rule_hits(&status, "from-h1", "blocked"), 12);
+    let dp = &status["data_path"];
+    assert_eq!(dp["mode"], "monitor", "{dp}");
+    let side = &dp["interfaces"][0];
+    assert_eq!(
+        (side["interface"].as_str(), side["rx"].as_u64()),
+        (Some("pa"), Some(24)),
+        "{dp}"
+    );
+    assert_eq!(side["forwarded"], 0);
+}
+
+/// An interface that goes away is a logged event: the daemon keeps running,
+/// the other interface is still read and decided (its frames for the vanished
+/// side are counted as send errors), and traffic flows again once it returns.
+fn vanished_interface_is_survived() {
+    let mut net = Net::new("vanish");
+    net.start(&fixture("gen-a.toml"), BRIDGE);
+    assert_eq!(net.icmp_ping(&net.h1, H2, 1), 1);
+    net.lab.ip(&net.h1, &["link", "del", "eth0"]); // takes its peer, pa, with it
+    std::thread::sleep(Duration::from_millis(300));
+    let side =
+        |st: &serde_json::Value, i: usize, k: &str| st["data_path"]["interfaces"][i][k].as_u64().unwrap_or(0);
+    let before = net.status();
+    assert_eq!(net.icmp_ping(&net.h2, H1, 3), 0, "nowhere to go");
+    let during = net.status();
+    assert_eq!(
+        side(&during, 1, "permitted") - side(&before, 1, "permitted"),
+        3,
+        "pb still decided: {during}"
+    );
+    assert_eq!(
+        side(&during, 1, "tx_errors") - side(&before, 1, "tx_errors"),
+        3,
+        "{during}"
+    );
+    let alive = net
+        .daemon
+        .as_mut()
+        .map(|d| d.child.try_wait().ok().flatten().is_none());
+    assert_eq!(alive, Some(true), "the daemon survives a vanished interface");
+
+    net.lab.veth(&net.h1, "eth0", MAC1, &net.fw, "pa");
+    net.lab
+        .ip(&net.h1, &["addr", "add", &format!("{H1}/24"), "dev", "eth0"]);
+    net.lab.ip(
+        &net.h1,
+        &[
+            "neigh",
+            "replace",
+            H2,
+            "lladdr",
+            MAC2,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while net.icmp_ping(&net.h1, H2, 1) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "traffic never resumed after the interface returned"
+        );
+    }
+}
+
 /// A bridge naming an interface that does not exist is refused with a clear error.
 fn missing_interface_is_a_clear_error() {
     let mut lab = Lab::new("missing");
@@ -523,6 +626,11 @@ const TESTS: &[Test] = &[
         "shadow_reports_without_enforcing",
         shadow_reports_without_enforcing,
     ),
+    (
+        "monitor_counts_without_forwarding",
+        monitor_counts_without_forwarding,
+    ),
+    ("vanished_interface_is_survived", vanished_interface_is_survived),
     (
         "missing_interface_is_a_clear_error",
         missing_interface_is_a_clear_error,

@@ -78,10 +78,16 @@ pub trait FrameFilter: Send {
 pub struct Bridge {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    info: Arc<DataPathInfo>,
+    shadow: Option<Arc<shadow::ShadowSlot>>,
+}
+
+/// What the data path is and its counters, shared with the control socket.
+pub struct DataPathInfo {
     ifaces: Vec<String>,
     forward: bool,
+    /// One pair of per-ingress-side counters per worker (each written by its worker only).
     counters: Vec<Arc<[SideCounters; 2]>>,
-    shadow: Option<Arc<shadow::ShadowSlot>>,
 }
 
 /// Totals over every worker for one ingress interface.
@@ -103,7 +109,7 @@ pub struct SideTotals {
     pub oversize: u64,
 }
 
-impl Bridge {
+impl DataPathInfo {
     /// Counter totals per ingress interface.
     pub fn totals(&self) -> Vec<SideTotals> {
         self.ifaces
@@ -129,9 +135,38 @@ impl Bridge {
             .collect()
     }
 
-    /// The control-socket extension for shadow evaluation (`palisade reload --shadow`).
+    /// The data path's mode, interfaces and counters, as shown by `palisade status` under `data_path`.
+    pub fn report(&self) -> serde_json::Value {
+        let sides: Vec<serde_json::Value> = self
+            .totals()
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "interface": t.interface, "rx": t.rx, "permitted": t.permitted, "denied": t.denied,
+                    "forwarded": t.forwarded, "tx_errors": t.tx_errors, "oversize": t.oversize,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "mode": if self.forward { "bridge" } else { "monitor" },
+            "workers": self.counters.len(),
+            "interfaces": sides,
+        })
+    }
+}
+
+impl Bridge {
+    /// The control-socket extension: `{"cmd":"data-path"}` and shadow evaluation
+    /// (`palisade reload --shadow`).
     pub fn control_extension(&self) -> Option<palisade_engine::control::Extension> {
-        self.shadow.as_ref().map(|s| s.extension())
+        let shadow = self.shadow.as_ref().map(|s| s.extension());
+        let info = Arc::clone(&self.info);
+        Some(Arc::new(move |engine, req| {
+            if req.get("cmd").and_then(serde_json::Value::as_str) == Some("data-path") {
+                return Some(serde_json::json!({"ok": true, "data_path": info.report()}));
+            }
+            shadow.as_ref().and_then(|f| f(engine, req))
+        }))
     }
 
     fn shutdown(&mut self) {
@@ -142,8 +177,8 @@ impl Bridge {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let mode = if self.forward { "bridge" } else { "monitor" };
-        for t in self.totals() {
+        let mode = if self.info.forward { "bridge" } else { "monitor" };
+        for t in self.info.totals() {
             eprintln!(
                 "palisade run: {mode} stopped: {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
                 t.interface, t.rx, t.permitted, t.denied, t.forwarded, t.tx_errors, t.oversize
@@ -156,6 +191,46 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Adds `data_path` and `shadow` to a status object when the daemon has them.
+pub fn add_to_status(socket: &std::path::Path, status: &mut serde_json::Value) {
+    let req = serde_json::json!({"cmd": "data-path"});
+    if let Ok(reply) = palisade_engine::control::request(socket, &req, std::time::Duration::from_secs(30)) {
+        if let (Some(dp), Some(obj)) = (reply.get("data_path"), status.as_object_mut()) {
+            obj.insert("data_path".into(), dp.clone());
+        }
+    }
+    shadow::add_to_status(socket, status);
+}
+
+/// The human-readable data-path and shadow sections of `palisade status`.
+pub fn render_status(status: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    if let Some(dp) = status.get("data_path") {
+        let _ = writeln!(
+            o,
+            "data path  {} ({} workers)",
+            dp["mode"].as_str().unwrap_or("-"),
+            dp["workers"]
+        );
+        for s in dp["interfaces"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "  {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
+                s["interface"].as_str().unwrap_or("-"),
+                s["rx"],
+                s["permitted"],
+                s["denied"],
+                s["forwarded"],
+                s["tx_errors"],
+                s["oversize"]
+            );
+        }
+    }
+    o.push_str(&shadow::render(status));
+    o
 }
 
 /// Starts the data path of `palisade run`, each worker deciding with its own engine handle.
@@ -214,21 +289,23 @@ pub fn start(
         fanout.push((workers > 1).then_some(sys::Fanout { group }));
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let info = Arc::new(DataPathInfo {
+        ifaces: ifaces.clone(),
+        forward,
+        counters: (0..workers).map(|_| Arc::new(Default::default())).collect(),
+    });
     let mut bridge = Bridge {
         stop: Arc::clone(&stop),
         threads: Vec::new(),
-        ifaces: ifaces.clone(),
-        forward,
-        counters: Vec::new(),
+        info: Arc::clone(&info),
         shadow: None,
     };
-    for id in 0..workers {
+    for (id, counters) in info.counters.iter().enumerate() {
         let mut ports = Vec::new();
         for (name, f) in ifaces.iter().zip(&fanout) {
             ports.push(Some(sys::open(name, *f)?));
         }
-        let counters: Arc<[SideCounters; 2]> = Arc::new(Default::default());
-        bridge.counters.push(Arc::clone(&counters));
+        let counters = Arc::clone(counters);
         let spec = worker::WorkerSpec {
             ifaces: ifaces.clone(),
             forward,

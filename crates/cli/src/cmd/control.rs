@@ -102,13 +102,13 @@ pub fn status(args: StatusArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut st = reply.get("status").cloned().unwrap_or(Value::Null);
-    crate::bridge::shadow::add_to_status(&args.control, &mut st);
+    crate::bridge::add_to_status(&args.control, &mut st);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     print!("{}", render_status(&st));
-    print!("{}", crate::bridge::shadow::render(&st));
+    print!("{}", crate::bridge::render_status(&st));
     ExitCode::SUCCESS
 }
 
