@@ -89,6 +89,19 @@ pub enum Request {
 /// returns `None` to let it be answered "unknown command".
 pub type Extension = Arc<dyn Fn(&Engine, &Value) -> Option<Value> + Send + Sync>;
 
+/// Parses one request line into a built-in [`Request`], without an engine
+/// (pure; the entry point of the fuzz target `control`). Extension commands
+/// are not known here: they fail like any unknown `cmd`.
+///
+/// ```
+/// use palisade_engine::control::{parse_request, Request};
+/// assert!(matches!(parse_request(r#"{"cmd":"status"}"#), Ok(Request::Status)));
+/// assert!(parse_request(r#"{"cmd":"reload","bogus":1}"#).unwrap_err().contains("bogus"));
+/// ```
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    serde_json::from_str::<Request>(line).map_err(|e| format!("malformed request: {e}"))
+}
+
 /// Answers one request line; never panics on any input.
 pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Value {
     let value: Value = match serde_json::from_str(line) {
@@ -232,7 +245,11 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 pub fn serve(engine: Arc<Engine>, listener: UnixListener, ext: Option<Extension>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
-        let Ok(mut stream) = conn else { continue };
+        let Ok(mut stream) = conn else {
+            // Out of descriptors or similar: do not spin.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             let _ = writeln!(stream, "{}", error("too many connections".into()));
             continue;
