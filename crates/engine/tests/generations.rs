@@ -72,6 +72,26 @@ fn readers_never_see_a_mix_of_two_generations() {
             })
         })
         .collect();
+    // Status is one snapshot too: its digest and its ACLs always belong together.
+    let digest_a = palisade_rules::Digest::of(rules_a().as_bytes()).to_string();
+    let status_reader = {
+        let (engine, done) = (Arc::clone(&engine), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let st = engine.status();
+                let default = st.acls.iter().find(|a| a.name == "lan-in").unwrap().default;
+                let is_a = st.digest.as_deref() == Some(digest_a.as_str());
+                assert_eq!(
+                    default,
+                    if is_a { "deny" } else { "permit" },
+                    "status mixed generations"
+                );
+                n += 1;
+            }
+            n
+        })
+    };
     let (a, b) = (rules_a(), rules_b());
     let mut last = 0;
     for i in 0..swaps {
@@ -92,6 +112,7 @@ fn readers_never_see_a_mix_of_two_generations() {
         total.0 > 0 && total.1 > 0,
         "both generations were observed: {total:?}"
     );
+    assert!(status_reader.join().expect("status mixed generations") > 0);
     let st = engine.status();
     assert_eq!(st.generation, last);
     assert_eq!(st.state, GenerationState::Active.as_str());
