@@ -247,7 +247,8 @@ impl Engine {
 
     /// Makes a kept generation active again, as a new generation number:
     /// `Some(n)` takes generation `n` from the state directory (it is run
-    /// through the whole pipeline again); `None` the previous active rules.
+    /// through the whole pipeline again); `None` the rules the active ones
+    /// replaced (after a boot: the newest kept generation with other rules).
     /// Rescue rules may change (the target was accepted before).
     pub fn rollback(&self, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
         let mut ctl = self.inner.lock();
@@ -569,10 +570,21 @@ impl Inner {
             }
             None => {
                 let Some(prev) = ctl.previous.clone() else {
-                    return Err(ReloadError::new(
-                        ReloadStage::Read,
-                        vec!["no previous generation to roll back to".into()],
-                    ));
+                    // Nothing replaced since boot: the newest kept generation with other rules.
+                    let current = self.current.load().digest();
+                    let older = self
+                        .store
+                        .list()
+                        .into_iter()
+                        .rev()
+                        .find(|k| k.confirmed && Some(k.digest) != current);
+                    return match older {
+                        Some(k) => self.rollback_locked(ctl, Some(k.generation)),
+                        None => Err(ReloadError::new(
+                            ReloadStage::Read,
+                            vec!["no previous generation to roll back to".into()],
+                        )),
+                    };
                 };
                 let number = self.next_number(ctl);
                 self.store

@@ -201,9 +201,14 @@ fn rollback_goes_back_as_a_new_generation() {
     assert_eq!(Some(back.digest.to_string()), a.digest);
     let again = engine.rollback(Some(b.generation)).unwrap();
     assert_eq!(again.digest, b.digest);
+    // After a restart nothing was replaced in memory: rollback takes the newest other kept one.
+    drop(engine);
+    let engine = engine_with(&dir, &rules_a(), false);
+    let after_boot = engine.rollback(None).unwrap();
+    assert_eq!(after_boot.digest, b.digest);
     let err = engine.rollback(Some(9999)).unwrap_err();
     assert_eq!(err.stage, ReloadStage::Read);
-    assert_eq!(engine.status().generation, again.generation);
+    assert_eq!(engine.status().generation, after_boot.generation);
 }
 
 #[test]
