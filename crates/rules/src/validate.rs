@@ -178,7 +178,13 @@ pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
         _ => return false,
     }
     if b.needs_ip() {
-        for f in families(b) {
+        for f in [IpFamily::V4, IpFamily::V6] {
+            let b_has = b.family.is_none_or(|bf| bf == f)
+                && (b.src.is_empty() || b.src.iter().any(|p| p.family == f))
+                && (b.dst.is_empty() || b.dst.iter().any(|p| p.family == f));
+            if !b_has {
+                continue;
+            }
             let a_allows = a.family.is_none() || a.family == Some(f);
             if !a_allows || !prefixes_cover(&a.src, &b.src, f) || !prefixes_cover(&a.dst, &b.dst, f) {
                 return false;
@@ -215,17 +221,16 @@ fn ranges_cover(a: &[PortRange], b: &[PortRange]) -> bool {
 
 /// Whether `a`'s prefixes of family `f` cover `b`'s (empty = any address).
 fn prefixes_cover(a: &[Prefix], b: &[Prefix], f: IpFamily) -> bool {
-    let a_f: Vec<&Prefix> = a.iter().filter(|p| p.family == f).collect();
-    if a.is_empty() || a_f.iter().any(|p| p.len == 0) {
+    let a_f = || a.iter().filter(|p| p.family == f);
+    if a.is_empty() || a_f().any(|p| p.len == 0) {
         return true;
     }
     if b.is_empty() {
         return false;
     }
-    b.iter().filter(|p| p.family == f).all(|pb| {
-        a_f.iter()
-            .any(|pa| pa.len <= pb.len && pb.addr & pa.mask() == pa.addr)
-    })
+    b.iter()
+        .filter(|p| p.family == f)
+        .all(|pb| a_f().any(|pa| pa.len <= pb.len && pb.addr & pa.mask() == pa.addr))
 }
 
 #[cfg(test)]
