@@ -13,6 +13,25 @@
 //!
 //! A generation is published with one atomic pointer swap ([`arc_swap`]);
 //! readers never block and never see two generations within one batch.
+//! Every stage before the swap works on a private candidate, so a refused
+//! update changes nothing: not the rules, not the digest, not the counters.
+//! Boot prefers the config, then the newest last-known-good generation, then
+//! "no rules" (every frame denied, control path open): never "allow all".
+//!
+//! ```
+//! use palisade_engine::{Engine, EngineOptions, ReloadOptions, ReloadSource, ReloadStage};
+//! let dir = std::env::temp_dir().join(format!("palisade-lib-doc-{}", std::process::id()));
+//! // No config and an empty state directory: the engine runs with no rules.
+//! let (engine, boot) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), EngineOptions::default()).unwrap();
+//! assert_eq!(engine.status().state, "no-rules");
+//! assert_eq!(boot.config_error.unwrap().stage, ReloadStage::Read);
+//! // A valid rule set pushed over the control path becomes generation 1.
+//! let rules = b"version = 1\n[[port]]\nname = \"lan1\"\n".to_vec();
+//! let ok = engine.reload(ReloadSource::Bytes { name: "push.toml".into(), bytes: rules }, &ReloadOptions::default()).unwrap();
+//! assert_eq!((ok.generation, engine.status().state), (1, "active"));
+//! drop(engine);
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
