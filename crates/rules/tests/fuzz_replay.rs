@@ -82,8 +82,12 @@ fn mutations_never_panic() {
         b"{",
         b"\"any\"",
     ];
-    for (name, bytes) in corpus() {
-        for _ in 0..150 {
+    // Only the hand-written seeds (named *.toml / *.txt): fuzzer-found entries are replayed above.
+    for (name, bytes) in corpus()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".toml") || n.ends_with(".txt"))
+    {
+        for _ in 0..60 {
             let mut m = bytes.clone();
             let edits = 1 + next() % 4;
             for _ in 0..edits {
