@@ -25,6 +25,53 @@
 //! assert_eq!(loaded.ruleset.acls[0].rules.len(), 1);
 //! assert_eq!(loaded.digest.to_string().len(), 64);
 //! ```
+//!
+//! # The language, key by key
+//!
+//! Top level: `version = 1` (required; any other value is refused),
+//! `requires` (a semver requirement on this engine, Cargo syntax: `">=0.1"`,
+//! `"^0.1"`, `"~0.1.2"`, `">=0.1, <0.3"`, `"0.1.*"`), `[defaults]`
+//! (`malformed = "deny" | "permit"`), and the arrays of tables below. Every
+//! table also accepts `description`.
+//!
+//! * `[[port]]`: `name`, `vlan` (access/native VLAN, 1-4094), `trunk`
+//!   (tagged VLANs: numbers or `"lo-hi"`), `device`. A tagged frame is
+//!   accepted when its VID is in `trunk` or equals `vlan`; untagged and
+//!   priority-tagged (VID 0) frames take `vlan`.
+//! * `[[interface]]`: `name` and exactly one of `vlan` (an SVI) or `port` (a
+//!   routed port).
+//! * `[[acl]]`: `name`, `default` (`"deny"` unless given), and `[[acl.rule]]`s.
+//! * `[[acl.rule]]`: `action` (required), `id`, and match keys:
+//!   `src`/`dst` (address, prefix, list, or `"any"`; IPv4 and IPv6; host
+//!   bits must be zero), `proto` (name, 0-255, or `"any"`), `src_port`/
+//!   `dst_port` (number, `"lo-hi"`, or a list of both), `icmp_type`,
+//!   `icmp_code`, `tcp_flags` (`"syn,!ack"`: listed flags must be set, `!`
+//!   flags clear, others ignored), `vlan` (numbers or ranges), `fragment`
+//!   (`"none"`, `"first"`, `"non-first"`, `"any"`), `dscp` (0-63 or `ef`,
+//!   `afXY`, `csN`, `be`; list allowed), `ethertype` (`"arp"`, `"ipv4"`,
+//!   `"ipv6"`, ... or a number), `family` (`"ipv4"`/`"ipv6"`). A key left out
+//!   matches anything. A rule that can never match (IPv4 `src` with IPv6
+//!   `dst`, ports with `proto = "icmp"`, `icmp_type` with `proto = "tcp"`,
+//!   ports on non-first fragments, ...) is an error.
+//! * `[[bind]]`: `acl` and exactly one of `port` (Port ACL), `vlan` (VLAN
+//!   ACL) or `interface` with `direction = "in" | "out"` (Routed ACL). One
+//!   ACL per port, per VLAN, per interface and direction.
+//! * `[[rescue]]`: the match keys of a rule (no `action`), optional `id`;
+//!   always permitted, before every stage. A rescue rule matching everything
+//!   is refused.
+//! * `[[expect]]`: `port`, `packet = { proto, src, dst, src_port, dst_port,
+//!   icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp, ethertype,
+//!   malformed }`, optional `route = { from, to }`, `verdict`, and optionally
+//!   the deciding `stage` (`pacl`, `vacl-in`, `racl-in`, `racl-out`,
+//!   `vacl-out`, `rescue`, `malformed`, `vlan-filter`, `none`) and `rule`
+//!   (id, `#N`, `default`). Packet defaults: TCP flags `syn`, ICMP echo
+//!   request, port 49152, `vlan` 0 means priority-tagged.
+//!
+//! Errors: TOML syntax, unknown keys (with a "did you mean"), wrong types,
+//! out-of-range numbers, reversed ranges, bad prefixes, duplicate names or
+//! rule ids, dangling references, two targets in one binding, a Routed
+//! binding without `direction`. Warnings: a rule shadowed by an earlier rule
+//! of its ACL, an ACL bound nowhere, an SVI for a VLAN no port carries.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
