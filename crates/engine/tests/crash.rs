@@ -5,9 +5,100 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use palisade_engine::lkg::{Kept, Store};
+use palisade_engine::{Engine, EngineOptions, GenerationState, ReloadOptions};
 
 const CHILD_ENV: &str = "PALISADE_CRASH_CHILD_DIR";
+const ENGINE_CHILD_ENV: &str = "PALISADE_CRASH_ENGINE_CHILD_DIR";
+
+/// Rule set variant `i`: A or B, padded with a comment of varying length.
+fn variant(i: usize) -> String {
+    let base = if i % 2 == 0 {
+        common::rules_a()
+    } else {
+        common::rules_b()
+    };
+    format!("{base}\n# {}\n", "x".repeat((i % 5) * 8192))
+}
+
+/// Not a test of its own: the child of `kill_9_during_engine_reloads_leaves_a_bootable_last_known_good`.
+#[test]
+fn crash_child_engine() {
+    let Ok(dir) = std::env::var(ENGINE_CHILD_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let (engine, _) = Engine::open(
+        &dir.join("missing.toml"),
+        &dir.join("state"),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    for i in 0.. {
+        let src = common::bytes("crash.toml", &variant(i));
+        engine.reload(src, &ReloadOptions::default()).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_during_engine_reloads_leaves_a_bootable_last_known_good() {
+    let dir = common::TempDir::new("crash-engine");
+    let exe = std::env::current_exe().unwrap();
+    let digests: Vec<String> = (0..10)
+        .map(|i| palisade_rules::Digest::of(variant(i).as_bytes()).to_string())
+        .collect();
+    let mut newest_seen = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..100 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_engine",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(ENGINE_CHILD_ENV, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while max_on_disk(&dir.join("state")) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 20_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let (engine, boot) = Engine::open(
+            &dir.join("missing.toml"),
+            &dir.join("state"),
+            EngineOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            boot.state,
+            GenerationState::LastKnownGood,
+            "round {round}: {boot:?}"
+        );
+        let st = engine.status();
+        assert!(
+            digests.contains(st.digest.as_ref().unwrap()),
+            "round {round}: unknown digest"
+        );
+        assert!(
+            st.generation > newest_seen,
+            "round {round}: the child's reloads were kept"
+        );
+        newest_seen = max_on_disk(&dir.join("state"));
+    }
+}
 
 /// The deterministic content of generation `g`: large enough that a write takes a while.
 fn content(g: u64) -> Vec<u8> {
