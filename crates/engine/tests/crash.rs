@@ -15,7 +15,7 @@ const ENGINE_CHILD_ENV: &str = "PALISADE_CRASH_ENGINE_CHILD_DIR";
 
 /// Rule set variant `i`: A or B, padded with a comment of varying length.
 fn variant(i: usize) -> String {
-    let base = if i % 2 == 0 {
+    let base = if i & 1 == 0 {
         common::rules_a()
     } else {
         common::rules_b()
