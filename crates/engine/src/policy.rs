@@ -202,7 +202,7 @@ pub struct Decision {
 }
 
 impl Default for Decision {
-    /// A deny with no stage information (what `evaluate_batch` leaves nowhere; useful to size buffers).
+    /// A fail-closed placeholder (deny, stage `Context`) for sizing output buffers.
     fn default() -> Self {
         Decision {
             verdict: Verdict::Deny,
@@ -334,14 +334,11 @@ pub struct PolicyError {
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("compile: ")?;
-        if let Some(acl) = &self.acl {
-            write!(f, "acl \"{acl}\" ")?;
-        }
-        if let Some(rule) = &self.rule {
-            write!(f, "rule {rule} ")?;
-        }
-        if self.acl.is_some() || self.rule.is_some() {
-            f.write_str(": ")?;
+        match (&self.acl, &self.rule) {
+            (Some(acl), Some(rule)) => write!(f, "acl \"{acl}\" rule {rule}: ")?,
+            (Some(acl), None) => write!(f, "acl \"{acl}\": ")?,
+            (None, Some(rule)) => write!(f, "rule {rule}: ")?,
+            (None, None) => {}
         }
         f.write_str(&self.cause)
     }
