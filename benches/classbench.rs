@@ -1,0 +1,92 @@
+//! ClassBench classification: the compiled classifier against the linear
+//! reference on the WUSTL and ClassBench (cb12) sets at 1K and 10K rules,
+//! each with its own trace from `../shared/classbench`.
+//!
+//! Per set, `compiled` classifies the whole trace per iteration (throughput in
+//! packets); `linear` classifies the first 256 headers of the same trace, so
+//! the reference finishes at 10K rules. Criterion's throughput line gives
+//! packets per second; median / packets is the time per packet. Sets that are
+//! absent are skipped with a message.
+//!
+//! Run: `cargo bench -p palisade-benches --bench classbench`
+//! (one set: `... --bench classbench -- wustl/acl1_10K`).
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions};
+use palisade_classify::{BuildConfig, Classifier, CompiledClassifier, LinearClassifier, NO_MATCH};
+use palisade_packet::FlowKey;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/classbench");
+
+/// (rules, trace) relative to the data directory.
+const SETS: [(&str, &str); 10] = [
+    ("wustl/acl1_1K", "wustl/acl1_1K_trace"),
+    ("wustl/fw1_1K", "wustl/fw1_1K_trace"),
+    ("wustl/ipc1_1K", "wustl/ipc1_1K_trace"),
+    ("cb12/fw1_1k", "cb12/fw1_1k_trace"),
+    ("cb12/ipc1_1k", "cb12/ipc1_1k_trace"),
+    ("wustl/acl1_10K", "wustl/acl1_10K_trace"),
+    ("wustl/fw1_10K", "wustl/fw1_10K_trace"),
+    ("wustl/ipc1_10K", "wustl/ipc1_10K_trace"),
+    ("cb12/fw1_10k", "cb12/fw1_10k_trace"),
+    ("cb12/ipc1_10k", "cb12/ipc1_10k_trace"),
+];
+
+/// Headers the linear scan classifies per iteration.
+const LINEAR_SAMPLE: usize = 256;
+
+fn classbench(c: &mut Criterion) {
+    let dir = Path::new(DATA);
+    if !dir.is_dir() {
+        println!("SKIPPED: ../shared/classbench not present");
+        return;
+    }
+    for (rules_name, trace_name) in SETS {
+        let (Ok(rules_text), Ok(trace_text)) = (
+            std::fs::read_to_string(dir.join(rules_name)),
+            std::fs::read_to_string(dir.join(trace_name)),
+        ) else {
+            println!("SKIPPED: {rules_name} or {trace_name} not present");
+            continue;
+        };
+        let rules = parse_filters(&rules_text, &FilterOptions::default()).expect("ClassBench rules");
+        let keys: Vec<FlowKey> = parse_trace(&trace_text)
+            .expect("ClassBench trace")
+            .iter()
+            .map(|e| e.key)
+            .collect();
+        let compiled = CompiledClassifier::build(&rules, &BuildConfig::default()).expect("build");
+        let linear = LinearClassifier::new(rules.clone());
+
+        let mut group = c.benchmark_group(rules_name);
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        let mut out = vec![NO_MATCH; keys.len()];
+        group.throughput(Throughput::Elements(keys.len() as u64));
+        group.bench_function(BenchmarkId::new("compiled", keys.len()), |b| {
+            b.iter(|| {
+                compiled.classify_batch(black_box(&keys), &mut out);
+                black_box(&out);
+            })
+        });
+        let sample = &keys[..keys.len().min(LINEAR_SAMPLE)];
+        let mut out = vec![NO_MATCH; sample.len()];
+        group.throughput(Throughput::Elements(sample.len() as u64));
+        group.bench_function(BenchmarkId::new("linear", sample.len()), |b| {
+            b.iter(|| {
+                linear.classify_batch(black_box(sample), &mut out);
+                black_box(&out);
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, classbench);
+criterion_main!(benches);
