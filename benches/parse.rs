@@ -167,6 +167,14 @@ fn run_group<M: Measurement>(c: &mut Criterion<M>, name: &str) {
             }
         })
     });
+    // The same walker without the fast path for common shapes: does it pay?
+    g.bench_function("palisade_general_only", |b| {
+        b.iter(|| {
+            for f in &frames {
+                black_box(palisade_packet::parse_general(black_box(f)));
+            }
+        })
+    });
     g.bench_function("etherparse_sliced", |b| {
         b.iter(|| {
             for f in &frames {

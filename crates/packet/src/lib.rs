@@ -70,6 +70,12 @@
 //!    type and code are recorded from 2 bytes on. Other protocols are
 //!    recorded in `l4_proto` only.
 //!
+//! A straight-line fast path handles the common shapes first (untagged or one
+//! 802.1Q tag, IPv4 without options or fragmentation or IPv6 without
+//! extension headers, then a complete TCP or UDP header) and hands anything
+//! else to the general walker above; [`parse_general`] is the walker alone,
+//! and the tests and fuzz target check that both always give the same key.
+//!
 //! A header that needs more bytes than are present is `Truncated(layer)` when
 //! the frame ended early, and `Malformed(layer)` when the IP length field
 //! ended it. Fields read before the stop stay in the key (useful for
@@ -85,4 +91,4 @@ mod parse;
 
 pub use display::{CsvRow, CSV_HEADER};
 pub use key::{FlowKey, FragmentState, Layer, ParseStatus, Present};
-pub use parse::parse;
+pub use parse::{parse, parse_general};

@@ -76,8 +76,97 @@ fn addr<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
 #[inline]
 pub fn parse(frame: &[u8]) -> FlowKey {
     let mut k = FlowKey::new();
+    if !fast_path(frame, &mut k) {
+        k = FlowKey::new();
+        k.status = ethernet(frame, &mut k);
+    }
+    k
+}
+
+/// [`parse`] without the fast path: the general walker alone. Exposed so
+/// tests can check that both give the same key; not part of the API.
+#[doc(hidden)]
+#[inline]
+pub fn parse_general(frame: &[u8]) -> FlowKey {
+    let mut k = FlowKey::new();
     k.status = ethernet(frame, &mut k);
     k
+}
+
+/// The common shapes in one straight line: untagged or one 802.1Q tag, then
+/// IPv4 without options or fragmentation, or IPv6 without extension headers,
+/// then a complete TCP or UDP header inside the IP length. Anything else
+/// (or any doubt) returns `None` and the general walker decides.
+#[inline(always)]
+fn fast_path(f: &[u8], k: &mut FlowKey) -> bool {
+    let mut ty = be16(f, 12);
+    let mut s = 14;
+    if ty == TPID_8021Q {
+        k.outer_vlan = be16(f, 14) & 0x0fff;
+        k.vlan_count = 1;
+        ty = be16(f, 16);
+        s = 18;
+    }
+    let l4;
+    let end;
+    if ty == ETHERTYPE_IPV4 {
+        let Some(ip) = f.get(s..s + 20) else { return false };
+        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        // Version 4, IHL 5, MF 0, offset 0 (DF and the reserved bit are ignored).
+        if ip[0] != 0x45 || ip[6] & 0x3f != 0 || ip[7] != 0 || total < 20 || s + total > f.len() {
+            return false;
+        }
+        k.ip_version = 4;
+        k.dscp = ip[1] >> 2;
+        k.l4_proto = ip[9];
+        k.src_ip = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]) as u128;
+        k.dst_ip = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]) as u128;
+        l4 = s + 20;
+        end = s + total;
+    } else if ty == ETHERTYPE_IPV6 {
+        let Some(ip) = f.get(s..s + 40) else { return false };
+        let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        if ip[0] >> 4 != 6 || s + 40 + plen > f.len() {
+            return false;
+        }
+        k.ip_version = 6;
+        k.dscp = ((ip[0] & 0x0f) << 2) | (ip[1] >> 6);
+        k.l4_proto = ip[6];
+        k.src_ip = u128::from_be_bytes(addr(ip, 8));
+        k.dst_ip = u128::from_be_bytes(addr(ip, 24));
+        l4 = s + 40;
+        end = s + 40 + plen;
+    } else {
+        return false;
+    }
+    let avail = end - l4;
+    let Some(h) = f.get(l4..l4 + 20.min(avail)) else {
+        return false;
+    };
+    k.present.0 =
+        Present::ETHERTYPE | Present::IP_VERSION | Present::ADDRS | Present::DSCP | Present::L4_PROTO;
+    match k.l4_proto {
+        PROTO_TCP if avail >= 20 => {
+            let doff = (h[12] >> 4) as usize * 4;
+            if doff < 20 || doff > avail {
+                return false;
+            }
+            k.tcp_flags = u16::from_be_bytes([h[12], h[13]]) & 0x0fff;
+            k.present.0 |= Present::TCP_FLAGS;
+        }
+        PROTO_UDP if avail >= 8 => {
+            let ulen = u16::from_be_bytes([h[4], h[5]]) as usize;
+            if ulen < 8 || ulen > avail {
+                return false;
+            }
+        }
+        _ => return false,
+    }
+    k.src_port = u16::from_be_bytes([h[0], h[1]]);
+    k.dst_port = u16::from_be_bytes([h[2], h[3]]);
+    k.present.0 |= Present::PORTS;
+    k.ethertype = ty;
+    true
 }
 
 /// Ethernet header and the VLAN tags directly after it.

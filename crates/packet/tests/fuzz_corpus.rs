@@ -1,7 +1,7 @@
 //! Replays the committed cargo-fuzz corpus (`fuzz/corpus/parse_frame`) through
 //! `parse`, so CI exercises every input the fuzzer found interesting on stable Rust.
 
-use palisade_packet::{parse, FragmentState};
+use palisade_packet::{parse, parse_general, FragmentState};
 
 #[test]
 fn replay_parse_frame_corpus() {
@@ -16,6 +16,7 @@ fn replay_parse_frame_corpus() {
         // The invariants the fuzz target asserts.
         assert!(!(k.fragment == FragmentState::NonFirst && k.ports().is_some()));
         assert_eq!(k, parse(&data), "parse is deterministic");
+        assert_eq!(k, parse_general(&data), "fast path and general walker agree");
         n += 1;
     }
     assert!(n >= 50, "corpus unexpectedly small: {n} files");
