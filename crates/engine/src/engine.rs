@@ -105,6 +105,9 @@ struct Pending {
 
 struct Control {
     previous: Option<Arc<Compiled>>,
+    /// Replaced snapshots, dropped here on the control path once no reader holds
+    /// them, so a worker never pays for freeing a whole rule set.
+    retired: Vec<Arc<Generation>>,
     pending: Option<Pending>,
     last_number: u64,
     shutdown: bool,
@@ -189,6 +192,7 @@ impl Engine {
             current: ArcSwap::from_pointee(Generation::no_rules()),
             control: Mutex::new(Control {
                 previous: None,
+                retired: Vec::new(),
                 pending: None,
                 last_number: 0,
                 shutdown: false,
@@ -235,14 +239,18 @@ impl Engine {
                 cur.number
             );
         }
-        self.inner.current.store(Arc::new(Generation {
+        let cur_number = cur.number;
+        let old = self.inner.current.swap(Arc::new(Generation {
             number: cur.number,
             state: GenerationState::Active,
             loaded_at: cur.loaded_at,
             confirm_deadline: None,
             rules: cur.rules.clone(),
         }));
-        Ok(cur.number)
+        drop(cur);
+        retire(&mut ctl, old);
+        self.inner.wake.notify_all();
+        Ok(cur_number)
     }
 
     /// Makes a kept generation active again, as a new generation number:
@@ -455,6 +463,8 @@ impl Inner {
         if !same && old.rules.is_some() {
             ctl.previous = old.rules.clone();
         }
+        retire(ctl, old);
+        self.wake.notify_all();
     }
 
     fn reload_locked(
@@ -612,15 +622,20 @@ impl Inner {
             if ctl.shutdown {
                 return;
             }
+            ctl.retired.retain(|g| Arc::strong_count(g) > 1);
+            let idle = match ctl.retired.is_empty() {
+                true => Duration::from_secs(3600),
+                false => Duration::from_millis(200),
+            };
             let wait = match &ctl.pending {
-                None => Duration::from_secs(3600),
+                None => idle,
                 Some(p) => {
                     let now = Instant::now();
                     if now >= p.deadline {
                         self.revert(&mut ctl);
                         continue;
                     }
-                    p.deadline - now
+                    (p.deadline - now).min(idle)
                 }
             };
             ctl = self
@@ -656,6 +671,12 @@ impl Inner {
             &ReloadError::new(ReloadStage::Confirm, vec![msg]),
         ));
     }
+}
+
+/// Keeps a replaced snapshot until no reader holds it (see `Control::retired`).
+fn retire(ctl: &mut Control, old: Arc<Generation>) {
+    ctl.retired.retain(|g| Arc::strong_count(g) > 1);
+    ctl.retired.push(old);
 }
 
 fn read(path: &Path) -> Result<(String, Vec<u8>), ReloadError> {
