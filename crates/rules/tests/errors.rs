@@ -457,3 +457,33 @@ fn digest_is_sha256_of_bytes() {
     let l2 = parse("t.toml", format!("{BASE}\n").as_bytes()).unwrap();
     assert_ne!(l.digest, l2.digest);
 }
+
+#[test]
+fn expect_unknown_stage() {
+    one(
+        "[[expect]]\nport = \"lan1\"\npacket = { proto = \"udp\", src = \"10.0.10.5\", dst = \"10.0.10.1\" }\nverdict = \"permit\"\nstage = \"port-acl\"\n",
+        28,
+        9,
+        "stage \"port-acl\" is not one of rescue, malformed, vlan-filter, pacl",
+    );
+}
+
+#[test]
+fn rescue_matching_everything() {
+    one(
+        "[[rescue]]\nid = \"all\"\n",
+        24,
+        1,
+        "a rescue rule that matches everything would disable every ACL",
+    );
+}
+
+#[test]
+fn acl_rule_not_an_array_of_tables() {
+    one(
+        "[[acl]]\nname = \"b\"\n[acl.rule]\naction = \"deny\"\n",
+        26,
+        1,
+        "`rule` must be an array of tables",
+    );
+}
