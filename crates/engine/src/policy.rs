@@ -7,7 +7,8 @@
 //! 1. **VLAN stamping.** The VLAN a frame belongs to is its outer tag, or
 //!    for an untagged or priority-tagged (VID 0) frame the ingress port's
 //!    access VLAN. It is stamped into a *copy* of the key's `outer_vlan`, so
-//!    rules with a `vlan` constraint see it.
+//!    rules with a `vlan` constraint see it. An untagged frame on a port
+//!    without `vlan` (a routed port) is in no VLAN: no VLAN ACL applies.
 //! 2. **Rescue** ([`Stage::Rescue`]): a key that matches any `[[rescue]]`
 //!    rule is permitted, no ACL consulted.
 //! 3. **Malformed** ([`Stage::Malformed`]): a key whose parse status is not
