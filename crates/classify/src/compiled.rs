@@ -56,7 +56,7 @@ const MAX_CUT_BITS: u32 = 15;
 /// A tree using more than this many bytes per rule is rebuilt with less replication.
 const TREE_BYTES_PER_RULE: usize = 512;
 /// Keys walked together in a batch.
-const LANES: usize = 16;
+const LANES: usize = 8;
 
 /// Requirement bits: what a key must carry for a rule to match it.
 const REQ_IP: u8 = 1;
