@@ -29,22 +29,24 @@
 //!    is read; the first VID is `outer_vlan`, the second `inner_vlan`, all are
 //!    counted in `vlan_count`. A priority tag (VID 0) is a tag. A tag cut by
 //!    the frame end: `Truncated(Vlan)`.
-//! 3. **Type.** A value below 0x0600 is an 802.3 length: no ethertype, parse
+//! 3. **Type.** A value up to 1500 is an 802.3 length: no ethertype, parse
 //!    ends `Ok`. Any ethertype other than IPv4/IPv6 (ARP, MPLS, PPPoE, ...)
 //!    is recorded and the parse ends `Ok`; nothing is looked up inside it.
 //! 4. **IPv4.** The version nibble is always recorded; a version other than 4
 //!    is `Malformed(Ipv4)`. Fewer than 20 bytes: `Truncated(Ipv4)`. IHL < 5 or
 //!    a total length smaller than the header (e.g. 0 from TSO captures):
-//!    `Malformed(Ipv4)` with no addresses. Options are skipped, not
-//!    interpreted; options cut by the frame end: `Truncated(Ipv4)`.
+//!    `Malformed(Ipv4)` with no addresses. Options must form a well-built
+//!    type-length list (else `Malformed(Ipv4)`, no L4); their values are not
+//!    interpreted. Options cut by the frame end: `Truncated(Ipv4)`.
 //! 5. **IPv6.** Same for the version and the 40-byte header
 //!    (`Malformed(Ipv6)` / `Truncated(Ipv6)`). Extension headers are walked:
 //!    Hop-by-Hop (0), Routing (43), Destination Options (60), Authentication
 //!    Header (51, length in 4-byte units) and Fragment (44). Any other next
 //!    header (ESP 50, No Next Header 59, Mobility 135, IPv4/IPv6 tunnels ...)
-//!    ends the chain and is `l4_proto`. The walk is bounded by the payload, so
-//!    a chain of hundreds of headers ends; a header cut short:
-//!    `Truncated`/`Malformed(Ipv6Extension)`.
+//!    ends the chain and is `l4_proto`. (The tshark truth files stop at AH
+//!    and report 51; the key walks it so rules see the protected protocol.)
+//!    The walk is bounded by the payload, so a chain of hundreds of headers
+//!    ends; a header cut short: `Truncated`/`Malformed(Ipv6Extension)`.
 //! 6. **Length bounds.** L4 is bounded by the IP length field (IPv4 Total
 //!    Length, IPv6 Payload Length), so Ethernet padding and trailers are never
 //!    read as headers. An IPv6 payload length of 0 with a Hop-by-Hop header

@@ -12,8 +12,9 @@ const TPID_8021AD: u16 = 0x88a8;
 const TPID_QINQ_LEGACY: u16 = 0x9100;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// Type/length values below this are 802.3 lengths, not ethertypes.
-const ETHERTYPE_MIN: u16 = 0x0600;
+/// Type/length values up to this are 802.3 lengths, not ethertypes (as tshark
+/// decides; 1501-1535 are undefined and are shown as types).
+const IEEE_8023_MAX_LEN: u16 = 1500;
 
 const PROTO_HOPOPT: u8 = 0;
 const PROTO_ICMP: u8 = 1;
@@ -194,7 +195,7 @@ fn ethernet(f: &[u8], k: &mut FlowKey) -> ParseStatus {
         off += 4;
     }
     k.vlan_count = tags.min(u8::MAX as usize) as u8;
-    if ty < ETHERTYPE_MIN {
+    if ty <= IEEE_8023_MAX_LEN {
         // 802.3 length + LLC: there is no ethertype to report.
         return ParseStatus::Ok;
     }

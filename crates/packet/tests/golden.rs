@@ -162,6 +162,16 @@ fn ieee_8023_length_frame_has_no_ethertype() {
 }
 
 #[test]
+fn length_type_boundary_is_1500() {
+    // 0x05dc = 1500: a length. 0x05dd: shown as a type, as tshark does.
+    let k = parse(&cat(&[&MACS, &[0x05, 0xdc], &[0u8; 46]]));
+    assert!(!k.present.has(Present::ETHERTYPE));
+    let k = parse(&cat(&[&MACS, &[0x05, 0xdd], &[0u8; 46]]));
+    assert_eq!(k.ethertype, 0x05dd);
+    assert!(k.present.has(Present::ETHERTYPE));
+}
+
+#[test]
 fn arp_is_recorded_not_parsed() {
     let k = parse(&cat(&[
         &MACS,

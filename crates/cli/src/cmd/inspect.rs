@@ -28,6 +28,15 @@ use crate::capture;
 
 /// Arguments of `palisade inspect`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Output: CSV with the header row
+  frame,outer_vlan,inner_vlan,ethertype,ip_version,ip_src,ip_dst,l4_proto,is_fragment,
+  frag_offset,more_fragments,src_port,dst_port,icmp_type,icmp_code,tcp_flags,status
+Empty cell = absent. status: ok | truncated:LAYER | malformed:LAYER, LAYER one of
+  ethernet vlan ipv4 ipv6 ipv6-ext fragment tcp udp icmp icmpv6
+  (malformed:fragment also marks a first fragment too short for its L4 header).
+Exit 2 with a one-line error for a missing, non-pcap/pcapng or cut capture
+(frames before the cut are printed first).")]
 pub struct Args {
     /// A classic pcap or pcapng capture (Ethernet link type).
     pub capture: PathBuf,
