@@ -61,14 +61,28 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 /// Frames before a broken or cut record are delivered before the error is
 /// returned, so a caller may print them first; the error's `frames_before`
 /// says how many there were. Returns the number of frames.
-pub fn for_each_frame(path: &Path, mut each: impl FnMut(Frame<'_>)) -> Result<u64, CaptureError> {
+pub fn for_each_frame(path: &Path, each: impl FnMut(Frame<'_>)) -> Result<u64, CaptureError> {
+    let data = std::fs::read(path).map_err(|e| CaptureError {
+        path: path.to_path_buf(),
+        cause: io_cause(&e),
+        frames_before: 0,
+    })?;
+    for_each_frame_in(path, &data, each)
+}
+
+/// [`for_each_frame`] over capture bytes already in memory (`path` names
+/// them in errors). Never panics, whatever the bytes (fuzz target `capture`).
+pub fn for_each_frame_in(
+    path: &Path,
+    data: &[u8],
+    mut each: impl FnMut(Frame<'_>),
+) -> Result<u64, CaptureError> {
     let mut count = 0u64;
     let err = |count: u64, cause: String| CaptureError {
         path: path.to_path_buf(),
         cause,
         frames_before: count,
     };
-    let data = std::fs::read(path).map_err(|e| err(0, io_cause(&e)))?;
     let Some(magic) = data.get(..4) else {
         return Err(err(
             0,
@@ -77,7 +91,7 @@ pub fn for_each_frame(path: &Path, mut each: impl FnMut(Frame<'_>)) -> Result<u6
     };
     if PCAP_MAGICS.iter().any(|m| m == magic) {
         let (mut rem, parser) =
-            PcapParser::new(&data).map_err(|e| err(0, format!("bad pcap header: {}", pcap_cause(&e))))?;
+            PcapParser::new(data).map_err(|e| err(0, format!("bad pcap header: {}", pcap_cause(&e))))?;
         // The upper bits of the field may carry FCS information (pcap spec,
         // "LinkType and additional information"); the link type is the low 16.
         let link = DataLink::from(u32::from(parser.header().datalink) & 0xffff);
@@ -114,7 +128,7 @@ pub fn for_each_frame(path: &Path, mut each: impl FnMut(Frame<'_>)) -> Result<u6
         Ok(count)
     } else if magic == PCAPNG_MAGIC {
         let (mut rem, mut parser) =
-            PcapNgParser::new(&data).map_err(|e| err(0, format!("bad pcapng header: {}", pcap_cause(&e))))?;
+            PcapNgParser::new(data).map_err(|e| err(0, format!("bad pcapng header: {}", pcap_cause(&e))))?;
         while !rem.is_empty() {
             let at = data.len() - rem.len();
             let (r, block) = parser.next_block(rem).map_err(|e| {
@@ -163,14 +177,6 @@ pub fn for_each_frame(path: &Path, mut each: impl FnMut(Frame<'_>)) -> Result<u6
             format!("not a pcap or pcapng capture (starts with {:02x?})", magic),
         ))
     }
-}
-
-/// All frames of a capture, copied out; for commands that need them twice.
-#[allow(dead_code)] // used by `classify`
-pub fn read_frames(path: &Path) -> Result<Vec<Vec<u8>>, CaptureError> {
-    let mut out = Vec::new();
-    for_each_frame(path, |f| out.push(f.data.to_vec()))?;
-    Ok(out)
 }
 
 fn io_cause(e: &std::io::Error) -> String {
