@@ -221,15 +221,90 @@ pub(crate) fn build(
     })
 }
 
+/// What the audit counts, straight from the TOML document (not from the rules crate's model).
+pub(crate) struct RawFile {
+    acls: Vec<RawAcl>,
+    binds: Vec<RawBind>,
+    rescues: usize,
+}
+
+struct RawAcl {
+    name: String,
+    rules: usize,
+    at: (usize, usize),
+}
+
+struct RawBind {
+    acl: String,
+    kind: &'static str,
+    target: String,
+    direction: Option<String>,
+    at: (usize, usize),
+}
+
 /// Parses the TOML syntax only; errors at `file:line:col`.
-fn parse_raw(file: &str, bytes: &[u8]) -> Result<toml::Table, String> {
+fn parse_raw(file: &str, bytes: &[u8]) -> Result<RawFile, String> {
+    use toml::de::{DeTable, DeValue};
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let (line, col) = line_col(bytes, e.valid_up_to());
         format!("{file}:{line}:{col}: not UTF-8 text")
     })?;
-    toml::from_str::<toml::Table>(text).map_err(|e| {
+    let doc = DeTable::parse(text).map_err(|e| {
         let (line, col) = line_col(bytes, e.span().map_or(0, |s| s.start));
         format!("{file}:{line}:{col}: {}", e.message().trim())
+    })?;
+    let tables = |key: &str| -> Vec<(&DeTable<'_>, (usize, usize))> {
+        match doc.get_ref().get(key).map(|v| v.get_ref()) {
+            Some(DeValue::Array(a)) => a
+                .iter()
+                .filter_map(|v| match v.get_ref() {
+                    DeValue::Table(t) => Some((t, line_col(bytes, v.span().start))),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let string = |t: &DeTable<'_>, key: &str| match t.get(key).map(|v| v.get_ref()) {
+        Some(DeValue::String(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let acls = tables("acl")
+        .into_iter()
+        .map(|(t, at)| RawAcl {
+            name: string(t, "name").unwrap_or_default(),
+            rules: match t.get("rule").map(|v| v.get_ref()) {
+                Some(DeValue::Array(a)) => a.len(),
+                _ => 0,
+            },
+            at,
+        })
+        .collect();
+    let binds = tables("bind")
+        .into_iter()
+        .map(|(t, at)| {
+            let (kind, target) = if let Some(p) = string(t, "port") {
+                ("port", p)
+            } else if let Some(DeValue::Integer(v)) = t.get("vlan").map(|v| v.get_ref()) {
+                let digits = v.as_str().replace('_', "");
+                let n = i128::from_str_radix(&digits, v.radix()).map_or(digits, |n| n.to_string());
+                ("vlan", n)
+            } else {
+                ("routed", string(t, "interface").unwrap_or_default())
+            };
+            RawBind {
+                acl: string(t, "acl").unwrap_or_default(),
+                kind,
+                target,
+                direction: string(t, "direction"),
+                at,
+            }
+        })
+        .collect();
+    Ok(RawFile {
+        acls,
+        binds,
+        rescues: tables("rescue").len(),
     })
 }
 
@@ -296,14 +371,8 @@ fn self_test_classifiers(loaded: &Loaded, policy: &Policy) -> Vec<String> {
 
 /// Every ACL, rule, binding and rescue rule of the file must be in the candidate,
 /// counted from the raw TOML table, the rule set and the compiled policy.
-fn audit(file: &str, raw: &toml::Table, rs: &RuleSet, policy: &Policy) -> Vec<String> {
+fn audit(file: &str, raw: &RawFile, rs: &RuleSet, policy: &Policy) -> Vec<String> {
     let mut errors = Vec::new();
-    let tables = |key: &str| -> Vec<&toml::Table> {
-        match raw.get(key) {
-            Some(toml::Value::Array(a)) => a.iter().filter_map(toml::Value::as_table).collect(),
-            _ => Vec::new(),
-        }
-    };
     let mut check = |what: &str, file_n: usize, model_n: usize, compiled_n: usize| {
         if file_n != model_n || file_n != compiled_n {
             errors.push(format!(
@@ -311,63 +380,43 @@ fn audit(file: &str, raw: &toml::Table, rs: &RuleSet, policy: &Policy) -> Vec<St
             ));
         }
     };
-    let raw_acls = tables("acl");
-    check("[[acl]]", raw_acls.len(), rs.acls.len(), policy.acls().len());
+    check("[[acl]]", raw.acls.len(), rs.acls.len(), policy.acls().len());
     check(
         "[[bind]]",
-        tables("bind").len(),
+        raw.binds.len(),
         rs.bindings.len(),
         policy.bindings().len(),
     );
-    check(
-        "[[rescue]]",
-        tables("rescue").len(),
-        rs.rescue.len(),
-        policy.rescue_count(),
-    );
-    for t in raw_acls {
-        let name = t.get("name").and_then(toml::Value::as_str).unwrap_or("");
-        let rules = match t.get("rule") {
-            Some(toml::Value::Array(a)) => a.len(),
-            _ => 0,
-        };
-        match policy.acls().iter().find(|a| a.name == name) {
+    check("[[rescue]]", raw.rescues, rs.rescue.len(), policy.rescue_count());
+    for a in &raw.acls {
+        let (line, col) = a.at;
+        match policy.acls().iter().find(|c| c.name == a.name) {
             None => errors.push(format!(
-                "{file}:1:1: acl \"{name}\" is in the file but not in the compiled policy"
+                "{file}:{line}:{col}: acl \"{}\" is in the file but not in the compiled policy",
+                a.name
             )),
-            Some(a) if a.rule_ids.len() != rules => errors.push(format!(
-                "{file}:1:1: acl \"{name}\" has {rules} rules in the file, {} compiled",
-                a.rule_ids.len()
+            Some(c) if c.rule_ids.len() != a.rules => errors.push(format!(
+                "{file}:{line}:{col}: acl \"{}\" has {} rules in the file, {} compiled",
+                a.name,
+                a.rules,
+                c.rule_ids.len()
             )),
             Some(_) => {}
         }
     }
     // Every binding of the file, by (acl, kind, target, direction).
-    for t in tables("bind") {
-        let acl = t.get("acl").and_then(toml::Value::as_str).unwrap_or("");
-        let (kind, target) = if let Some(p) = t.get("port").and_then(toml::Value::as_str) {
-            ("port", p.to_string())
-        } else if let Some(v) = t.get("vlan").and_then(toml::Value::as_integer) {
-            ("vlan", v.to_string())
-        } else {
-            (
-                "routed",
-                t.get("interface")
-                    .and_then(toml::Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        };
-        let dir = t.get("direction").and_then(toml::Value::as_str);
-        let found = policy.bindings().iter().any(|b| {
-            policy.acls().get(b.acl as usize).is_some_and(|a| a.name == acl)
-                && b.kind.as_str() == kind
-                && b.target == target
-                && (kind != "routed" || b.direction.map(|d| d.as_str()) == dir)
+    for b in &raw.binds {
+        let found = policy.bindings().iter().any(|c| {
+            policy.acls().get(c.acl as usize).is_some_and(|a| a.name == b.acl)
+                && c.kind.as_str() == b.kind
+                && c.target == b.target
+                && (b.kind != "routed" || c.direction.map(|d| d.as_str()) == b.direction.as_deref())
         });
         if !found {
+            let (line, col) = b.at;
             errors.push(format!(
-                "{file}:1:1: binding of acl \"{acl}\" to {kind} {target} is in the file but not in the compiled policy"
+                "{file}:{line}:{col}: binding of acl \"{}\" to {} {} is in the file but not in the compiled policy",
+                b.acl, b.kind, b.target
             ));
         }
     }
@@ -416,4 +465,66 @@ pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
     };
     l.fix_len();
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str =
+        "version = 1\n[[port]]\nname = \"p\"\nvlan = 10\n[[interface]]\nname = \"i\"\nport = \"p\"\n\
+        [[acl]]\nname = \"a\"\n  [[acl.rule]]\n  action = \"permit\"\n\
+        [[bind]]\nacl = \"a\"\nvlan = 0x0a\n[[bind]]\nacl = \"a\"\ninterface = \"i\"\ndirection = \"out\"\n";
+
+    fn compiled(text: &str) -> (Loaded, Policy) {
+        let loaded = palisade_rules::parse("t.toml", text.as_bytes()).unwrap();
+        let policy = Policy::compile(&loaded.ruleset).unwrap();
+        (loaded, policy)
+    }
+
+    #[test]
+    fn the_audit_passes_a_complete_candidate() {
+        let raw = parse_raw("t.toml", FILE.as_bytes()).unwrap();
+        assert_eq!((raw.acls.len(), raw.binds.len(), raw.rescues), (1, 2, 0));
+        assert_eq!(raw.binds[0].target, "10", "hex VLAN read as its value");
+        let (loaded, policy) = compiled(FILE);
+        assert_eq!(
+            audit("t.toml", &raw, &loaded.ruleset, &policy),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn the_audit_names_what_the_candidate_lost() {
+        // The candidate lost the routed binding and a rule: the audit must say so, at their places.
+        let raw = parse_raw("t.toml", FILE.as_bytes()).unwrap();
+        let lost = FILE.replace(
+            "[[bind]]\nacl = \"a\"\ninterface = \"i\"\ndirection = \"out\"\n",
+            "",
+        );
+        let lost = lost.replace("  [[acl.rule]]\n  action = \"permit\"\n", "");
+        let (loaded, policy) = compiled(&lost);
+        let errors = audit("t.toml", &raw, &loaded.ruleset, &policy);
+        assert!(errors.iter().any(|e| e.contains("2 [[bind]]")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("t.toml:15:") && e.contains("routed i")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("t.toml:8:") && e.contains("1 rules")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = parse_raw("t.toml", b"version = 1\n[[acl]\n").err().unwrap();
+        assert!(err.starts_with("t.toml:2:"), "{err}");
+        let err = parse_raw("t.toml", b"a = \"\xff\"\n").err().unwrap();
+        assert!(err.starts_with("t.toml:1:6: not UTF-8"), "{err}");
+    }
 }
