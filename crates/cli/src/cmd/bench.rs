@@ -4,8 +4,10 @@
 //! classifier (timed), then classifies the trace on one thread in rounds
 //! until at least `--min-time-ms` have passed and reports the median round:
 //! `rules`, `packets`, `build_ms`, `memory_bytes`, `mpps`, `ns_per_packet`.
-//! `--json` adds those (and `classifier`, `rounds`, `filters`, `trace`) as one
-//! JSON object on the last line. `--results OUT` writes, per trace line, the
+//! `--json` adds those (and `classifier`, `rounds`, `filters`, `trace`, and
+//! `cpu_ns_per_packet` / `cpu_mpps` from the thread's CPU time over all
+//! rounds, which a loaded machine inflates less) as one JSON object on the
+//! last line. `--results OUT` writes, per trace line, the
 //! 0-based index of the first matching rule or -1. Without `--trace`, the
 //! trace is generated from the rules' corners ([`palisade_classify::corner_keys`]).
 //!
@@ -95,6 +97,18 @@ struct Figures {
     rounds: usize,
     packets_timed: usize,
     median: Duration,
+    /// The thread's CPU time over all timed rounds, when the OS reports it.
+    cpu: Option<Duration>,
+}
+
+/// This thread's CPU time (Linux `/proc/thread-self/schedstat`, nanoseconds
+/// on CPU). Unlike the wall clock it does not count time spent waiting for a
+/// core on a loaded machine; it is updated at scheduler ticks, so it is only
+/// used over many rounds.
+fn thread_cpu_time() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 fn bench(args: &Args) -> Result<(), Failure> {
@@ -151,6 +165,10 @@ fn bench(args: &Args) -> Result<(), Failure> {
         figures.median.as_secs_f64() * 1e9 / figures.packets_timed as f64
     };
     let mpps = if ns > 0.0 { 1e3 / ns } else { 0.0 };
+    let cpu_ns = figures
+        .cpu
+        .filter(|_| figures.packets_timed > 0)
+        .map(|d| d.as_secs_f64() * 1e9 / (figures.packets_timed * figures.rounds) as f64);
     let build_ms = build.as_secs_f64() * 1e3;
     let memory = classifier.memory_bytes();
     let trace_name = args
@@ -170,6 +188,12 @@ fn bench(args: &Args) -> Result<(), Failure> {
     );
     println!("mpps: {mpps:.2}");
     println!("ns_per_packet: {ns:.2}");
+    if let Some(c) = cpu_ns {
+        println!(
+            "cpu_ns_per_packet: {c:.2} (thread CPU time, all rounds; {:.2} Mpps)",
+            1e3 / c
+        );
+    }
     if args.json {
         let v = serde_json::json!({
             "rules": rules.len(),
@@ -183,6 +207,8 @@ fn bench(args: &Args) -> Result<(), Failure> {
             "packets_timed": figures.packets_timed,
             "filters": args.classbench.display().to_string(),
             "trace": trace_name,
+            "cpu_ns_per_packet": cpu_ns,
+            "cpu_mpps": cpu_ns.map(|c| 1e3 / c),
         });
         println!("{v}");
     }
@@ -197,6 +223,7 @@ fn measure(c: &dyn Classifier, keys: &[FlowKey], min_time: Duration, progress: b
     let start = Instant::now();
     // One warm-up round (page faults, caches).
     c.classify_batch(keys, &mut out);
+    let cpu_start = thread_cpu_time();
     loop {
         let t = Instant::now();
         c.classify_batch(std::hint::black_box(keys), &mut out);
@@ -215,11 +242,16 @@ fn measure(c: &dyn Classifier, keys: &[FlowKey], min_time: Duration, progress: b
     if progress {
         eprint!("\r{:40}\r", "");
     }
+    let cpu = match (cpu_start, thread_cpu_time()) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        _ => None,
+    };
     times.sort();
     Figures {
         rounds: times.len(),
         packets_timed: keys.len(),
         median: times[times.len() / 2],
+        cpu,
     }
 }
 
