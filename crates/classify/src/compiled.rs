@@ -851,8 +851,10 @@ impl Builder<'_> {
                 let b = &self.boxes[r as usize];
                 let a = ((b.lo[d].max(hlo) - hlo) >> shift) as usize;
                 let z = ((b.hi[d].min(hhi) - hlo) >> shift) as usize;
-                counts[a] += 1;
-                counts[z + 1] -= 1;
+                // A difference array: entries go "negative" (wrap) and are summed with
+                // wrapping_add below, so they are updated with wrapping arithmetic too.
+                counts[a] = counts[a].wrapping_add(1);
+                counts[z + 1] = counts[z + 1].wrapping_sub(1);
                 sum += z - a + 1;
             }
             let mut run = 0u32;
