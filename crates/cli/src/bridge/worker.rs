@@ -6,7 +6,6 @@
 //! change of state and never stop the worker: the other direction carries on,
 //! and a removed interface is reopened when it comes back.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use super::sys::{self, Fanout, Port};
 use super::FrameFilter;
 
 /// Frames classified in one call.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = sys::MAX_BATCH;
 /// Largest frame forwarded (jumbo frames included); longer ones are counted as oversize.
 pub const FRAME_MAX: usize = 9216 + 18;
 /// How long a worker waits for frames before looking at the stop flag again.
@@ -91,13 +90,6 @@ impl Side {
     }
 }
 
-fn transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
 /// Runs one worker until `stop` is set. `first` are the ports opened by the caller
 /// (so that start-up errors reach the user); missing ones are reopened by the loop.
 pub fn run(
@@ -159,30 +151,12 @@ pub fn run(
             if !ready[ingress] {
                 continue;
             }
-            // Read a batch.
-            let mut n = 0;
-            let mut oversize = 0u64;
-            let mut rx_error = None;
-            if let Some(port) = sides[ingress].port.as_mut() {
-                while n < BATCH {
-                    match port.rx.next() {
-                        Ok(frame) => {
-                            let Some(buf) = bufs.get_mut(n) else { break };
-                            match buf.get_mut(..frame.len()) {
-                                Some(dst) => {
-                                    dst.copy_from_slice(frame);
-                                    lens[n] = frame.len();
-                                    n += 1;
-                                }
-                                None => oversize += 1,
-                            }
-                        }
-                        Err(e) if transient(&e) => break,
-                        Err(e) => {
-                            rx_error = Some(e);
-                            break;
-                        }
-                    }
+            // Read a batch: one system call for up to BATCH frames.
+            let (mut n, mut oversize, mut rx_error) = (0, 0u64, None);
+            if let Some(port) = sides[ingress].port.as_ref() {
+                match port.recv_batch(&mut bufs, &mut lens) {
+                    Ok((got, truncated)) => (n, oversize) = (got, truncated),
+                    Err(e) => rx_error = Some(e),
                 }
             }
             let c = &counters[ingress];
@@ -199,26 +173,20 @@ pub fn run(
                 add(&c.denied, n as u64 - permitted);
                 if spec.forward {
                     let egress = 1 - ingress.min(1);
-                    let (mut sent, mut failed) = (0u64, 0u64);
-                    let mut tx_error = None;
-                    if let Some(out) = sides.get_mut(egress).and_then(|s| s.port.as_mut()) {
-                        for i in (0..n).filter(|&i| permit[i]) {
-                            let Some(frame) = bufs[i].get_mut(..lens[i]) else {
-                                continue;
-                            };
+                    let mut which = [0usize; BATCH];
+                    let mut m = 0;
+                    for i in (0..n).filter(|&i| permit[i]) {
+                        if let Some(frame) = bufs[i].get_mut(..lens[i]) {
                             complete_l4_checksum(frame);
-                            match out.tx.send_to(frame, None) {
-                                Some(Ok(())) => sent += 1,
-                                Some(Err(e)) => {
-                                    failed += 1;
-                                    tx_error = Some(e);
-                                }
-                                None => failed += 1,
-                            }
+                            which[m] = i;
+                            m += 1;
                         }
-                    } else {
-                        failed = permitted;
                     }
+                    let (sent, tx_error) = match sides.get(egress).and_then(|s| s.port.as_ref()) {
+                        Some(out) => out.send_batch(&bufs, &lens, &which[..m]),
+                        None => (0, None),
+                    };
+                    let (sent, failed) = (sent as u64, permitted - sent as u64);
                     add(&c.forwarded, sent);
                     add(&c.tx_errors, failed);
                     if let Some(side) = sides.get_mut(egress) {
