@@ -245,9 +245,33 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
     let mut cx = parse::Cx::new(file, text);
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
-        for e in &syntax {
-            let off = e.span().map_or(0, |s| s.start);
-            cx.error(off, format!("TOML syntax: {}", e.message().trim()));
+        // The TOML parser recovers and goes on, but after the first error on
+        // a line the rest of that line is mostly its echo: one per line.
+        let mut offs: Vec<(usize, String)> = syntax
+            .iter()
+            .map(|e| (e.span().map_or(0, |s| s.start), e.message().trim().to_owned()))
+            .collect();
+        offs.sort_by_key(|(off, _)| *off);
+        // Past a few lines, they are the echo of an unclosed bracket or quote.
+        const SHOWN: usize = 10;
+        let mut last_line = 0;
+        let mut lines: Vec<(usize, String)> = Vec::new();
+        for (off, msg) in offs {
+            let line = cx.span(off).line;
+            if line != last_line {
+                last_line = line;
+                lines.push((off, msg));
+            }
+        }
+        let hidden = lines.len().saturating_sub(SHOWN);
+        for (off, msg) in lines.iter().take(SHOWN) {
+            cx.error(*off, format!("TOML syntax: {msg}"));
+        }
+        if let Some((off, _)) = lines.get(SHOWN) {
+            cx.error(
+                *off,
+                format!("TOML syntax: {hidden} more lines with errors not shown"),
+            );
         }
         return Err(finish(cx.diags).1);
     }

@@ -26,6 +26,7 @@ pub(crate) struct Cx<'s> {
     src: &'s str,
     line_starts: Vec<usize>,
     pub diags: Vec<Diagnostic>,
+    seen: std::collections::HashSet<(u32, u32, String)>,
 }
 
 impl<'s> Cx<'s> {
@@ -37,6 +38,7 @@ impl<'s> Cx<'s> {
             src,
             line_starts,
             diags: Vec::new(),
+            seen: std::collections::HashSet::new(),
         }
     }
 
@@ -70,7 +72,7 @@ impl<'s> Cx<'s> {
             severity,
             message,
         };
-        if !self.diags.contains(&d) {
+        if self.seen.insert((d.span.line, d.span.col, d.message.clone())) {
             self.diags.push(d);
         }
     }

@@ -487,3 +487,22 @@ fn acl_rule_not_an_array_of_tables() {
         "`rule` must be an array of tables",
     );
 }
+
+#[test]
+fn syntax_error_cascades_are_cut_short() {
+    // An unclosed array swallows the rest of the file: one error per line, ten lines, then a count.
+    let mut text = String::from("version = 1\ntrunk = [1,\n");
+    for i in 0..40 {
+        text += &format!("name{i} = \"x\"\n");
+    }
+    let errs = parse("t.toml", text.as_bytes()).unwrap_err();
+    assert_eq!(errs.len(), 11, "{errs:#?}");
+    assert!(errs[0].message.starts_with("TOML syntax: "));
+    assert!(
+        errs[10].message.ends_with("more lines with errors not shown"),
+        "{}",
+        errs[10]
+    );
+    let lines: Vec<u32> = errs.iter().map(|e| e.span.line).collect();
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+}
