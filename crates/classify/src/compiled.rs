@@ -893,7 +893,15 @@ impl Builder<'_> {
             ncuts,
             ..
         } = cut;
-        let hhi = region.hi[d];
+        // The hull's top, not the region's: the last child ends where the rules do.
+        // (With the region's top, a cut that only isolates a hull narrower than its
+        // power-of-two span left the region unchanged and was chosen again and again:
+        // unbounded recursion, a stack overflow found by the fuzz target `policy`.)
+        let hhi = rules
+            .iter()
+            .map(|&r| self.boxes[r as usize].hi[d].min(region.hi[d]))
+            .max()
+            .unwrap_or(region.hi[d]);
         // Child lists, pruned per child as they are filled.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
         let mut cover = vec![0u16; ncuts];

@@ -301,8 +301,17 @@ pub fn serve_connection(engine: &Engine, stream: UnixStream, ext: Option<&Extens
         if line.trim().is_empty() {
             continue;
         }
-        let reply = handle_line(engine, line.trim(), ext);
-        if writeln!(writer, "{reply}").and_then(|()| writer.flush()).is_err() {
+        // One write per reply: `writeln!` on a `Value` would send every JSON
+        // token in its own write(2), and a client that sends several requests
+        // before reading filled the socket buffer with those tiny writes, so
+        // the server blocked and timed out halfway through a reply.
+        let mut reply = handle_line(engine, line.trim(), ext).to_string();
+        reply.push('\n');
+        if writer
+            .write_all(reply.as_bytes())
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             return;
         }
     }
