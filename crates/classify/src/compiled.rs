@@ -198,12 +198,17 @@ impl Cand {
 
     #[inline(always)]
     fn contains(&self, p: &Point) -> bool {
-        // Non-short-circuit `&`: five compares, one branch.
-        (p[0].wrapping_sub(self.s_lo) <= self.s_span)
-            & (p[1].wrapping_sub(self.d_lo) <= self.d_span)
-            & ((p[2] as u16).wrapping_sub(self.sp_lo) <= self.sp_span)
-            & ((p[3] as u16).wrapping_sub(self.dp_lo) <= self.dp_span)
-            & ((p[4] as u8).wrapping_sub(self.pr_lo) <= self.pr_span)
+        // Each term is negative (top bit set) when the point is outside the
+        // range in that dimension; or-ing them gives one test. Arithmetic
+        // rather than comparisons, so the compiler emits no branch per
+        // dimension (they mispredict: leaves mix hits and misses).
+        let out = |v: u32, lo: u32, span: u32| (span as u64).wrapping_sub(v.wrapping_sub(lo) as u64);
+        let any_out = out(p[0], self.s_lo, self.s_span)
+            | out(p[1], self.d_lo, self.d_span)
+            | out(p[2], self.sp_lo as u32, self.sp_span as u32)
+            | out(p[3], self.dp_lo as u32, self.dp_span as u32)
+            | out(p[4], self.pr_lo as u32, self.pr_span as u32);
+        any_out >> 63 == 0
     }
 }
 
@@ -612,16 +617,15 @@ impl CompiledClassifier {
     fn scan(&self, mut i: usize, p: &Point, key: &FlowKey, best: u32) -> u32 {
         let carried = p[5] as u8;
         while let Some(c) = self.cands.get(i) {
-            if c.idx >= best {
-                return best;
+            let inside = c.contains(p);
+            let miss = c.need & !carried;
+            // One branch for both ways a scan ends: the list has reached the
+            // best answer so far (`idx >= best`), or a plain rule matched.
+            if (c.idx >= best) | (inside & (miss == 0)) {
+                return c.idx.min(best);
             }
-            if c.contains(p) {
-                let miss = c.need & !carried;
-                if miss == 0
-                    || (miss == VERIFY && self.verify.get(c.idx as usize).is_some_and(|r| r.matches(key)))
-                {
-                    return c.idx;
-                }
+            if inside && miss == VERIFY && self.verify.get(c.idx as usize).is_some_and(|r| r.matches(key)) {
+                return c.idx;
             }
             i += 1;
         }
