@@ -243,6 +243,11 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// Serves connections on `listener` until the process ends, one thread per
 /// connection (at most [`MAX_CONNECTIONS`]).
 pub fn serve(engine: Arc<Engine>, listener: UnixListener, ext: Option<Extension>) {
+    serve_with(engine, listener, ext, IDLE_TIMEOUT);
+}
+
+/// [`serve`], closing connections idle for `idle` instead of [`IDLE_TIMEOUT`].
+pub fn serve_with(engine: Arc<Engine>, listener: UnixListener, ext: Option<Extension>, idle: Duration) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(mut stream) = conn else {
@@ -261,7 +266,7 @@ pub fn serve(engine: Arc<Engine>, listener: UnixListener, ext: Option<Extension>
             .spawn({
                 let active = Arc::clone(&active);
                 move || {
-                    serve_connection(&engine, stream, ext.as_ref());
+                    serve_connection_with(&engine, stream, ext.as_ref(), idle);
                     active.fetch_sub(1, Ordering::Relaxed);
                 }
             });
@@ -273,8 +278,13 @@ pub fn serve(engine: Arc<Engine>, listener: UnixListener, ext: Option<Extension>
 
 /// Serves one connection: a reply line per request line.
 pub fn serve_connection(engine: &Engine, stream: UnixStream, ext: Option<&Extension>) {
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    serve_connection_with(engine, stream, ext, IDLE_TIMEOUT);
+}
+
+/// [`serve_connection`], closing the connection when idle for `idle`.
+pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&Extension>, idle: Duration) {
+    let _ = stream.set_read_timeout(Some(idle));
+    let _ = stream.set_write_timeout(Some(idle));
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };

@@ -25,6 +25,9 @@ pub struct EngineOptions {
     /// fsync every persisted generation and the directory (default true). Turn
     /// off only in tests and benchmarks: a crash may then lose the last-known-good.
     pub durable: bool,
+    /// Cap on the bytes of one generation's compiled classifiers (default
+    /// [`crate::policy::DEFAULT_MEMORY_CAP`]); a rule set past it is refused at stage compile.
+    pub memory_cap: usize,
 }
 
 impl Default for EngineOptions {
@@ -32,6 +35,7 @@ impl Default for EngineOptions {
         EngineOptions {
             keep_generations: 10,
             durable: true,
+            memory_cap: crate::policy::DEFAULT_MEMORY_CAP,
         }
     }
 }
@@ -121,6 +125,7 @@ pub(crate) struct Inner {
     /// Valid kept generation numbers, refreshed after every change (status must not read the disk).
     pub(crate) kept: Mutex<Vec<u64>>,
     registry: SlotRegistry,
+    memory_cap: usize,
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
     config: PathBuf,
@@ -201,6 +206,7 @@ impl Engine {
             last_reload: Mutex::new(None),
             kept: Mutex::new(Vec::new()),
             registry: SlotRegistry::default(),
+            memory_cap: options.memory_cap,
             shards: ShardSet::default(),
             store,
             config: config.to_path_buf(),
@@ -402,7 +408,14 @@ impl Inner {
             }
         }
         for kept in self.store.list().into_iter().rev().filter(|k| k.confirmed) {
-            match reload::build(&kept.source, kept.bytes.clone(), &opts, None, &self.registry) {
+            match reload::build(
+                &kept.source,
+                kept.bytes.clone(),
+                &opts,
+                None,
+                &self.registry,
+                self.memory_cap,
+            ) {
                 Ok(c) => {
                     eprintln!(
                         "palisade: WARNING: running on LAST-KNOWN-GOOD generation {} ({}, digest {}), not on the config",
@@ -483,7 +496,7 @@ impl Inner {
         };
         let cur = self.current.load_full();
         let active_rescue = cur.rules.as_ref().map(|c| c.rescue_fingerprint);
-        let cand = reload::build(&name, bytes, opts, active_rescue, &self.registry)?;
+        let cand = reload::build(&name, bytes, opts, active_rescue, &self.registry, self.memory_cap)?;
         let compiled = Arc::new(cand.compiled);
         let mut warnings = cand.warnings;
 
@@ -681,7 +694,8 @@ fn retire(ctl: &mut Control, old: Arc<Generation>) {
 
 fn read(path: &Path) -> Result<(String, Vec<u8>), ReloadError> {
     let name = path.display().to_string();
-    match std::fs::read(path) {
+    // Bounded: a regular file of at most MAX_RULE_FILE_BYTES (never a FIFO or device).
+    match palisade_rules::read_rule_file(path) {
         Ok(bytes) => Ok((name, bytes)),
         Err(e) => Err(ReloadError::new(
             ReloadStage::Read,

@@ -80,6 +80,10 @@ pub type BindingId = u32;
 /// The ONE place that chooses the classifier implementation.
 pub type BoxedClassifier = Box<dyn Classifier + Send + Sync>;
 
+/// Default cap on the memory of one policy's compiled classifiers, all ACLs
+/// and the rescue rules together (256 MiB); see [`Policy::compile_with_cap`].
+pub const DEFAULT_MEMORY_CAP: usize = 256 << 20;
+
 /// Builds the classifier for one ordered rule list. Swap the implementation here.
 fn build_classifier(rules: Vec<RuleMatch>) -> Result<BoxedClassifier, String> {
     Ok(Box::new(LinearClassifier::new(rules)))
@@ -416,6 +420,34 @@ impl Policy {
     /// when two ACLs are bound to the same place, or when a classifier
     /// cannot be built.
     pub fn compile(rs: &RuleSet) -> Result<Policy, PolicyError> {
+        Policy::compile_with_cap(rs, DEFAULT_MEMORY_CAP)
+    }
+
+    /// [`Policy::compile`] with a cap on the bytes of all its compiled
+    /// classifiers together (ACLs and rescue rules): the compile fails at
+    /// the ACL that passes it, naming the cap and the figure reached.
+    ///
+    /// ```
+    /// let rs = palisade_rules::parse("r.toml", b"version = 1\n[[acl]]\nname = \"a\"\n[[acl.rule]]\naction = \"deny\"\n")
+    ///     .unwrap()
+    ///     .ruleset;
+    /// let e = palisade_engine::policy::Policy::compile_with_cap(&rs, 16).unwrap_err();
+    /// assert!(e.to_string().contains("memory cap of 16 bytes"), "{e}");
+    /// ```
+    pub fn compile_with_cap(rs: &RuleSet, memory_cap: usize) -> Result<Policy, PolicyError> {
+        let mut used = 0usize;
+        let mut charge = |acl: Option<&str>, c: &BoxedClassifier| -> Result<(), PolicyError> {
+            used = used.saturating_add(c.memory_bytes());
+            if used > memory_cap {
+                return Err(err(
+                    acl,
+                    format!(
+                        "compiled classifiers reach {used} bytes, more than the memory cap of {memory_cap} bytes"
+                    ),
+                ));
+            }
+            Ok(())
+        };
         let mut port_by_name = HashMap::new();
         let mut ports = Vec::with_capacity(rs.ports.len());
         let mut port_info = Vec::with_capacity(rs.ports.len());
@@ -481,6 +513,7 @@ impl Policy {
             }
             let matchers = a.rules.iter().map(|r| r.matcher.clone()).collect();
             let classifier = build_classifier(matchers).map_err(|cause| err(Some(&a.name), cause))?;
+            charge(Some(&a.name), &classifier)?;
             acls.push(CompiledAcl {
                 classifier,
                 actions: a.rules.iter().map(|r| Verdict::from(r.action)).collect(),
@@ -561,6 +594,7 @@ impl Policy {
             .collect();
         let rescue = build_classifier(rs.rescue.iter().map(|r| r.matcher.clone()).collect())
             .map_err(|cause| err(None, format!("rescue rules: {cause}")))?;
+        charge(None, &rescue)?;
 
         Ok(Policy {
             malformed: rs.defaults.malformed.into(),

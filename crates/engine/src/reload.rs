@@ -151,6 +151,7 @@ pub(crate) fn build(
     opts: &ReloadOptions,
     active_rescue: Option<Digest>,
     registry: &SlotRegistry,
+    memory_cap: usize,
 ) -> Result<Candidate, ReloadError> {
     // parse: TOML syntax, kept as a raw table for the independent audit.
     fault(opts, ReloadStage::Parse)?;
@@ -183,7 +184,7 @@ pub(crate) fn build(
 
     // compile.
     fault(opts, ReloadStage::Compile)?;
-    let policy = Policy::compile(&loaded.ruleset)
+    let policy = Policy::compile_with_cap(&loaded.ruleset, memory_cap)
         .map_err(|e| ReloadError::new(ReloadStage::Compile, vec![locate_policy_error(&loaded, &e)]))?;
 
     // self-test.

@@ -202,6 +202,49 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// The largest rule file accepted, in bytes (16 MiB): a bigger one is refused
+/// before it is parsed, and a file is never read past this size (so neither
+/// a huge file nor a device that never ends can exhaust memory).
+pub const MAX_RULE_FILE_BYTES: usize = 16 << 20;
+
+/// The most rules one ACL may have (65,536); more is an error at the ACL.
+pub const MAX_RULES_PER_ACL: usize = 1 << 16;
+
+/// Reads a rule file's bytes: a regular file of at most [`MAX_RULE_FILE_BYTES`]
+/// (a FIFO or device is refused, so a read never blocks or runs forever).
+///
+/// ```
+/// let e = palisade_rules::read_rule_file(std::path::Path::new("/dev/zero")).unwrap_err();
+/// assert!(e.to_string().contains("not a regular file"), "{e}");
+/// ```
+pub fn read_rule_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = |n: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is {n} bytes, more than the limit of {MAX_RULE_FILE_BYTES} bytes (MAX_RULE_FILE_BYTES)"),
+        )
+    };
+    if meta.len() > MAX_RULE_FILE_BYTES as u64 {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_RULE_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_RULE_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64)); // it grew while being read
+    }
+    Ok(bytes)
+}
+
 /// Reads and parses a rule file.
 ///
 /// ```
@@ -210,7 +253,7 @@ impl std::error::Error for LoadError {}
 /// ```
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| LoadError::Io {
+    let bytes = read_rule_file(path).map_err(|error| LoadError::Io {
         path: name.clone(),
         error,
     })?;
@@ -228,6 +271,17 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 /// assert_eq!(errs[0].to_string(), "bad.toml:4:1: unknown key \"defualt\" in [[acl]] (did you mean \"default\"?)");
 /// ```
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
+    if bytes.len() > MAX_RULE_FILE_BYTES {
+        return Err(vec![Diagnostic {
+            file: file.to_owned(),
+            span: Span { line: 1, col: 1 },
+            severity: Severity::Error,
+            message: format!(
+                "the file is {} bytes, more than the limit of {MAX_RULE_FILE_BYTES} bytes (MAX_RULE_FILE_BYTES)",
+                bytes.len()
+            ),
+        }]);
+    }
     let digest = Digest::of(bytes);
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -276,6 +330,18 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
         return Err(finish(cx.diags).1);
     }
     let (ruleset, locs) = parse::document(&mut cx, &root);
+    for a in ruleset.acls.iter().filter(|a| a.rules.len() > MAX_RULES_PER_ACL) {
+        cx.diags.push(Diagnostic {
+            file: file.to_owned(),
+            span: a.span,
+            severity: Severity::Error,
+            message: format!(
+                "acl \"{}\" has {} rules, more than the limit of {MAX_RULES_PER_ACL} (MAX_RULES_PER_ACL)",
+                a.name,
+                a.rules.len()
+            ),
+        });
+    }
     parse::resolve(&mut cx, &ruleset, &locs);
     let (warnings, errors) = finish(cx.diags);
     if !errors.is_empty() {

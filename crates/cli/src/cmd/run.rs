@@ -23,6 +23,13 @@ pub struct Args {
     /// Directory keeping the last-known-good generations.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Cap on the bytes of one generation's compiled classifiers; a rule set
+    /// past it is refused at stage compile (default 256 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = palisade_engine::policy::DEFAULT_MEMORY_CAP)]
+    pub memory_cap: usize,
+    /// Close control connections idle for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = control::IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
     /// The data path: `--bridge IF_A,IF_B`, `--monitor IF`, `--workers N`.
     #[command(flatten)]
     pub live: crate::bridge::LiveArgs,
@@ -33,7 +40,18 @@ pub fn run(args: Args) -> ExitCode {
     // Before any thread exists, so every thread inherits the mask and the
     // signals are taken only by `sigwait` below.
     let signals = signals::block();
-    let (engine, boot) = match Engine::open(&args.config, &args.state_dir, EngineOptions::default()) {
+    let idle = match std::time::Duration::try_from_secs_f64(args.idle_timeout) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            eprintln!("palisade: --idle-timeout must be a positive number of seconds");
+            return ExitCode::from(2);
+        }
+    };
+    let options = EngineOptions {
+        memory_cap: args.memory_cap,
+        ..EngineOptions::default()
+    };
+    let (engine, boot) = match Engine::open(&args.config, &args.state_dir, options) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("palisade: {e}");
@@ -69,7 +87,7 @@ pub fn run(args: Args) -> ExitCode {
     {
         let engine = Arc::clone(&engine);
         let ext = _bridge.as_ref().and_then(|b| b.control_extension());
-        std::thread::spawn(move || control::serve(engine, listener, ext));
+        std::thread::spawn(move || control::serve_with(engine, listener, ext, idle));
     }
     wait_for_signals(&engine, &args, signals)
 }
