@@ -55,6 +55,10 @@ const EMPTY_LEAF: [u32; 3] = [LEAF, 0, 0];
 const MAX_CUT_BITS: u32 = 15;
 /// A tree using more than this many bytes per rule is rebuilt with less replication.
 const TREE_BYTES_PER_RULE: usize = 512;
+/// Trees with more rules than this start with a proportionally smaller space factor.
+const BIG_TREE_RULES: usize = 16384;
+/// Nodes with more rules than this estimate their cuts on a sample of this many.
+const SAMPLE_RULES: usize = 2048;
 /// Keys walked together in a batch.
 const LANES: usize = 8;
 
@@ -484,6 +488,10 @@ impl CompiledClassifier {
             // A tree that replicates too much is abandoned as soon as it
             // passes its budget and rebuilt with less replication.
             let marks = (b.tab.len(), b.cands.len());
+            // Big trees start with proportionally less replication (they
+            // would pass the budget anyway, and every abandoned try costs).
+            let start = config.space_factor.max(2);
+            b.space_factor = (start * BIG_TREE_RULES / list.len().max(1)).clamp(2, start);
             let root = loop {
                 b.tree_mark = marks;
                 b.tree_cap = if b.space_factor > 2 {
@@ -795,40 +803,41 @@ impl Builder<'_> {
         Ok(at)
     }
 
-    /// Builds the subtree for `rules` (priority-ordered, pruned) within `region`.
-    ///
-    /// A node cuts one dimension: the hull of its rules there is split into
-    /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
-    /// to an extra, empty child.
-    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, Stop> {
+    /// The best cut of a node holding `rules`, its replication estimated on
+    /// `est` (every `stride`-th rule, or all of them with stride 1).
+    fn choose_cut(&self, rules: &[u32], est: &[u32], stride: usize, region: &Region) -> Option<Cut> {
         let n = rules.len();
-        if n <= self.leaf_size {
-            return self.leaf(rules);
-        }
         let budget = self.space_factor * n;
         let mut best: Option<Cut> = None;
         let mut counts: Vec<u32> = Vec::new();
         for d in 0..DIMS {
             let (mut hlo, mut hhi) = (region.hi[d], region.lo[d]);
+            let mut all_span = true;
             for &r in rules {
                 let b = &self.boxes[r as usize];
                 hlo = hlo.min(b.lo[d].max(region.lo[d]));
                 hhi = hhi.max(b.hi[d].min(region.hi[d]));
+                all_span &= b.lo[d] <= region.lo[d] && b.hi[d] >= region.hi[d];
+            }
+            if all_span {
+                // Every rule spans the region here: a cut separates nothing.
+                continue;
             }
             let shrinks = hlo > region.lo[d] || hhi < region.hi[d];
             let width = hhi as u64 - hlo as u64 + 1;
-            let wbits = 64 - (width - 1).leading_zeros(); // 2^wbits >= width
-                                                          // The most cuts within the space budget (the replication grows
-                                                          // with the number of cuts, so a binary search finds it).
+            // 2^wbits >= width.
+            let wbits = 64 - (width - 1).leading_zeros();
+            // The most cuts within the space budget (the replication grows
+            // with the number of cuts, so a binary search finds it).
             let sum_for = |shift: u32| -> usize {
-                let mut sum = ((width - 1) >> shift) as usize + 1;
-                for &r in rules {
+                let mut spans = 0usize;
+                for &r in est {
                     let b = &self.boxes[r as usize];
                     let a = (b.lo[d].max(hlo) - hlo) >> shift;
                     let z = (b.hi[d].min(hhi) - hlo) >> shift;
-                    sum += (z - a) as usize + 1;
+                    spans += (z - a) as usize + 1;
                 }
-                sum
+                ((width - 1) >> shift) as usize + 1 + spans * stride
             };
             let mut chosen: Option<u32> = None;
             let (mut lo_k, mut hi_k) = (1u32, wbits.min(MAX_CUT_BITS));
@@ -851,7 +860,7 @@ impl Builder<'_> {
             counts.clear();
             counts.resize(ncuts + 1, 0);
             let mut sum = 0usize;
-            for &r in rules {
+            for &r in est {
                 let b = &self.boxes[r as usize];
                 let a = ((b.lo[d].max(hlo) - hlo) >> shift) as usize;
                 let z = ((b.hi[d].min(hhi) - hlo) >> shift) as usize;
@@ -875,14 +884,40 @@ impl Builder<'_> {
                 base: hlo,
                 shift,
                 ncuts,
-                maxc: maxc as usize,
+                maxc: maxc as usize * stride,
                 narrowing,
-                sum,
+                sum: sum * stride,
                 shrinks,
             };
             if best.as_ref().is_none_or(|b| cut.better_than(b)) {
                 best = Some(cut);
             }
+        }
+        best
+    }
+
+    /// Builds the subtree for `rules` (priority-ordered, pruned) within `region`.
+    ///
+    /// A node cuts one dimension: the hull of its rules there is split into
+    /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
+    /// to an extra, empty child.
+    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, Stop> {
+        let n = rules.len();
+        if n <= self.leaf_size {
+            return self.leaf(rules);
+        }
+        // Large nodes estimate each candidate cut on an even sample of their
+        // rules (the hull is always exact); if the estimate finds no useful
+        // cut, all rules decide.
+        let stride = n.div_ceil(SAMPLE_RULES);
+        let mut best = if stride > 1 {
+            let sample: Vec<u32> = rules.iter().copied().step_by(stride).collect();
+            self.choose_cut(rules, &sample, stride, &region)
+        } else {
+            None
+        };
+        if best.as_ref().is_none_or(|c| c.maxc >= n && !c.shrinks) {
+            best = self.choose_cut(rules, rules, 1, &region);
         }
         let Some(cut) = best else {
             return self.leaf(rules);
