@@ -12,14 +12,23 @@
 //! order, followed by an exact check, is exactly equal to the linear scan.
 //!
 //! The structure is a set of multi-way cutting trees (HiCuts with the
-//! rule-set splitting of EffiCuts/CutSplit): rules are split by which address
-//! is specific (source prefix long, else destination prefix long, else
-//! neither), so that cutting a tree's specific dimension replicates few
-//! rules. Each node cuts one dimension of its region into 2^k aligned
-//! pieces, indexed by a shift and a mask: one load per level. Leaves hold
-//! short priority-ordered lists of compact boxes (32 bytes, inline, ended by
-//! a sentinel). A rule that covers a child's whole region shadows every later
+//! rule-set splitting of EffiCuts/CutSplit): rules are split by their most
+//! specific field (source prefix of 16 bits or more, else destination
+//! prefix, else a destination port range of at most 1024 ports, else a
+//! source one, else none), so that cutting a tree's specific dimension
+//! replicates few rules. A node cuts one dimension: the *hull* of its rules
+//! there (so keys outside it end at once in an empty leaf) is split into
+//! equal power-of-two pieces, indexed by a subtraction, a shift and a
+//! clamp: one dependent load per level. The dimension is the one whose
+//! fullest child is smallest, with as many pieces as a replication budget
+//! (`space_factor`) allows; a tree that passes 512 bytes per rule is rebuilt
+//! with less replication, so memory stays bounded. Leaves hold short
+//! priority-ordered lists of compact boxes (32 bytes, inline, ended by a
+//! sentinel). A rule that covers a child's whole region shadows every later
 //! rule whose presence requirements include its own, and those are dropped.
+//!
+//! Trees are searched in order of their first rule, and a tree whose first
+//! rule comes after the best match found so far is skipped.
 //!
 //! The leaf check is exact without calling [`RuleMatch::matches`] for *plain*
 //! rules, those with at most one IPv4 prefix per address, one range per port
@@ -29,8 +38,9 @@
 //! lists, ICMP, TCP flags, VLAN, fragment, DSCP, ethertype) is verified with
 //! [`RuleMatch::matches`], the reference itself.
 //!
-//! Lookups in a batch walk all keys level by level, so the loads of up to 16
-//! independent walks are in flight at once.
+//! Lookups in a batch walk 8 keys level by level together (a key at its leaf
+//! stays there, without a branch), so the loads of 8 independent walks are
+//! in flight at once; leaf scans test a box without a branch per dimension.
 
 use alloc::vec;
 use alloc::vec::Vec;
