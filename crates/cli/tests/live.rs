@@ -42,19 +42,12 @@ struct Net {
 }
 
 impl Net {
-    /// h1 (eth0, 198.18.0.1) -- pa [fw] pb -- h2 (eth0, 198.18.0.2).
+    /// h1 (eth0, 198.18.0.1) -- pa [fw] pb -- h2 (eth0, 198.18.0.2), static neighbours.
     fn new(test: &str) -> Net {
-        let mut lab = Lab::new(test);
-        let h1 = lab.netns("h1");
-        let h2 = lab.netns("h2");
-        let fw = lab.netns("fw");
-        lab.veth(&h1, "eth0", MAC1, &fw, "pa");
-        lab.veth(&h2, "eth0", MAC2, &fw, "pb");
-        lab.ip(&h1, &["addr", "add", &format!("{H1}/24"), "dev", "eth0"]);
-        lab.ip(&h2, &["addr", "add", &format!("{H2}/24"), "dev", "eth0"]);
+        let net = Net::with_arp(test);
         // Static neighbours: no ARP, so every frame on the wire is one the test sent.
-        lab.ip(
-            &h1,
+        net.lab.ip(
+            &net.h1,
             &[
                 "neigh",
                 "replace",
@@ -67,8 +60,8 @@ impl Net {
                 "permanent",
             ],
         );
-        lab.ip(
-            &h2,
+        net.lab.ip(
+            &net.h2,
             &[
                 "neigh",
                 "replace",
@@ -81,6 +74,19 @@ impl Net {
                 "permanent",
             ],
         );
+        net
+    }
+
+    /// The same hosts, finding each other with ARP.
+    fn with_arp(test: &str) -> Net {
+        let mut lab = Lab::new(test);
+        let h1 = lab.netns("h1");
+        let h2 = lab.netns("h2");
+        let fw = lab.netns("fw");
+        lab.veth(&h1, "eth0", MAC1, &fw, "pa");
+        lab.veth(&h2, "eth0", MAC2, &fw, "pb");
+        lab.ip(&h1, &["addr", "add", &format!("{H1}/24"), "dev", "eth0"]);
+        lab.ip(&h2, &["addr", "add", &format!("{H2}/24"), "dev", "eth0"]);
         let sock = lab.dir.join("control.sock");
         Net {
             lab,
@@ -504,6 +510,25 @@ fn shadow_reports_without_enforcing() {
     assert!(got[1].is_empty(), "udp 7002 is denied once promoted");
 }
 
+/// The README walkthrough: ARP, ping and a web port through the bridge, the rest denied.
+fn walkthrough_rules_work_end_to_end() {
+    let mut net = Net::with_arp("walk");
+    net.start(&fixture("walkthrough.toml"), BRIDGE);
+    assert_eq!(
+        net.icmp_ping(&net.h1, H2, 2),
+        2,
+        "h1 pings h2 (ARP resolved through the bridge)"
+    );
+    assert_eq!(net.icmp_ping(&net.h2, H1, 1), 0, "h2 may not ping h1");
+    let _web = net.probe(&net.h2, &["tcp-echo", H2, "8080"]);
+    let _ssh = net.probe(&net.h2, &["tcp-echo", H2, "7003"]);
+    assert!(net.tcp_ping(&net.h1, H2, 8080));
+    assert!(!net.tcp_ping(&net.h1, H2, 7003));
+    let status = net.status();
+    assert!(rule_hits(&status, "from-h1", "arp") >= 1, "{status}");
+    assert!(rule_hits(&status, "from-h2", "web-replies") >= 2);
+}
+
 /// `--monitor` classifies and counts, and forwards nothing.
 fn monitor_counts_without_forwarding() {
     let mut net = Net::new("monitor");
@@ -613,28 +638,19 @@ fn missing_interface_is_a_clear_error() {
 
 type Test = (&'static str, fn());
 
-const TESTS: &[Test] = &[
-    (
-        "bridge_passes_permitted_and_drops_denied",
-        bridge_passes_permitted_and_drops_denied,
-    ),
-    (
-        "reload_under_traffic_never_leaks_or_stalls",
-        reload_under_traffic_never_leaks_or_stalls,
-    ),
-    (
-        "shadow_reports_without_enforcing",
-        shadow_reports_without_enforcing,
-    ),
-    (
-        "monitor_counts_without_forwarding",
-        monitor_counts_without_forwarding,
-    ),
-    ("vanished_interface_is_survived", vanished_interface_is_survived),
-    (
-        "missing_interface_is_a_clear_error",
-        missing_interface_is_a_clear_error,
-    ),
+/// `(name, function)` for each test function named.
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => { &[$((stringify!($f), $f as fn())),*] };
+}
+
+const TESTS: &[Test] = tests![
+    bridge_passes_permitted_and_drops_denied,
+    reload_under_traffic_never_leaks_or_stalls,
+    shadow_reports_without_enforcing,
+    walkthrough_rules_work_end_to_end,
+    monitor_counts_without_forwarding,
+    vanished_interface_is_survived,
+    missing_interface_is_a_clear_error,
 ];
 
 fn main() {
