@@ -67,6 +67,10 @@ const MAX_CUT_BITS: u32 = 15;
 const TREE_BYTES_PER_RULE: usize = 512;
 /// Trees with more rules than this start with a proportionally smaller space factor.
 const BIG_TREE_RULES: usize = 16384;
+/// Small trees may grow the space factor up to this.
+const MAX_SPACE_FACTOR: usize = 64;
+/// Every tree may use this many bytes on top of its per-rule budget.
+const TREE_BYTES_BASE: usize = 1 << 20;
 /// Nodes with more rules than this estimate their cuts on a sample of this many.
 const SAMPLE_RULES: usize = 2048;
 /// Keys walked together in a batch.
@@ -501,11 +505,12 @@ impl CompiledClassifier {
             // Big trees start with proportionally less replication (they
             // would pass the budget anyway, and every abandoned try costs).
             let start = config.space_factor.max(2);
-            b.space_factor = (start * BIG_TREE_RULES / list.len().max(1)).clamp(2, start);
+            b.space_factor =
+                (start * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(start));
             let root = loop {
                 b.tree_mark = marks;
                 b.tree_cap = if b.space_factor > 2 {
-                    TREE_BYTES_PER_RULE * list.len() + (1 << 16)
+                    TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
                 } else {
                     usize::MAX
                 };
