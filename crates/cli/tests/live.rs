@@ -98,7 +98,8 @@ impl Net {
         }
     }
 
-    /// Starts `palisade run` on `rules` with the data-path flags `live` (one worker) and waits
+    /// Starts `palisade run` on `rules` with the data-path flags `live` (one worker unless they
+    /// say otherwise) and waits
     /// for its control socket.
     fn start(&mut self, rules: &Path, live: &[&str]) {
         let mut cmd = self.lab.cmd(&self.fw, Path::new(PALISADE));
@@ -109,8 +110,10 @@ impl Net {
             .arg(&self.sock)
             .arg("--state-dir")
             .arg(self.lab.dir.join("state"))
-            .args(["--workers", "1"])
             .args(live);
+        if !live.contains(&"--workers") {
+            cmd.args(["--workers", "1"]);
+        }
         self.daemon = Some(self.lab.spawn(cmd, "palisade run"));
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -261,7 +264,8 @@ fn rule_hits(status: &serde_json::Value, acl: &str, rule: &str) -> u64 {
 /// not, and the rule counters in status match the frames sent.
 fn bridge_passes_permitted_and_drops_denied() {
     let mut net = Net::new("e2e");
-    net.start(&fixture("gen-a.toml"), BRIDGE);
+    // Two workers: frames are spread over them by the kernel's fanout, counters are summed.
+    net.start(&fixture("gen-a.toml"), &["--bridge", "pa,pb", "--workers", "2"]);
 
     // ICMP both ways: requests and replies are permitted by both ACLs.
     assert_eq!(net.icmp_ping(&net.h1, H2, 3), 3, "h1 -> h2 ping");
@@ -529,6 +533,49 @@ fn walkthrough_rules_work_end_to_end() {
     assert!(rule_hits(&status, "from-h2", "web-replies") >= 2);
 }
 
+/// Ports that are routed ports of L3 interfaces: crossing the bridge is routing,
+/// and the Routed ACLs of both interfaces apply in their directions.
+fn routed_ports_apply_routed_acls() {
+    let mut net = Net::new("routed");
+    net.start(&fixture("routed.toml"), BRIDGE);
+    let got = net.udp(&net.h1, &net.h2, H2, &[7000, 7009], 10, 2000);
+    assert_eq!(
+        got[0].len(),
+        10,
+        "permitted by the default of the outbound Routed ACL"
+    );
+    assert!(
+        got[1].is_empty(),
+        "denied by rule no-7009 of the outbound Routed ACL"
+    );
+    assert_eq!(
+        net.icmp_ping(&net.h1, H2, 2),
+        2,
+        "replies come in through the inbound Routed ACL"
+    );
+    assert_eq!(
+        net.icmp_ping(&net.h2, H1, 1),
+        0,
+        "requests from outside are denied"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let status = net.status();
+    assert_eq!(rule_hits(&status, "egress", "no-7009"), 10, "{status}");
+    assert_eq!(rule_hits(&status, "ingress", "replies"), 2, "{status}");
+    let kinds: Vec<&serde_json::Value> = status["acls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["bindings"].as_array())
+        .flatten()
+        .map(|b| &b["kind"])
+        .collect();
+    assert!(
+        kinds.iter().all(|k| *k == "routed") && kinds.len() == 2,
+        "{status}"
+    );
+}
+
 /// `--monitor` classifies and counts, and forwards nothing.
 fn monitor_counts_without_forwarding() {
     let mut net = Net::new("monitor");
@@ -648,6 +695,7 @@ const TESTS: &[Test] = tests![
     reload_under_traffic_never_leaks_or_stalls,
     shadow_reports_without_enforcing,
     walkthrough_rules_work_end_to_end,
+    routed_ports_apply_routed_acls,
     monitor_counts_without_forwarding,
     vanished_interface_is_survived,
     missing_interface_is_a_clear_error,

@@ -277,10 +277,15 @@ pub fn start(
     let pid = std::process::id();
     let mut fanout = Vec::new();
     for (i, name) in ifaces.iter().enumerate() {
-        match sys::is_up(name) {
+        match sys::link_state(name) {
             None => return Err(format!("interface {name}: no such interface")),
-            Some(false) => eprintln!("palisade run: interface {name} is down; frames flow once it is up"),
-            Some(true) => {}
+            Some((false, _)) => {
+                eprintln!("palisade run: interface {name} is down; frames flow once it is up")
+            }
+            Some((true, false)) => {
+                eprintln!("palisade run: interface {name} has no carrier yet; frames flow once it has")
+            }
+            Some((true, true)) => {}
         }
         // Fanout groups are per network namespace: derive ids from our pid so two daemons differ.
         let group = ((pid as u16) ^ ((pid >> 16) as u16))

@@ -279,10 +279,10 @@ pub fn index_of(ifname: &str) -> Option<u32> {
         .map(|i| i.index)
 }
 
-/// Whether `ifname` exists and is administratively and operationally up.
-pub fn is_up(ifname: &str) -> Option<bool> {
+/// Whether `ifname` exists: `Some((administratively up, has carrier))`.
+pub fn link_state(ifname: &str) -> Option<(bool, bool)> {
     datalink::interfaces()
         .into_iter()
         .find(|i| i.name == ifname)
-        .map(|i| i.is_up() && i.is_running())
+        .map(|i| (i.is_up(), i.is_running()))
 }
