@@ -1,0 +1,74 @@
+#!/bin/bash
+# Throughput of the live bridge beside the kernel's, measured in one run (needs root, iproute2,
+# iperf3, nftables, ethtool, python3; not part of the test suite).
+#
+#   bash crates/cli/tests/live/perf.sh [ROUNDS]      (PALISADE=path/to/palisade to pick a binary)
+#
+# Topology: h1 (198.18.0.1) -- pa [fw] pb -- h2 (198.18.0.2), each in its own namespace, host
+# offloads off (TSO/GSO/GRO: a packet-socket bridge forwards frames, not 64 KiB super-frames).
+# fw is, in turn: a Linux bridge; a Linux bridge with the nftables equivalent of the rule set;
+# palisade run --bridge pa,pb. The rule set has 1,000 rules: 997 that never match the test
+# traffic, in front of the permits. Per configuration: iperf3 TCP Gbit/s, and 64-byte UDP
+# frames per second delivered to h2's interface (iperf3 -u -l 18 -b 0 from h1).
+set -u
+ROUNDS=${1:-3}; DUR=${DUR:-5}
+B=${PALISADE:-$(dirname "$0")/../../../../target/release/palisade}
+W=$(mktemp -d); P=pf$$
+cleanup() { [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null; wait 2>/dev/null; for n in h1 fw h2; do ip netns del $P-$n 2>/dev/null; done; rm -rf "$W"; }
+trap cleanup EXIT
+python3 - "$W" <<'EOF'
+import sys
+w = sys.argv[1]
+pal = ['version = 1', '[[port]]', 'name = "pa"', '[[port]]', 'name = "pb"',
+       '[[acl]]', 'name = "from-h1"', 'default = "deny"']
+nft = ['table bridge perf {', '  chain forward_filter {', '    type filter hook forward priority 0; policy accept;']
+for i in range(997):
+    a, b = divmod(i, 250)
+    src, port = f"10.{a}.{b + 1}.0/24", 20000 + i
+    pal += ['  [[acl.rule]]', f'  id = "r{i}"', '  action = "deny"', '  proto = "udp"', f'  src = "{src}"', f'  dst_port = {port}']
+    nft.append(f'    iifname "pa" ip saddr {src} udp dport {port} drop')
+for acl, key in (("from-h1", "dst_port"), ("from-h2", "src_port")):
+    if acl == "from-h2":
+        pal += ['[[acl]]', f'name = "{acl}"', 'default = "deny"']
+    for proto in ("tcp", "udp"):
+        pal += ['  [[acl.rule]]', '  action = "permit"', f'  proto = "{proto}"', f'  {key} = 5201']
+    pal += ['  [[acl.rule]]', '  action = "permit"', '  proto = "icmp"']
+pal += ['[[bind]]', 'acl = "from-h1"', 'port = "pa"', '[[bind]]', 'acl = "from-h2"', 'port = "pb"']
+for dev, key in (("pa", "dport"), ("pb", "sport")):
+    nft += [f'    iifname "{dev}" tcp {key} 5201 accept', f'    iifname "{dev}" udp {key} 5201 accept',
+            f'    iifname "{dev}" ip protocol icmp accept', f'    iifname "{dev}" drop']
+nft += ['  }', '}']
+open(f"{w}/rules.toml", "w").write("\n".join(pal) + "\n")
+open(f"{w}/rules.nft", "w").write("\n".join(nft) + "\n")
+EOF
+one() {
+  local mode=$1 n
+  for n in h1 fw h2; do ip netns add $P-$n; ip netns exec $P-$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; ip -n $P-$n link set lo up; done
+  ip link add eth0 netns $P-h1 address 02:00:00:00:01:01 type veth peer name pa netns $P-fw
+  ip link add eth0 netns $P-h2 address 02:00:00:00:02:01 type veth peer name pb netns $P-fw
+  ip -n $P-h1 addr add 198.18.0.1/24 dev eth0; ip -n $P-h2 addr add 198.18.0.2/24 dev eth0
+  for n in h1 h2; do ip -n $P-$n link set eth0 up; ip netns exec $P-$n ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; done
+  for n in pa pb; do ip -n $P-fw link set $n up; ip netns exec $P-fw ethtool -K $n tso off gso off gro off >/dev/null 2>&1; done
+  ip -n $P-h1 neigh replace 198.18.0.2 lladdr 02:00:00:00:02:01 dev eth0 nud permanent
+  ip -n $P-h2 neigh replace 198.18.0.1 lladdr 02:00:00:00:01:01 dev eth0 nud permanent
+  DPID=
+  case $mode in
+    palisade)
+      ip netns exec $P-fw "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" --bridge pa,pb --workers 1 2>"$W/daemon.log" &
+      DPID=$!; for n in $(seq 100); do "$B" status --control "$W/c.sock" >/dev/null 2>&1 && break; sleep 0.1; done ;;
+    bridge|nft)
+      ip -n $P-fw link add br0 type bridge; ip -n $P-fw link set pa master br0; ip -n $P-fw link set pb master br0; ip -n $P-fw link set br0 up
+      if [ $mode = nft ]; then ip netns exec $P-fw nft -f "$W/rules.nft"; fi ;;
+  esac
+  sleep 0.5
+  ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+  local tcp; tcp=$(ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+  ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+  local r0 r1; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
+  ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -t $DUR >/dev/null 2>&1
+  r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
+  echo "$mode tcp_gbps=$tcp udp64_fps=$(( (r1 - r0) / DUR ))"
+  [ -n "$DPID" ] && kill $DPID && wait $DPID 2>/dev/null
+  for n in h1 fw h2; do ip netns del $P-$n; done
+}
+for r in $(seq "$ROUNDS"); do for m in bridge nft palisade; do one $m; done; done
