@@ -243,12 +243,47 @@ fn control_case(kind: &str, socket: &Path) -> String {
             );
             "closed after idle timeout; others served meanwhile".to_string()
         }
+        "slow-client" => {
+            let mut slow = UnixStream::connect(socket).unwrap();
+            let mut watch = slow.try_clone().unwrap();
+            let t0 = Instant::now();
+            let closed = std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let n = watch.read(&mut buf).unwrap_or(0);
+                (n, t0.elapsed())
+            });
+            // A byte every 200 ms: never idle for a whole second, never done.
+            for b in b"{\"cmd\":\"status\"".iter().cycle().take(100) {
+                if closed.is_finished() || slow.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let st = ask(socket, "{\"cmd\":\"status\"}").unwrap();
+            assert_eq!(st["ok"], true, "{st}");
+            let (n, waited) = closed.join().unwrap();
+            assert_eq!(n, 0, "the trickling client got a reply instead of the close");
+            assert!(
+                waited < Duration::from_secs(IDLE_SECS + 5),
+                "closed after {waited:?}"
+            );
+            "closed before the request completed; others served meanwhile".to_string()
+        }
         "hundred-clients" => {
             let socket = socket.to_path_buf();
             let clients: Vec<_> = (0..100)
                 .map(|_| {
                     let socket = socket.clone();
-                    std::thread::spawn(move || ask(&socket, "{\"cmd\":\"status\"}"))
+                    std::thread::spawn(move || -> std::io::Result<Value> {
+                        let mut s = UnixStream::connect(&socket)?;
+                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        // A refused client may find the connection closed before it writes.
+                        let _ = s.write_all(b"{\"cmd\":\"status\"}\n");
+                        let mut reply = String::new();
+                        BufReader::new(s).read_line(&mut reply)?;
+                        serde_json::from_str(&reply)
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    })
                 })
                 .collect();
             let mut served = 0;
@@ -261,8 +296,15 @@ fn control_case(kind: &str, socket: &Path) -> String {
                 }
             }
             assert!(served >= 1, "no client was served");
-            // And the daemon still answers afterwards.
-            assert_eq!(ask(&socket, "{\"cmd\":\"status\"}").unwrap()["ok"], true);
+            // And the daemon answers again once the connection threads have wound down.
+            let t0 = Instant::now();
+            while ask(&socket, "{\"cmd\":\"status\"}").unwrap()["ok"] != true {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "still refusing after 10 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
             "every client answered".to_string()
         }
         other => panic!("unknown control case {other}"),

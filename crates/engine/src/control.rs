@@ -13,8 +13,9 @@
 //!
 //! A failed request answers `{"ok":false,"error":"..."}` (plus `stage` and
 //! `errors` for a refused reload). A line longer than [`MAX_REQUEST`] bytes
-//! is answered with an error and the connection closed; a connection idle
-//! for [`IDLE_TIMEOUT`] is closed. Malformed requests never stop the server.
+//! is answered with an error and the connection closed; a connection that
+//! does not complete a request line within [`IDLE_TIMEOUT`] (idle, or
+//! trickling bytes) is closed. Malformed requests never stop the server.
 //! The socket file is created with mode 0600 (bound under a temporary name,
 //! restricted, then renamed into place, so it is never reachable with wider
 //! permissions).
@@ -25,7 +26,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -288,10 +289,16 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(Deadline {
+        inner: stream,
+        until: Instant::now() + idle,
+    });
     let mut buf = Vec::new();
     loop {
         buf.clear();
+        // The whole next request line must arrive within `idle`: a client
+        // trickling a byte now and then is closed like an idle one.
+        reader.get_mut().until = Instant::now() + idle;
         let n = match (&mut reader)
             .take(MAX_REQUEST as u64 + 1)
             .read_until(b'\n', &mut buf)
@@ -324,6 +331,21 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
         {
             return;
         }
+    }
+}
+
+/// A reader that fails with `TimedOut` once `until` has passed.
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.until {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.inner.read(buf)
     }
 }
 
