@@ -30,6 +30,9 @@ const SOL_PACKET: libc::c_int = 263;
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20+).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
+/// Receive queue size asked for each packet socket.
+const RECEIVE_QUEUE_BYTES: libc::c_int = 8 << 20;
+
 /// Most frames moved by one `recvmmsg`/`sendmmsg`.
 pub const MAX_BATCH: usize = 64;
 
@@ -242,6 +245,25 @@ pub fn open(ifname: &str, fanout: Option<Fanout>) -> Result<Port, String> {
             "interface {ifname}: cannot ignore outgoing frames (needs Linux 4.20+): {}",
             io::Error::last_os_error()
         ));
+    }
+    // A deep receive queue rides out the moments the worker is not scheduled (a reload's
+    // compile, a busy core) instead of dropping frames. FORCE needs CAP_NET_ADMIN, which a
+    // bridge has; without it the plain option is capped by net.core.rmem_max.
+    let size: libc::c_int = RECEIVE_QUEUE_BYTES;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a c_int on our stack.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
     }
     let fd = sock
         .try_clone()
