@@ -66,28 +66,35 @@ fn udp_sink(args: &[String]) -> i32 {
     0
 }
 
-/// `udp-send DST_IP PORT COUNT INTERVAL_US`: datagrams carrying sequence numbers 0..COUNT.
+/// `udp-send DST_IP PORT COUNT INTERVAL_US [STOP_FILE]`: datagrams carrying sequence numbers
+/// 0..COUNT, ending early once STOP_FILE exists; prints `sent N`.
 fn udp_send(args: &[String]) -> i32 {
     let ip: Ipv4Addr = arg(args, 0);
     let port: u16 = arg(args, 1);
     let count: u32 = arg(args, 2);
     let interval = Duration::from_micros(arg(args, 3));
+    let stop = args.get(4).map(std::path::PathBuf::from);
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
     println!("ready");
     let start = Instant::now();
     let mut payload = [0u8; 32];
+    let mut sent = 0;
     for seq in 0..count {
+        if stop.as_ref().is_some_and(|p| p.exists()) {
+            break;
+        }
         payload[..4].copy_from_slice(&seq.to_be_bytes());
         if let Err(e) = sock.send_to(&payload, (ip, port)) {
             eprintln!("probe udp-send: {e}");
         }
+        sent = seq + 1;
         // Paced against the start time, so the rate holds even when a send is slow.
         let due = start + interval * (seq + 1);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
     }
-    println!("sent {count}");
+    println!("sent {sent}");
     0
 }
 
