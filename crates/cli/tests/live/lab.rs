@@ -157,6 +157,19 @@ impl Lab {
         name
     }
 
+    /// Turns IPv6 on for `dev` in `ns`, without duplicate address detection or router solicitations.
+    pub fn enable_ipv6(&self, ns: &str, dev: &str) {
+        for (key, value) in [
+            ("accept_dad", 0),
+            ("router_solicitations", 0),
+            ("disable_ipv6", 0),
+        ] {
+            run(Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                .arg(format!("net.ipv6.conf.{dev}.{key}={value}")));
+        }
+    }
+
     /// A veth pair: `if_a` (MAC `mac_a`) in `ns_a`, `if_b` in `ns_b`, both up.
     pub fn veth(&self, ns_a: &str, if_a: &str, mac_a: &str, ns_b: &str, if_b: &str) {
         run(Command::new("ip").args([

@@ -3,7 +3,7 @@
 //! then its findings, one per line, on stdout.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use pnet::packet::icmp::echo_request::MutableEchoRequestPacket;
@@ -35,9 +35,9 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// `udp-sink IP PORT[,PORT...]`: prints `PORT SEQ` for every datagram until killed.
+/// `udp-sink IP PORT[,PORT...]` (IPv4 or IPv6): prints `PORT SEQ` for every datagram until killed.
 fn udp_sink(args: &[String]) -> i32 {
-    let ip: Ipv4Addr = arg(args, 0);
+    let ip: IpAddr = arg(args, 0);
     let ports: Vec<u16> = args[1].split(',').map(|p| p.parse().expect("port")).collect();
     let (tx, rx) = std::sync::mpsc::channel::<(u16, u32)>();
     for port in ports {
@@ -69,12 +69,16 @@ fn udp_sink(args: &[String]) -> i32 {
 /// `udp-send DST_IP PORT COUNT INTERVAL_US [STOP_FILE]`: datagrams carrying sequence numbers
 /// 0..COUNT, ending early once STOP_FILE exists; prints `sent N`.
 fn udp_send(args: &[String]) -> i32 {
-    let ip: Ipv4Addr = arg(args, 0);
+    let ip: IpAddr = arg(args, 0);
     let port: u16 = arg(args, 1);
     let count: u32 = arg(args, 2);
     let interval = Duration::from_micros(arg(args, 3));
     let stop = args.get(4).map(std::path::PathBuf::from);
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = UdpSocket::bind((any, 0)).expect("bind");
     println!("ready");
     let start = Instant::now();
     let mut payload = [0u8; 32];
