@@ -245,3 +245,12 @@ fn non_ip_and_portless_keys_follow_the_reference() {
         assert_eq!(compiled.classify(&k), want, "{k:?}");
     }
 }
+
+#[test]
+fn compiled_classifier_is_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>(_: &T) {}
+    let c = CompiledClassifier::build(&[RuleMatch::any()], &BuildConfig::default()).unwrap();
+    shared(&c);
+    let handle = std::thread::spawn(move || c.classify(&FlowKey::new()));
+    assert_eq!(handle.join().unwrap(), 0);
+}
