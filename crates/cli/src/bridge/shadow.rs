@@ -344,7 +344,7 @@ pub fn render(status: &Value) -> String {
                     o,
                     "  {} / {}: {}",
                     acl["name"].as_str().unwrap_or("-"),
-                    r["id"],
+                    r["id"].as_str().unwrap_or("-"),
                     r["differ"]
                 );
             }
