@@ -62,7 +62,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use palisade_classify::{Classifier, LinearClassifier, RuleMatch, NO_MATCH};
+use palisade_classify::{BuildConfig, BuildError, Classifier, CompiledClassifier, RuleMatch, NO_MATCH};
 use palisade_packet::FlowKey;
 use palisade_rules::{Action, BindTarget, Diagnostic, Direction, InterfaceTarget, Loaded, RuleSet, Severity};
 
@@ -84,9 +84,23 @@ pub type BoxedClassifier = Box<dyn Classifier + Send + Sync>;
 /// and the rescue rules together (256 MiB); see [`Policy::compile_with_cap`].
 pub const DEFAULT_MEMORY_CAP: usize = 256 << 20;
 
-/// Builds the classifier for one ordered rule list. Swap the implementation here.
-fn build_classifier(rules: Vec<RuleMatch>) -> Result<BoxedClassifier, String> {
-    Ok(Box::new(LinearClassifier::new(rules)))
+/// Builds the classifier for one ordered rule list: the compiled classifier,
+/// whose build stops with an error before its tables pass `memory_cap` bytes.
+/// (The reload self-test checks it against [`palisade_classify::LinearClassifier`], the oracle.)
+fn build_classifier(rules: Vec<RuleMatch>, memory_cap: usize) -> Result<BoxedClassifier, String> {
+    let config = BuildConfig {
+        memory_cap_bytes: memory_cap,
+        ..BuildConfig::default()
+    };
+    CompiledClassifier::build(&rules, &config)
+        .map(|c| Box::new(c) as BoxedClassifier)
+        .map_err(|e| match e {
+            // Same wording as the cap on all classifiers together, so operators see one message.
+            BuildError::MemoryCap { needed, cap } => {
+                format!("compiled classifiers reach {needed} bytes, more than the memory cap of {cap} bytes")
+            }
+            other => other.to_string(),
+        })
 }
 
 /// What happens to a frame.
@@ -512,7 +526,8 @@ impl Policy {
                 return Err(err(None, format!("duplicate acl \"{}\"", a.name)));
             }
             let matchers = a.rules.iter().map(|r| r.matcher.clone()).collect();
-            let classifier = build_classifier(matchers).map_err(|cause| err(Some(&a.name), cause))?;
+            let classifier =
+                build_classifier(matchers, memory_cap).map_err(|cause| err(Some(&a.name), cause))?;
             charge(Some(&a.name), &classifier)?;
             acls.push(CompiledAcl {
                 classifier,
@@ -592,7 +607,7 @@ impl Policy {
             .enumerate()
             .map(|(i, r)| r.id.clone().unwrap_or_else(|| format!("rescue#{}", i + 1)))
             .collect();
-        let rescue = build_classifier(rs.rescue.iter().map(|r| r.matcher.clone()).collect())
+        let rescue = build_classifier(rs.rescue.iter().map(|r| r.matcher.clone()).collect(), memory_cap)
             .map_err(|cause| err(None, format!("rescue rules: {cause}")))?;
         charge(None, &rescue)?;
 
