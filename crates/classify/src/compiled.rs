@@ -663,12 +663,21 @@ impl CompiledClassifier {
         for j in 0..n {
             pts[j] = point_of(&keys[j]);
         }
-        let mut best = [NO_MATCH; LANES];
+        // Lanes past the keys count as matched, so they walk no tree.
+        let mut best = [0; LANES];
+        best[..n].fill(NO_MATCH);
         for &(root, first) in &self.roots {
-            // Lanes already matched by a rule before this tree's first sit on the empty leaf.
+            // Lanes already matched by a rule before this tree's first sit on
+            // the empty leaf; a tree no lane needs is skipped.
             let mut refs = [0u32; LANES];
+            let mut any = false;
             for j in 0..LANES {
-                refs[j] = if best[j] > first { root } else { 0 };
+                let need = best[j] > first;
+                refs[j] = if need { root } else { 0 };
+                any |= need;
+            }
+            if !any {
+                continue;
             }
             // All lanes step together until every lane sits on its leaf.
             loop {
