@@ -54,13 +54,15 @@ use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 const DIMS: usize = 5;
 /// Width in bits of each dimension.
 const WIDTH: [u8; DIMS] = [32, 32, 16, 16, 8];
-/// Header flag of a leaf node. A leaf is three words: header (dimension 0,
-/// shift 0, no cuts), the index of its first candidate, and its own index
-/// (so stepping a leaf stays on it, which lets a batch walk all lanes without
-/// a branch per lane). The empty leaf sits at index 0.
-const LEAF: u32 = 1 << 7;
-/// The three words of the empty leaf, at index 0 of the table.
-const EMPTY_LEAF: [u32; 3] = [LEAF, 0, 0];
+/// Tag of a reference to a leaf: a child reference with this bit is
+/// `LEAF | first candidate`, so a walk knows it has reached a leaf, and where
+/// its candidates start, without another load. Other references index `tab`.
+const LEAF: u32 = 1 << 31;
+/// The empty leaf: its first candidate is the sentinel at index 0.
+const EMPTY: u32 = LEAF;
+/// A node that every leaf lane of a batch steps through (its result is
+/// discarded), at index 0 of the table: no cuts, one child.
+const DUMMY_NODE: [u32; 3] = [0, 0, EMPTY];
 /// Most cut bits of one node.
 const MAX_CUT_BITS: u32 = 15;
 /// A tree using more than this many bytes per rule is rebuilt with less replication.
@@ -419,7 +421,8 @@ impl Region {
 /// ```
 #[derive(Clone, Debug)]
 pub struct CompiledClassifier {
-    /// Tree nodes: a header word (dim | shift << 8 | mask << 16) followed by child references.
+    /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
+    /// then child references (a node's index, or [`LEAF`] | its first candidate).
     tab: Vec<u32>,
     /// Leaf lists, each ended by a sentinel; index 0 is a sentinel (the empty leaf).
     cands: Vec<Cand>,
@@ -461,7 +464,7 @@ impl CompiledClassifier {
             + verify.len() * core::mem::size_of::<RuleMatch>();
         let mut b = Builder {
             boxes: &boxes,
-            tab: EMPTY_LEAF.to_vec(),
+            tab: DUMMY_NODE.to_vec(),
             cands: vec![Cand::SENTINEL],
             cap: config.memory_cap_bytes,
             base_bytes: verify_bytes,
@@ -604,26 +607,33 @@ impl CompiledClassifier {
         out
     }
 
-    /// Follows one tree reference one level down (a leaf stays on itself).
+    /// Follows one tree reference one level down (a leaf stays on itself,
+    /// without a branch: it steps through the dummy node and keeps its reference).
     #[inline(always)]
     fn step(&self, r: u32, p: &Point) -> u32 {
-        let r = r as usize;
-        let h = self.tab.get(r).copied().unwrap_or(LEAF);
-        let base = self.tab.get(r + 1).copied().unwrap_or(0);
+        let leaf = r & LEAF != 0;
+        let at = if leaf { 0 } else { r as usize };
+        let h = self.tab.get(at).copied().unwrap_or(0);
+        let base = self.tab.get(at + 1).copied().unwrap_or(0);
         let f = p[(h & 7) as usize];
         let idx = (f.wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
-        self.tab.get(r + 2 + idx as usize).copied().unwrap_or(0)
+        let child = self.tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY);
+        if leaf {
+            r
+        } else {
+            child
+        }
     }
 
     #[inline(always)]
     fn is_leaf(&self, r: u32) -> bool {
-        self.tab.get(r as usize).is_none_or(|h| h & LEAF != 0)
+        r & LEAF != 0
     }
 
     /// The first candidate of leaf `r`.
     #[inline(always)]
     fn leaf_start(&self, r: u32) -> usize {
-        self.tab.get(r as usize + 1).copied().unwrap_or(0) as usize
+        (r & !LEAF) as usize
     }
 
     /// Walks a tree to its leaf; returns the leaf's first candidate index.
@@ -673,7 +683,7 @@ impl CompiledClassifier {
             let mut any = false;
             for j in 0..LANES {
                 let need = best[j] > first;
-                refs[j] = if need { root } else { 0 };
+                refs[j] = if need { root } else { EMPTY };
                 any |= need;
             }
             if !any {
@@ -683,13 +693,8 @@ impl CompiledClassifier {
             loop {
                 let mut all_leaves = true;
                 for j in 0..LANES {
-                    let r = refs[j] as usize;
-                    let h = self.tab.get(r).copied().unwrap_or(LEAF);
-                    let base = self.tab.get(r + 1).copied().unwrap_or(0);
-                    all_leaves &= h & LEAF != 0;
-                    let f = pts[j][(h & 7) as usize];
-                    let idx = (f.wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
-                    refs[j] = self.tab.get(r + 2 + idx as usize).copied().unwrap_or(0);
+                    refs[j] = self.step(refs[j], &pts[j]);
+                    all_leaves &= refs[j] & LEAF != 0;
                 }
                 if all_leaves {
                     break;
@@ -781,7 +786,8 @@ impl Builder<'_> {
 
     fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
-        if needed > self.cap {
+        // References must not reach the leaf tag bit.
+        if needed > self.cap || self.tab.len().max(self.cands.len()) >= LEAF as usize {
             Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
                 cap: self.cap,
@@ -814,17 +820,15 @@ impl Builder<'_> {
 
     fn leaf(&mut self, rules: &[u32]) -> Result<u32, Stop> {
         if rules.is_empty() {
-            return Ok(0);
+            return Ok(EMPTY);
         }
         let start = self.cands.len() as u32;
         for &r in rules {
             self.cands.push(self.boxes[r as usize].cand(r));
         }
         self.cands.push(Cand::SENTINEL);
-        let at = self.tab.len() as u32;
-        self.tab.extend_from_slice(&[LEAF, start, at]);
         self.check()?;
-        Ok(at)
+        Ok(LEAF | start)
     }
 
     /// The best cut of a node holding `rules`, its replication estimated on
@@ -1013,8 +1017,8 @@ impl Builder<'_> {
         let at = self.tab.len();
         self.tab.push(d as u32 | shift << 8 | (ncuts as u32) << 16);
         self.tab.push(base);
-        // Children, then the outside child (the empty leaf, 0).
-        self.tab.resize(at + 2 + ncuts + 1, 0);
+        // Children, then the outside child (the empty leaf).
+        self.tab.resize(at + 2 + ncuts + 1, EMPTY);
         self.check()?;
         let mut prev: Option<u32> = None;
         for j in 0..ncuts {
