@@ -27,8 +27,13 @@
 //! sentinel). A rule that covers a child's whole region shadows every later
 //! rule whose presence requirements include its own, and those are dropped.
 //!
+//! Sets of at most 4096 rules also try one tree for all groups but the
+//! source one, and keep it when it costs less (levels, candidates and trees
+//! visited) on the rules' corner keys.
+//!
 //! Trees are searched in order of their first rule, and a tree whose first
-//! rule comes after the best match found so far is skipped.
+//! rule comes after the best match found so far is skipped (for a whole
+//! batch when none of its keys needs it).
 //!
 //! The leaf check is exact without calling [`RuleMatch::matches`] for *plain*
 //! rules, those with at most one IPv4 prefix per address, one range per port
@@ -75,6 +80,10 @@ const MAX_SPACE_FACTOR: usize = 64;
 const TREE_BYTES_BASE: usize = 1 << 20;
 /// Nodes with more rules than this estimate their cuts on a sample of this many.
 const SAMPLE_RULES: usize = 2048;
+/// Rule sets up to this size try merging their trees (see [`CompiledClassifier::build`]).
+const MERGE_MAX_RULES: usize = 4096;
+/// Corner keys the merge decision is estimated on.
+const MERGE_KEYS: usize = 8192;
 /// Keys walked together in a batch.
 const LANES: usize = 8;
 
@@ -495,40 +504,40 @@ impl CompiledClassifier {
             };
             groups[g].push(i as u32);
         }
+        let sf = config.space_factor.max(2);
         let mut roots = Vec::new();
         for g in groups.iter() {
-            if g.is_empty() {
-                continue;
-            }
-            let list = b.prune(g.iter().copied(), &Region::full());
-            let first = list.first().copied().unwrap_or(NO_MATCH);
-            // A tree that replicates too much is abandoned as soon as it
-            // passes its budget and rebuilt with less replication.
+            roots.extend(b.group_tree(g, sf, false)?);
+        }
+        // Small sets try one tree for every group but the source one: fewer
+        // trees to walk, paid for with deeper or fuller ones. The merged tree
+        // is kept when it costs less on the rules' corner keys (levels walked,
+        // candidates checked, trees visited), which is deterministic.
+        let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
+        if rules.len() <= MERGE_MAX_RULES && rest >= 2 {
             let marks = (b.tab.len(), b.cands.len());
-            // Big trees start with proportionally less replication (they
-            // would pass the budget anyway, and every abandoned try costs).
-            let start = config.space_factor.max(2);
-            b.space_factor =
-                (start * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(start));
-            let root = loop {
-                b.tree_mark = marks;
-                b.tree_cap = if b.space_factor > 2 {
-                    TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
+            let mut merged = groups[1..].concat();
+            merged.sort_unstable();
+            if let Some(m) = b.group_tree(&merged, sf, true)? {
+                let mut alt: Vec<(u32, u32)> = roots
+                    .iter()
+                    .copied()
+                    .take(!groups[0].is_empty() as usize)
+                    .collect();
+                alt.push(m);
+                let keys = crate::corner_keys(rules, MERGE_KEYS);
+                if lookup_cost(&b.tab, &b.cands, &alt, &keys) < lookup_cost(&b.tab, &b.cands, &roots, &keys) {
+                    // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
+                    b.tab.truncate(DUMMY_NODE.len());
+                    b.cands.truncate(1);
+                    roots.clear();
+                    roots.extend(b.group_tree(&groups[0], sf, false)?);
+                    roots.extend(b.group_tree(&merged, sf, false)?);
                 } else {
-                    usize::MAX
-                };
-                match b.node(&list, Region::full()) {
-                    Ok(root) => break root,
-                    Err(Stop::Cap(e)) => return Err(e),
-                    Err(Stop::TreeBudget) => {
-                        b.tab.truncate(marks.0);
-                        b.cands.truncate(marks.1);
-                        b.space_factor = (b.space_factor / 2).max(2);
-                    }
+                    b.tab.truncate(marks.0);
+                    b.cands.truncate(marks.1);
                 }
-            };
-            b.space_factor = config.space_factor.max(2);
-            roots.push((root, first));
+            }
         }
         roots.sort_by_key(|&(_, first)| first);
         b.tab.shrink_to_fit();
@@ -799,6 +808,49 @@ impl Builder<'_> {
         }
     }
 
+    /// Builds the tree of a group of rules (priority-ordered): its root and
+    /// first rule, or `None` for an empty group. A tree that replicates too
+    /// much is abandoned as soon as it passes its budget and rebuilt with
+    /// less replication; with `optional`, one still past it with the least,
+    /// or reaching the memory cap, is dropped (`None`, tables as before).
+    fn group_tree(
+        &mut self,
+        group: &[u32],
+        sf: usize,
+        optional: bool,
+    ) -> Result<Option<(u32, u32)>, BuildError> {
+        if group.is_empty() {
+            return Ok(None);
+        }
+        let list = self.prune(group.iter().copied(), &Region::full());
+        let first = list.first().copied().unwrap_or(NO_MATCH);
+        let marks = (self.tab.len(), self.cands.len());
+        // Big trees start with proportionally less replication (they
+        // would pass the budget anyway, and every abandoned try costs).
+        self.space_factor = (sf * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(sf));
+        loop {
+            self.tree_mark = marks;
+            self.tree_cap = if self.space_factor > 2 || optional {
+                TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
+            } else {
+                usize::MAX
+            };
+            let stop = match self.node(&list, Region::full()) {
+                Ok(root) => return Ok(Some((root, first))),
+                Err(stop) => stop,
+            };
+            self.tab.truncate(marks.0);
+            self.cands.truncate(marks.1);
+            match stop {
+                Stop::Cap(_) if optional => return Ok(None),
+                Stop::Cap(e) => return Err(e),
+                // Only an optional tree has a budget at the least replication.
+                Stop::TreeBudget if self.space_factor == 2 => return Ok(None),
+                Stop::TreeBudget => self.space_factor = (self.space_factor / 2).max(2),
+            }
+        }
+    }
+
     /// Drops rules shadowed inside `region`: after a plain rule covering the
     /// region, every later rule whose requirements include the plain rule's
     /// can never be the first match there.
@@ -1036,6 +1088,45 @@ impl Builder<'_> {
         }
         Ok(at as u32)
     }
+}
+
+/// The work of looking `keys` up in the trees `roots` of the tables: levels walked plus candidates checked plus twice the trees
+/// visited (a visit has a fixed cost of its own). A tuning estimate: rules
+/// that need the reference count as matching when their box holds the key.
+fn lookup_cost(tab: &[u32], cands: &[Cand], roots: &[(u32, u32)], keys: &[FlowKey]) -> u64 {
+    let mut roots = roots.to_vec();
+    roots.sort_by_key(|&(_, first)| first);
+    let mut cost = 0u64;
+    for key in keys {
+        let p = point_of(key);
+        let mut best = NO_MATCH;
+        for &(root, first) in &roots {
+            if first >= best {
+                continue;
+            }
+            cost += 2;
+            let mut r = root;
+            while r & LEAF == 0 {
+                let at = r as usize;
+                let h = tab.get(at).copied().unwrap_or(0);
+                let base = tab.get(at + 1).copied().unwrap_or(0);
+                let idx = (p[(h & 7) as usize].wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
+                r = tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY);
+                cost += 1;
+            }
+            for c in cands.iter().skip((r & !LEAF) as usize) {
+                cost += 1;
+                if c.idx >= best {
+                    break;
+                }
+                if c.contains(&p) && c.need & !(p[5] as u8) & !VERIFY == 0 {
+                    best = c.idx;
+                    break;
+                }
+            }
+        }
+    }
+    cost
 }
 
 /// A candidate cut of a node.
