@@ -61,12 +61,22 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 /// Frames before a broken or cut record are delivered before the error is
 /// returned, so a caller may print them first; the error's `frames_before`
 /// says how many there were. Returns the number of frames.
+///
+/// Only regular files are read: a device or FIFO (`/dev/zero`, a pipe) would
+/// never end, so it is refused rather than read until memory runs out.
 pub fn for_each_frame(path: &Path, each: impl FnMut(Frame<'_>)) -> Result<u64, CaptureError> {
-    let data = std::fs::read(path).map_err(|e| CaptureError {
+    let fail = |cause: String| CaptureError {
         path: path.to_path_buf(),
-        cause: io_cause(&e),
+        cause,
         frames_before: 0,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(io_cause(&e)))?;
+    if !meta.is_file() {
+        return Err(fail(
+            "not a regular file (a capture must be a pcap or pcapng file)".to_string(),
+        ));
+    }
+    let data = std::fs::read(path).map_err(|e| fail(io_cause(&e)))?;
     for_each_frame_in(path, &data, each)
 }
 

@@ -159,6 +159,15 @@ fn garbage_file_is_one_line_exit_2() {
 }
 
 #[test]
+fn a_device_is_refused_not_read_forever() {
+    let o = inspect(Path::new("/dev/zero"));
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+}
+
+#[test]
 fn truncated_capture_prints_complete_frames_then_fails() {
     let bytes = std::fs::read(DEMO).unwrap();
     // Cut 10 bytes into the 4th record: skip the 24-byte header and three records.
