@@ -8,20 +8,10 @@
 mod capture;
 #[path = "../../../fuzz/cases/capture.rs"]
 mod case;
+#[path = "../../../fuzz/cases/replay.rs"]
+mod replay;
 
 #[test]
 fn every_capture_corpus_file_replays() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/capture");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "corpus has only {} files", files.len());
-    for f in &files {
-        // A file a running fuzzer just replaced is gone: skip it.
-        let Ok(data) = std::fs::read(f) else { continue };
-        eprintln!("replaying {}", f.display()); // shown when the case fails
-        case::run(&data);
-    }
+    replay::replay_corpus("capture", 10, case::run);
 }

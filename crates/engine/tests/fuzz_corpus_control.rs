@@ -6,22 +6,12 @@
 
 #[path = "../../../fuzz/cases/control.rs"]
 mod case;
+#[path = "../../../fuzz/cases/replay.rs"]
+mod replay;
 
 #[test]
 fn every_control_corpus_file_replays() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/control");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "corpus has only {} files", files.len());
-    for f in &files {
-        // A file a running fuzzer just replaced is gone: skip it.
-        let Ok(data) = std::fs::read(f) else { continue };
-        eprintln!("replaying {}", f.display()); // shown when the case fails
-        case::run(&data);
-    }
+    replay::replay_corpus("control", 10, case::run);
     // Found by the fuzz target: replies were written one JSON token per
     // write(2); a client that sent two requests before reading got the first
     // reply cut short after the server's 30 s write timeout.
