@@ -561,61 +561,6 @@ impl CompiledClassifier {
         self.roots.len()
     }
 
-    /// Work of one lookup, for tuning: (tree levels walked, leaf entries checked).
-    #[doc(hidden)]
-    pub fn probe(&self, key: &FlowKey) -> Vec<(usize, usize)> {
-        let p = point_of(key);
-        let mut best = NO_MATCH;
-        let mut out = Vec::new();
-        for &(root, first) in &self.roots {
-            let (mut levels, mut checked) = (0, 0);
-            if first < best {
-                let mut r = root;
-                while !self.is_leaf(r) {
-                    r = self.step(r, &p);
-                    levels += 1;
-                }
-                let mut i = self.leaf_start(r);
-                while let Some(c) = self.cands.get(i) {
-                    checked += 1;
-                    if c.idx >= best {
-                        break;
-                    }
-                    if c.contains(&p)
-                        && (c.need & !(p[5] as u8) == 0
-                            || self.verify.get(c.idx as usize).is_some_and(|r| r.matches(key)))
-                    {
-                        best = c.idx;
-                        break;
-                    }
-                    i += 1;
-                }
-            }
-            out.push((levels, checked));
-        }
-        out
-    }
-
-    /// Tuning aid: the rule indices of the leaf `key` reaches in each tree.
-    #[doc(hidden)]
-    pub fn probe_leaves(&self, key: &FlowKey) -> Vec<Vec<u32>> {
-        let p = point_of(key);
-        let mut out = Vec::new();
-        for &(root, _) in &self.roots {
-            let mut i = self.walk(root, &p);
-            let mut v = Vec::new();
-            while let Some(c) = self.cands.get(i) {
-                if c.idx == NO_MATCH {
-                    break;
-                }
-                v.push(c.idx);
-                i += 1;
-            }
-            out.push(v);
-        }
-        out
-    }
-
     /// Follows one tree reference one level down (a leaf stays on itself,
     /// without a branch: it steps through the dummy node and keeps its reference).
     #[inline(always)]
