@@ -501,24 +501,11 @@ pub(crate) fn families(m: &RuleMatch) -> Vec<IpFamily> {
     [IpFamily::V4, IpFamily::V6]
         .into_iter()
         .filter(|&f| {
-            m.family.is_none_or_eq(f)
+            m.family.is_none_or(|mf| mf == f)
                 && (m.src.is_empty() || m.src.iter().any(|p| p.family == f))
                 && (m.dst.is_empty() || m.dst.iter().any(|p| p.family == f))
         })
         .collect()
-}
-
-trait OptEq<T> {
-    fn is_none_or_eq(&self, t: T) -> bool;
-}
-
-impl<T: PartialEq> OptEq<T> for Option<T> {
-    fn is_none_or_eq(&self, t: T) -> bool {
-        match self {
-            None => true,
-            Some(v) => *v == t,
-        }
-    }
 }
 
 const RULE_KEYS: &[&str] = &[
