@@ -6,6 +6,7 @@
 //! change of state and never stop the worker: the other direction carries on,
 //! and a removed interface is reopened when it comes back.
 
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,15 +70,46 @@ struct Side {
     fanout: Option<Fanout>,
     port: Option<Port>,
     /// Last logged problem, so each state change is logged once.
-    logged: Option<String>,
+    logged: Option<Logged>,
+}
+
+/// What went wrong on one side; with the error's kind and errno it says
+/// whether a problem is new, without formatting a message on every batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    CannotSend,
+    StillWaiting,
+    Gone,
+}
+
+/// The last problem logged for a side.
+#[derive(PartialEq, Eq)]
+enum Logged {
+    /// An I/O error on an open socket.
+    Io(Problem, io::ErrorKind, Option<i32>),
+    /// Opening the interface failed with this message.
+    Open(String),
 }
 
 impl Side {
-    fn event(&mut self, worker: usize, msg: String) {
-        if self.logged.as_deref() != Some(msg.as_str()) {
-            eprintln!("palisade run: worker {worker}: {msg}");
-            self.logged = Some(msg);
+    fn event(&mut self, worker: usize, problem: Problem, e: &io::Error) {
+        let key = Logged::Io(problem, e.kind(), e.raw_os_error());
+        if self.logged.as_ref() == Some(&key) {
+            return;
         }
+        let name = &self.name;
+        match problem {
+            Problem::CannotSend => {
+                eprintln!("palisade run: worker {worker}: interface {name}: cannot send: {e}")
+            }
+            Problem::StillWaiting => {
+                eprintln!("palisade run: worker {worker}: interface {name}: {e} (still waiting for frames)")
+            }
+            Problem::Gone => eprintln!(
+                "palisade run: worker {worker}: interface {name}: gone ({e}); will reopen when it returns"
+            ),
+        }
+        self.logged = Some(key);
     }
 
     fn clear(&mut self, worker: usize) {
@@ -128,7 +160,12 @@ pub fn run(
                         side.port = Some(p);
                         side.clear(spec.id);
                     }
-                    Err(e) => side.event(spec.id, e),
+                    Err(msg) => {
+                        if side.logged.as_ref() != Some(&Logged::Open(msg.clone())) {
+                            eprintln!("palisade run: worker {}: {msg}", spec.id);
+                            side.logged = Some(Logged::Open(msg));
+                        }
+                    }
                 }
             }
         }
@@ -191,9 +228,7 @@ pub fn run(
                     add(&c.tx_errors, failed);
                     if let Some(side) = sides.get_mut(egress) {
                         match tx_error {
-                            Some(e) => {
-                                side.event(spec.id, format!("interface {}: cannot send: {e}", side.name))
-                            }
+                            Some(e) => side.event(spec.id, Problem::CannotSend, &e),
                             None if sent > 0 => side.clear(spec.id),
                             None => {}
                         }
@@ -207,15 +242,9 @@ pub fn run(
                     .as_ref()
                     .is_some_and(|p| sys::index_of(&side.name) == Some(p.index));
                 if still_there {
-                    side.event(
-                        spec.id,
-                        format!("interface {}: {e} (still waiting for frames)", side.name),
-                    );
+                    side.event(spec.id, Problem::StillWaiting, &e);
                 } else {
-                    side.event(
-                        spec.id,
-                        format!("interface {}: gone ({e}); will reopen when it returns", side.name),
-                    );
+                    side.event(spec.id, Problem::Gone, &e);
                     side.port = None;
                 }
             } else if n > 0 {
