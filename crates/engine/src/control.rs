@@ -109,7 +109,8 @@ pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Valu
         Ok(v) => v,
         Err(e) => return error(format!("malformed request: {e}")),
     };
-    match serde_json::from_value::<Request>(value.clone()) {
+    // Deserializes from the borrowed tree, so an extension request keeps it without a copy.
+    match Request::deserialize(&value) {
         Ok(req) => handle(engine, req),
         Err(e) => {
             let builtin = matches!(
