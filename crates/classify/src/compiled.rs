@@ -276,6 +276,16 @@ fn point_of(key: &FlowKey) -> Point {
     [s, d, sp, dp, proto, carried as u32, 0, 0]
 }
 
+/// The child of the node at `tab[at]` that point `p` falls in (see
+/// [`CompiledClassifier::tab`] for the encoding); the empty leaf when `at` is out of the table.
+#[inline(always)]
+fn child_of(tab: &[u32], at: usize, p: &Point) -> u32 {
+    let h = tab.get(at).copied().unwrap_or(0);
+    let base = tab.get(at + 1).copied().unwrap_or(0);
+    let idx = (p[(h & 7) as usize].wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
+    tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY)
+}
+
 /// A rule's box (inclusive bounds per dimension), requirements, and whether the box check is exact.
 #[derive(Clone, Copy, Debug)]
 struct RuleBox {
@@ -435,7 +445,6 @@ pub struct CompiledClassifier {
     tab: Vec<u32>,
     /// Leaf lists, each ended by a sentinel; index 0 is a sentinel (the empty leaf).
     cands: Vec<Cand>,
-    /// Root reference of each tree.
     /// Each tree's root reference and its lowest rule index, by lowest rule
     /// index: a tree is skipped for a key already matched by an earlier rule.
     roots: Vec<(u32, u32)>,
@@ -566,12 +575,7 @@ impl CompiledClassifier {
     #[inline(always)]
     fn step(&self, r: u32, p: &Point) -> u32 {
         let leaf = r & LEAF != 0;
-        let at = if leaf { 0 } else { r as usize };
-        let h = self.tab.get(at).copied().unwrap_or(0);
-        let base = self.tab.get(at + 1).copied().unwrap_or(0);
-        let f = p[(h & 7) as usize];
-        let idx = (f.wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
-        let child = self.tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY);
+        let child = child_of(&self.tab, if leaf { 0 } else { r as usize }, p);
         if leaf {
             r
         } else {
@@ -657,13 +661,13 @@ impl CompiledClassifier {
             // Load every lane's first candidate before scanning any: the loads
             // overlap, and the scans that follow (with their branches) hit cache.
             let mut starts = [0usize; LANES];
-            let mut first = [0u32; LANES];
+            let mut heads = [0u32; LANES];
             for j in 0..n {
                 starts[j] = self.leaf_start(refs[j]);
-                first[j] = self.cands.get(starts[j]).map_or(NO_MATCH, |c| c.idx);
+                heads[j] = self.cands.get(starts[j]).map_or(NO_MATCH, |c| c.idx);
             }
             for j in 0..n {
-                if first[j] < best[j] {
+                if heads[j] < best[j] {
                     best[j] = self.scan(starts[j], &pts[j], &keys[j], best[j]);
                 }
             }
@@ -1052,11 +1056,7 @@ fn lookup_cost(tab: &[u32], cands: &[Cand], roots: &[(u32, u32)], keys: &[FlowKe
             cost += 2;
             let mut r = root;
             while r & LEAF == 0 {
-                let at = r as usize;
-                let h = tab.get(at).copied().unwrap_or(0);
-                let base = tab.get(at + 1).copied().unwrap_or(0);
-                let idx = (p[(h & 7) as usize].wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
-                r = tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY);
+                r = child_of(tab, r as usize, &p);
                 cost += 1;
             }
             for c in cands.iter().skip((r & !LEAF) as usize) {
