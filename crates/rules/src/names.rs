@@ -50,6 +50,11 @@ pub(crate) fn protocol_name(num: u8) -> Option<&'static str> {
     }
 }
 
+/// A protocol's display name, or its number when it has none.
+pub(crate) fn proto_label(num: u8) -> String {
+    protocol_name(num).map_or_else(|| num.to_string(), str::to_owned)
+}
+
 /// Protocols whose keys carry ports.
 pub(crate) const fn has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 132 | 136)

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use palisade_classify::{IpFamily, Prefix};
 use palisade_packet::{FlowKey, FragmentState, Layer, ParseStatus, Present};
 
-use crate::names;
+use crate::names::{self, proto_label};
 
 /// Parses an IPv4 or IPv6 address into key encoding.
 pub(crate) fn parse_addr(text: &str) -> Result<(IpFamily, u128), String> {
@@ -249,10 +249,6 @@ impl PacketBuilder {
         }
         Ok(k)
     }
-}
-
-fn proto_label(p: u8) -> String {
-    names::protocol_name(p).map_or_else(|| p.to_string(), str::to_owned)
 }
 
 /// Parses the one-line packet syntax of `palisade explain`:

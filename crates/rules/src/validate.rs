@@ -3,13 +3,9 @@
 use palisade_classify::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch};
 
 use crate::model::AclDef;
-use crate::names;
+use crate::names::{self, proto_label};
 use crate::packet::family_name;
 use crate::parse::{families, Cx};
-
-fn proto_label(p: u8) -> String {
-    names::protocol_name(p).map_or_else(|| p.to_string(), str::to_owned)
-}
 
 /// Why a rule can never match, with the key to point at; `None` when it can.
 pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
@@ -178,14 +174,8 @@ pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
         _ => return false,
     }
     if b.needs_ip() {
-        for f in [IpFamily::V4, IpFamily::V6] {
-            let b_has = b.family.is_none_or(|bf| bf == f)
-                && (b.src.is_empty() || b.src.iter().any(|p| p.family == f))
-                && (b.dst.is_empty() || b.dst.iter().any(|p| p.family == f));
-            if !b_has {
-                continue;
-            }
-            let a_allows = a.family.is_none() || a.family == Some(f);
+        for f in families(b) {
+            let a_allows = a.family.is_none_or(|af| af == f);
             if !a_allows || !prefixes_cover(&a.src, &b.src, f) || !prefixes_cover(&a.dst, &b.dst, f) {
                 return false;
             }
