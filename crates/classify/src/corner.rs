@@ -61,24 +61,15 @@ pub fn corner_keys(rules: &[RuleMatch], max: usize) -> Vec<FlowKey> {
             .with_fragment(FragmentState::NonFirst, 1480, false),
     ];
     let budget_rules = max.saturating_sub(generic.len());
-    let per = PER_RULE;
     let n = rules.len();
-    let wanted = budget_rules / per;
-    if n > 0 && wanted > 0 {
-        let take = n.min(wanted);
-        for j in 0..take {
-            // Evenly spaced, first and last included.
-            let i = if take == 1 { 0 } else { j * (n - 1) / (take - 1) };
-            for v in 0..per {
-                out.push(rule_corner(&rules[i], v, i));
-            }
-        }
-    } else if n > 0 {
-        // Less than one rule's worth of budget: one low corner per sampled rule.
-        let take = n.min(budget_rules);
-        for j in 0..take {
-            let i = if take == 1 { 0 } else { j * (n - 1) / (take - 1) };
-            out.push(rule_corner(&rules[i], 0, i));
+    // Less than one rule's worth of budget: one low corner per sampled rule.
+    let per = if budget_rules >= PER_RULE { PER_RULE } else { 1 };
+    let take = n.min(budget_rules / per);
+    for j in 0..take {
+        // Evenly spaced, first and last included.
+        let i = if take == 1 { 0 } else { j * (n - 1) / (take - 1) };
+        for v in 0..per {
+            out.push(rule_corner(&rules[i], v, i));
         }
     }
     for g in generic {
