@@ -16,7 +16,6 @@
 //! `{"cmd":"shadow","path":...}`, `{"cmd":"shadow-status"}` and
 //! `{"cmd":"shadow-clear"}`.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,7 +112,7 @@ impl Shadow {
                 // Allocates, but only for the first few differences of a candidate.
                 ex.push(json!({
                     "interface": interface,
-                    "packet": describe(key),
+                    "packet": palisade_rules::format_packet(key),
                     "active": active.verdict.as_str(),
                     "candidate": candidate.verdict.as_str(),
                     "stage": candidate.stage.as_str(),
@@ -156,28 +155,6 @@ impl Shadow {
             "acls": acls,
             "examples": examples,
         })
-    }
-}
-
-/// `udp 198.18.0.1:40000 -> 198.18.0.2:7002`, as `palisade explain` reads packets.
-fn describe(k: &FlowKey) -> String {
-    let addr = |a: u128| match k.ip_version {
-        4 => Ipv4Addr::from(a as u32).to_string(),
-        _ => Ipv6Addr::from(a).to_string(),
-    };
-    if k.ip_family().is_none() {
-        return format!("ethertype 0x{:04x}", k.ethertype);
-    }
-    let proto = match k.l4_proto {
-        6 => "tcp".to_string(),
-        17 => "udp".to_string(),
-        1 => "icmp".to_string(),
-        58 => "icmpv6".to_string(),
-        p => p.to_string(),
-    };
-    match k.ports() {
-        Some((sp, dp)) => format!("{proto} {}:{sp} -> {}:{dp}", addr(k.src_ip), addr(k.dst_ip)),
-        None => format!("{proto} {} -> {}", addr(k.src_ip), addr(k.dst_ip)),
     }
 }
 
