@@ -29,6 +29,8 @@ use palisade_packet::FlowKey;
 use palisade_rules::{Digest, RuleSet};
 use serde_json::{json, Value};
 
+use crate::cmd::control::{ask, ok};
+
 /// Examples of differing frames kept per candidate.
 const EXAMPLES: usize = 5;
 
@@ -201,18 +203,8 @@ impl ShadowSlot {
     }
 }
 
+/// How long `status` waits for the shadow section.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn ask(socket: &Path, req: Value) -> Result<Value, ExitCode> {
-    control::request(socket, &req, TIMEOUT).map_err(|e| {
-        eprintln!("palisade: {}: cannot talk to the daemon: {e}", socket.display());
-        ExitCode::from(2)
-    })
-}
-
-fn is_ok(v: &Value) -> bool {
-    v.get("ok").and_then(Value::as_bool) == Some(true)
-}
 
 /// `palisade reload --shadow RULES`: load a candidate beside the active generation.
 pub fn client_shadow(socket: &Path, rules: &Path, as_json: bool) -> ExitCode {
@@ -227,7 +219,7 @@ pub fn client_shadow(socket: &Path, rules: &Path, as_json: bool) -> ExitCode {
     if as_json {
         println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
     }
-    if is_ok(&reply) {
+    if ok(&reply) {
         if !as_json {
             println!(
                 "shadow: {} (digest {}) evaluated beside the active generation, not enforced",
@@ -271,7 +263,7 @@ pub fn candidate_path(socket: &Path) -> Result<PathBuf, ExitCode> {
         .and_then(|s| s.get("source"))
         .and_then(Value::as_str)
     {
-        Some(p) if is_ok(&reply) => Ok(PathBuf::from(p)),
+        Some(p) if ok(&reply) => Ok(PathBuf::from(p)),
         _ => {
             eprintln!(
                 "palisade: --promote: the daemon has no shadow candidate (palisade reload --shadow RULES)"
@@ -289,7 +281,7 @@ pub fn clear(socket: &Path) {
 /// Adds `shadow` to a status object when the daemon evaluates a candidate.
 pub fn add_to_status(socket: &Path, status: &mut Value) {
     if let Ok(reply) = control::request(socket, &json!({"cmd": "shadow-status"}), TIMEOUT) {
-        if let (true, Some(sh), Some(obj)) = (is_ok(&reply), reply.get("shadow"), status.as_object_mut()) {
+        if let (true, Some(sh), Some(obj)) = (ok(&reply), reply.get("shadow"), status.as_object_mut()) {
             if !sh.is_null() {
                 obj.insert("shadow".into(), sh.clone());
             }

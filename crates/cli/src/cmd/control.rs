@@ -72,14 +72,16 @@ pub struct RollbackArgs {
     pub json: bool,
 }
 
-fn ask(socket: &std::path::Path, req: Value) -> Result<Value, ExitCode> {
+/// Sends one request to the daemon; an unreachable socket is reported and becomes exit code 2.
+pub(crate) fn ask(socket: &std::path::Path, req: Value) -> Result<Value, ExitCode> {
     control::request(socket, &req, TIMEOUT).map_err(|e| {
         eprintln!("palisade: {}: cannot talk to the daemon: {e}", socket.display());
         ExitCode::from(2)
     })
 }
 
-fn ok(reply: &Value) -> bool {
+/// Whether the daemon answered `"ok": true`.
+pub(crate) fn ok(reply: &Value) -> bool {
     reply.get("ok").and_then(Value::as_bool) == Some(true)
 }
 
