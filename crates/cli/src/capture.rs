@@ -38,14 +38,11 @@ impl std::error::Error for CaptureError {}
 
 /// One frame of a capture, borrowed from the file buffer.
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // not every command reads every field
 pub struct Frame<'a> {
     /// 1-based frame number, as tshark counts.
     pub number: u64,
-    /// The captured bytes (may be shorter than `orig_len`).
+    /// The captured bytes (may be shorter than the frame was on the wire).
     pub data: &'a [u8],
-    /// The frame's length on the wire.
-    pub orig_len: u32,
 }
 
 const PCAP_MAGICS: [[u8; 4]; 4] = [
@@ -119,7 +116,6 @@ pub fn for_each_frame_in(
                     each(Frame {
                         number: count,
                         data: &pkt.data,
-                        orig_len: pkt.orig_len,
                     });
                     rem = r;
                 }
@@ -152,10 +148,10 @@ pub fn for_each_frame_in(
                 )
             })?;
             rem = r;
-            let (iface, data, orig_len) = match &block {
-                Block::EnhancedPacket(p) => (p.interface_id, &p.data, p.original_len),
-                Block::SimplePacket(p) => (0, &p.data, p.original_len),
-                Block::Packet(p) => (u32::from(p.interface_id), &p.data, p.original_len),
+            let (iface, data) = match &block {
+                Block::EnhancedPacket(p) => (p.interface_id, &p.data),
+                Block::SimplePacket(p) => (0, &p.data),
+                Block::Packet(p) => (u32::from(p.interface_id), &p.data),
                 _ => continue,
             };
             let Some(desc) = parser.interfaces().get(iface as usize) else {
@@ -174,11 +170,7 @@ pub fn for_each_frame_in(
                 ));
             }
             count += 1;
-            each(Frame {
-                number: count,
-                data,
-                orig_len,
-            });
+            each(Frame { number: count, data });
         }
         Ok(count)
     } else {
