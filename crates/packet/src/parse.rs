@@ -97,7 +97,7 @@ pub fn parse_general(frame: &[u8]) -> FlowKey {
 /// The common shapes in one straight line: untagged or one 802.1Q tag, then
 /// IPv4 without options or fragmentation, or IPv6 without extension headers,
 /// then a complete TCP or UDP header inside the IP length. Anything else
-/// (or any doubt) returns `None` and the general walker decides.
+/// (or any doubt) returns `false`, and the general walker decides on a fresh key.
 #[inline(always)]
 fn fast_path(f: &[u8], k: &mut FlowKey) -> bool {
     let mut ty = be16(f, 12);
