@@ -57,8 +57,14 @@ use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 
 /// Dimensions of the point: source, destination, source port, destination port, protocol.
 const DIMS: usize = 5;
-/// Width in bits of each dimension.
-const WIDTH: [u8; DIMS] = [32, 32, 16, 16, 8];
+/// Largest value of each dimension (32, 32, 16, 16 and 8 bits wide).
+const DIM_MAX: [u32; DIMS] = [
+    u32::MAX,
+    u32::MAX,
+    u16::MAX as u32,
+    u16::MAX as u32,
+    u8::MAX as u32,
+];
 /// Tag of a reference to a leaf: a child reference with this bit is
 /// `LEAF | first candidate`, so a walk knows it has reached a leaf, and where
 /// its candidates start, without another load. Other references index `tab`.
@@ -295,21 +301,10 @@ struct RuleBox {
     plain: bool,
 }
 
-fn dim_max(d: usize) -> u32 {
-    if WIDTH[d] == 32 {
-        u32::MAX
-    } else {
-        (1u32 << WIDTH[d]) - 1
-    }
-}
-
 impl RuleBox {
     fn of(rule: &RuleMatch) -> RuleBox {
         let mut lo = [0u32; DIMS];
-        let mut hi = [0u32; DIMS];
-        for (d, h) in hi.iter_mut().enumerate() {
-            *h = dim_max(d);
-        }
+        let mut hi = DIM_MAX;
         let addr_bounds = |list: &[crate::Prefix]| -> (u32, u32) {
             let mut b = (u32::MAX, 0u32);
             for p in list {
@@ -407,11 +402,10 @@ struct Region {
 
 impl Region {
     fn full() -> Region {
-        let mut hi = [0; DIMS];
-        for (d, h) in hi.iter_mut().enumerate() {
-            *h = dim_max(d);
+        Region {
+            lo: [0; DIMS],
+            hi: DIM_MAX,
         }
-        Region { lo: [0; DIMS], hi }
     }
 
     /// Whether `b` covers the region entirely.
