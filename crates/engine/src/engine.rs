@@ -276,6 +276,48 @@ impl Engine {
         status::build(&self.inner)
     }
 
+    /// Runs a candidate rule file through every checking stage of a reload
+    /// (read, parse, validate, compile under this engine's memory cap,
+    /// self-test, audit) without persisting or publishing it: what shadow
+    /// evaluation runs before it compares a candidate with live traffic.
+    /// Changed `[[rescue]]` rules are not refused here, since nothing is
+    /// enforced; reloading the file later still applies that check.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("palisade-doc-check-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let (engine, _) =
+    ///     palisade_engine::Engine::open(&dir.join("none.toml"), &dir.join("state"), Default::default()).unwrap();
+    /// std::fs::write(dir.join("bad.toml"), "version = 1\n[[bind]]\nacl = \"missing\"\nvlan = 10\n").unwrap();
+    /// let refused = engine.check_candidate(&dir.join("bad.toml")).unwrap_err();
+    /// assert_eq!(refused.stage.as_str(), "validate");
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn check_candidate(&self, path: &Path) -> Result<CheckedCandidate, ReloadError> {
+        let (name, bytes) = read(path)?;
+        let opts = ReloadOptions {
+            allow_rescue_change: true,
+            ..ReloadOptions::default()
+        };
+        // A registry of its own: a candidate that is never promoted claims no counter slots.
+        let cand = reload::build(
+            &name,
+            bytes,
+            &opts,
+            None,
+            &SlotRegistry::default(),
+            self.inner.memory_cap,
+        )?;
+        let c = cand.compiled;
+        Ok(CheckedCandidate {
+            policy: c.policy,
+            ruleset: c.ruleset,
+            digest: c.digest,
+            source: c.source,
+            warnings: cand.warnings,
+        })
+    }
+
     /// Decides one packet with the active generation, as the data path would,
     /// without counting it: what the running engine does with this packet.
     /// Fails when the port or an interface is unknown to the active generation.
@@ -702,6 +744,22 @@ fn read(path: &Path) -> Result<(String, Vec<u8>), ReloadError> {
             vec![format!("{name}: cannot read: {e}")],
         )),
     }
+}
+
+/// A candidate rule set that passed every checking stage of a reload
+/// ([`Engine::check_candidate`]) but is neither persisted nor published.
+#[derive(Debug)]
+pub struct CheckedCandidate {
+    /// The compiled policy.
+    pub policy: crate::policy::Policy,
+    /// The rule set it was compiled from.
+    pub ruleset: palisade_rules::RuleSet,
+    /// SHA-256 of the file bytes.
+    pub digest: Digest,
+    /// The file it was read from.
+    pub source: String,
+    /// Warnings (shadowed rules, unbound ACLs).
+    pub warnings: Vec<String>,
 }
 
 /// One worker thread's view of the engine: classifies batches and counts

@@ -44,7 +44,9 @@ pub mod policy;
 pub mod reload;
 pub mod status;
 
-pub use engine::{Batch, BootReport, Engine, EngineOptions, Probe, ReloadOk, ReloadSource, WorkerHandle};
+pub use engine::{
+    Batch, BootReport, CheckedCandidate, Engine, EngineOptions, Probe, ReloadOk, ReloadSource, WorkerHandle,
+};
 pub use generation::{Generation, GenerationState};
 pub use reload::{ReloadError, ReloadOptions, ReloadStage};
 pub use status::Status;

@@ -2,9 +2,11 @@
 //! the active generation, without enforcing anything, and counts where it
 //! would decide differently.
 //!
-//! `palisade reload --control SOCK --shadow RULES` loads the candidate
-//! (parse, validate, compile, `[[expect]]` self-test; a candidate that fails
-//! any of them is refused like a reload). Every worker then evaluates each
+//! `palisade reload --control SOCK --shadow RULES` checks the candidate with
+//! the engine's own reload stages ([`Engine::check_candidate`]: read, parse,
+//! validate, compile under the memory cap, self-test, audit; a candidate that
+//! fails any of them is refused like a reload, except that changed rescue
+//! rules are only refused when it is promoted). Every worker then evaluates each
 //! batch against it after the real decision, so enforcement is untouched.
 //! `palisade status --json` shows, per ACL and rule of the candidate, how
 //! many frames it would have decided differently, with a few examples.
@@ -25,6 +27,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use palisade_engine::control::{self, Extension};
 use palisade_engine::policy::{Decision, Policy, RuleRef};
+use palisade_engine::Engine;
 use palisade_packet::FlowKey;
 use palisade_rules::{Digest, RuleSet};
 use serde_json::{json, Value};
@@ -56,22 +59,14 @@ pub struct Shadow {
 }
 
 impl Shadow {
-    /// Reads and checks a candidate like a reload does, up to (not including) publishing.
-    pub fn load(path: &Path, serial: u64) -> Result<Shadow, Value> {
-        let loaded = palisade_rules::load(path).map_err(|e| {
-            let errors: Vec<String> = e.to_string().lines().map(str::to_owned).collect();
-            json!({"ok": false, "stage": "parse", "errors": errors, "error": "candidate refused"})
+    /// Checks a candidate with the engine's own reload stages (read, parse,
+    /// validate, compile under the memory cap, self-test, audit), without
+    /// persisting or publishing it; a refusal names its stage like a reload's.
+    pub fn load(engine: &Engine, path: &Path, serial: u64) -> Result<Shadow, Value> {
+        let checked = engine.check_candidate(path).map_err(|e| {
+            json!({"ok": false, "stage": e.stage.as_str(), "errors": e.errors, "error": "candidate refused"})
         })?;
-        let policy = Policy::compile(&loaded.ruleset).map_err(|e| {
-            json!({"ok": false, "stage": "compile", "errors": [e.to_string()], "error": "candidate refused"})
-        })?;
-        let failed = policy.check_expects(&loaded);
-        if !failed.is_empty() {
-            let errors: Vec<String> = failed.iter().map(ToString::to_string).collect();
-            return Err(
-                json!({"ok": false, "stage": "self-test", "errors": errors, "error": "candidate refused"}),
-            );
-        }
+        let policy = checked.policy;
         let per_rule = policy
             .acls()
             .iter()
@@ -79,9 +74,9 @@ impl Shadow {
             .collect();
         Ok(Shadow {
             policy,
-            ruleset: loaded.ruleset,
-            digest: loaded.digest,
-            source: path.display().to_string(),
+            ruleset: checked.ruleset,
+            digest: checked.digest,
+            source: checked.source,
             serial,
             frames: AtomicU64::new(0),
             differ: AtomicU64::new(0),
@@ -180,7 +175,7 @@ impl ShadowSlot {
                         return Some(json!({"ok": false, "error": "shadow needs a path"}));
                     };
                     let serial = slot.serial.fetch_add(1, Ordering::Relaxed) + 1;
-                    Some(match Shadow::load(Path::new(path), serial) {
+                    Some(match Shadow::load(engine, Path::new(path), serial) {
                         Ok(sh) => {
                             let reply = json!({"ok": true, "shadow": sh.report(active)});
                             slot.current.store(Some(Arc::new(sh)));
