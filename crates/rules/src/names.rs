@@ -55,9 +55,10 @@ pub(crate) fn proto_label(num: u8) -> String {
     protocol_name(num).map_or_else(|| num.to_string(), str::to_owned)
 }
 
-/// Protocols whose keys carry ports.
+/// Protocols whose keys carry ports: the frame parser reads ports of TCP and
+/// UDP only, so a port match on any other protocol could never match a frame.
 pub(crate) const fn has_ports(proto: u8) -> bool {
-    matches!(proto, 6 | 17 | 132 | 136)
+    matches!(proto, 6 | 17)
 }
 
 /// ICMP or ICMPv6.

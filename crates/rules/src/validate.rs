@@ -59,7 +59,7 @@ pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
             return Some((
                 port_key,
                 format!(
-                    "{port_key} needs proto tcp, udp or sctp, but proto is {}",
+                    "{port_key} needs proto tcp or udp (the only ports the parser reads), but proto is {}",
                     proto_label(p)
                 ),
             ));

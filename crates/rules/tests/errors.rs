@@ -359,7 +359,19 @@ fn rule_never_matches_ports_with_icmp() {
         "[[rescue]]\nproto = \"icmp\"\ndst_port = 22\n",
         26,
         12,
-        "dst_port needs proto tcp, udp or sctp, but proto is icmp",
+        "dst_port needs proto tcp or udp (the only ports the parser reads), but proto is icmp",
+    );
+}
+
+/// The parser reads TCP and UDP ports only: an SCTP port rule would never
+/// match a frame, while `explain` and `[[expect]]` would say it does.
+#[test]
+fn rule_never_matches_ports_with_sctp() {
+    one(
+        "[[rescue]]\nproto = \"sctp\"\ndst_port = 22\n",
+        26,
+        12,
+        "dst_port needs proto tcp or udp (the only ports the parser reads), but proto is sctp",
     );
 }
 
