@@ -223,6 +223,7 @@ pub fn decode(data: &[u8]) -> (BuildConfig, Vec<RuleMatch>, Vec<FlowKey>) {
         memory_cap_bytes: 16 << 20,
         leaf_size: usize::from(inp.u8() % 16) + 1,
         space_factor: usize::from(inp.u8() % 16) + 2,
+        vector: true,
     };
     let rules: Vec<RuleMatch> = (0..n).map(|_| rule(&mut inp)).collect();
     let mut keys = Vec::new();
@@ -252,16 +253,24 @@ pub fn run(data: &[u8]) {
     let _report = OnPanic(&rules);
     let reference = LinearClassifier::new(rules.clone());
     let want: Vec<u32> = keys.iter().map(|k| reference.classify(k)).collect();
-    if let Ok(compiled) = CompiledClassifier::build(&rules, &config) {
+    // Both lookups: AVX-512 (where the CPU has it) and scalar.
+    for vector in [true, false] {
+        let config = BuildConfig { vector, ..config };
+        let Ok(compiled) = CompiledClassifier::build(&rules, &config) else {
+            continue;
+        };
         let mut got = vec![NO_MATCH; keys.len()];
         compiled.classify_batch(&keys, &mut got);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(
                 compiled.classify(k),
                 want[i],
-                "single lookup, key {k:?}, rules {rules:?}"
+                "single lookup (vector {vector}), key {k:?}, rules {rules:?}"
             );
-            assert_eq!(got[i], want[i], "batch lookup, key {k:?}, rules {rules:?}");
+            assert_eq!(
+                got[i], want[i],
+                "batch lookup (vector {vector}), key {k:?}, rules {rules:?}"
+            );
         }
     }
 

@@ -23,9 +23,11 @@
 //! fullest child is smallest, with as many pieces as a replication budget
 //! (`space_factor`) allows; a tree that passes 512 bytes per rule is rebuilt
 //! with less replication, so memory stays bounded. Leaves hold short
-//! priority-ordered lists of compact boxes (32 bytes, inline, ended by a
-//! sentinel). A rule that covers a child's whole region shadows every later
-//! rule whose presence requirements include its own, and those are dropped.
+//! priority-ordered lists of boxes, stored field by field in shared planes
+//! (36 bytes per rule; see [`crate::leaf`]); a leaf reference carries the
+//! leaf's first slot and rule count, so a lookup needs no header load. A
+//! rule that covers a child's whole region shadows every later rule whose
+//! presence requirements include its own, and those are dropped.
 //!
 //! Sets of at most 4096 rules also try one tree for all groups but the
 //! source one, and keep it when it costs less (levels, candidates and trees
@@ -43,9 +45,18 @@
 //! lists, ICMP, TCP flags, VLAN, fragment, DSCP, ethertype) is verified with
 //! [`RuleMatch::matches`], the reference itself.
 //!
-//! Lookups in a batch walk 8 keys level by level together (a key at its leaf
-//! stays there, without a branch), so the loads of 8 independent walks are
-//! in flight at once; leaf scans test a box without a branch per dimension.
+//! On a CPU with AVX-512 (F, BW, VL; detected at build with the `std`
+//! feature), a batch is looked up 64 keys at a time: four vectors of 16
+//! keys walk a tree level by level together, each level three gathers
+//! (node header, base, child) per vector, the four vectors' gathers in
+//! flight at once; a key then tests its leaf's rules 16 at a time, without
+//! a branch (masked loads, so short leaves cost nothing extra). Without
+//! AVX-512, 8 keys walk together in scalar code (a key at its leaf stays
+//! there, without a branch) and leaves are scanned one rule at a time. Both
+//! give the same answers; `BuildConfig::vector` chooses, and the tests run
+//! both. The `unsafe` code (gathers, masked loads) is confined to these
+//! lookups, each index clamped into its table before the load; `palisade
+//! bench --scalar` measures what it gains.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -53,6 +64,7 @@ use core::fmt;
 
 use palisade_packet::{FlowKey, Present};
 
+use crate::leaf::{self, LeafRule, Leaves, Point, VERIFY};
 use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 
 /// Dimensions of the point: source, destination, source port, destination port, protocol.
@@ -69,6 +81,13 @@ const DIM_MAX: [u32; DIMS] = [
 /// `LEAF | first candidate`, so a walk knows it has reached a leaf, and where
 /// its candidates start, without another load. Other references index `tab`.
 const LEAF: u32 = 1 << 31;
+/// A leaf reference holds the leaf's rule count in bits 26-30 (so a lookup
+/// computes the leaf's field offsets without loading its header first)...
+const LEAF_COUNT_SHIFT: u32 = 26;
+/// ...or this value when the leaf has this many rules or more (then the header tells).
+const LEAF_COUNT_MAX: u32 = leaf::BIG_LEAF;
+/// ...and its first slot in bits 0-25 (see [`leaf`]).
+const LEAF_WORDS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
 /// The empty leaf: its first candidate is the sentinel at index 0.
 const EMPTY: u32 = LEAF;
 /// A node that every leaf lane of a batch steps through (its result is
@@ -92,6 +111,9 @@ const MERGE_MAX_RULES: usize = 4096;
 const MERGE_KEYS: usize = 8192;
 /// Keys walked together in a batch.
 const LANES: usize = 8;
+/// Keys walked together in a batch by the AVX-512 lookup (one per vector lane).
+#[cfg(target_arch = "x86_64")]
+const VECTOR_LANES: usize = 64;
 
 /// Requirement bits: what a key must carry for a rule to match it.
 const REQ_IP: u8 = 1;
@@ -101,8 +123,6 @@ const REQ_V4: u8 = 2;
 const REQ_PROTO: u8 = 4;
 /// The key carries ports.
 const REQ_PORTS: u8 = 8;
-/// Never carried by a key: the rule must be verified with the reference.
-const VERIFY: u8 = 16;
 
 /// `SUBSETS[x]`: the set (as bits) of requirement masks that are subsets of `x`.
 const SUBSETS: [u16; 16] = {
@@ -138,6 +158,10 @@ pub struct BuildConfig {
     /// (counting one slot per child). Default 16; a tree that grows past
     /// 512 bytes per rule is rebuilt with half the factor, down to 2.
     pub space_factor: usize,
+    /// Check leaves with AVX-512, 16 rules per step, when the CPU has it
+    /// (AVX-512 F, BW and VL; detected only with the crate's `std` feature).
+    /// Default true; false always checks one rule at a time (same answers).
+    pub vector: bool,
 }
 
 impl Default for BuildConfig {
@@ -146,6 +170,7 @@ impl Default for BuildConfig {
             memory_cap_bytes: 256 << 20,
             leaf_size: 16,
             space_factor: 16,
+            vector: true,
         }
     }
 }
@@ -193,62 +218,6 @@ impl fmt::Display for BuildError {
         }
     }
 }
-
-/// A rule's box in a leaf: `lo` and `span` (`hi - lo`) per dimension, requirement bits, index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, align(32))]
-struct Cand {
-    s_lo: u32,
-    s_span: u32,
-    d_lo: u32,
-    d_span: u32,
-    sp_lo: u16,
-    sp_span: u16,
-    dp_lo: u16,
-    dp_span: u16,
-    pr_lo: u8,
-    pr_span: u8,
-    need: u8,
-    _pad: u8,
-    idx: u32,
-}
-
-impl Cand {
-    /// Ends every leaf: its index is never below a best answer, so scans stop there.
-    const SENTINEL: Cand = Cand {
-        s_lo: 0,
-        s_span: u32::MAX,
-        d_lo: 0,
-        d_span: u32::MAX,
-        sp_lo: 0,
-        sp_span: u16::MAX,
-        dp_lo: 0,
-        dp_span: u16::MAX,
-        pr_lo: 0,
-        pr_span: u8::MAX,
-        need: 0,
-        _pad: 0,
-        idx: NO_MATCH,
-    };
-
-    #[inline(always)]
-    fn contains(&self, p: &Point) -> bool {
-        // Each term is negative (top bit set) when the point is outside the
-        // range in that dimension; or-ing them gives one test. Arithmetic
-        // rather than comparisons, so the compiler emits no branch per
-        // dimension (they mispredict: leaves mix hits and misses).
-        let out = |v: u32, lo: u32, span: u32| (span as u64).wrapping_sub(v.wrapping_sub(lo) as u64);
-        let any_out = out(p[0], self.s_lo, self.s_span)
-            | out(p[1], self.d_lo, self.d_span)
-            | out(p[2], self.sp_lo as u32, self.sp_span as u32)
-            | out(p[3], self.dp_lo as u32, self.dp_span as u32)
-            | out(p[4], self.pr_lo as u32, self.pr_span as u32);
-        any_out >> 63 == 0
-    }
-}
-
-/// A key's point; index 5 holds its requirement bits, 6-7 are unused (so `dim & 7` needs no check).
-type Point = [u32; 8];
 
 /// The point of a key and the requirement bits it satisfies.
 #[inline(always)]
@@ -368,20 +337,12 @@ impl RuleBox {
         RuleBox { lo, hi, req, plain }
     }
 
-    fn cand(&self, idx: u32) -> Cand {
-        Cand {
-            s_lo: self.lo[0],
-            s_span: self.hi[0] - self.lo[0],
-            d_lo: self.lo[1],
-            d_span: self.hi[1] - self.lo[1],
-            sp_lo: self.lo[2] as u16,
-            sp_span: (self.hi[2] - self.lo[2]) as u16,
-            dp_lo: self.lo[3] as u16,
-            dp_span: (self.hi[3] - self.lo[3]) as u16,
-            pr_lo: self.lo[4] as u8,
-            pr_span: (self.hi[4] - self.lo[4]) as u8,
+    fn leaf_rule(&self, idx: u32) -> LeafRule {
+        let span: [u32; DIMS] = core::array::from_fn(|d| self.hi[d] - self.lo[d]);
+        LeafRule {
+            lo: self.lo,
+            span,
             need: self.req | if self.plain { 0 } else { VERIFY },
-            _pad: 0,
             idx,
         }
     }
@@ -435,16 +396,21 @@ impl Region {
 #[derive(Clone, Debug)]
 pub struct CompiledClassifier {
     /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
-    /// then child references (a node's index, or [`LEAF`] | its first candidate).
+    /// then child references (a node's index, or [`LEAF`] | its leaf's first 4-byte word).
     tab: Vec<u32>,
-    /// Leaf lists, each ended by a sentinel; index 0 is a sentinel (the empty leaf).
-    cands: Vec<Cand>,
+    /// Leaves (see [`leaf`] for the layout), each at a 4-byte boundary; the
+    /// (the empty leaf has no slots).
+    leaves: Leaves,
     /// Each tree's root reference and its lowest rule index, by lowest rule
     /// index: a tree is skipped for a key already matched by an earlier rule.
     roots: Vec<(u32, u32)>,
     /// The rules, kept only when some rule needs verification by the reference.
     verify: Vec<RuleMatch>,
     rule_count: usize,
+    /// Leaves are checked with AVX-512 (see [`CompiledClassifier::uses_vector_leaves`]).
+    vector: bool,
+    /// Some rule needs verification by the reference (`verify` is not empty).
+    any_verify: bool,
 }
 
 impl CompiledClassifier {
@@ -467,17 +433,14 @@ impl CompiledClassifier {
             return Err(BuildError::TooManyRules { rules: rules.len() });
         }
         let boxes: Vec<RuleBox> = rules.iter().map(RuleBox::of).collect();
-        let verify = if boxes.iter().all(|b| b.plain) {
-            Vec::new()
-        } else {
-            rules.to_vec()
-        };
+        let any_verify = !boxes.iter().all(|b| b.plain);
+        let verify = if !any_verify { Vec::new() } else { rules.to_vec() };
         let verify_bytes = verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + verify.len() * core::mem::size_of::<RuleMatch>();
         let mut b = Builder {
             boxes: &boxes,
             tab: DUMMY_NODE.to_vec(),
-            cands: vec![Cand::SENTINEL],
+            leaves: Leaves::default(),
             cap: config.memory_cap_bytes,
             base_bytes: verify_bytes,
             leaf_size: config.leaf_size.max(1),
@@ -518,7 +481,7 @@ impl CompiledClassifier {
         // candidates checked, trees visited), which is deterministic.
         let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
         if rules.len() <= MERGE_MAX_RULES && rest >= 2 {
-            let marks = (b.tab.len(), b.cands.len());
+            let marks = (b.tab.len(), b.leaves.len());
             let mut merged = groups[1..].concat();
             merged.sort_unstable();
             if let Some(m) = b.group_tree(&merged, sf, true)? {
@@ -529,28 +492,31 @@ impl CompiledClassifier {
                     .collect();
                 alt.push(m);
                 let keys = crate::corner_keys(rules, MERGE_KEYS);
-                if lookup_cost(&b.tab, &b.cands, &alt, &keys) < lookup_cost(&b.tab, &b.cands, &roots, &keys) {
+                if lookup_cost(&b.tab, &b.leaves, &alt, &keys) < lookup_cost(&b.tab, &b.leaves, &roots, &keys)
+                {
                     // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
                     b.tab.truncate(DUMMY_NODE.len());
-                    b.cands.truncate(1);
+                    b.leaves.truncate(0);
                     roots.clear();
                     roots.extend(b.group_tree(&groups[0], sf, false)?);
                     roots.extend(b.group_tree(&merged, sf, false)?);
                 } else {
                     b.tab.truncate(marks.0);
-                    b.cands.truncate(marks.1);
+                    b.leaves.truncate(marks.1);
                 }
             }
         }
         roots.sort_by_key(|&(_, first)| first);
         b.tab.shrink_to_fit();
-        b.cands.shrink_to_fit();
+        b.leaves.finish();
         Ok(CompiledClassifier {
             tab: b.tab,
-            cands: b.cands,
+            leaves: b.leaves,
             roots,
             verify,
             rule_count: rules.len(),
+            vector: config.vector && leaf::avx512_available(),
+            any_verify,
         })
     }
 
@@ -568,13 +534,11 @@ impl CompiledClassifier {
     /// without a branch: it steps through the dummy node and keeps its reference).
     #[inline(always)]
     fn step(&self, r: u32, p: &Point) -> u32 {
-        let leaf = r & LEAF != 0;
-        let child = child_of(&self.tab, if leaf { 0 } else { r as usize }, p);
-        if leaf {
-            r
-        } else {
-            child
-        }
+        // Bit masks, not `if`: the compiler turned the select into a branch
+        // per lane and level, which mispredicts as lanes reach their leaves.
+        let leaf_mask = 0u32.wrapping_sub(r >> 31);
+        let child = child_of(&self.tab, (r & !leaf_mask) as usize, p);
+        (r & leaf_mask) | (child & !leaf_mask)
     }
 
     #[inline(always)]
@@ -582,42 +546,45 @@ impl CompiledClassifier {
         r & LEAF != 0
     }
 
-    /// The first candidate of leaf `r`.
+    /// The first word of leaf `r`.
     #[inline(always)]
     fn leaf_start(&self, r: u32) -> usize {
-        (r & !LEAF) as usize
+        (r & LEAF_WORDS) as usize
     }
 
-    /// Walks a tree to its leaf; returns the leaf's first candidate index.
+    /// Walks a tree to its leaf; returns the leaf's reference.
     #[inline(always)]
-    fn walk(&self, mut r: u32, p: &Point) -> usize {
+    fn walk(&self, mut r: u32, p: &Point) -> u32 {
         while !self.is_leaf(r) {
             r = self.step(r, p);
         }
-        self.leaf_start(r)
+        r
     }
 
-    /// Scans a leaf for a match better than `best`.
+    /// The first rule of leaf `r` that matches, if better than `best`; else `best`.
+    /// `VECTOR` checks 16 rules per step; callers pass it only when [`leaf::avx512_available`].
     #[inline(always)]
-    fn scan(&self, mut i: usize, p: &Point, key: &FlowKey, best: u32) -> u32 {
-        let carried = p[5] as u8;
-        while let Some(c) = self.cands.get(i) {
-            let inside = c.contains(p);
-            let miss = c.need & !carried;
-            // One branch for both ways a scan ends: the list has reached the
-            // best answer so far (`idx >= best`), or a plain rule matched.
-            if (c.idx >= best) | (inside & (miss == 0)) {
-                return c.idx.min(best);
-            }
-            if inside && miss == VERIFY && self.verify.get(c.idx as usize).is_some_and(|r| r.matches(key)) {
-                return c.idx;
-            }
-            i += 1;
+    fn leaf_first<const VECTOR: bool>(&self, r: u32, p: &Point, key: &FlowKey, best: u32) -> u32 {
+        let start = self.leaf_start(r);
+        let code = (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX;
+        #[cfg(target_arch = "x86_64")]
+        if VECTOR {
+            // SAFETY: `VECTOR` is true only on a path entered after
+            // `leaf::avx512_available()` returned true (see `vector`).
+            #[allow(unsafe_code)]
+            return unsafe {
+                if self.any_verify {
+                    leaf::first_avx512::<true>(&self.leaves, start, code, p, key, &self.verify, best)
+                } else {
+                    leaf::first_avx512::<false>(&self.leaves, start, code, p, key, &self.verify, best)
+                }
+            };
         }
-        best
+        leaf::first_scalar(&self.leaves, start, code, p, key, &self.verify, best)
     }
 
-    /// Classifies up to [`LANES`] keys, walking them level by level together.
+    /// Classifies up to [`LANES`] keys, walking them level by level together
+    /// (the lookup without AVX-512).
     #[inline(always)]
     fn classify_lanes(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
         let n = keys.len().min(out.len()).min(LANES);
@@ -652,26 +619,15 @@ impl CompiledClassifier {
                     break;
                 }
             }
-            // Load every lane's first candidate before scanning any: the loads
-            // overlap, and the scans that follow (with their branches) hit cache.
-            let mut starts = [0usize; LANES];
-            let mut heads = [0u32; LANES];
             for j in 0..n {
-                starts[j] = self.leaf_start(refs[j]);
-                heads[j] = self.cands.get(starts[j]).map_or(NO_MATCH, |c| c.idx);
-            }
-            for j in 0..n {
-                if heads[j] < best[j] {
-                    best[j] = self.scan(starts[j], &pts[j], &keys[j], best[j]);
-                }
+                best[j] = self.leaf_first::<false>(refs[j], &pts[j], &keys[j], best[j]);
             }
         }
         out[..n].copy_from_slice(&best[..n]);
     }
-}
 
-impl Classifier for CompiledClassifier {
-    fn classify(&self, key: &FlowKey) -> RuleIndex {
+    #[inline(always)]
+    fn classify_one<const VECTOR: bool>(&self, key: &FlowKey) -> RuleIndex {
         let p = point_of(key);
         let mut best = NO_MATCH;
         for &(root, first) in &self.roots {
@@ -679,12 +635,180 @@ impl Classifier for CompiledClassifier {
                 continue;
             }
             let leaf = self.walk(root, &p);
-            best = self.scan(leaf, &p, key, best);
+            best = self.leaf_first::<VECTOR>(leaf, &p, key, best);
         }
         best
     }
 
+    /// [`Classifier::classify_batch`] with AVX-512: 16 keys walk each tree
+    /// together in vector registers, and leaves are checked 16 rules per step.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn classify_batch_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        for (k, o) in keys.chunks(VECTOR_LANES).zip(out.chunks_mut(VECTOR_LANES)) {
+            self.classify_lanes_avx512(k, o);
+        }
+    }
+
+    /// Classifies up to [`VECTOR_LANES`] keys: each tree is walked by all of
+    /// them at once, 16 per vector, one level per step (three gathers: node
+    /// header, base, child); the groups of 16 step together so that their
+    /// gathers overlap. Then each key's leaf is checked.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    fn classify_lanes_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        use core::arch::x86_64::*;
+        const G: usize = VECTOR_LANES / 16;
+        let n = keys.len().min(out.len()).min(VECTOR_LANES);
+        let mut pts = [[0u32; 8]; VECTOR_LANES];
+        let mut dims = [[0u32; VECTOR_LANES]; DIMS];
+        for j in 0..n {
+            pts[j] = point_of(&keys[j]);
+            for d in 0..DIMS {
+                dims[d][j] = pts[j][d];
+            }
+        }
+        // Lanes past the keys count as matched, so they walk no tree.
+        let mut best = [0u32; VECTOR_LANES];
+        best[..n].fill(NO_MATCH);
+        // SAFETY: loads of 16 `u32`s inside local arrays of VECTOR_LANES (a multiple of 16).
+        let pv: [[__m512i; DIMS]; G] = core::array::from_fn(|g| {
+            core::array::from_fn(|d| unsafe {
+                _mm512_loadu_epi32(dims[d].as_ptr().add(16 * g) as *const i32)
+            })
+        });
+        let tab = self.tab.as_ptr() as *const i32;
+        // The table always holds the dummy node, so it has 3 entries or more,
+        // and fewer than 2^31 (the leaf tag), so indices fit an i32.
+        let last = self.tab.len().saturating_sub(1) as i32;
+        let leaf_tag = _mm512_set1_epi32(LEAF as i32);
+        for &(root, first) in &self.roots {
+            // Lanes already matched by a rule before this tree's first skip it.
+            let mut need = [0 as __mmask16; G];
+            let mut refs = [_mm512_setzero_si512(); G];
+            for g in 0..G {
+                // SAFETY: a load of 16 lanes inside the local array.
+                let bv = unsafe { _mm512_loadu_epi32(best.as_ptr().add(16 * g) as *const i32) };
+                need[g] = _mm512_cmpgt_epu32_mask(bv, _mm512_set1_epi32(first as i32));
+                refs[g] = _mm512_mask_blend_epi32(
+                    need[g],
+                    _mm512_set1_epi32(EMPTY as i32),
+                    _mm512_set1_epi32(root as i32),
+                );
+            }
+            if need.iter().all(|&m| m == 0) {
+                continue;
+            }
+            loop {
+                let mut any = 0;
+                for g in 0..G {
+                    // Lanes still on a node (below the leaf tag).
+                    let active = _mm512_cmplt_epu32_mask(refs[g], leaf_tag);
+                    any |= active;
+                    if active == 0 {
+                        continue;
+                    }
+                    let at = _mm512_min_epu32(refs[g], _mm512_set1_epi32(last - 2));
+                    // SAFETY: every index is clamped to 0..=last, inside `tab`
+                    // (`at` to last - 2, so `at + 1` is inside too).
+                    let (hdr, base) = unsafe {
+                        (
+                            _mm512_mask_i32gather_epi32::<4>(_mm512_setzero_si512(), active, at, tab),
+                            _mm512_mask_i32gather_epi32::<4>(
+                                _mm512_setzero_si512(),
+                                active,
+                                _mm512_add_epi32(at, _mm512_set1_epi32(1)),
+                                tab,
+                            ),
+                        )
+                    };
+                    // The node's dimension of each lane's point.
+                    let dim = _mm512_and_si512(hdr, _mm512_set1_epi32(7));
+                    let mut v = pv[g][0];
+                    for (d, pd) in pv[g].iter().enumerate().skip(1) {
+                        let is_d = _mm512_cmpeq_epi32_mask(dim, _mm512_set1_epi32(d as i32));
+                        v = _mm512_mask_mov_epi32(v, is_d, *pd);
+                    }
+                    let shift = _mm512_and_si512(_mm512_srli_epi32::<8>(hdr), _mm512_set1_epi32(31));
+                    let idx = _mm512_min_epu32(
+                        _mm512_srlv_epi32(_mm512_sub_epi32(v, base), shift),
+                        _mm512_srli_epi32::<16>(hdr),
+                    );
+                    let child_at = _mm512_min_epu32(
+                        _mm512_add_epi32(_mm512_add_epi32(at, idx), _mm512_set1_epi32(2)),
+                        _mm512_set1_epi32(last),
+                    );
+                    // SAFETY: `child_at` is clamped to 0..=last (at <= last - 2 and
+                    // idx <= 0xffff, so the sum cannot wrap before the clamp).
+                    refs[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(refs[g], active, child_at, tab) };
+                }
+                if any == 0 {
+                    break;
+                }
+            }
+            let mut leaves = [0u32; VECTOR_LANES];
+            for (g, r) in refs.iter().enumerate() {
+                // SAFETY: a store of 16 lanes inside the local array.
+                unsafe { _mm512_storeu_epi32(leaves.as_mut_ptr().add(16 * g) as *mut i32, *r) };
+            }
+            for (g, &lanes_needing) in need.iter().enumerate() {
+                let mut lanes = lanes_needing as u32;
+                while lanes != 0 {
+                    let j = 16 * g + lanes.trailing_zeros() as usize;
+                    lanes &= lanes - 1;
+                    if let (Some(b), Some(p), Some(k), Some(&r)) =
+                        (best.get_mut(j), pts.get(j), keys.get(j), leaves.get(j))
+                    {
+                        *b = self.leaf_first::<true>(r, p, k, *b);
+                    }
+                }
+            }
+        }
+        out[..n].copy_from_slice(&best[..n]);
+    }
+
+    /// [`Classifier::classify`] with AVX-512 leaf checks, compiled for them.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn classify_one_avx512(&self, key: &FlowKey) -> RuleIndex {
+        self.classify_one::<true>(key)
+    }
+
+    /// Whether lookups check leaves with AVX-512 (16 rules per step) rather
+    /// than one rule at a time: when the CPU has AVX-512 F, BW and VL and
+    /// [`BuildConfig::vector`] allowed it.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, CompiledClassifier};
+    /// let scalar = BuildConfig { vector: false, ..BuildConfig::default() };
+    /// assert!(!CompiledClassifier::build(&[], &scalar).unwrap().uses_vector_leaves());
+    /// ```
+    pub fn uses_vector_leaves(&self) -> bool {
+        self.vector
+    }
+}
+
+impl Classifier for CompiledClassifier {
+    fn classify(&self, key: &FlowKey) -> RuleIndex {
+        #[cfg(target_arch = "x86_64")]
+        if self.vector {
+            // SAFETY: `vector` is set only when `leaf::avx512_available()`
+            // found the features this function is compiled for.
+            #[allow(unsafe_code)]
+            return unsafe { self.classify_one_avx512(key) };
+        }
+        self.classify_one::<false>(key)
+    }
+
     fn classify_batch(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.vector {
+            // SAFETY: as in `classify`.
+            #[allow(unsafe_code)]
+            return unsafe { self.classify_batch_avx512(keys, out) };
+        }
         for (k, o) in keys.chunks(LANES).zip(out.chunks_mut(LANES)) {
             self.classify_lanes(k, o);
         }
@@ -696,7 +820,7 @@ impl Classifier for CompiledClassifier {
 
     fn memory_bytes(&self) -> usize {
         self.tab.capacity() * 4
-            + self.cands.capacity() * core::mem::size_of::<Cand>()
+            + self.leaves.capacity_bytes()
             + self.roots.capacity() * 8
             + self.verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
@@ -707,7 +831,7 @@ impl Classifier for CompiledClassifier {
 struct Builder<'a> {
     boxes: &'a [RuleBox],
     tab: Vec<u32>,
-    cands: Vec<Cand>,
+    leaves: Leaves,
     cap: usize,
     base_bytes: usize,
     leaf_size: usize,
@@ -728,18 +852,18 @@ enum Stop {
 
 impl Builder<'_> {
     fn bytes(&self) -> usize {
-        self.base_bytes + self.tab.len() * 4 + self.cands.len() * core::mem::size_of::<Cand>()
+        self.base_bytes + self.tab.len() * 4 + self.leaves.len() * leaf::SLOT_BYTES
     }
 
     /// Bytes added to the tables since the given lengths.
-    fn bytes_since(&self, tab: usize, cands: usize) -> usize {
-        (self.tab.len() - tab) * 4 + (self.cands.len() - cands) * core::mem::size_of::<Cand>()
+    fn bytes_since(&self, tab: usize, leaves: usize) -> usize {
+        (self.tab.len() - tab) * 4 + (self.leaves.len() - leaves) * leaf::SLOT_BYTES
     }
 
     fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
         // References must not reach the leaf tag bit.
-        if needed > self.cap || self.tab.len().max(self.cands.len()) >= LEAF as usize {
+        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_WORDS as usize {
             Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
                 cap: self.cap,
@@ -767,7 +891,7 @@ impl Builder<'_> {
         }
         let list = self.prune(group.iter().copied(), &Region::full());
         let first = list.first().copied().unwrap_or(NO_MATCH);
-        let marks = (self.tab.len(), self.cands.len());
+        let marks = (self.tab.len(), self.leaves.len());
         // Big trees start with proportionally less replication (they
         // would pass the budget anyway, and every abandoned try costs).
         self.space_factor = (sf * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(sf));
@@ -783,7 +907,7 @@ impl Builder<'_> {
                 Err(stop) => stop,
             };
             self.tab.truncate(marks.0);
-            self.cands.truncate(marks.1);
+            self.leaves.truncate(marks.1);
             match stop {
                 Stop::Cap(_) if optional => return Ok(None),
                 Stop::Cap(e) => return Err(e),
@@ -817,13 +941,13 @@ impl Builder<'_> {
         if rules.is_empty() {
             return Ok(EMPTY);
         }
-        let start = self.cands.len() as u32;
-        for &r in rules {
-            self.cands.push(self.boxes[r as usize].cand(r));
-        }
-        self.cands.push(Cand::SENTINEL);
+        let list: Vec<LeafRule> = rules
+            .iter()
+            .map(|&r| self.boxes[r as usize].leaf_rule(r))
+            .collect();
+        let (start, count) = self.leaves.push(&list);
         self.check()?;
-        Ok(LEAF | start)
+        Ok(LEAF | count << LEAF_COUNT_SHIFT | (start as u32 & LEAF_WORDS))
     }
 
     /// The best cut of a node holding `rules`, its replication estimated on
@@ -1036,7 +1160,7 @@ impl Builder<'_> {
 /// The work of looking `keys` up in the trees `roots` of the tables: levels walked plus candidates checked plus twice the trees
 /// visited (a visit has a fixed cost of its own). A tuning estimate: rules
 /// that need the reference count as matching when their box holds the key.
-fn lookup_cost(tab: &[u32], cands: &[Cand], roots: &[(u32, u32)], keys: &[FlowKey]) -> u64 {
+fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowKey]) -> u64 {
     let mut roots = roots.to_vec();
     roots.sort_by_key(|&(_, first)| first);
     let mut cost = 0u64;
@@ -1053,7 +1177,12 @@ fn lookup_cost(tab: &[u32], cands: &[Cand], roots: &[(u32, u32)], keys: &[FlowKe
                 r = child_of(tab, r as usize, &p);
                 cost += 1;
             }
-            for c in cands.iter().skip((r & !LEAF) as usize) {
+            let (slot, n) = leaves.bounds(
+                (r & LEAF_WORDS) as usize,
+                (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX,
+            );
+            for i in slot..slot + n {
+                let c = leaves.rule(i);
                 cost += 1;
                 if c.idx >= best {
                     break;

@@ -23,13 +23,16 @@
 //! ```
 #![no_std]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod classbench;
 mod compiled;
 mod corner;
+mod leaf;
 mod linear;
 mod matcher;
 

@@ -61,6 +61,11 @@ fn compiled_equals_linear_on_every_trace() {
         let t0 = Instant::now();
         let compiled = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
         let build = t0.elapsed();
+        let scalar_config = BuildConfig {
+            vector: false,
+            ..BuildConfig::default()
+        };
+        let scalar = CompiledClassifier::build(&rules, &scalar_config).unwrap();
         let linear = LinearClassifier::new(rules.clone());
         // Traces repeat headers heavily: the reference runs once per distinct header.
         let mut reference: HashMap<FlowKey, u32> = HashMap::new();
@@ -70,7 +75,16 @@ fn compiled_equals_linear_on_every_trace() {
         let keys: Vec<FlowKey> = trace.iter().map(|e| e.key).collect();
         let mut got = vec![0u32; keys.len()];
         compiled.classify_batch(&keys, &mut got);
+        let mut got_scalar = vec![0u32; keys.len()];
+        scalar.classify_batch(&keys, &mut got_scalar);
         for (i, e) in trace.iter().enumerate() {
+            assert_eq!(
+                got_scalar[i],
+                reference[&e.key],
+                "{}: line {}: compiled (scalar lookup) != linear",
+                trace_path.display(),
+                i + 1
+            );
             let want = reference[&e.key];
             assert_eq!(
                 got[i],

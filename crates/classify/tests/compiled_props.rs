@@ -149,18 +149,36 @@ prop_compose! {
     }
 }
 
+/// Both lookups of the configuration (AVX-512, where the CPU has it, and
+/// scalar) against the reference, batched and one key at a time.
 fn check_equal(rules: &[RuleMatch], keys: &[FlowKey], config: &BuildConfig) -> Result<(), TestCaseError> {
-    let compiled =
-        CompiledClassifier::build(rules, config).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let linear = LinearClassifier::new(rules.to_vec());
     let mut corners = corner_keys(rules, 2_000);
     corners.extend_from_slice(keys);
-    let mut batch = vec![0u32; corners.len()];
-    compiled.classify_batch(&corners, &mut batch);
-    for (k, b) in corners.iter().zip(&batch) {
-        let want = linear.classify(k);
-        prop_assert_eq!(*b, want, "batch, key {:?}", k);
-        prop_assert_eq!(compiled.classify(k), want, "single, key {:?}", k);
+    let want: Vec<u32> = corners.iter().map(|k| linear.classify(k)).collect();
+    for vector in [true, false] {
+        let config = BuildConfig { vector, ..*config };
+        let compiled =
+            CompiledClassifier::build(rules, &config).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut batch = vec![0u32; corners.len()];
+        compiled.classify_batch(&corners, &mut batch);
+        for ((k, b), w) in corners.iter().zip(&batch).zip(&want) {
+            prop_assert_eq!(*b, *w, "batch, vector {}, key {:?}", vector, k);
+            prop_assert_eq!(compiled.classify(k), *w, "single, vector {}, key {:?}", vector, k);
+        }
+        // Batches of every length up to a vector batch and past it, so partial lane groups are covered.
+        for len in [1, 7, 15, 17, 33, 63, 65] {
+            let part = &corners[..len.min(corners.len())];
+            let mut got = vec![0u32; part.len()];
+            compiled.classify_batch(part, &mut got);
+            prop_assert_eq!(
+                &got[..],
+                &want[..part.len()],
+                "batch of {}, vector {}",
+                len,
+                vector
+            );
+        }
     }
     Ok(())
 }
@@ -170,6 +188,15 @@ fn deep() -> BuildConfig {
     BuildConfig {
         leaf_size: 1,
         space_factor: 8,
+        ..BuildConfig::default()
+    }
+}
+
+/// Leaves of up to 64 rules: leaves with more than 16 rules take several
+/// vector steps, and those of 31 or more keep their count in a header slot.
+fn wide() -> BuildConfig {
+    BuildConfig {
+        leaf_size: 64,
         ..BuildConfig::default()
     }
 }
@@ -184,6 +211,7 @@ proptest! {
     ) {
         check_equal(&rules, &keys, &BuildConfig::default())?;
         check_equal(&rules, &keys, &deep())?;
+        check_equal(&rules, &keys, &wide())?;
     }
 
     #[test]
