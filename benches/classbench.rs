@@ -3,7 +3,8 @@
 //! each with its own trace from `../shared/classbench`.
 //!
 //! Per set, `compiled` classifies the whole trace per iteration (throughput in
-//! packets); `linear` classifies the first 256 headers of the same trace, so
+//! packets), and on an AVX-512 CPU `compiled-scalar` does the same with the
+//! scalar lookup (the baseline for the vector code); `linear` classifies the first 256 headers of the same trace, so
 //! the reference finishes at 10K rules. Criterion's throughput line gives
 //! packets per second; median / packets is the time per packet. Sets that are
 //! absent are skipped with a message.
@@ -60,6 +61,12 @@ fn classbench(c: &mut Criterion) {
             .map(|e| e.key)
             .collect();
         let compiled = CompiledClassifier::build(&rules, &BuildConfig::default()).expect("build");
+        // The same trees without the AVX-512 lookup: what its `unsafe` code gains.
+        let scalar = BuildConfig {
+            vector: false,
+            ..BuildConfig::default()
+        };
+        let compiled_scalar = CompiledClassifier::build(&rules, &scalar).expect("build");
         let linear = LinearClassifier::new(rules.clone());
 
         let mut group = c.benchmark_group(rules_name);
@@ -75,6 +82,14 @@ fn classbench(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+        if compiled.uses_vector_leaves() {
+            group.bench_function(BenchmarkId::new("compiled-scalar", keys.len()), |b| {
+                b.iter(|| {
+                    compiled_scalar.classify_batch(black_box(&keys), &mut out);
+                    black_box(&out);
+                })
+            });
+        }
         let sample = &keys[..keys.len().min(LINEAR_SAMPLE)];
         let mut out = vec![NO_MATCH; sample.len()];
         group.throughput(Throughput::Elements(sample.len() as u64));

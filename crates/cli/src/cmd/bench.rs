@@ -72,6 +72,10 @@ pub struct Args {
     /// Memory cap of the compiled classifier's build, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub memory_cap_mib: usize,
+    /// Compiled classifier: use the scalar lookup even on a CPU with AVX-512
+    /// (the baseline the vector lookup is measured against).
+    #[arg(long)]
+    pub scalar: bool,
 }
 
 /// A failed step: message and exit code.
@@ -133,13 +137,17 @@ fn bench(args: &Args) -> Result<(), Failure> {
             .collect(),
         None => corner_keys(&rules, (rules.len() * 12).clamp(10_000, 200_000)),
     };
-    let config = BuildConfig::default().with_memory_cap(args.memory_cap_mib.saturating_mul(1 << 20));
+    let mut config = BuildConfig::default().with_memory_cap(args.memory_cap_mib.saturating_mul(1 << 20));
+    config.vector = !args.scalar;
     let t0 = Instant::now();
+    let mut vector = false;
     let classifier: Box<dyn Classifier> = match args.classifier {
-        Kind::Compiled => Box::new(
-            CompiledClassifier::build(&rules, &config)
-                .map_err(|e| Failure(format!("{}: {e}", args.classbench.display()), 1))?,
-        ),
+        Kind::Compiled => {
+            let c = CompiledClassifier::build(&rules, &config)
+                .map_err(|e| Failure(format!("{}: {e}", args.classbench.display()), 1))?;
+            vector = c.uses_vector_leaves();
+            Box::new(c)
+        }
         Kind::Linear => Box::new(LinearClassifier::new(rules.clone())),
     };
     let build = t0.elapsed();
@@ -178,6 +186,7 @@ fn bench(args: &Args) -> Result<(), Failure> {
     println!("filters: {}", args.classbench.display());
     println!("trace: {trace_name}");
     println!("classifier: {}", args.classifier.name());
+    println!("lookup: {}", if vector { "avx512" } else { "scalar" });
     println!("rules: {}", rules.len());
     println!("packets: {}", keys.len());
     println!("build_ms: {build_ms:.2}");
@@ -203,6 +212,7 @@ fn bench(args: &Args) -> Result<(), Failure> {
             "mpps": mpps,
             "ns_per_packet": ns,
             "classifier": args.classifier.name(),
+            "lookup": if vector { "avx512" } else { "scalar" },
             "rounds": figures.rounds,
             "packets_timed": figures.packets_timed,
             "filters": args.classbench.display().to_string(),
