@@ -64,7 +64,7 @@ use core::fmt;
 
 use palisade_packet::{FlowKey, Present};
 
-use crate::leaf::{self, LeafRule, Leaves, Point, VERIFY};
+use crate::leaf::{self, LeafRef, LeafRule, Leaves, Point, Probe, VERIFY};
 use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 
 /// Dimensions of the point: source, destination, source port, destination port, protocol.
@@ -77,9 +77,9 @@ const DIM_MAX: [u32; DIMS] = [
     u16::MAX as u32,
     u8::MAX as u32,
 ];
-/// Tag of a reference to a leaf: a child reference with this bit is
-/// `LEAF | first candidate`, so a walk knows it has reached a leaf, and where
-/// its candidates start, without another load. Other references index `tab`.
+/// Tag of a reference to a leaf: a child reference with this bit names a
+/// leaf (see the constants below), so a walk knows it has reached a leaf, and
+/// where its rules are, without another load. Other references index `tab`.
 const LEAF: u32 = 1 << 31;
 /// A leaf reference holds the leaf's rule count in bits 26-30 (so a lookup
 /// computes the leaf's field offsets without loading its header first)...
@@ -87,8 +87,8 @@ const LEAF_COUNT_SHIFT: u32 = 26;
 /// ...or this value when the leaf has this many rules or more (then the header tells).
 const LEAF_COUNT_MAX: u32 = leaf::BIG_LEAF;
 /// ...and its first slot in bits 0-25 (see [`leaf`]).
-const LEAF_WORDS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
-/// The empty leaf: its first candidate is the sentinel at index 0.
+const LEAF_SLOTS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
+/// The empty leaf: no rules (slot 0, count 0).
 const EMPTY: u32 = LEAF;
 /// A node that every leaf lane of a batch steps through (its result is
 /// discarded), at index 0 of the table: no cuts, one child.
@@ -396,10 +396,9 @@ impl Region {
 #[derive(Clone, Debug)]
 pub struct CompiledClassifier {
     /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
-    /// then child references (a node's index, or [`LEAF`] | its leaf's first 4-byte word).
+    /// then child references (a node's index, or a leaf's reference, tagged [`LEAF`]).
     tab: Vec<u32>,
-    /// Leaves (see [`leaf`] for the layout), each at a 4-byte boundary; the
-    /// (the empty leaf has no slots).
+    /// The leaves' planes (see [`leaf`] for the layout); the empty leaf has no slots.
     leaves: Leaves,
     /// Each tree's root reference and its lowest rule index, by lowest rule
     /// index: a tree is skipped for a key already matched by an earlier rule.
@@ -409,8 +408,6 @@ pub struct CompiledClassifier {
     rule_count: usize,
     /// Leaves are checked with AVX-512 (see [`CompiledClassifier::uses_vector_leaves`]).
     vector: bool,
-    /// Some rule needs verification by the reference (`verify` is not empty).
-    any_verify: bool,
 }
 
 impl CompiledClassifier {
@@ -433,8 +430,11 @@ impl CompiledClassifier {
             return Err(BuildError::TooManyRules { rules: rules.len() });
         }
         let boxes: Vec<RuleBox> = rules.iter().map(RuleBox::of).collect();
-        let any_verify = !boxes.iter().all(|b| b.plain);
-        let verify = if !any_verify { Vec::new() } else { rules.to_vec() };
+        let verify = if boxes.iter().all(|b| b.plain) {
+            Vec::new()
+        } else {
+            rules.to_vec()
+        };
         let verify_bytes = verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + verify.len() * core::mem::size_of::<RuleMatch>();
         let mut b = Builder {
@@ -516,7 +516,6 @@ impl CompiledClassifier {
             verify,
             rule_count: rules.len(),
             vector: config.vector && leaf::avx512_available(),
-            any_verify,
         })
     }
 
@@ -546,10 +545,13 @@ impl CompiledClassifier {
         r & LEAF != 0
     }
 
-    /// The first word of leaf `r`.
+    /// The leaf a leaf reference names.
     #[inline(always)]
-    fn leaf_start(&self, r: u32) -> usize {
-        (r & LEAF_WORDS) as usize
+    fn leaf_ref(r: u32) -> LeafRef {
+        LeafRef {
+            start: (r & LEAF_SLOTS) as usize,
+            code: (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX,
+        }
     }
 
     /// Walks a tree to its leaf; returns the leaf's reference.
@@ -565,22 +567,27 @@ impl CompiledClassifier {
     /// `VECTOR` checks 16 rules per step; callers pass it only when [`leaf::avx512_available`].
     #[inline(always)]
     fn leaf_first<const VECTOR: bool>(&self, r: u32, p: &Point, key: &FlowKey, best: u32) -> u32 {
-        let start = self.leaf_start(r);
-        let code = (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX;
+        let leaf = Self::leaf_ref(r);
+        let q = Probe {
+            p,
+            key,
+            verify: &self.verify,
+            best,
+        };
         #[cfg(target_arch = "x86_64")]
         if VECTOR {
             // SAFETY: `VECTOR` is true only on a path entered after
             // `leaf::avx512_available()` returned true (see `vector`).
             #[allow(unsafe_code)]
             return unsafe {
-                if self.any_verify {
-                    leaf::first_avx512::<true>(&self.leaves, start, code, p, key, &self.verify, best)
+                if self.verify.is_empty() {
+                    leaf::first_avx512::<false>(&self.leaves, leaf, &q)
                 } else {
-                    leaf::first_avx512::<false>(&self.leaves, start, code, p, key, &self.verify, best)
+                    leaf::first_avx512::<true>(&self.leaves, leaf, &q)
                 }
             };
         }
-        leaf::first_scalar(&self.leaves, start, code, p, key, &self.verify, best)
+        leaf::first_scalar(&self.leaves, leaf, &q)
     }
 
     /// Classifies up to [`LANES`] keys, walking them level by level together
@@ -640,8 +647,8 @@ impl CompiledClassifier {
         best
     }
 
-    /// [`Classifier::classify_batch`] with AVX-512: 16 keys walk each tree
-    /// together in vector registers, and leaves are checked 16 rules per step.
+    /// [`Classifier::classify_batch`] with AVX-512: [`VECTOR_LANES`] keys walk
+    /// each tree together in vector registers, and leaves are checked 16 rules per step.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn classify_batch_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
@@ -863,7 +870,7 @@ impl Builder<'_> {
     fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
         // References must not reach the leaf tag bit.
-        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_WORDS as usize {
+        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_SLOTS as usize {
             Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
                 cap: self.cap,
@@ -945,9 +952,9 @@ impl Builder<'_> {
             .iter()
             .map(|&r| self.boxes[r as usize].leaf_rule(r))
             .collect();
-        let (start, count) = self.leaves.push(&list);
+        let leaf = self.leaves.push(&list);
         self.check()?;
-        Ok(LEAF | count << LEAF_COUNT_SHIFT | (start as u32 & LEAF_WORDS))
+        Ok(LEAF | leaf.code << LEAF_COUNT_SHIFT | (leaf.start as u32 & LEAF_SLOTS))
     }
 
     /// The best cut of a node holding `rules`, its replication estimated on
@@ -1177,10 +1184,7 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowK
                 r = child_of(tab, r as usize, &p);
                 cost += 1;
             }
-            let (slot, n) = leaves.bounds(
-                (r & LEAF_WORDS) as usize,
-                (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX,
-            );
+            let (slot, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
             for i in slot..slot + n {
                 let c = leaves.rule(i);
                 cost += 1;

@@ -73,6 +73,34 @@ impl LeafRule {
     }
 }
 
+/// A leaf as a reference names it: its first slot and its count code (the
+/// rule count, or [`BIG_LEAF`] when a header slot holds the count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeafRef {
+    /// First slot (the header slot of a big leaf).
+    pub start: usize,
+    /// Rule count, or [`BIG_LEAF`].
+    pub code: u32,
+}
+
+/// What a leaf is checked for: a key and its point, the rules to verify
+/// with the reference (by index), and the best match found so far.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'a> {
+    pub p: &'a Point,
+    pub key: &'a FlowKey,
+    pub verify: &'a [RuleMatch],
+    pub best: RuleIndex,
+}
+
+impl Probe<'_> {
+    /// Whether the rule with index `idx`, whose box holds the point, matches per the reference.
+    #[inline(always)]
+    fn verified(&self, idx: RuleIndex) -> bool {
+        self.verify.get(idx as usize).is_some_and(|r| r.matches(self.key))
+    }
+}
+
 /// The planes of all leaves.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Leaves {
@@ -110,9 +138,8 @@ impl Leaves {
         self.mi_span.push(0xff00 | (r.span[4] & 0xff));
     }
 
-    /// Appends a leaf; returns its first slot and its count code (the rule
-    /// count, or [`BIG_LEAF`] when a header slot holds it).
-    pub(crate) fn push(&mut self, rules: &[LeafRule]) -> (usize, u32) {
+    /// Appends a leaf and returns it.
+    pub(crate) fn push(&mut self, rules: &[LeafRule]) -> LeafRef {
         let start = self.len();
         let code = if rules.len() >= BIG_LEAF as usize {
             self.push_slot(&LeafRule::never(rules.len() as u32));
@@ -123,7 +150,7 @@ impl Leaves {
         for r in rules {
             self.push_slot(r);
         }
-        (start, code)
+        LeafRef { start, code }
     }
 
     /// Drops the slots from `len` on.
@@ -150,14 +177,14 @@ impl Leaves {
         self.idx.capacity() * SLOT_BYTES
     }
 
-    /// The first rule slot and the rule count of the leaf at `start` with count code `code`.
+    /// The first rule slot and the rule count of a leaf.
     #[inline(always)]
-    pub(crate) fn bounds(&self, start: usize, code: u32) -> (usize, usize) {
-        if code == BIG_LEAF {
-            let n = self.idx.get(start).copied().unwrap_or(0) as usize;
-            (start + 1, n)
+    pub(crate) fn bounds(&self, leaf: LeafRef) -> (usize, usize) {
+        if leaf.code == BIG_LEAF {
+            let n = self.idx.get(leaf.start).copied().unwrap_or(0) as usize;
+            (leaf.start + 1, n)
         } else {
-            (start, code as usize)
+            (leaf.start, leaf.code as usize)
         }
     }
 
@@ -166,6 +193,7 @@ impl Leaves {
         if slot >= self.len() {
             return LeafRule::never(crate::NO_MATCH);
         }
+        // Every plane has `len()` elements, so these never fall back.
         let g = |v: &[u32]| v.get(slot).copied().unwrap_or(0);
         let (pt_lo, pt_span, mi_lo, mi_span) =
             (g(&self.pt_lo), g(&self.pt_span), g(&self.mi_lo), g(&self.mi_span));
@@ -190,34 +218,28 @@ impl Leaves {
     }
 }
 
-/// The first rule of the leaf (`start`, `code`) matching the key (point
-/// `p`), if its index is below `best`; else `best`. One rule at a time.
+/// The first rule of `leaf` matching the probe's key, if its index is
+/// below the probe's best; else that best. One rule at a time.
 #[inline(always)]
-pub(crate) fn first_scalar(
-    l: &Leaves,
-    start: usize,
-    code: u32,
-    p: &Point,
-    key: &FlowKey,
-    verify: &[RuleMatch],
-    best: RuleIndex,
-) -> RuleIndex {
-    let (first, n) = l.bounds(start, code);
-    let carried = p[5] as u8;
+pub(crate) fn first_scalar(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
+    let (first, n) = l.bounds(leaf);
+    let carried = q.p[5] as u8;
     for slot in first..first + n {
-        let c = l.rule(slot);
-        if c.idx >= best {
-            return best;
+        // The index first: a scan ends at the best match so far without reading the box.
+        let idx = l.idx.get(slot).copied().unwrap_or(crate::NO_MATCH);
+        if idx >= q.best {
+            return q.best;
         }
-        if !c.contains(p) {
+        let c = l.rule(slot);
+        if !c.contains(q.p) {
             continue;
         }
         let miss = c.need & !carried;
-        if miss == 0 || (miss == VERIFY && verify.get(c.idx as usize).is_some_and(|r| r.matches(key))) {
-            return c.idx;
+        if miss == 0 || (miss == VERIFY && q.verified(idx)) {
+            return idx;
         }
     }
-    best
+    q.best
 }
 
 /// Whether this CPU runs [`first_avx512`] (AVX-512 F, BW and VL).
@@ -300,26 +322,17 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, s: usize, left: usize,
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 #[allow(unsafe_code)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(
-    l: &Leaves,
-    start: usize,
-    code: u32,
-    p: &Point,
-    key: &FlowKey,
-    verify: &[RuleMatch],
-    best: RuleIndex,
-) -> RuleIndex {
-    let n = code as usize;
+pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
+    let (start, n) = (leaf.start, leaf.code as usize);
     if n > 16 || start + 16 > l.len() {
         // Big leaves; and never for a table built here (its padding makes
         // room), but a load must not leave the planes.
-        return first_avx512_slow(l, start, code, p, key, verify, best);
+        return first_avx512_slow(l, leaf, q);
     }
     // SAFETY: the features are the caller's contract; the bound was checked above.
-    let (plain, to_verify) = unsafe { chunk_masks::<ANY_VERIFY>(l, start, n, p) };
+    let (plain, to_verify) = unsafe { chunk_masks::<ANY_VERIFY>(l, start, n, q.p) };
     if ANY_VERIFY && to_verify != 0 {
-        return first_avx512_slow(l, start, code, p, key, verify, best);
+        return first_avx512_slow(l, leaf, q);
     }
     // The first plain match's index; NO_MATCH (padding's) when there is none.
     let first = if plain != 0 {
@@ -329,7 +342,7 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(
     };
     let idx = l.idx.get(start + first).copied().unwrap_or(crate::NO_MATCH);
     let idx = if plain != 0 { idx } else { crate::NO_MATCH };
-    idx.min(best)
+    idx.min(q.best)
 }
 
 /// [`first_avx512`] for big leaves and rules to verify: 16 slots per step, in order.
@@ -338,24 +351,16 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(
 #[inline(never)]
 #[cold]
 #[allow(unsafe_code)]
-fn first_avx512_slow(
-    l: &Leaves,
-    start: usize,
-    code: u32,
-    p: &Point,
-    key: &FlowKey,
-    verify: &[RuleMatch],
-    best: RuleIndex,
-) -> RuleIndex {
-    let (first_slot, n) = l.bounds(start, code);
+fn first_avx512_slow(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
+    let (first_slot, n) = l.bounds(leaf);
     let mut c = 0;
     while c < n {
         let s = first_slot + c;
         if s + 16 > l.len() {
-            return first_scalar(l, start, code, p, key, verify, best);
+            return first_scalar(l, leaf, q);
         }
         // SAFETY: the features are enabled on this function; the bound was checked above.
-        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, s, n - c, p) };
+        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, s, n - c, q.p) };
         let first = plain.trailing_zeros(); // 32 when no plain rule matched
         let idx_at = |i: u32| l.idx.get(s + i as usize).copied().unwrap_or(crate::NO_MATCH);
         // Rules to verify before the first plain match, in order.
@@ -363,18 +368,18 @@ fn first_avx512_slow(
         while v != 0 {
             let i = v.trailing_zeros();
             let idx = idx_at(i);
-            if idx >= best {
-                return best;
+            if idx >= q.best {
+                return q.best;
             }
-            if verify.get(idx as usize).is_some_and(|r| r.matches(key)) {
+            if q.verified(idx) {
                 return idx;
             }
             v &= v - 1;
         }
         if plain != 0 {
-            return idx_at(first).min(best);
+            return idx_at(first).min(q.best);
         }
         c += 16;
     }
-    best
+    q.best
 }
