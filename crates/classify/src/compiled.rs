@@ -64,6 +64,7 @@ use core::fmt;
 
 use palisade_packet::{FlowKey, Present};
 
+use crate::bitset::{self, Bitsets};
 use crate::leaf::{self, LeafRef, LeafRule, Leaves, Point, Probe, VERIFY};
 use crate::{Classifier, IpFamily, RuleIndex, RuleMatch, NO_MATCH};
 
@@ -162,6 +163,11 @@ pub struct BuildConfig {
     /// (AVX-512 F, BW and VL; detected only with the crate's `std` feature).
     /// Default true; false always checks one rule at a time (same answers).
     pub vector: bool,
+    /// Sets of at most this many rules are looked up with bit sets, one per
+    /// field value class, intersected (see [`CompiledClassifier::uses_bitsets`]),
+    /// when those fit in a quarter of the memory cap; larger sets use trees.
+    /// Default 2048; 0 always uses trees.
+    pub bitset_max_rules: usize,
 }
 
 impl Default for BuildConfig {
@@ -171,6 +177,7 @@ impl Default for BuildConfig {
             leaf_size: 16,
             space_factor: 16,
             vector: true,
+            bitset_max_rules: 2048,
         }
     }
 }
@@ -408,6 +415,8 @@ pub struct CompiledClassifier {
     rule_count: usize,
     /// Leaves are checked with AVX-512 (see [`CompiledClassifier::uses_vector_leaves`]).
     vector: bool,
+    /// The bit-set lookup, which replaces the trees for small sets.
+    bitsets: Option<Bitsets>,
 }
 
 impl CompiledClassifier {
@@ -450,6 +459,22 @@ impl CompiledClassifier {
         };
         if let Err(Stop::Cap(e)) = b.check() {
             return Err(e);
+        }
+        if rules.len() <= config.bitset_max_rules {
+            let list: Vec<LeafRule> = boxes.iter().zip(0..).map(|(bx, i)| bx.leaf_rule(i)).collect();
+            let budget = (config.memory_cap_bytes / 4).saturating_sub(verify_bytes);
+            if let Some(bitsets) = Bitsets::build(&list, budget) {
+                b.leaves.finish();
+                return Ok(CompiledClassifier {
+                    tab: b.tab,
+                    leaves: b.leaves,
+                    roots: Vec::new(),
+                    verify,
+                    rule_count: rules.len(),
+                    vector: config.vector && leaf::avx512_available(),
+                    bitsets: Some(bitsets),
+                });
+            }
         }
         // Split the rules by their most specific field (CutSplit): source
         // address, destination address (at most 2^16 addresses wide),
@@ -516,6 +541,7 @@ impl CompiledClassifier {
             verify,
             rule_count: rules.len(),
             vector: config.vector && leaf::avx512_available(),
+            bitsets: None,
         })
     }
 
@@ -776,6 +802,83 @@ impl CompiledClassifier {
         out[..n].copy_from_slice(&best[..n]);
     }
 
+    /// Classifies a batch with the bit sets: the classes of a chunk of keys
+    /// first (their trie loads overlap), then each key's intersection.
+    /// `VECTOR` intersects with AVX-512; callers pass it only when [`leaf::avx512_available`].
+    #[inline(always)]
+    fn classify_bitsets<const VECTOR: bool>(
+        &self,
+        bitsets: &Bitsets,
+        keys: &[FlowKey],
+        out: &mut [RuleIndex],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if VECTOR {
+            const CHUNK: usize = bitset::BATCH;
+            let mut points = [[0u32; 8]; CHUNK];
+            let mut values = [[0u32; CHUNK]; 5];
+            let mut classes = [[0u32; CHUNK]; 5];
+            for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+                for (p, key) in points.iter_mut().zip(k) {
+                    *p = point_of(key);
+                }
+                Bitsets::field_values(&points[..k.len()], &mut values);
+                // SAFETY: `VECTOR` is true only on a path entered after
+                // `leaf::avx512_available()` returned true (see `vector`).
+                #[allow(unsafe_code)]
+                unsafe {
+                    bitsets.classes_avx512(&values, &mut classes)
+                };
+                for (j, (key, o)) in k.iter().zip(o.iter_mut()).enumerate() {
+                    let c = core::array::from_fn(|f| classes[f][j] as usize);
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    {
+                        *o = unsafe {
+                            if bitsets.has_product() {
+                                bitsets.first_avx512::<3>(&c, key, &self.verify)
+                            } else {
+                                bitsets.first_avx512::<5>(&c, key, &self.verify)
+                            }
+                        };
+                    }
+                }
+            }
+            return;
+        }
+        const CHUNK: usize = 16;
+        for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let mut classes = [[0usize; 5]; CHUNK];
+            for (c, key) in classes.iter_mut().zip(k) {
+                *c = bitsets.classes(&point_of(key));
+            }
+            for ((c, key), o) in classes.iter().zip(k).zip(o.iter_mut()) {
+                *o = bitsets.first(c, key, &self.verify);
+            }
+        }
+    }
+
+    /// [`CompiledClassifier::classify_bitsets`] with AVX-512 intersections.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn classify_bitsets_avx512(&self, bitsets: &Bitsets, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        self.classify_bitsets::<true>(bitsets, keys, out)
+    }
+
+    /// Whether lookups use bit sets (small sets, see
+    /// [`BuildConfig::bitset_max_rules`]) rather than trees.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, CompiledClassifier, RuleMatch};
+    /// let rules = vec![RuleMatch::any(); 10];
+    /// assert!(CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap().uses_bitsets());
+    /// let trees = BuildConfig { bitset_max_rules: 0, ..BuildConfig::default() };
+    /// assert!(!CompiledClassifier::build(&rules, &trees).unwrap().uses_bitsets());
+    /// ```
+    pub fn uses_bitsets(&self) -> bool {
+        self.bitsets.is_some()
+    }
+
     /// [`Classifier::classify`] with AVX-512 leaf checks, compiled for them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -799,6 +902,9 @@ impl CompiledClassifier {
 
 impl Classifier for CompiledClassifier {
     fn classify(&self, key: &FlowKey) -> RuleIndex {
+        if let Some(bitsets) = &self.bitsets {
+            return bitsets.first(&bitsets.classes(&point_of(key)), key, &self.verify);
+        }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
             // SAFETY: `vector` is set only when `leaf::avx512_available()`
@@ -810,6 +916,16 @@ impl Classifier for CompiledClassifier {
     }
 
     fn classify_batch(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        if let Some(bitsets) = &self.bitsets {
+            #[cfg(target_arch = "x86_64")]
+            if self.vector {
+                // SAFETY: `vector` is set only when `leaf::avx512_available()`
+                // found the features this function is compiled for.
+                #[allow(unsafe_code)]
+                return unsafe { self.classify_bitsets_avx512(bitsets, keys, out) };
+            }
+            return self.classify_bitsets::<false>(bitsets, keys, out);
+        }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
             // SAFETY: as in `classify`.
@@ -831,6 +947,7 @@ impl Classifier for CompiledClassifier {
             + self.roots.capacity() * 8
             + self.verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
+            + self.bitsets.as_ref().map_or(0, Bitsets::capacity_bytes)
     }
 }
 

@@ -29,6 +29,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod bitset;
 pub mod classbench;
 mod compiled;
 mod corner;

@@ -61,11 +61,28 @@ fn compiled_equals_linear_on_every_trace() {
         let t0 = Instant::now();
         let compiled = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
         let build = t0.elapsed();
-        let scalar_config = BuildConfig {
-            vector: false,
-            ..BuildConfig::default()
-        };
-        let scalar = CompiledClassifier::build(&rules, &scalar_config).unwrap();
+        // The other lookups: scalar, and the trees where the default uses bit sets.
+        let mut others = vec![(
+            "scalar lookup",
+            BuildConfig {
+                vector: false,
+                ..BuildConfig::default()
+            },
+        )];
+        if compiled.uses_bitsets() {
+            let trees = BuildConfig {
+                bitset_max_rules: 0,
+                ..BuildConfig::default()
+            };
+            others.push(("trees", trees));
+            others.push((
+                "trees, scalar lookup",
+                BuildConfig {
+                    vector: false,
+                    ..trees
+                },
+            ));
+        }
         let linear = LinearClassifier::new(rules.clone());
         // Traces repeat headers heavily: the reference runs once per distinct header.
         let mut reference: HashMap<FlowKey, u32> = HashMap::new();
@@ -73,18 +90,23 @@ fn compiled_equals_linear_on_every_trace() {
             reference.entry(e.key).or_insert_with(|| linear.classify(&e.key));
         }
         let keys: Vec<FlowKey> = trace.iter().map(|e| e.key).collect();
+        for (name, config) in &others {
+            let other = CompiledClassifier::build(&rules, config).unwrap();
+            let mut got = vec![0u32; keys.len()];
+            other.classify_batch(&keys, &mut got);
+            for (i, e) in trace.iter().enumerate() {
+                assert_eq!(
+                    got[i],
+                    reference[&e.key],
+                    "{}: line {}: compiled ({name}) != linear",
+                    trace_path.display(),
+                    i + 1
+                );
+            }
+        }
         let mut got = vec![0u32; keys.len()];
         compiled.classify_batch(&keys, &mut got);
-        let mut got_scalar = vec![0u32; keys.len()];
-        scalar.classify_batch(&keys, &mut got_scalar);
         for (i, e) in trace.iter().enumerate() {
-            assert_eq!(
-                got_scalar[i],
-                reference[&e.key],
-                "{}: line {}: compiled (scalar lookup) != linear",
-                trace_path.display(),
-                i + 1
-            );
             let want = reference[&e.key];
             assert_eq!(
                 got[i],
@@ -124,14 +146,15 @@ fn compiled_equals_linear_on_every_trace() {
             );
         }
         println!(
-            "{}: {} rules, {} lines ({} distinct), build {:.1} ms, {} bytes, {} trees",
+            "{}: {} rules, {} lines ({} distinct), build {:.1} ms, {} bytes, {} trees, bit sets {}",
             rules_path.display(),
             rules.len(),
             trace.len(),
             reference.len(),
             build.as_secs_f64() * 1e3,
             compiled.memory_bytes(),
-            compiled.tree_count()
+            compiled.tree_count(),
+            compiled.uses_bitsets()
         );
     }
 }

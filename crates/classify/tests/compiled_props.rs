@@ -183,11 +183,17 @@ fn check_equal(rules: &[RuleMatch], keys: &[FlowKey], config: &BuildConfig) -> R
     Ok(())
 }
 
+/// The default for small sets: bit sets (see `bitsets_for_small_sets`).
+fn bitsets() -> BuildConfig {
+    BuildConfig::default()
+}
+
 /// Small leaves and generous cuts: deep trees, so every cut path is exercised.
 fn deep() -> BuildConfig {
     BuildConfig {
         leaf_size: 1,
         space_factor: 8,
+        bitset_max_rules: 0,
         ..BuildConfig::default()
     }
 }
@@ -197,6 +203,7 @@ fn deep() -> BuildConfig {
 fn wide() -> BuildConfig {
     BuildConfig {
         leaf_size: 64,
+        bitset_max_rules: 0,
         ..BuildConfig::default()
     }
 }
@@ -209,7 +216,7 @@ proptest! {
         rules in prop::collection::vec(rule(), 0..60),
         keys in prop::collection::vec(key(), 0..200),
     ) {
-        check_equal(&rules, &keys, &BuildConfig::default())?;
+        check_equal(&rules, &keys, &bitsets())?;
         check_equal(&rules, &keys, &deep())?;
         check_equal(&rules, &keys, &wide())?;
     }
@@ -220,7 +227,53 @@ proptest! {
         keys in prop::collection::vec(key(), 0..200),
     ) {
         check_equal(&rules, &keys, &deep())?;
+        check_equal(&rules, &keys, &bitsets())?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Sets of several 512-rule lines, so that a bit-set lookup intersects
+    /// more than one line and its first match may lie in any of them.
+    #[test]
+    fn bitsets_over_several_lines_equal_linear(
+        rules in prop::collection::vec(rule(), 500..1600),
+        keys in prop::collection::vec(key(), 0..300),
+    ) {
+        let config = bitsets();
+        prop_assert!(CompiledClassifier::build(&rules, &config).unwrap().uses_bitsets());
+        check_equal(&rules, &keys, &config)?;
+    }
+}
+
+#[test]
+fn bitsets_for_small_sets() {
+    let rules = |n: u32| -> Vec<RuleMatch> {
+        (0..n)
+            .map(|i| RuleMatch {
+                dst: vec![Prefix::v4((i << 8).to_be_bytes(), 24)],
+                dst_port: vec![PortRange::single(i as u16)],
+                proto: Some(6),
+                ..RuleMatch::any()
+            })
+            .collect()
+    };
+    let default = BuildConfig::default();
+    assert!(CompiledClassifier::build(&rules(2048), &default)
+        .unwrap()
+        .uses_bitsets());
+    let big = CompiledClassifier::build(&rules(2049), &default).unwrap();
+    assert!(!big.uses_bitsets());
+    assert!(big.tree_count() >= 1);
+    // Bit sets that would pass a quarter of the memory cap give way to trees.
+    let small = rules(1000);
+    let bitsets = CompiledClassifier::build(&small, &default).unwrap();
+    assert!(bitsets.uses_bitsets());
+    let capped = default.with_memory_cap(bitsets.memory_bytes() * 2);
+    let trees = CompiledClassifier::build(&small, &capped).unwrap();
+    assert!(!trees.uses_bitsets());
+    assert!(trees.memory_bytes() <= capped.memory_cap_bytes);
 }
 
 #[test]

@@ -76,6 +76,10 @@ pub struct Args {
     /// (the baseline the vector lookup is measured against).
     #[arg(long)]
     pub scalar: bool,
+    /// Compiled classifier: use trees even for a set small enough for bit
+    /// sets (the baseline the bit-set lookup is measured against).
+    #[arg(long)]
+    pub trees: bool,
 }
 
 /// A failed step: message and exit code.
@@ -139,13 +143,18 @@ fn bench(args: &Args) -> Result<(), Failure> {
     };
     let mut config = BuildConfig::default().with_memory_cap(args.memory_cap_mib.saturating_mul(1 << 20));
     config.vector = !args.scalar;
+    if args.trees {
+        config.bitset_max_rules = 0;
+    }
     let t0 = Instant::now();
     let mut vector = false;
+    let mut structure = "linear";
     let classifier: Box<dyn Classifier> = match args.classifier {
         Kind::Compiled => {
             let c = CompiledClassifier::build(&rules, &config)
                 .map_err(|e| Failure(format!("{}: {e}", args.classbench.display()), 1))?;
             vector = c.uses_vector_leaves();
+            structure = if c.uses_bitsets() { "bitsets" } else { "trees" };
             Box::new(c)
         }
         Kind::Linear => Box::new(LinearClassifier::new(rules.clone())),
@@ -187,6 +196,7 @@ fn bench(args: &Args) -> Result<(), Failure> {
     println!("trace: {trace_name}");
     println!("classifier: {}", args.classifier.name());
     println!("lookup: {}", if vector { "avx512" } else { "scalar" });
+    println!("structure: {structure}");
     println!("rules: {}", rules.len());
     println!("packets: {}", keys.len());
     println!("build_ms: {build_ms:.2}");
@@ -213,6 +223,7 @@ fn bench(args: &Args) -> Result<(), Failure> {
             "ns_per_packet": ns,
             "classifier": args.classifier.name(),
             "lookup": if vector { "avx512" } else { "scalar" },
+            "structure": structure,
             "rounds": figures.rounds,
             "packets_timed": figures.packets_timed,
             "filters": args.classbench.display().to_string(),

@@ -1,0 +1,570 @@
+//! The bit-set lookup of small rule sets (the Lucent bit-vector scheme).
+//!
+//! Each field of the point (source, destination, source port, destination
+//! port, and protocol combined with the requirement bits) is cut into its
+//! *elementary intervals*: the pieces between consecutive rule bounds. Every
+//! value of one piece is in the same rules' boxes, so a piece has one bit
+//! set, with bit `i` set when rule `i`'s box holds the piece on that field.
+//! Pieces with equal sets share one (their *class*). A lookup finds the
+//! class of each field's value with a multi-bit trie (a 16-bit root, then
+//! 8-bit nodes: at most three dependent loads) and intersects the five sets;
+//! the lowest bit left is the first match. Sets are stored as 64-byte lines
+//! of 512 rules, so the intersection is five line loads and four ANDs per 512
+//! rules, and it stops at the first line with a bit left.
+//!
+//! The memory is about `classes × rules / 8` bytes per field, which stays
+//! small only for small sets: [`Bitsets::build`] declines past its budget,
+//! and the trees serve larger sets.
+//!
+//! Rules that need the reference (see [`crate::leaf::VERIFY`]) have their
+//! bit in a separate set too; a candidate among them is verified with
+//! [`RuleMatch::matches`], and the scan goes on past it when it fails.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use palisade_packet::FlowKey;
+
+use crate::leaf::{LeafRule, Point, VERIFY};
+use crate::{RuleIndex, RuleMatch, NO_MATCH};
+
+/// 512 rules' bits of one class: one cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, align(64))]
+pub(crate) struct Line([u64; 8]);
+
+impl Line {
+    /// A line of no rules.
+    pub(crate) const EMPTY: Line = Line([0; 8]);
+}
+
+/// Fields a lookup intersects: source, destination, source port, destination
+/// port, and protocol with the requirement bits (`carried << 8 | proto`).
+const FIELDS: usize = 5;
+/// Width in bits of each field's values.
+const WIDTH: [u32; FIELDS] = [32, 32, 16, 16, 12];
+/// Bits of each field's trie root; the rest is looked up 8 bits per level.
+const ROOT_BITS: [u32; FIELDS] = [16, 16, 16, 16, 12];
+/// A trie entry with this bit holds a class (its first line); others index the node below.
+const CLASS: u32 = 1 << 31;
+/// The requirement bits a key can carry (see `compiled::REQ_*`).
+const REQ_BITS: u8 = 0x0f;
+
+/// The class trie of one field.
+#[derive(Clone, Debug, Default)]
+struct FieldIndex {
+    /// The root (`1 << ROOT_BITS` entries), then nodes of 256 entries.
+    tab: Vec<u32>,
+    /// The shift of the root index (`WIDTH - ROOT_BITS`).
+    root_shift: u32,
+}
+
+impl FieldIndex {
+    /// The first line of the class of value `v`: a root load and then,
+    /// for wide fields, a fixed number of steps without a branch (a class
+    /// entry steps to itself), since a branch on the depth mispredicts.
+    #[inline(always)]
+    fn class_of(&self, v: u32) -> usize {
+        let get = |i: u32| self.tab.get(i as usize).copied().unwrap_or(CLASS);
+        // Out of the table only for a value wider than the field, which
+        // points never hold; line 0 starts the empty class.
+        let mut e = get(v.checked_shr(self.root_shift).unwrap_or(0));
+        let mut shift = self.root_shift;
+        while shift >= 8 {
+            shift -= 8;
+            // All ones when `e` holds a class: it then loads entry 0 and keeps itself.
+            let class = 0u32.wrapping_sub(e >> 31);
+            let next = get(e.wrapping_add((v >> shift) & 0xff) & !class);
+            e = (e & class) | (next & !class);
+        }
+        (e & !CLASS) as usize
+    }
+
+    /// The trie over the pieces starting at `starts` (ascending, the first
+    /// 0) whose classes start at line `class[i]`.
+    fn build(field: usize, starts: &[u64], class: &[u32]) -> FieldIndex {
+        let root_bits = ROOT_BITS[field];
+        let root_shift = WIDTH[field] - root_bits;
+        let mut tab = vec![0u32; 1 << root_bits];
+        fill(&mut tab, 0, 0, 1 << root_bits, root_shift, starts, class);
+        tab.shrink_to_fit();
+        FieldIndex { tab, root_shift }
+    }
+}
+
+/// Fills `count` entries of the node at `at`, whose entries cover `1 << k`
+/// values each from `base` on: a class where the entry lies in one piece, else a node below.
+fn fill(tab: &mut Vec<u32>, at: usize, base: u64, count: usize, k: u32, starts: &[u64], class: &[u32]) {
+    for j in 0..count {
+        let a = base + ((j as u64) << k);
+        let end = a + (1u64 << k) - 1;
+        let i = starts.partition_point(|&s| s <= a).saturating_sub(1);
+        let one_piece = starts.get(i + 1).is_none_or(|&next| next > end);
+        if one_piece || k < 8 {
+            tab[at + j] = CLASS | class[i];
+        } else {
+            let child = tab.len();
+            tab.resize(child + 256, 0);
+            tab[at + j] = child as u32;
+            fill(tab, child, a, 256, k - 8, starts, class);
+        }
+    }
+}
+
+/// The bit sets of a rule set and the tries that find them.
+#[derive(Clone, Debug)]
+pub(crate) struct Bitsets {
+    fields: [FieldIndex; FIELDS],
+    /// Every class's set, `lines` lines each; the first class is empty.
+    bits: Vec<Line>,
+    /// Lines per set (rules / 512, rounded up).
+    lines: usize,
+    /// The rules that need the reference, as a set (empty when none does).
+    verify: Vec<Line>,
+    /// The intersections of the port and protocol fields' classes, when
+    /// few enough: then those fields' tries give class numbers into it.
+    product: Option<Product>,
+}
+
+/// Sets stored once each, as runs of lines.
+struct SetStore {
+    bits: Vec<Line>,
+    first_line: BTreeMap<Vec<Line>, u32>,
+}
+
+impl SetStore {
+    /// A store holding the empty set (at line 0).
+    fn new(lines: usize) -> SetStore {
+        let empty = vec![Line::EMPTY; lines];
+        SetStore {
+            bits: empty.clone(),
+            first_line: BTreeMap::from([(empty, 0)]),
+        }
+    }
+
+    /// The first line of `set`, stored if new.
+    fn intern(&mut self, set: &[Line]) -> u32 {
+        if let Some(&at) = self.first_line.get(set) {
+            return at;
+        }
+        let at = self.bits.len() as u32;
+        self.bits.extend_from_slice(set);
+        self.first_line.insert(set.to_vec(), at);
+        at
+    }
+}
+
+/// The intersections of every class of the source port, destination port
+/// and protocol fields (RFC's cross-producting): a lookup then intersects
+/// three sets, not five.
+#[derive(Clone, Debug)]
+struct Product {
+    /// The first line of the intersection of classes `(a, b, c)`, at `(a * n[1] + b) * n[2] + c`.
+    tab: Vec<u32>,
+    /// Class counts of the three fields.
+    n: [u32; 3],
+}
+
+/// Most entries of a [`Product`] table.
+const PRODUCT_MAX: usize = 1 << 15;
+
+impl Product {
+    /// The product of the classes `sets[2..5]`, when it has at most
+    /// [`PRODUCT_MAX`] entries and its new sets take at most `budget` bytes.
+    fn build(sets: &[Vec<Vec<Line>>; FIELDS], store: &mut SetStore, budget: usize) -> Option<Product> {
+        let n = [sets[2].len(), sets[3].len(), sets[4].len()];
+        let count = n[0].checked_mul(n[1])?.checked_mul(n[2])?;
+        if count > PRODUCT_MAX {
+            return None;
+        }
+        let mut distinct: BTreeMap<Vec<Line>, u32> = BTreeMap::new();
+        let mut local = Vec::with_capacity(count);
+        let mut found = Vec::new();
+        for a in &sets[2] {
+            for b in &sets[3] {
+                let ab: Vec<Line> = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| Line(core::array::from_fn(|w| x.0[w] & y.0[w])))
+                    .collect();
+                for c in &sets[4] {
+                    let abc: Vec<Line> = ab
+                        .iter()
+                        .zip(c)
+                        .map(|(x, y)| Line(core::array::from_fn(|w| x.0[w] & y.0[w])))
+                        .collect();
+                    let next = distinct.len() as u32;
+                    let number = *distinct.entry(abc).or_insert_with_key(|set| {
+                        found.push(set.clone());
+                        next
+                    });
+                    local.push(number);
+                    if found.len() * found.first().map_or(0, Vec::len) * 64 > budget {
+                        return None;
+                    }
+                }
+            }
+        }
+        let lines: Vec<u32> = found.iter().map(|set| store.intern(set)).collect();
+        Some(Product {
+            tab: local.iter().map(|&l| lines[l as usize]).collect(),
+            n: [n[0] as u32, n[1] as u32, n[2] as u32],
+        })
+    }
+
+    /// The first line of the intersection of classes `c[2..5]` (class numbers).
+    #[inline(always)]
+    fn line(&self, c: &[usize; FIELDS]) -> usize {
+        let at = (c[2] * self.n[1] as usize + c[3]) * self.n[2] as usize + c[4];
+        self.tab.get(at).copied().unwrap_or(0) as usize
+    }
+}
+
+/// The value of each field of a point.
+#[inline(always)]
+fn field_values(p: &Point) -> [u32; FIELDS] {
+    [
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        (p[5] & REQ_BITS as u32) << 8 | (p[4] & 0xff),
+    ]
+}
+
+/// Whether `r` holds `v` on field `f`.
+fn holds(r: &LeafRule, f: usize, v: u64) -> bool {
+    match f {
+        4 => {
+            let (carried, proto) = ((v >> 8) as u8, (v & 0xff) as u32);
+            proto.wrapping_sub(r.lo[4]) <= r.span[4] && r.need & REQ_BITS & !carried == 0
+        }
+        _ => (v as u32).wrapping_sub(r.lo[f]) <= r.span[f],
+    }
+}
+
+impl Bitsets {
+    /// Bit sets for `rules` (in priority order; `rules[i].idx == i`), or
+    /// `None` when they would take more than `budget` bytes.
+    pub(crate) fn build(rules: &[LeafRule], budget: usize) -> Option<Bitsets> {
+        let lines = rules.len().div_ceil(512).max(1);
+        let set_bytes = lines * core::mem::size_of::<Line>();
+        // Each field's pieces, by their first value.
+        let mut pieces: [Vec<u64>; FIELDS] = Default::default();
+        let mut bytes = 0usize;
+        for (f, starts) in pieces.iter_mut().enumerate() {
+            let end = 1u64 << WIDTH[f];
+            starts.push(0);
+            if f == 4 {
+                // Every carried value starts a piece, as does every protocol bound under it.
+                for carried in 0..=REQ_BITS as u64 {
+                    starts.push(carried << 8);
+                    for r in rules {
+                        starts.push(carried << 8 | r.lo[4] as u64);
+                        starts.push(carried << 8 | (r.lo[4] as u64 + r.span[4] as u64 + 1).min(256));
+                    }
+                }
+            } else {
+                for r in rules {
+                    starts.push(r.lo[f] as u64);
+                    starts.push(r.lo[f] as u64 + r.span[f] as u64 + 1);
+                }
+            }
+            starts.retain(|&s| s < end);
+            starts.sort_unstable();
+            starts.dedup();
+            // An upper bound: every piece its own class, and a trie node per piece and level.
+            bytes = bytes
+                .saturating_add(starts.len().saturating_mul(set_bytes + 2 * 256 * 4))
+                .saturating_add((1usize << ROOT_BITS[f]) * 4);
+            if bytes > budget {
+                return None;
+            }
+        }
+        // Each field's distinct sets, and the set of each piece.
+        let mut sets: [Vec<Vec<Line>>; FIELDS] = Default::default();
+        let mut piece_set: [Vec<u32>; FIELDS] = Default::default();
+        for f in 0..FIELDS {
+            let mut seen: BTreeMap<Vec<Line>, u32> = BTreeMap::new();
+            for &v in &pieces[f] {
+                let mut set = vec![Line::EMPTY; lines];
+                for (i, r) in rules.iter().enumerate() {
+                    if holds(r, f, v) {
+                        set[i / 512].0[i % 512 / 64] |= 1 << (i % 64);
+                    }
+                }
+                let next = seen.len() as u32;
+                let field_sets = &mut sets[f];
+                let number = *seen.entry(set).or_insert_with_key(|set| {
+                    field_sets.push(set.clone());
+                    next
+                });
+                piece_set[f].push(number);
+            }
+        }
+        let mut store = SetStore::new(lines);
+        let product = Product::build(&sets, &mut store, budget.saturating_sub(bytes) / 2);
+        let fields: [FieldIndex; FIELDS] = core::array::from_fn(|f| {
+            let class: Vec<u32> = if f >= 2 && product.is_some() {
+                piece_set[f].clone()
+            } else {
+                piece_set[f]
+                    .iter()
+                    .map(|&n| store.intern(&sets[f][n as usize]))
+                    .collect()
+            };
+            FieldIndex::build(f, &pieces[f], &class)
+        });
+        let mut bits = store.bits;
+        let mut verify = Vec::new();
+        if rules.iter().any(|r| r.need & VERIFY != 0) {
+            verify = vec![Line::default(); lines];
+            for (i, r) in rules.iter().enumerate() {
+                if r.need & VERIFY != 0 {
+                    verify[i / 512].0[i % 512 / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        bits.shrink_to_fit();
+        let built = Bitsets {
+            fields,
+            bits,
+            lines,
+            verify,
+            product,
+        };
+        (built.capacity_bytes() <= budget).then_some(built)
+    }
+
+    /// Bytes allocated.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        (self.bits.capacity() + self.verify.capacity()) * core::mem::size_of::<Line>()
+            + self.fields.iter().map(|f| f.tab.capacity() * 4).sum::<usize>()
+            + self.product.as_ref().map_or(0, |p| p.tab.capacity() * 4)
+    }
+
+    /// The first line of each field's class for point `p`.
+    #[inline(always)]
+    pub(crate) fn classes(&self, p: &Point) -> [usize; FIELDS] {
+        let v = field_values(p);
+        let mut c = core::array::from_fn(|f| self.fields[f].class_of(v[f]));
+        if let Some(product) = &self.product {
+            let line = product.line(&c);
+            c[2..].fill(line);
+        }
+        c
+    }
+
+    /// The first rule whose bit is in every class of `c` (see
+    /// [`Bitsets::classes`]) and that matches `key`: rules that need the
+    /// reference are checked against `verify_rules`.
+    #[inline(always)]
+    pub(crate) fn first(&self, c: &[usize; FIELDS], key: &FlowKey, verify_rules: &[RuleMatch]) -> RuleIndex {
+        let zero = Line::default();
+        let at = |i: usize| self.bits.get(i).unwrap_or(&zero);
+        for l in 0..self.lines {
+            let (a, b, s, d, m) = (
+                at(c[0] + l),
+                at(c[1] + l),
+                at(c[2] + l),
+                at(c[3] + l),
+                at(c[4] + l),
+            );
+            let x = Line(core::array::from_fn(|w| {
+                a.0[w] & b.0[w] & s.0[w] & d.0[w] & m.0[w]
+            }));
+            if let Some(i) = self.first_in_line(l, &x, key, verify_rules) {
+                return i;
+            }
+        }
+        NO_MATCH
+    }
+
+    /// The first rule of line `l` of the intersection `x` that matches `key`.
+    #[inline(always)]
+    fn first_in_line(
+        &self,
+        l: usize,
+        x: &Line,
+        key: &FlowKey,
+        verify_rules: &[RuleMatch],
+    ) -> Option<RuleIndex> {
+        for (w, &word) in x.0.iter().enumerate() {
+            let mut m = word;
+            while m != 0 {
+                let bit = m.trailing_zeros() as usize;
+                let i = l * 512 + w * 64 + bit;
+                let needs_reference = self.verify.get(l).is_some_and(|v| v.0[w] >> bit & 1 != 0);
+                if !needs_reference || verify_rules.get(i).is_some_and(|r| r.matches(key)) {
+                    return Some(i as RuleIndex);
+                }
+                m &= m - 1;
+            }
+        }
+        None
+    }
+
+    /// The values of each field of `points` (see [`Bitsets::classes_avx512`]).
+    #[inline(always)]
+    pub(crate) fn field_values(points: &[Point], values: &mut [[u32; BATCH]; FIELDS]) {
+        for (j, p) in points.iter().enumerate().take(BATCH) {
+            for (f, v) in field_values(p).into_iter().enumerate() {
+                values[f][j] = v;
+            }
+        }
+    }
+
+    /// [`Bitsets::classes`] of [`BATCH`] keys at once, one gather per 16
+    /// keys, field and trie level, the gathers of the four groups of 16 in
+    /// flight together: `values[f][j]` is the value of field `f` of key `j`
+    /// (see [`Bitsets::field_values`]); `classes[f][j]` receives its
+    /// class's first line.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512 F must be available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn classes_avx512(
+        &self,
+        values: &[[u32; BATCH]; FIELDS],
+        classes: &mut [[u32; BATCH]; FIELDS],
+    ) {
+        use core::arch::x86_64::*;
+        const G: usize = BATCH / 16;
+        // SAFETY (every load and store below): 16 `u32`s at 16 * g inside a local array of BATCH = 16 * G.
+        let load =
+            |a: &[u32; BATCH], g: usize| unsafe { _mm512_loadu_epi32(a.as_ptr().add(16 * g) as *const i32) };
+        let store = |a: &mut [u32; BATCH], g: usize, v: __m512i| unsafe {
+            _mm512_storeu_epi32(a.as_mut_ptr().add(16 * g) as *mut i32, v)
+        };
+        for ((field, vals), out) in self.fields.iter().zip(values).zip(classes.iter_mut()) {
+            let tab = field.tab.as_ptr() as *const i32;
+            // Every trie has its root, so it is not empty; and it holds fewer
+            // than 2^31 entries (the class tag), so indices fit an i32.
+            let last = _mm512_set1_epi32(field.tab.len().saturating_sub(1) as i32);
+            let v: [__m512i; G] = core::array::from_fn(|g| load(vals, g));
+            // SAFETY: every index is clamped to the table's last entry.
+            let mut e: [__m512i; G] = core::array::from_fn(|g| unsafe {
+                let root = _mm512_srlv_epi32(v[g], _mm512_set1_epi32(field.root_shift as i32));
+                _mm512_i32gather_epi32::<4>(_mm512_min_epu32(root, last), tab)
+            });
+            let mut shift = field.root_shift;
+            while shift >= 8 {
+                shift -= 8;
+                for g in 0..G {
+                    let below = _mm512_cmplt_epu32_mask(e[g], _mm512_set1_epi32(CLASS as i32));
+                    let byte = _mm512_and_si512(
+                        _mm512_srlv_epi32(v[g], _mm512_set1_epi32(shift as i32)),
+                        _mm512_set1_epi32(0xff),
+                    );
+                    let at = _mm512_min_epu32(_mm512_add_epi32(e[g], byte), last);
+                    // SAFETY: as above; lanes on a class keep it without a load.
+                    e[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(e[g], below, at, tab) };
+                }
+            }
+            for (g, e) in e.iter().enumerate() {
+                store(out, g, _mm512_andnot_si512(_mm512_set1_epi32(CLASS as i32), *e));
+            }
+        }
+        let Some(product) = &self.product else { return };
+        // The product holds n[0] * n[1] * n[2] >= 1 entries (every field has a class).
+        let last = _mm512_set1_epi32(product.tab.len().saturating_sub(1) as i32);
+        let n = |i: usize| _mm512_set1_epi32(product.n[i] as i32);
+        for g in 0..G {
+            let [a, b, c] = core::array::from_fn(|f| load(&classes[2 + f], g));
+            let at = _mm512_add_epi32(
+                _mm512_mullo_epi32(_mm512_add_epi32(_mm512_mullo_epi32(a, n(1)), b), n(2)),
+                c,
+            );
+            // SAFETY: every index is clamped to the table's last entry.
+            let lines = unsafe {
+                _mm512_i32gather_epi32::<4>(_mm512_min_epu32(at, last), product.tab.as_ptr() as *const i32)
+            };
+            for out in &mut classes[2..] {
+                store(out, g, lines);
+            }
+        }
+    }
+
+    /// Whether the port and protocol fields are looked up as one (see
+    /// [`Bitsets::classes_avx512`]): then [`Bitsets::first_avx512`] intersects 3 sets, else 5.
+    #[inline(always)]
+    pub(crate) fn has_product(&self) -> bool {
+        self.product.is_some()
+    }
+
+    /// [`Bitsets::first`] with AVX-512: one load per set and line, `K`
+    /// sets (3 with the port and protocol product, else 5) intersected with
+    /// ternary-logic ANDs, and for sets of up to [`FLAT_LINES`] lines no
+    /// branch on where the first bit is: every line is intersected, and the
+    /// first nonzero word and its position are selected from the last line to the first.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512 F must be available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn first_avx512<const K: usize>(
+        &self,
+        c: &[usize; FIELDS],
+        key: &FlowKey,
+        verify_rules: &[RuleMatch],
+    ) -> RuleIndex {
+        use core::arch::x86_64::*;
+        let end = c[..K]
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .saturating_add(self.lines);
+        if end > self.bits.len() || self.lines > FLAT_LINES || (K < FIELDS && self.product.is_none()) {
+            // Big sets; and never for classes this table gave, but a load must not leave it.
+            return self.first(c, key, verify_rules);
+        }
+        let base = self.bits.as_ptr();
+        // The first nonzero word of the intersection and its position, by
+        // selects from the last line to the first (no branch on the data).
+        let (mut first_word, mut at_word) = (0u64, 0usize);
+        for l in (0..self.lines).rev() {
+            // SAFETY: `c[f] + l < end <= bits.len()` for every field (checked
+            // above); a `Line` is 64 bytes aligned to 64, as the load needs.
+            let (word, nonzero) = unsafe {
+                let ld = |f: usize| _mm512_load_si512(base.add(c[f] + l) as *const __m512i);
+                let mut x = _mm512_ternarylogic_epi64::<0x80>(ld(0), ld(1), ld(2));
+                if K > 3 {
+                    x = _mm512_ternarylogic_epi64::<0x80>(x, ld(3), ld(4));
+                }
+                let nonzero = _mm512_test_epi64_mask(x, x);
+                let word = _mm_cvtsi128_si64(_mm512_castsi512_si128(_mm512_maskz_compress_epi64(nonzero, x)));
+                (word as u64, nonzero)
+            };
+            let here = nonzero != 0;
+            first_word = core::hint::select_unpredictable(here, word, first_word);
+            at_word =
+                core::hint::select_unpredictable(here, 8 * l + nonzero.trailing_zeros() as usize, at_word);
+        }
+        let i = at_word * 64 + first_word.trailing_zeros() as usize;
+        let found = if first_word != 0 { i as RuleIndex } else { NO_MATCH };
+        let needs_reference = self
+            .verify
+            .get(at_word / 8)
+            .is_some_and(|v| v.0[at_word % 8] & first_word & first_word.wrapping_neg() != 0);
+        if !needs_reference {
+            return found;
+        }
+        // The first candidate needs the reference: take the candidates in order.
+        self.first(c, key, verify_rules)
+    }
+}
+
+/// Keys [`Bitsets::classes_avx512`] looks up at once.
+pub(crate) const BATCH: usize = 64;
+
+/// Lines of the largest sets [`Bitsets::first_avx512`] intersects without a branch.
+pub(crate) const FLAT_LINES: usize = 8;
