@@ -183,9 +183,13 @@ fn check_equal(rules: &[RuleMatch], keys: &[FlowKey], config: &BuildConfig) -> R
     Ok(())
 }
 
-/// The default for small sets: bit sets (see `bitsets_for_small_sets`).
+/// Bit sets (the default for sets of up to 1024 rules; see
+/// `bitsets_for_small_sets`) up to 4096 rules, so that several lines are covered.
 fn bitsets() -> BuildConfig {
-    BuildConfig::default()
+    BuildConfig {
+        bitset_max_rules: 4096,
+        ..BuildConfig::default()
+    }
 }
 
 /// Small leaves and generous cuts: deep trees, so every cut path is exercised.
@@ -260,10 +264,10 @@ fn bitsets_for_small_sets() {
             .collect()
     };
     let default = BuildConfig::default();
-    assert!(CompiledClassifier::build(&rules(2048), &default)
+    assert!(CompiledClassifier::build(&rules(1024), &default)
         .unwrap()
         .uses_bitsets());
-    let big = CompiledClassifier::build(&rules(2049), &default).unwrap();
+    let big = CompiledClassifier::build(&rules(1025), &default).unwrap();
     assert!(!big.uses_bitsets());
     assert!(big.tree_count() >= 1);
     // Bit sets that would pass a quarter of the memory cap give way to trees.
