@@ -4,7 +4,9 @@
 //!
 //! Per set, `compiled` classifies the whole trace per iteration (throughput in
 //! packets), and on an AVX-512 CPU `compiled-scalar` does the same with the
-//! scalar lookup (the baseline for the vector code); `linear` classifies the first 256 headers of the same trace, so
+//! scalar lookup (the baseline for the vector code), and on sets small enough
+//! for bit sets `compiled-trees` does it with trees (the baseline for the bit
+//! sets); `linear` classifies the first 256 headers of the same trace, so
 //! the reference finishes at 10K rules. Criterion's throughput line gives
 //! packets per second; median / packets is the time per packet. Sets that are
 //! absent are skipped with a message.
@@ -67,6 +69,12 @@ fn classbench(c: &mut Criterion) {
             ..BuildConfig::default()
         };
         let compiled_scalar = CompiledClassifier::build(&rules, &scalar).expect("build");
+        // Trees where the default uses bit sets (sets of up to 1024 rules): what the bit sets gain.
+        let trees = BuildConfig {
+            bitset_max_rules: 0,
+            ..BuildConfig::default()
+        };
+        let compiled_trees = CompiledClassifier::build(&rules, &trees).expect("build");
         let linear = LinearClassifier::new(rules.clone());
 
         let mut group = c.benchmark_group(rules_name);
@@ -82,6 +90,14 @@ fn classbench(c: &mut Criterion) {
                 black_box(&out);
             })
         });
+        if compiled.uses_bitsets() {
+            group.bench_function(BenchmarkId::new("compiled-trees", keys.len()), |b| {
+                b.iter(|| {
+                    compiled_trees.classify_batch(black_box(&keys), &mut out);
+                    black_box(&out);
+                })
+            });
+        }
         if compiled.uses_vector_leaves() {
             group.bench_function(BenchmarkId::new("compiled-scalar", keys.len()), |b| {
                 b.iter(|| {

@@ -224,6 +224,7 @@ pub fn decode(data: &[u8]) -> (BuildConfig, Vec<RuleMatch>, Vec<FlowKey>) {
         leaf_size: usize::from(inp.u8() % 16) + 1,
         space_factor: usize::from(inp.u8() % 16) + 2,
         vector: true,
+        bitset_max_rules: 1024,
     };
     let rules: Vec<RuleMatch> = (0..n).map(|_| rule(&mut inp)).collect();
     let mut keys = Vec::new();
@@ -253,9 +254,13 @@ pub fn run(data: &[u8]) {
     let _report = OnPanic(&rules);
     let reference = LinearClassifier::new(rules.clone());
     let want: Vec<u32> = keys.iter().map(|k| reference.classify(k)).collect();
-    // Both lookups: AVX-512 (where the CPU has it) and scalar.
-    for vector in [true, false] {
-        let config = BuildConfig { vector, ..config };
+    // Both structures (bit sets, trees) with both lookups: AVX-512 (where the CPU has it) and scalar.
+    for (vector, bitset_max_rules) in [(true, 1024), (false, 1024), (true, 0), (false, 0)] {
+        let config = BuildConfig {
+            vector,
+            bitset_max_rules,
+            ..config
+        };
         let Ok(compiled) = CompiledClassifier::build(&rules, &config) else {
             continue;
         };
@@ -265,11 +270,11 @@ pub fn run(data: &[u8]) {
             assert_eq!(
                 compiled.classify(k),
                 want[i],
-                "single lookup (vector {vector}), key {k:?}, rules {rules:?}"
+                "single lookup (vector {vector}, bit sets up to {bitset_max_rules} rules), key {k:?}, rules {rules:?}"
             );
             assert_eq!(
                 got[i], want[i],
-                "batch lookup (vector {vector}), key {k:?}, rules {rules:?}"
+                "batch lookup (vector {vector}, bit sets up to {bitset_max_rules} rules), key {k:?}, rules {rules:?}"
             );
         }
     }

@@ -57,6 +57,17 @@
 //! both. The `unsafe` code (gathers, masked loads) is confined to these
 //! lookups, each index clamped into its table before the load; `palisade
 //! bench --scalar` measures what it gains.
+//!
+//! Sets of at most [`BuildConfig::bitset_max_rules`] rules (default 1024)
+//! use no trees but bit sets (see [`crate::bitset`]): every field value
+//! class holds the set of rules whose box covers it, and a key's first
+//! match is the lowest bit of the intersection of its five classes (the port
+//! and protocol classes are intersected at build time, RFC-style, when the
+//! product stays small). The classes are found by tries, walked 64 keys at
+//! a time with AVX-512 gathers, and the intersection takes one vector AND
+//! per field and 512 rules, without a branch. Past two 512-rule lines,
+//! trees were faster on ClassBench sets. `palisade bench --trees` measures
+//! what the bit sets gain.
 
 use alloc::vec;
 use alloc::vec::Vec;
