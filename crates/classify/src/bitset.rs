@@ -405,12 +405,13 @@ impl Bitsets {
         None
     }
 
-    /// The values of each field of `points` (see [`Bitsets::classes_avx512`]).
+    /// Stores the values of each field of point `p` as key `j` of `values`
+    /// (see [`Bitsets::classes_avx512`]).
     #[inline(always)]
-    pub(crate) fn field_values(points: &[Point], values: &mut [[u32; BATCH]; FIELDS]) {
-        for (j, p) in points.iter().enumerate().take(BATCH) {
-            for (f, v) in field_values(p).into_iter().enumerate() {
-                values[f][j] = v;
+    pub(crate) fn set_field_values(p: &Point, j: usize, values: &mut [[u32; BATCH]; FIELDS]) {
+        for (f, v) in field_values(p).into_iter().enumerate() {
+            if let Some(slot) = values[f].get_mut(j) {
+                *slot = v;
             }
         }
     }
@@ -418,7 +419,7 @@ impl Bitsets {
     /// [`Bitsets::classes`] of [`BATCH`] keys at once, one gather per 16
     /// keys, field and trie level, the gathers of the four groups of 16 in
     /// flight together: `values[f][j]` is the value of field `f` of key `j`
-    /// (see [`Bitsets::field_values`]); `classes[f][j]` receives its
+    /// (see [`Bitsets::set_field_values`]); `classes[f][j]` receives its
     /// class's first line.
     ///
     /// # Safety

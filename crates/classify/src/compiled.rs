@@ -827,14 +827,13 @@ impl CompiledClassifier {
         #[cfg(target_arch = "x86_64")]
         if VECTOR {
             const CHUNK: usize = bitset::BATCH;
-            let mut points = [[0u32; 8]; CHUNK];
             let mut values = [[0u32; CHUNK]; 5];
             let mut classes = [[0u32; CHUNK]; 5];
             for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-                for (p, key) in points.iter_mut().zip(k) {
-                    *p = point_of(key);
+                // Lanes past the keys keep values of an earlier chunk: valid, and their results are dropped.
+                for (j, key) in k.iter().enumerate() {
+                    Bitsets::set_field_values(&point_of(key), j, &mut values);
                 }
-                Bitsets::field_values(&points[..k.len()], &mut values);
                 // SAFETY: `VECTOR` is true only on a path entered after
                 // `leaf::avx512_available()` returned true (see `vector`).
                 #[allow(unsafe_code)]
