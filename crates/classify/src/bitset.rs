@@ -7,10 +7,13 @@
 //! set, with bit `i` set when rule `i`'s box holds the piece on that field.
 //! Pieces with equal sets share one (their *class*). A lookup finds the
 //! class of each field's value with a multi-bit trie (a 16-bit root, then
-//! 8-bit nodes: at most three dependent loads) and intersects the five sets;
-//! the lowest bit left is the first match. Sets are stored as 64-byte lines
-//! of 512 rules, so the intersection is five line loads and four ANDs per 512
-//! rules, and it stops at the first line with a bit left.
+//! 8-bit nodes: at most three dependent loads) and intersects the sets; the
+//! lowest bit left is the first match. When the product of the port and
+//! protocol classes is small, their intersections are made at build time
+//! (RFC's cross-producting), so a lookup intersects three sets, not five.
+//! Sets are stored as 64-byte lines of 512 rules: with AVX-512, a line of
+//! the intersection is one load per set and two ternary-logic ANDs, and
+//! the first bit is selected over all lines without a branch.
 //!
 //! The memory is about `classes × rules / 8` bytes per field, which stays
 //! small only for small sets: [`Bitsets::build`] declines past its budget,
@@ -41,7 +44,7 @@ impl Line {
 
 /// Fields a lookup intersects: source, destination, source port, destination
 /// port, and protocol with the requirement bits (`carried << 8 | proto`).
-const FIELDS: usize = 5;
+pub(crate) const FIELDS: usize = 5;
 /// Width in bits of each field's values.
 const WIDTH: [u32; FIELDS] = [32, 32, 16, 16, 12];
 /// Bits of each field's trie root; the rest is looked up 8 bits per level.
@@ -183,17 +186,9 @@ impl Product {
         let mut found = Vec::new();
         for a in &sets[2] {
             for b in &sets[3] {
-                let ab: Vec<Line> = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| Line(core::array::from_fn(|w| x.0[w] & y.0[w])))
-                    .collect();
+                let ab = intersection(a, b);
                 for c in &sets[4] {
-                    let abc: Vec<Line> = ab
-                        .iter()
-                        .zip(c)
-                        .map(|(x, y)| Line(core::array::from_fn(|w| x.0[w] & y.0[w])))
-                        .collect();
+                    let abc = intersection(&ab, c);
                     let next = distinct.len() as u32;
                     let number = *distinct.entry(abc).or_insert_with_key(|set| {
                         found.push(set.clone());
@@ -219,6 +214,25 @@ impl Product {
         let at = (c[2] * self.n[1] as usize + c[3]) * self.n[2] as usize + c[4];
         self.tab.get(at).copied().unwrap_or(0) as usize
     }
+}
+
+/// The set of the rules (of `lines` lines) for which `member` holds.
+fn rule_set(rules: &[LeafRule], lines: usize, member: impl Fn(&LeafRule) -> bool) -> Vec<Line> {
+    let mut set = vec![Line::EMPTY; lines];
+    for (i, r) in rules.iter().enumerate() {
+        if member(r) {
+            set[i / 512].0[i % 512 / 64] |= 1 << (i % 64);
+        }
+    }
+    set
+}
+
+/// The intersection of two sets.
+fn intersection(a: &[Line], b: &[Line]) -> Vec<Line> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| Line(core::array::from_fn(|w| x.0[w] & y.0[w])))
+        .collect()
 }
 
 /// The value of each field of a point.
@@ -288,12 +302,7 @@ impl Bitsets {
         for f in 0..FIELDS {
             let mut seen: BTreeMap<Vec<Line>, u32> = BTreeMap::new();
             for &v in &pieces[f] {
-                let mut set = vec![Line::EMPTY; lines];
-                for (i, r) in rules.iter().enumerate() {
-                    if holds(r, f, v) {
-                        set[i / 512].0[i % 512 / 64] |= 1 << (i % 64);
-                    }
-                }
+                let set = rule_set(rules, lines, |r| holds(r, f, v));
                 let next = seen.len() as u32;
                 let field_sets = &mut sets[f];
                 let number = *seen.entry(set).or_insert_with_key(|set| {
@@ -317,15 +326,12 @@ impl Bitsets {
             FieldIndex::build(f, &pieces[f], &class)
         });
         let mut bits = store.bits;
-        let mut verify = Vec::new();
-        if rules.iter().any(|r| r.need & VERIFY != 0) {
-            verify = vec![Line::default(); lines];
-            for (i, r) in rules.iter().enumerate() {
-                if r.need & VERIFY != 0 {
-                    verify[i / 512].0[i % 512 / 64] |= 1 << (i % 64);
-                }
-            }
-        }
+        let needs_reference = |r: &LeafRule| r.need & VERIFY != 0;
+        let verify = if rules.iter().any(needs_reference) {
+            rule_set(rules, lines, needs_reference)
+        } else {
+            Vec::new()
+        };
         bits.shrink_to_fit();
         let built = Bitsets {
             fields,
@@ -344,9 +350,28 @@ impl Bitsets {
             + self.product.as_ref().map_or(0, |p| p.tab.capacity() * 4)
     }
 
-    /// The first line of each field's class for point `p`.
+    /// The first rule matching `key`, whose point is `p` (the lookup without AVX-512).
     #[inline(always)]
-    pub(crate) fn classes(&self, p: &Point) -> [usize; FIELDS] {
+    pub(crate) fn lookup(&self, p: &Point, key: &FlowKey, verify_rules: &[RuleMatch]) -> RuleIndex {
+        self.first(&self.classes(p), key, verify_rules)
+    }
+
+    /// The sets a lookup intersects: 3 with the port and protocol product
+    /// (its line is then in `classes()[2]`), else 5.
+    #[inline(always)]
+    fn set_count(&self) -> usize {
+        if self.product.is_some() {
+            3
+        } else {
+            FIELDS
+        }
+    }
+
+    /// The first line of each field's class for point `p` (with the
+    /// product, the first line of its intersection in place of the port
+    /// and protocol fields' classes).
+    #[inline(always)]
+    fn classes(&self, p: &Point) -> [usize; FIELDS] {
         let v = field_values(p);
         let mut c = core::array::from_fn(|f| self.fields[f].class_of(v[f]));
         if let Some(product) = &self.product {
@@ -356,24 +381,17 @@ impl Bitsets {
         c
     }
 
-    /// The first rule whose bit is in every class of `c` (see
+    /// The first rule whose bit is in every set of `c` (see
     /// [`Bitsets::classes`]) and that matches `key`: rules that need the
     /// reference are checked against `verify_rules`.
     #[inline(always)]
-    pub(crate) fn first(&self, c: &[usize; FIELDS], key: &FlowKey, verify_rules: &[RuleMatch]) -> RuleIndex {
-        let zero = Line::default();
-        let at = |i: usize| self.bits.get(i).unwrap_or(&zero);
+    fn first(&self, c: &[usize; FIELDS], key: &FlowKey, verify_rules: &[RuleMatch]) -> RuleIndex {
+        let at = |i: usize| self.bits.get(i).unwrap_or(&Line::EMPTY);
         for l in 0..self.lines {
-            let (a, b, s, d, m) = (
-                at(c[0] + l),
-                at(c[1] + l),
-                at(c[2] + l),
-                at(c[3] + l),
-                at(c[4] + l),
-            );
-            let x = Line(core::array::from_fn(|w| {
-                a.0[w] & b.0[w] & s.0[w] & d.0[w] & m.0[w]
-            }));
+            let x = c[..self.set_count()].iter().fold(Line([u64::MAX; 8]), |x, &ci| {
+                let y = at(ci + l);
+                Line(core::array::from_fn(|w| x.0[w] & y.0[w]))
+            });
             if let Some(i) = self.first_in_line(l, &x, key, verify_rules) {
                 return i;
             }
@@ -492,7 +510,7 @@ impl Bitsets {
     }
 
     /// Whether the port and protocol fields are looked up as one (see
-    /// [`Bitsets::classes_avx512`]): then [`Bitsets::first_avx512`] intersects 3 sets, else 5.
+    /// [`Bitsets::classes_avx512`]): then [`Bitsets::first_avx512`] takes `K` = 3, else 5.
     #[inline(always)]
     pub(crate) fn has_product(&self) -> bool {
         self.product.is_some()
@@ -524,7 +542,7 @@ impl Bitsets {
             .copied()
             .unwrap_or(0)
             .saturating_add(self.lines);
-        if end > self.bits.len() || self.lines > FLAT_LINES || (K < FIELDS && self.product.is_none()) {
+        if end > self.bits.len() || self.lines > FLAT_LINES || K != self.set_count() {
             // Big sets; and never for classes this table gave, but a load must not leave it.
             return self.first(c, key, verify_rules);
         }

@@ -61,11 +61,11 @@
 //! Sets of at most [`BuildConfig::bitset_max_rules`] rules (default 1024)
 //! use no trees but bit sets (see [`crate::bitset`]): every field value
 //! class holds the set of rules whose box covers it, and a key's first
-//! match is the lowest bit of the intersection of its five classes (the port
+//! match is the lowest bit of the intersection of its classes (the port
 //! and protocol classes are intersected at build time, RFC-style, when the
-//! product stays small). The classes are found by tries, walked 64 keys at
-//! a time with AVX-512 gathers, and the intersection takes one vector AND
-//! per field and 512 rules, without a branch. Past two 512-rule lines,
+//! product stays small, so a lookup intersects three sets, not five). The classes are found by tries, walked 64 keys at
+//! a time with AVX-512 gathers, and the intersection takes one vector load
+//! per set and 512 rules, without a branch on where the first bit is. Past two 512-rule lines,
 //! trees were faster on ClassBench sets. `palisade bench --trees` measures
 //! what the bit sets gain.
 
@@ -476,16 +476,7 @@ impl CompiledClassifier {
             let list: Vec<LeafRule> = boxes.iter().zip(0..).map(|(bx, i)| bx.leaf_rule(i)).collect();
             let budget = (config.memory_cap_bytes / 4).saturating_sub(verify_bytes);
             if let Some(bitsets) = Bitsets::build(&list, budget) {
-                b.leaves.finish();
-                return Ok(CompiledClassifier {
-                    tab: b.tab,
-                    leaves: b.leaves,
-                    roots: Vec::new(),
-                    verify,
-                    rule_count: rules.len(),
-                    vector: config.vector && leaf::avx512_available(),
-                    bitsets: Some(bitsets),
-                });
+                return Ok(Self::assemble(b, Vec::new(), verify, config, Some(bitsets)));
             }
         }
         // Split the rules by their most specific field (CutSplit): source
@@ -544,17 +535,29 @@ impl CompiledClassifier {
             }
         }
         roots.sort_by_key(|&(_, first)| first);
+        Ok(Self::assemble(b, roots, verify, config, None))
+    }
+
+    /// The classifier of a finished build: its trees (`roots`, in order of
+    /// their first rule) or its bit sets.
+    fn assemble(
+        mut b: Builder,
+        roots: Vec<(u32, u32)>,
+        verify: Vec<RuleMatch>,
+        config: &BuildConfig,
+        bitsets: Option<Bitsets>,
+    ) -> CompiledClassifier {
         b.tab.shrink_to_fit();
         b.leaves.finish();
-        Ok(CompiledClassifier {
+        CompiledClassifier {
             tab: b.tab,
             leaves: b.leaves,
             roots,
+            rule_count: b.boxes.len(),
             verify,
-            rule_count: rules.len(),
             vector: config.vector && leaf::avx512_available(),
-            bitsets: None,
-        })
+            bitsets,
+        }
     }
 
     /// Number of trees the rules were split into.
@@ -814,66 +817,39 @@ impl CompiledClassifier {
         out[..n].copy_from_slice(&best[..n]);
     }
 
-    /// Classifies a batch with the bit sets: the classes of a chunk of keys
-    /// first (their trie loads overlap), then each key's intersection.
-    /// `VECTOR` intersects with AVX-512; callers pass it only when [`leaf::avx512_available`].
-    #[inline(always)]
-    fn classify_bitsets<const VECTOR: bool>(
-        &self,
-        bitsets: &Bitsets,
-        keys: &[FlowKey],
-        out: &mut [RuleIndex],
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if VECTOR {
-            const CHUNK: usize = bitset::BATCH;
-            let mut values = [[0u32; CHUNK]; 5];
-            let mut classes = [[0u32; CHUNK]; 5];
-            for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-                // Lanes past the keys keep values of an earlier chunk: valid, and their results are dropped.
-                for (j, key) in k.iter().enumerate() {
-                    Bitsets::set_field_values(&point_of(key), j, &mut values);
-                }
-                // SAFETY: `VECTOR` is true only on a path entered after
-                // `leaf::avx512_available()` returned true (see `vector`).
-                #[allow(unsafe_code)]
-                unsafe {
-                    bitsets.classes_avx512(&values, &mut classes)
-                };
-                for (j, (key, o)) in k.iter().zip(o.iter_mut()).enumerate() {
-                    let c = core::array::from_fn(|f| classes[f][j] as usize);
-                    // SAFETY: as above.
-                    #[allow(unsafe_code)]
-                    {
-                        *o = unsafe {
-                            if bitsets.has_product() {
-                                bitsets.first_avx512::<3>(&c, key, &self.verify)
-                            } else {
-                                bitsets.first_avx512::<5>(&c, key, &self.verify)
-                            }
-                        };
-                    }
-                }
-            }
-            return;
-        }
-        const CHUNK: usize = 16;
-        for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-            let mut classes = [[0usize; 5]; CHUNK];
-            for (c, key) in classes.iter_mut().zip(k) {
-                *c = bitsets.classes(&point_of(key));
-            }
-            for ((c, key), o) in classes.iter().zip(k).zip(o.iter_mut()) {
-                *o = bitsets.first(c, key, &self.verify);
-            }
-        }
-    }
-
-    /// [`CompiledClassifier::classify_bitsets`] with AVX-512 intersections.
+    /// [`Classifier::classify_batch`] with the bit sets and AVX-512: the
+    /// classes of [`bitset::BATCH`] keys first (their gathers overlap), then each key's intersection.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn classify_bitsets_avx512(&self, bitsets: &Bitsets, keys: &[FlowKey], out: &mut [RuleIndex]) {
-        self.classify_bitsets::<true>(bitsets, keys, out)
+        const CHUNK: usize = bitset::BATCH;
+        let mut values = [[0u32; CHUNK]; bitset::FIELDS];
+        let mut classes = [[0u32; CHUNK]; bitset::FIELDS];
+        for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            // Lanes past the keys keep values of an earlier chunk: valid, and their results are dropped.
+            for (j, key) in k.iter().enumerate() {
+                Bitsets::set_field_values(&point_of(key), j, &mut values);
+            }
+            // SAFETY (both calls): this function is compiled for, and entered
+            // only after `leaf::avx512_available()` found, the features they need.
+            #[allow(unsafe_code)]
+            unsafe {
+                bitsets.classes_avx512(&values, &mut classes)
+            };
+            for (j, (key, o)) in k.iter().zip(o.iter_mut()).enumerate() {
+                let c = core::array::from_fn(|f| classes[f][j] as usize);
+                #[allow(unsafe_code)]
+                {
+                    *o = unsafe {
+                        if bitsets.has_product() {
+                            bitsets.first_avx512::<3>(&c, key, &self.verify)
+                        } else {
+                            bitsets.first_avx512::<5>(&c, key, &self.verify)
+                        }
+                    };
+                }
+            }
+        }
     }
 
     /// Whether lookups use bit sets (small sets, see
@@ -914,7 +890,7 @@ impl CompiledClassifier {
 impl Classifier for CompiledClassifier {
     fn classify(&self, key: &FlowKey) -> RuleIndex {
         if let Some(bitsets) = &self.bitsets {
-            return bitsets.first(&bitsets.classes(&point_of(key)), key, &self.verify);
+            return bitsets.lookup(&point_of(key), key, &self.verify);
         }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
@@ -935,7 +911,10 @@ impl Classifier for CompiledClassifier {
                 #[allow(unsafe_code)]
                 return unsafe { self.classify_bitsets_avx512(bitsets, keys, out) };
             }
-            return self.classify_bitsets::<false>(bitsets, keys, out);
+            for (key, o) in keys.iter().zip(out.iter_mut()) {
+                *o = bitsets.lookup(&point_of(key), key, &self.verify);
+            }
+            return;
         }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
