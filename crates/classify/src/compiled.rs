@@ -23,9 +23,9 @@
 //! fullest child is smallest, with as many pieces as a replication budget
 //! (`space_factor`) allows; a tree that passes 512 bytes per rule is rebuilt
 //! with less replication, so memory stays bounded. Leaves hold short
-//! priority-ordered lists of boxes, stored field by field in shared planes
-//! (36 bytes per rule; see [`crate::leaf`]); a leaf reference carries the
-//! leaf's first slot and rule count, so a lookup needs no header load. A
+//! priority-ordered lists of boxes, stored field by field in blocks of 16
+//! (32 bytes per rule; see [`crate::leaf`]); a leaf reference carries the
+//! leaf's first word and rule count, so a lookup needs no header load. A
 //! rule that covers a child's whole region shadows every later rule whose
 //! presence requirements include its own, and those are dropped.
 //!
@@ -98,9 +98,9 @@ const LEAF: u32 = 1 << 31;
 const LEAF_COUNT_SHIFT: u32 = 26;
 /// ...or this value when the leaf has this many rules or more (then the header tells).
 const LEAF_COUNT_MAX: u32 = leaf::BIG_LEAF;
-/// ...and its first slot in bits 0-25 (see [`leaf`]).
-const LEAF_SLOTS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
-/// The empty leaf: no rules (slot 0, count 0).
+/// ...and its first word in bits 0-25 (see [`leaf`]).
+const LEAF_WORDS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
+/// The empty leaf: no rules (word 0, count 0).
 const EMPTY: u32 = LEAF;
 /// A node that every leaf lane of a batch steps through (its result is
 /// discarded), at index 0 of the table: no cuts, one child.
@@ -417,7 +417,7 @@ pub struct CompiledClassifier {
     /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
     /// then child references (a node's index, or a leaf's reference, tagged [`LEAF`]).
     tab: Vec<u32>,
-    /// The leaves' planes (see [`leaf`] for the layout); the empty leaf has no slots.
+    /// The leaves' words (see [`leaf`] for the layout); the empty leaf has none.
     leaves: Leaves,
     /// Each tree's root reference and its lowest rule index, by lowest rule
     /// index: a tree is skipped for a key already matched by an earlier rule.
@@ -590,7 +590,7 @@ impl CompiledClassifier {
     #[inline(always)]
     fn leaf_ref(r: u32) -> LeafRef {
         LeafRef {
-            start: (r & LEAF_SLOTS) as usize,
+            start: (r & LEAF_WORDS) as usize,
             code: (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX,
         }
     }
@@ -604,10 +604,17 @@ impl CompiledClassifier {
         r
     }
 
-    /// The first rule of leaf `r` that matches, if better than `best`; else `best`.
+    /// The first rule of leaf `r` that matches, if better than `best`; else
+    /// `best`, or with `VECTOR` and not `MIN` some index not better than `best`.
     /// `VECTOR` checks 16 rules per step; callers pass it only when [`leaf::avx512_available`].
     #[inline(always)]
-    fn leaf_first<const VECTOR: bool>(&self, r: u32, p: &Point, key: &FlowKey, best: u32) -> u32 {
+    fn leaf_first<const VECTOR: bool, const MIN: bool>(
+        &self,
+        r: u32,
+        p: &Point,
+        key: &FlowKey,
+        best: u32,
+    ) -> u32 {
         let leaf = Self::leaf_ref(r);
         let q = Probe {
             p,
@@ -622,9 +629,9 @@ impl CompiledClassifier {
             #[allow(unsafe_code)]
             return unsafe {
                 if self.verify.is_empty() {
-                    leaf::first_avx512::<false>(&self.leaves, leaf, &q)
+                    leaf::first_avx512::<false, MIN>(&self.leaves, leaf, &q)
                 } else {
-                    leaf::first_avx512::<true>(&self.leaves, leaf, &q)
+                    leaf::first_avx512::<true, MIN>(&self.leaves, leaf, &q)
                 }
             };
         }
@@ -668,7 +675,7 @@ impl CompiledClassifier {
                 }
             }
             for j in 0..n {
-                best[j] = self.leaf_first::<false>(refs[j], &pts[j], &keys[j], best[j]);
+                best[j] = self.leaf_first::<false, true>(refs[j], &pts[j], &keys[j], best[j]);
             }
         }
         out[..n].copy_from_slice(&best[..n]);
@@ -683,7 +690,7 @@ impl CompiledClassifier {
                 continue;
             }
             let leaf = self.walk(root, &p);
-            best = self.leaf_first::<VECTOR>(leaf, &p, key, best);
+            best = self.leaf_first::<VECTOR, true>(leaf, &p, key, best);
         }
         best
     }
@@ -801,20 +808,53 @@ impl CompiledClassifier {
                 // SAFETY: a store of 16 lanes inside the local array.
                 unsafe { _mm512_storeu_epi32(leaves.as_mut_ptr().add(16 * g) as *mut i32, *r) };
             }
-            for (g, &lanes_needing) in need.iter().enumerate() {
-                let mut lanes = lanes_needing as u32;
-                while lanes != 0 {
-                    let j = 16 * g + lanes.trailing_zeros() as usize;
-                    lanes &= lanes - 1;
-                    if let (Some(b), Some(p), Some(k), Some(&r)) =
-                        (best.get_mut(j), pts.get(j), keys.get(j), leaves.get(j))
-                    {
-                        *b = self.leaf_first::<true>(r, p, k, *b);
-                    }
+            // Each lane's leaf match, then the better of it and the lane's
+            // best, in vectors: a scalar min would become a branch on a
+            // result that arrives late and mispredicts often.
+            let lanes = need.iter().rev().fold(0u64, |acc, &m| acc << 16 | m as u64);
+            let mut found = [NO_MATCH; VECTOR_LANES];
+            self.leaf_matches(lanes, &leaves, &pts, keys, &best, &mut found);
+            for g in 0..G {
+                // SAFETY: loads and a store of 16 lanes inside the local arrays.
+                unsafe {
+                    let at = 16 * g;
+                    let b = _mm512_loadu_epi32(best.as_ptr().add(at) as *const i32);
+                    let f = _mm512_loadu_epi32(found.as_ptr().add(at) as *const i32);
+                    _mm512_storeu_epi32(best.as_mut_ptr().add(at) as *mut i32, _mm512_min_epu32(b, f));
                 }
             }
         }
         out[..n].copy_from_slice(&best[..n]);
+    }
+
+    /// The leaf match of each lane in `lanes` (a bit per lane) against its
+    /// leaf in `leaves`, into `found`: a rule better than the lane's `best`,
+    /// or an index not better than it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(never)]
+    fn leaf_matches(
+        &self,
+        mut lanes: u64,
+        leaves: &[u32; VECTOR_LANES],
+        pts: &[Point; VECTOR_LANES],
+        keys: &[FlowKey],
+        best: &[RuleIndex; VECTOR_LANES],
+        found: &mut [RuleIndex; VECTOR_LANES],
+    ) {
+        while lanes != 0 {
+            let j = lanes.trailing_zeros() as usize;
+            lanes &= lanes - 1;
+            if let (Some(f), Some(&b), Some(p), Some(k), Some(&r)) = (
+                found.get_mut(j),
+                best.get(j),
+                pts.get(j),
+                keys.get(j),
+                leaves.get(j),
+            ) {
+                *f = self.leaf_first::<true, false>(r, p, k, b);
+            }
+        }
     }
 
     /// [`Classifier::classify_batch`] with the bit sets and AVX-512: the
@@ -966,18 +1006,18 @@ enum Stop {
 
 impl Builder<'_> {
     fn bytes(&self) -> usize {
-        self.base_bytes + self.tab.len() * 4 + self.leaves.len() * leaf::SLOT_BYTES
+        self.base_bytes + self.tab.len() * 4 + self.leaves.len() * 4
     }
 
     /// Bytes added to the tables since the given lengths.
     fn bytes_since(&self, tab: usize, leaves: usize) -> usize {
-        (self.tab.len() - tab) * 4 + (self.leaves.len() - leaves) * leaf::SLOT_BYTES
+        (self.tab.len() - tab) * 4 + (self.leaves.len() - leaves) * 4
     }
 
     fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
         // References must not reach the leaf tag bit.
-        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_SLOTS as usize {
+        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_WORDS as usize {
             Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
                 cap: self.cap,
@@ -1061,7 +1101,7 @@ impl Builder<'_> {
             .collect();
         let leaf = self.leaves.push(&list);
         self.check()?;
-        Ok(LEAF | leaf.code << LEAF_COUNT_SHIFT | (leaf.start as u32 & LEAF_SLOTS))
+        Ok(LEAF | leaf.code << LEAF_COUNT_SHIFT | (leaf.start as u32 & LEAF_WORDS))
     }
 
     /// The best cut of a node holding `rules`, its replication estimated on
@@ -1291,9 +1331,9 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowK
                 r = child_of(tab, r as usize, &p);
                 cost += 1;
             }
-            let (slot, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
-            for i in slot..slot + n {
-                let c = leaves.rule(i);
+            let (first_word, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
+            for i in 0..n {
+                let c = leaves.rule(first_word, n, i);
                 cost += 1;
                 if c.idx >= best {
                     break;

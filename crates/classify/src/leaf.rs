@@ -1,23 +1,27 @@
 //! Leaves of the compiled classifier: priority-ordered lists of rule boxes,
 //! stored field by field so that one AVX-512 instruction tests 16 rules.
 //!
-//! All leaves share one set of *planes*, one `u32` array per field of a rule
-//! box: source low and span, destination low and span, rule index, ports low
-//! and span (source port in the high half, destination port in the low
-//! one), and protocol low with the requirement bits (`proto | need << 8`)
-//! and protocol span (`span | 0xff00`): 36 bytes per rule. The packing lets
-//! the vector check test both ports with one 16-bit subtraction and one
-//! saturating one, and protocol and requirements with two byte operations
-//! and a ternary logic op. A leaf is a run of
-//! consecutive *slots*, named by its first slot and its rule count. So a
-//! field of up to 16 rules of a leaf is one load from one plane, at an
-//! address the lookup gets from the slot alone, and short leaves waste
-//! nothing: loads are masked to the leaf's rules. The planes end with 16
-//! padding slots so that no load, masked or not, can leave them.
+//! A leaf is a run of `u32` *words* in one array shared by all leaves: its
+//! rules in *blocks* of up to 16, each block field after field. A field of
+//! a block of `m` rules is `m` consecutive words: source low and span,
+//! destination low and span, ports low and span (source port in the high
+//! half, destination port in the low one), protocol low with the
+//! requirement bits and the protocol span (`span << 16 | need << 8 | proto`),
+//! and the rule index: 32 bytes per rule. The packing lets the vector check
+//! test both ports with one 16-bit subtraction and one saturating one, and
+//! protocol and requirements with two byte operations and a ternary logic op.
+//!
+//! So a field of a block is one load, at an address the lookup computes
+//! from the leaf's first word and rule count alone (both in the leaf's
+//! reference), loads are masked to the block's rules, and a leaf's fields
+//! lie together: checking a leaf of 8 rules touches 256 contiguous bytes,
+//! not a cache line in each of 8 field arrays (which cost a third of the
+//! lookup's speed on the 10K ClassBench sets). The words end with 16
+//! padding words so that no load, masked or not, can leave them.
 //!
 //! The vector check ([`first_avx512`]) tests a key against 16 boxes
 //! without a branch and takes the first hit; the scalar check
-//! ([`first_scalar`]) reads the same planes one rule at a time. Both give the
+//! ([`first_scalar`]) reads the same words one rule at a time. Both give the
 //! same answer; the vector one is used only when the CPU has AVX-512 (F, BW, VL).
 
 use alloc::vec::Vec;
@@ -28,15 +32,14 @@ use crate::{RuleIndex, RuleMatch};
 
 /// Requirement bit that no key carries: the rule must be verified with the reference.
 pub(crate) const VERIFY: u8 = 16;
-/// Requirement bit of padding and header slots: never carried, never verified.
+/// Requirement bit of rules that never match: never carried, never verified.
 const NEVER: u8 = 0x80;
 /// The largest rule count a leaf reference holds; a leaf with this many
-/// rules or more starts with a header slot whose index field is the count.
+/// rules or more starts with a header word holding the count.
 pub(crate) const BIG_LEAF: u32 = 31;
-/// Padding slots after the last leaf.
-const TAIL_SLOTS: usize = 16;
-/// Bytes of one slot over all planes.
-pub(crate) const SLOT_BYTES: usize = 36;
+/// Padding words after the last leaf, so that a 16-word load from any
+/// field of any block stays inside the words.
+const TAIL_WORDS: usize = BLOCK;
 
 /// A key's point: source, destination, source port, destination port,
 /// protocol, then the requirement bits it carries at index 5 (6 and 7 unused).
@@ -62,7 +65,7 @@ impl LeafRule {
         (0..5).all(|d| p[d].wrapping_sub(self.lo[d]) <= self.span[d])
     }
 
-    /// A slot that never matches (padding, or a big leaf's header holding `idx`).
+    /// A rule that never matches, with index `idx` (what reads past a leaf's end give).
     const fn never(idx: u32) -> LeafRule {
         LeafRule {
             lo: [0; 5],
@@ -73,11 +76,11 @@ impl LeafRule {
     }
 }
 
-/// A leaf as a reference names it: its first slot and its count code (the
-/// rule count, or [`BIG_LEAF`] when a header slot holds the count).
+/// A leaf as a reference names it: its first word and its count code (the
+/// rule count, or [`BIG_LEAF`] when a header word holds the count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LeafRef {
-    /// First slot (the header slot of a big leaf).
+    /// First word (the header word of a big leaf).
     pub start: usize,
     /// Rule count, or [`BIG_LEAF`].
     pub code: u32,
@@ -101,120 +104,142 @@ impl Probe<'_> {
     }
 }
 
-/// The planes of all leaves.
+/// Words of one rule in a block: source low and span, destination low and
+/// span, ports low and span, protocol-and-requirements low and span, index.
+const FIELDS: usize = 8;
+/// Field numbers in a block (see [`FIELDS`]).
+const S_LO: usize = 0;
+const S_SPAN: usize = 1;
+const D_LO: usize = 2;
+const D_SPAN: usize = 3;
+/// `src_port_lo << 16 | dst_port_lo`.
+const PT_LO: usize = 4;
+/// `src_port_span << 16 | dst_port_span`.
+const PT_SPAN: usize = 5;
+/// `proto_span << 16 | need << 8 | proto_lo`.
+const MI: usize = 6;
+const IDX: usize = 7;
+/// Rules per block: one vector step.
+pub(crate) const BLOCK: usize = 16;
+
+/// The words of all leaves, block after block.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Leaves {
-    s_lo: Vec<u32>,
-    s_span: Vec<u32>,
-    d_lo: Vec<u32>,
-    d_span: Vec<u32>,
-    idx: Vec<u32>,
-    /// `src_port_lo << 16 | dst_port_lo`.
-    pt_lo: Vec<u32>,
-    /// `src_port_span << 16 | dst_port_span`.
-    pt_span: Vec<u32>,
-    /// `need << 8 | proto_lo`.
-    mi_lo: Vec<u32>,
-    /// `0xff00 | proto_span`: the saturating subtraction clears byte 1.
-    mi_span: Vec<u32>,
+    words: Vec<u32>,
 }
 
 impl Leaves {
-    /// Slots in use.
+    /// Words in use.
     pub(crate) fn len(&self) -> usize {
-        self.idx.len()
-    }
-
-    fn push_slot(&mut self, r: &LeafRule) {
-        self.s_lo.push(r.lo[0]);
-        self.s_span.push(r.span[0]);
-        self.d_lo.push(r.lo[1]);
-        self.d_span.push(r.span[1]);
-        self.idx.push(r.idx);
-        self.pt_lo.push((r.lo[2] & 0xffff) << 16 | (r.lo[3] & 0xffff));
-        self.pt_span
-            .push((r.span[2] & 0xffff) << 16 | (r.span[3] & 0xffff));
-        self.mi_lo.push((r.need as u32) << 8 | (r.lo[4] & 0xff));
-        self.mi_span.push(0xff00 | (r.span[4] & 0xff));
+        self.words.len()
     }
 
     /// Appends a leaf and returns it.
     pub(crate) fn push(&mut self, rules: &[LeafRule]) -> LeafRef {
         let start = self.len();
         let code = if rules.len() >= BIG_LEAF as usize {
-            self.push_slot(&LeafRule::never(rules.len() as u32));
+            self.words.push(rules.len() as u32);
             BIG_LEAF
         } else {
             rules.len() as u32
         };
-        for r in rules {
-            self.push_slot(r);
+        for block in rules.chunks(BLOCK) {
+            let base = self.words.len();
+            let m = block.len();
+            self.words.resize(base + FIELDS * m, 0);
+            for (i, r) in block.iter().enumerate() {
+                let fields = [
+                    r.lo[0],
+                    r.span[0],
+                    r.lo[1],
+                    r.span[1],
+                    (r.lo[2] & 0xffff) << 16 | (r.lo[3] & 0xffff),
+                    (r.span[2] & 0xffff) << 16 | (r.span[3] & 0xffff),
+                    (r.span[4] & 0xff) << 16 | (r.need as u32) << 8 | (r.lo[4] & 0xff),
+                    r.idx,
+                ];
+                for (f, w) in fields.into_iter().enumerate() {
+                    self.words[base + f * m + i] = w;
+                }
+            }
         }
         LeafRef { start, code }
     }
 
-    /// Drops the slots from `len` on.
+    /// Drops the words from `len` on.
     pub(crate) fn truncate(&mut self, len: usize) {
-        macro_rules! all {
-            ($($f:ident),*) => { $( self.$f.truncate(len); )* };
-        }
-        all!(s_lo, s_span, d_lo, d_span, idx, pt_lo, pt_span, mi_lo, mi_span);
+        self.words.truncate(len);
     }
 
-    /// Appends the padding slots and releases spare capacity.
+    /// Appends the padding and releases spare capacity.
     pub(crate) fn finish(&mut self) {
-        for _ in 0..TAIL_SLOTS {
-            self.push_slot(&LeafRule::never(crate::NO_MATCH));
-        }
-        macro_rules! all {
-            ($($f:ident),*) => { $( self.$f.shrink_to_fit(); )* };
-        }
-        all!(s_lo, s_span, d_lo, d_span, idx, pt_lo, pt_span, mi_lo, mi_span);
+        self.words.resize(self.words.len() + TAIL_WORDS, 0);
+        self.words.shrink_to_fit();
     }
 
     /// Bytes allocated.
     pub(crate) fn capacity_bytes(&self) -> usize {
-        self.idx.capacity() * SLOT_BYTES
+        self.words.capacity() * 4
     }
 
-    /// The first rule slot and the rule count of a leaf.
+    /// The first block's word and the rule count of a leaf.
     #[inline(always)]
     pub(crate) fn bounds(&self, leaf: LeafRef) -> (usize, usize) {
         if leaf.code == BIG_LEAF {
-            let n = self.idx.get(leaf.start).copied().unwrap_or(0) as usize;
+            let n = self.words.get(leaf.start).copied().unwrap_or(0) as usize;
             (leaf.start + 1, n)
         } else {
             (leaf.start, leaf.code as usize)
         }
     }
 
-    /// The rule in `slot` (a never-matching one past the end).
-    pub(crate) fn rule(&self, slot: usize) -> LeafRule {
-        if slot >= self.len() {
+    /// The block holding rule `i` of a leaf whose first block is at
+    /// `first` and which has `n` rules: its word, its rule count, and the rule's place in it.
+    #[inline(always)]
+    fn block_of(first: usize, n: usize, i: usize) -> (usize, usize, usize) {
+        let b = i / BLOCK;
+        (first + b * BLOCK * FIELDS, (n - b * BLOCK).min(BLOCK), i % BLOCK)
+    }
+
+    /// Word `f` of the rule in place `i` of the block at `base` with `m` rules (0 past the end).
+    #[inline(always)]
+    fn word(&self, base: usize, m: usize, f: usize, i: usize) -> u32 {
+        self.words.get(base + f * m + i).copied().unwrap_or(0)
+    }
+
+    /// Rule `i` of a leaf whose first block is at `first` and which has `n` rules.
+    pub(crate) fn rule(&self, first: usize, n: usize, i: usize) -> LeafRule {
+        let (base, m, i) = Self::block_of(first, n, i);
+        if i >= m || base + FIELDS * m > self.len() {
             return LeafRule::never(crate::NO_MATCH);
         }
-        // Every plane has `len()` elements, so these never fall back.
-        let g = |v: &[u32]| v.get(slot).copied().unwrap_or(0);
-        let (pt_lo, pt_span, mi_lo, mi_span) =
-            (g(&self.pt_lo), g(&self.pt_span), g(&self.mi_lo), g(&self.mi_span));
+        let g = |f| self.word(base, m, f, i);
+        let (pt_lo, pt_span, mi) = (g(PT_LO), g(PT_SPAN), g(MI));
         LeafRule {
-            lo: [
-                g(&self.s_lo),
-                g(&self.d_lo),
-                pt_lo >> 16,
-                pt_lo & 0xffff,
-                mi_lo & 0xff,
-            ],
+            lo: [g(S_LO), g(D_LO), pt_lo >> 16, pt_lo & 0xffff, mi & 0xff],
             span: [
-                g(&self.s_span),
-                g(&self.d_span),
+                g(S_SPAN),
+                g(D_SPAN),
                 pt_span >> 16,
                 pt_span & 0xffff,
-                mi_span & 0xff,
+                (mi >> 16) & 0xff,
             ],
-            need: (mi_lo >> 8) as u8,
-            idx: g(&self.idx),
+            need: (mi >> 8) as u8,
+            idx: g(IDX),
         }
+    }
+
+    /// The index of rule `i` of a leaf (see [`Leaves::rule`]); `NO_MATCH` past the end.
+    #[inline(always)]
+    fn idx(&self, first: usize, n: usize, i: usize) -> RuleIndex {
+        let (base, m, i) = Self::block_of(first, n, i);
+        if i >= m {
+            return crate::NO_MATCH;
+        }
+        self.words
+            .get(base + IDX * m + i)
+            .copied()
+            .unwrap_or(crate::NO_MATCH)
     }
 }
 
@@ -224,13 +249,13 @@ impl Leaves {
 pub(crate) fn first_scalar(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
     let (first, n) = l.bounds(leaf);
     let carried = q.p[5] as u8;
-    for slot in first..first + n {
+    for i in 0..n {
         // The index first: a scan ends at the best match so far without reading the box.
-        let idx = l.idx.get(slot).copied().unwrap_or(crate::NO_MATCH);
+        let idx = l.idx(first, n, i);
         if idx >= q.best {
             return q.best;
         }
-        let c = l.rule(slot);
+        let c = l.rule(first, n, i);
         if !c.contains(q.p) {
             continue;
         }
@@ -256,57 +281,56 @@ pub(crate) fn avx512_available() -> bool {
     }
 }
 
-/// Masks of the rules in slots `s..s + 16` (the first `left` of them)
+/// Masks of the `m` (at most 16) rules of the block at word `base`
 /// whose box holds the point: `(plain, to_verify)`, the rules that match
 /// outright and, with `ANY_VERIFY`, those that match if the reference agrees.
 ///
 /// # Safety
 ///
-/// AVX-512 F, BW and VL must be available, and `s + 16 <= l.len()`.
+/// AVX-512 F, BW and VL must be available, and `base + FIELDS * m + BLOCK <= l.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, s: usize, left: usize, p: &Point) -> (u32, u32) {
+unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize, p: &Point) -> (u32, u32) {
     use core::arch::x86_64::*;
-    let k: __mmask16 = if left >= 16 {
-        0xffff
-    } else {
-        ((1u32 << left) - 1) as u16
-    };
+    let k: __mmask16 = if m >= 16 { 0xffff } else { ((1u32 << m) - 1) as u16 };
     let carried = p[5] & 0xff;
-    // SAFETY: each load reads at most 16 elements from slot `s` of a plane
-    // that has `l.len() >= s + 16` elements (the caller's contract); loads
-    // are masked to the leaf's rules besides.
+    // SAFETY: each load reads at most 16 words from word `base + f * m`
+    // with f < FIELDS, so below `base + FIELDS * m + BLOCK <= l.len()` (the
+    // caller's contract); loads are masked to the block's rules besides.
     unsafe {
         // Macros, not closures: the loads must compile with this function's target features.
         macro_rules! ld {
-            ($v:ident) => {
-                _mm512_maskz_loadu_epi32(k, l.$v.as_ptr().add(s) as *const i32)
+            ($f:ident) => {
+                _mm512_maskz_loadu_epi32(k, l.words.as_ptr().add(base + $f * m) as *const i32)
             };
         }
         let bcast = |v: u32| _mm512_set1_epi32(v as i32);
-        let mut m = _mm512_mask_cmple_epu32_mask(k, _mm512_sub_epi32(bcast(p[0]), ld!(s_lo)), ld!(s_span));
-        m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p[1]), ld!(d_lo)), ld!(d_span));
+        let mut m = _mm512_mask_cmple_epu32_mask(k, _mm512_sub_epi32(bcast(p[0]), ld!(S_LO)), ld!(S_SPAN));
+        m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p[1]), ld!(D_LO)), ld!(D_SPAN));
         // Both ports: per 16-bit half, (port - lo) saturating-minus span is 0 when inside.
         let ports = _mm512_subs_epu16(
-            _mm512_sub_epi16(bcast(p[2] << 16 | p[3]), ld!(pt_lo)),
-            ld!(pt_span),
+            _mm512_sub_epi16(bcast(p[2] << 16 | p[3]), ld!(PT_LO)),
+            ld!(PT_SPAN),
         );
         m = _mm512_mask_testn_epi32_mask(m, ports, ports);
-        // Byte 0: the protocol, as the ports; byte 1 becomes 0 (span byte 0xff).
-        let mi_lo = ld!(mi_lo);
-        let proto = _mm512_subs_epu8(_mm512_sub_epi8(bcast(p[4]), mi_lo), ld!(mi_span));
-        // proto | (mi_lo & !key): byte 1 is then need & !carried (key byte 0 is 0xff).
+        // Byte 0: the protocol, as the ports, against the span from byte 2;
+        // byte 1 becomes 0 (span byte 0xff). Bytes 2 and 3 are not tested.
+        let mi = ld!(MI);
+        let span = _mm512_or_si512(_mm512_srli_epi32::<16>(mi), bcast(0xff00));
+        let proto = _mm512_subs_epu8(_mm512_sub_epi8(bcast(p[4]), mi), span);
+        // proto | (mi & !key): byte 1 is then need & !carried (key byte 0 is 0xff).
         let with_need =
-            |carried: u32| _mm512_ternarylogic_epi32::<0xf4>(proto, mi_lo, bcast(0xff | carried << 8));
+            |carried: u32| _mm512_ternarylogic_epi32::<0xf4>(proto, mi, bcast(0xff | carried << 8));
+        let low_half = bcast(0xffff);
         let plain_bits = with_need(carried);
-        let plain = _mm512_mask_testn_epi32_mask(m, plain_bits, plain_bits) as u32;
+        let plain = _mm512_mask_testn_epi32_mask(m, plain_bits, low_half) as u32;
         if !ANY_VERIFY {
             return (plain, 0);
         }
         let verify_bits = with_need(carried | VERIFY as u32);
-        let to_verify = _mm512_mask_testn_epi32_mask(m, verify_bits, verify_bits) as u32 & !plain;
+        let to_verify = _mm512_mask_testn_epi32_mask(m, verify_bits, low_half) as u32 & !plain;
         (plain, to_verify)
     }
 }
@@ -322,11 +346,15 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, s: usize, left: usize,
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 #[allow(unsafe_code)]
-pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
+pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool, const MIN: bool>(
+    l: &Leaves,
+    leaf: LeafRef,
+    q: &Probe,
+) -> RuleIndex {
     let (start, n) = (leaf.start, leaf.code as usize);
-    if n > 16 || start + 16 > l.len() {
+    if n > BLOCK || start + FIELDS * n + BLOCK > l.len() {
         // Big leaves; and never for a table built here (its padding makes
-        // room), but a load must not leave the planes.
+        // room), but a load must not leave the words.
         return first_avx512_slow(l, leaf, q);
     }
     // SAFETY: the features are the caller's contract; the bound was checked above.
@@ -334,35 +362,41 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool>(l: &Leaves, leaf: Leaf
     if ANY_VERIFY && to_verify != 0 {
         return first_avx512_slow(l, leaf, q);
     }
-    // The first plain match's index; NO_MATCH (padding's) when there is none.
-    let first = if plain != 0 {
-        plain.trailing_zeros() as usize
+    // The first plain match's index; NO_MATCH when there is none. Selects,
+    // not branches: whether a leaf beats the best so far is unpredictable,
+    // and a branch on it would wait for the whole check.
+    let first = (plain.trailing_zeros() as usize).min(BLOCK); // 32 when there is none
+    let idx = l
+        .words
+        .get(start + IDX * n + first)
+        .copied()
+        .unwrap_or(crate::NO_MATCH);
+    let idx = idx | 0u32.wrapping_sub((plain == 0) as u32);
+    if MIN {
+        idx.min(q.best)
     } else {
-        16
-    };
-    let idx = l.idx.get(start + first).copied().unwrap_or(crate::NO_MATCH);
-    let idx = if plain != 0 { idx } else { crate::NO_MATCH };
-    idx.min(q.best)
+        idx
+    }
 }
 
-/// [`first_avx512`] for big leaves and rules to verify: 16 slots per step, in order.
+/// [`first_avx512`] for big leaves and rules to verify: a block per step, in order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline(never)]
 #[cold]
 #[allow(unsafe_code)]
 fn first_avx512_slow(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
-    let (first_slot, n) = l.bounds(leaf);
+    let (first_word, n) = l.bounds(leaf);
     let mut c = 0;
     while c < n {
-        let s = first_slot + c;
-        if s + 16 > l.len() {
+        let (base, m, _) = Leaves::block_of(first_word, n, c);
+        if base + FIELDS * m + BLOCK > l.len() {
             return first_scalar(l, leaf, q);
         }
         // SAFETY: the features are enabled on this function; the bound was checked above.
-        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, s, n - c, q.p) };
+        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, base, m, q.p) };
         let first = plain.trailing_zeros(); // 32 when no plain rule matched
-        let idx_at = |i: u32| l.idx.get(s + i as usize).copied().unwrap_or(crate::NO_MATCH);
+        let idx_at = |i: u32| l.idx(first_word, n, c + i as usize);
         // Rules to verify before the first plain match, in order.
         let mut v = to_verify & (((1u64 << first) - 1) as u32);
         while v != 0 {
@@ -379,7 +413,7 @@ fn first_avx512_slow(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
         if plain != 0 {
             return idx_at(first).min(q.best);
         }
-        c += 16;
+        c += BLOCK;
     }
     q.best
 }
