@@ -267,7 +267,7 @@ fn point_of(key: &FlowKey) -> Point {
         }
         None => (0, 0),
     };
-    [s, d, sp, dp, proto, carried as u32, 0, 0]
+    [s, d, sp, dp, proto, carried as u32, sp << 16 | dp, (carried as u32) << 8 | 0xff]
 }
 
 /// The child of the node at `tab[at]` that point `p` falls in (see
@@ -629,9 +629,9 @@ impl CompiledClassifier {
             #[allow(unsafe_code)]
             return unsafe {
                 if self.verify.is_empty() {
-                    leaf::first_avx512::<false, MIN>(&self.leaves, leaf, &q)
+                    leaf::first_avx512::<false, MIN>(&self.leaves, leaf, q)
                 } else {
-                    leaf::first_avx512::<true, MIN>(&self.leaves, leaf, &q)
+                    leaf::first_avx512::<true, MIN>(&self.leaves, leaf, q)
                 }
             };
         }

@@ -42,7 +42,9 @@ pub(crate) const BIG_LEAF: u32 = 31;
 const TAIL_WORDS: usize = BLOCK;
 
 /// A key's point: source, destination, source port, destination port,
-/// protocol, then the requirement bits it carries at index 5 (6 and 7 unused).
+/// protocol, then the requirement bits it carries at index 5; and at 6
+/// and 7 the words the vector check compares with, so it computes none
+/// per leaf: both ports (`src << 16 | dst`) and `carried << 8 | 0xff`.
 pub(crate) type Point = [u32; 8];
 
 /// One rule of a leaf.
@@ -287,15 +289,15 @@ pub(crate) fn avx512_available() -> bool {
 ///
 /// # Safety
 ///
-/// AVX-512 F, BW and VL must be available, and `base + FIELDS * m + BLOCK <= l.len()`.
+/// AVX-512 F, BW and VL must be available, `m <= BLOCK`, and `base + FIELDS * m + BLOCK <= l.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 #[allow(unsafe_code)]
 unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize, p: &Point) -> (u32, u32) {
     use core::arch::x86_64::*;
-    let k: __mmask16 = if m >= 16 { 0xffff } else { ((1u32 << m) - 1) as u16 };
-    let carried = p[5] & 0xff;
+    // m <= 16 (the caller's contract), so the shift cannot overflow.
+    let k = ((1u32 << m) - 1) as __mmask16;
     // SAFETY: each load reads at most 16 words from word `base + f * m`
     // with f < FIELDS, so below `base + FIELDS * m + BLOCK <= l.len()` (the
     // caller's contract); loads are masked to the block's rules besides.
@@ -311,7 +313,7 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize,
         m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p[1]), ld!(D_LO)), ld!(D_SPAN));
         // Both ports: per 16-bit half, (port - lo) saturating-minus span is 0 when inside.
         let ports = _mm512_subs_epu16(
-            _mm512_sub_epi16(bcast(p[2] << 16 | p[3]), ld!(PT_LO)),
+            _mm512_sub_epi16(bcast(p[6]), ld!(PT_LO)),
             ld!(PT_SPAN),
         );
         m = _mm512_mask_testn_epi32_mask(m, ports, ports);
@@ -321,15 +323,14 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize,
         let span = _mm512_or_si512(_mm512_srli_epi32::<16>(mi), bcast(0xff00));
         let proto = _mm512_subs_epu8(_mm512_sub_epi8(bcast(p[4]), mi), span);
         // proto | (mi & !key): byte 1 is then need & !carried (key byte 0 is 0xff).
-        let with_need =
-            |carried: u32| _mm512_ternarylogic_epi32::<0xf4>(proto, mi, bcast(0xff | carried << 8));
+        let with_need = |carried: u32| _mm512_ternarylogic_epi32::<0xf4>(proto, mi, bcast(carried));
         let low_half = bcast(0xffff);
-        let plain_bits = with_need(carried);
+        let plain_bits = with_need(p[7]);
         let plain = _mm512_mask_testn_epi32_mask(m, plain_bits, low_half) as u32;
         if !ANY_VERIFY {
             return (plain, 0);
         }
-        let verify_bits = with_need(carried | VERIFY as u32);
+        let verify_bits = with_need(p[7] | (VERIFY as u32) << 8);
         let to_verify = _mm512_mask_testn_epi32_mask(m, verify_bits, low_half) as u32 & !plain;
         (plain, to_verify)
     }
@@ -349,18 +350,18 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize,
 pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool, const MIN: bool>(
     l: &Leaves,
     leaf: LeafRef,
-    q: &Probe,
+    q: Probe,
 ) -> RuleIndex {
     let (start, n) = (leaf.start, leaf.code as usize);
     if n > BLOCK || start + FIELDS * n + BLOCK > l.len() {
         // Big leaves; and never for a table built here (its padding makes
         // room), but a load must not leave the words.
-        return first_avx512_slow(l, leaf, q);
+        return first_avx512_slow(l, leaf, q.p, q.key, q.verify, q.best);
     }
     // SAFETY: the features are the caller's contract; the bound was checked above.
     let (plain, to_verify) = unsafe { chunk_masks::<ANY_VERIFY>(l, start, n, q.p) };
     if ANY_VERIFY && to_verify != 0 {
-        return first_avx512_slow(l, leaf, q);
+        return first_avx512_slow(l, leaf, q.p, q.key, q.verify, q.best);
     }
     // The first plain match's index; NO_MATCH when there is none. Selects,
     // not branches: whether a leaf beats the best so far is unpredictable,
@@ -385,7 +386,17 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool, const MIN: bool>(
 #[inline(never)]
 #[cold]
 #[allow(unsafe_code)]
-fn first_avx512_slow(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
+fn first_avx512_slow(
+    l: &Leaves,
+    leaf: LeafRef,
+    p: &Point,
+    key: &FlowKey,
+    verify: &[RuleMatch],
+    best: RuleIndex,
+) -> RuleIndex {
+    // The probe's parts come apart: as one struct, its fields were stored to
+    // memory for every leaf, on the fast path too.
+    let q = &Probe { p, key, verify, best };
     let (first_word, n) = l.bounds(leaf);
     let mut c = 0;
     while c < n {
