@@ -756,6 +756,27 @@ impl CompiledClassifier {
             if need.iter().all(|&m| m == 0) {
                 continue;
             }
+            // The root is the same node for every lane: its header and base
+            // are scalars, so its step needs only the child gather.
+            if !self.is_leaf(root) {
+                let at = (root as usize).min(self.tab.len().saturating_sub(3));
+                let (hdr, base) = (self.tab[at], self.tab[at + 1]);
+                let d = (hdr & 7) as usize;
+                let (shift, max) = ((hdr >> 8) & 31, hdr >> 16);
+                for g in 0..G {
+                    let v = pv[g][if d < DIMS { d } else { 0 }];
+                    let idx = _mm512_min_epu32(
+                        _mm512_srlv_epi32(_mm512_sub_epi32(v, _mm512_set1_epi32(base as i32)), _mm512_set1_epi32(shift as i32)),
+                        _mm512_set1_epi32(max as i32),
+                    );
+                    let child_at = _mm512_min_epu32(
+                        _mm512_add_epi32(idx, _mm512_set1_epi32(at as i32 + 2)),
+                        _mm512_set1_epi32(last),
+                    );
+                    // SAFETY: `child_at` is clamped to 0..=last, inside `tab`.
+                    refs[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(refs[g], need[g], child_at, tab) };
+                }
+            }
             loop {
                 let mut any = 0;
                 for g in 0..G {
