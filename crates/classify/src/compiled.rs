@@ -825,14 +825,18 @@ impl CompiledClassifier {
                 }
             }
             let mut leaves = [0u32; VECTOR_LANES];
-            for (g, r) in refs.iter().enumerate() {
+            let mut lanes = 0u64;
+            for (g, r) in refs.iter().enumerate().rev() {
                 // SAFETY: a store of 16 lanes inside the local array.
                 unsafe { _mm512_storeu_epi32(leaves.as_mut_ptr().add(16 * g) as *mut i32, *r) };
+                // Lanes in the empty leaf have nothing to check (most, in
+                // trees of firewall sets).
+                let filled = _mm512_mask_cmpneq_epu32_mask(need[g], *r, _mm512_set1_epi32(EMPTY as i32));
+                lanes = lanes << 16 | filled as u64;
             }
             // Each lane's leaf match, then the better of it and the lane's
             // best, in vectors: a scalar min would become a branch on a
             // result that arrives late and mispredicts often.
-            let lanes = need.iter().rev().fold(0u64, |acc, &m| acc << 16 | m as u64);
             let mut found = [NO_MATCH; VECTOR_LANES];
             self.leaf_matches(lanes, &leaves, &pts, keys, &best, &mut found);
             for g in 0..G {
