@@ -267,7 +267,16 @@ fn point_of(key: &FlowKey) -> Point {
         }
         None => (0, 0),
     };
-    [s, d, sp, dp, proto, carried as u32, sp << 16 | dp, (carried as u32) << 8 | 0xff]
+    [
+        s,
+        d,
+        sp,
+        dp,
+        proto,
+        carried as u32,
+        sp << 16 | dp,
+        (carried as u32) << 8 | 0xff,
+    ]
 }
 
 /// The child of the node at `tab[at]` that point `p` falls in (see
@@ -766,7 +775,10 @@ impl CompiledClassifier {
                 for g in 0..G {
                     let v = pv[g][if d < DIMS { d } else { 0 }];
                     let idx = _mm512_min_epu32(
-                        _mm512_srlv_epi32(_mm512_sub_epi32(v, _mm512_set1_epi32(base as i32)), _mm512_set1_epi32(shift as i32)),
+                        _mm512_srlv_epi32(
+                            _mm512_sub_epi32(v, _mm512_set1_epi32(base as i32)),
+                            _mm512_set1_epi32(shift as i32),
+                        ),
                         _mm512_set1_epi32(max as i32),
                     );
                     let child_at = _mm512_min_epu32(

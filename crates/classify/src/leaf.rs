@@ -312,10 +312,7 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize,
         let mut m = _mm512_mask_cmple_epu32_mask(k, _mm512_sub_epi32(bcast(p[0]), ld!(S_LO)), ld!(S_SPAN));
         m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p[1]), ld!(D_LO)), ld!(D_SPAN));
         // Both ports: per 16-bit half, (port - lo) saturating-minus span is 0 when inside.
-        let ports = _mm512_subs_epu16(
-            _mm512_sub_epi16(bcast(p[6]), ld!(PT_LO)),
-            ld!(PT_SPAN),
-        );
+        let ports = _mm512_subs_epu16(_mm512_sub_epi16(bcast(p[6]), ld!(PT_LO)), ld!(PT_SPAN));
         m = _mm512_mask_testn_epi32_mask(m, ports, ports);
         // Byte 0: the protocol, as the ports, against the span from byte 2;
         // byte 1 becomes 0 (span byte 0xff). Bytes 2 and 3 are not tested.
