@@ -48,9 +48,11 @@
 //! On a CPU with AVX-512 (F, BW, VL; detected at build with the `std`
 //! feature), a batch is looked up 64 keys at a time: four vectors of 16
 //! keys walk a tree level by level together, each level three gathers
-//! (node header, base, child) per vector, the four vectors' gathers in
-//! flight at once; a key then tests its leaf's rules 16 at a time, without
-//! a branch (masked loads, so short leaves cost nothing extra). Without
+//! (node header, base, child) per vector but the root's one (its header
+//! and base are the same for all), the four vectors' gathers in flight at
+//! once; a key whose leaf is not empty then tests its rules 16 at a time,
+//! without a branch (masked loads, so short leaves cost nothing extra), and
+//! the leaves' matches join the keys' best in vectors. Without
 //! AVX-512, 8 keys walk together in scalar code (a key at its leaf stays
 //! there, without a branch) and leaves are scanned one rule at a time. Both
 //! give the same answers; `BuildConfig::vector` chooses, and the tests run
@@ -716,8 +718,9 @@ impl CompiledClassifier {
 
     /// Classifies up to [`VECTOR_LANES`] keys: each tree is walked by all of
     /// them at once, 16 per vector, one level per step (three gathers: node
-    /// header, base, child); the groups of 16 step together so that their
-    /// gathers overlap. Then each key's leaf is checked.
+    /// header, base, child; only the child's at the root); the groups of 16
+    /// step together so that their gathers overlap. Then each key's leaf is
+    /// checked, unless it is the empty one.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     #[inline]
