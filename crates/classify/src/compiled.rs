@@ -772,22 +772,13 @@ impl CompiledClassifier {
             // are scalars, so its step needs only the child gather.
             if !self.is_leaf(root) {
                 let at = (root as usize).min(self.tab.len().saturating_sub(3));
-                let (hdr, base) = (self.tab[at], self.tab[at + 1]);
+                let hdr = self.tab.get(at).copied().unwrap_or(0);
+                let base = self.tab.get(at + 1).copied().unwrap_or(0);
                 let d = (hdr & 7) as usize;
-                let (shift, max) = ((hdr >> 8) & 31, hdr >> 16);
+                let bcast = |x: u32| _mm512_set1_epi32(x as i32);
                 for g in 0..G {
                     let v = pv[g][if d < DIMS { d } else { 0 }];
-                    let idx = _mm512_min_epu32(
-                        _mm512_srlv_epi32(
-                            _mm512_sub_epi32(v, _mm512_set1_epi32(base as i32)),
-                            _mm512_set1_epi32(shift as i32),
-                        ),
-                        _mm512_set1_epi32(max as i32),
-                    );
-                    let child_at = _mm512_min_epu32(
-                        _mm512_add_epi32(idx, _mm512_set1_epi32(at as i32 + 2)),
-                        _mm512_set1_epi32(last),
-                    );
+                    let child_at = child_slots(bcast(at as u32), bcast(hdr), bcast(base), v, last);
                     // SAFETY: `child_at` is clamped to 0..=last, inside `tab`.
                     refs[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(refs[g], need[g], child_at, tab) };
                 }
@@ -822,15 +813,7 @@ impl CompiledClassifier {
                         let is_d = _mm512_cmpeq_epi32_mask(dim, _mm512_set1_epi32(d as i32));
                         v = _mm512_mask_mov_epi32(v, is_d, *pd);
                     }
-                    let shift = _mm512_and_si512(_mm512_srli_epi32::<8>(hdr), _mm512_set1_epi32(31));
-                    let idx = _mm512_min_epu32(
-                        _mm512_srlv_epi32(_mm512_sub_epi32(v, base), shift),
-                        _mm512_srli_epi32::<16>(hdr),
-                    );
-                    let child_at = _mm512_min_epu32(
-                        _mm512_add_epi32(_mm512_add_epi32(at, idx), _mm512_set1_epi32(2)),
-                        _mm512_set1_epi32(last),
-                    );
+                    let child_at = child_slots(at, hdr, base, v, last);
                     // SAFETY: `child_at` is clamped to 0..=last (at <= last - 2 and
                     // idx <= 0xffff, so the sum cannot wrap before the clamp).
                     refs[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(refs[g], active, child_at, tab) };
@@ -1019,6 +1002,31 @@ impl Classifier for CompiledClassifier {
             + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
             + self.bitsets.as_ref().map_or(0, Bitsets::capacity_bytes)
     }
+}
+
+/// Where each lane's child reference is in the table: the node at `at`
+/// (header `hdr`, base `base`) cut at the lane's value `v` (as
+/// [`child_of`]), clamped to `last`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+fn child_slots(
+    at: core::arch::x86_64::__m512i,
+    hdr: core::arch::x86_64::__m512i,
+    base: core::arch::x86_64::__m512i,
+    v: core::arch::x86_64::__m512i,
+    last: i32,
+) -> core::arch::x86_64::__m512i {
+    use core::arch::x86_64::*;
+    let shift = _mm512_and_si512(_mm512_srli_epi32::<8>(hdr), _mm512_set1_epi32(31));
+    let idx = _mm512_min_epu32(
+        _mm512_srlv_epi32(_mm512_sub_epi32(v, base), shift),
+        _mm512_srli_epi32::<16>(hdr),
+    );
+    _mm512_min_epu32(
+        _mm512_add_epi32(_mm512_add_epi32(at, idx), _mm512_set1_epi32(2)),
+        _mm512_set1_epi32(last),
+    )
 }
 
 /// Build state: the growing tables and the limits.
