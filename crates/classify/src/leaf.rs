@@ -196,11 +196,16 @@ impl Leaves {
     }
 
     /// The block holding rule `i` of a leaf whose first block is at
-    /// `first` and which has `n` rules: its word, its rule count, and the rule's place in it.
+    /// `first` and which has `n` rules: its word, its rule count, and the
+    /// rule's place in it (past the count when `i >= n`, which callers treat as the end).
     #[inline(always)]
     fn block_of(first: usize, n: usize, i: usize) -> (usize, usize, usize) {
         let b = i / BLOCK;
-        (first + b * BLOCK * FIELDS, (n - b * BLOCK).min(BLOCK), i % BLOCK)
+        (
+            first + b * BLOCK * FIELDS,
+            n.saturating_sub(b * BLOCK).min(BLOCK),
+            i % BLOCK,
+        )
     }
 
     /// Word `f` of the rule in place `i` of the block at `base` with `m` rules (0 past the end).

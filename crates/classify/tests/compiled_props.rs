@@ -203,7 +203,7 @@ fn deep() -> BuildConfig {
 }
 
 /// Leaves of up to 64 rules: leaves with more than 16 rules take several
-/// vector steps, and those of 31 or more keep their count in a header slot.
+/// vector steps (blocks), and those of 31 or more keep their count in a header word.
 fn wide() -> BuildConfig {
     BuildConfig {
         leaf_size: 64,
