@@ -9,23 +9,19 @@
 //! frames of one flow stay in order.
 //!
 //! Layout: [`sys`] opens and waits on packet sockets, [`worker`] is the
-//! per-thread loop, [`checksum`] completes offloaded TCP/UDP checksums,
-//! [`topology`] maps interfaces to the rule set's ports and L3 interfaces.
+//! per-thread loop, [`checksum`] completes offloaded TCP/UDP checksums. The
+//! decisions themselves (the frame filter, the topology, shadow evaluation,
+//! the data path's control requests) are the `palisade-dataplane` library.
 
 pub mod checksum;
-pub mod engine;
-pub mod shadow;
 pub mod sys;
-pub mod topology;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use palisade_packet::FlowKey;
-
-pub use worker::SideCounters;
+use palisade_dataplane::{DataPathInfo, EngineFilter, FrameFilter, ShadowSlot};
 
 /// Data-path flags of `palisade run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -64,109 +60,22 @@ impl LiveArgs {
     }
 }
 
-/// Decides batches of frames for one worker.
-///
-/// `ingress` is the index (0 or 1, in the order of `--bridge IF_A,IF_B`) of
-/// the interface the frames arrived on; `permit[i]` receives the verdict for
-/// `keys[i]`. Called once per batch; must not block, allocate or panic.
-pub trait FrameFilter: Send {
-    /// Decides one batch.
-    fn decide(&mut self, ingress: usize, keys: &[FlowKey], permit: &mut [bool]);
-}
-
 /// A running data path; stops its workers when dropped.
 pub struct Bridge {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     info: Arc<DataPathInfo>,
-    shadow: Option<Arc<shadow::ShadowSlot>>,
-}
-
-/// What the data path is and its counters, shared with the control socket.
-pub struct DataPathInfo {
-    ifaces: Vec<String>,
-    forward: bool,
-    /// One pair of per-ingress-side counters per worker (each written by its worker only).
-    counters: Vec<Arc<[SideCounters; 2]>>,
-}
-
-/// Totals over every worker for one ingress interface.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SideTotals {
-    /// Interface the frames arrived on.
-    pub interface: String,
-    /// Frames received.
-    pub rx: u64,
-    /// Frames permitted.
-    pub permitted: u64,
-    /// Frames denied.
-    pub denied: u64,
-    /// Permitted frames sent out of the other interface.
-    pub forwarded: u64,
-    /// Permitted frames that could not be sent.
-    pub tx_errors: u64,
-    /// Frames too long to handle, dropped.
-    pub oversize: u64,
-}
-
-impl DataPathInfo {
-    /// Counter totals per ingress interface.
-    pub fn totals(&self) -> Vec<SideTotals> {
-        self.ifaces
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let mut t = SideTotals {
-                    interface: name.clone(),
-                    ..Default::default()
-                };
-                for w in &self.counters {
-                    let c = &w[i];
-                    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-                    t.rx += get(&c.rx);
-                    t.permitted += get(&c.permitted);
-                    t.denied += get(&c.denied);
-                    t.forwarded += get(&c.forwarded);
-                    t.tx_errors += get(&c.tx_errors);
-                    t.oversize += get(&c.oversize);
-                }
-                t
-            })
-            .collect()
-    }
-
-    /// The data path's mode, interfaces and counters, as shown by `palisade status` under `data_path`.
-    pub fn report(&self) -> serde_json::Value {
-        let sides: Vec<serde_json::Value> = self
-            .totals()
-            .into_iter()
-            .map(|t| {
-                serde_json::json!({
-                    "interface": t.interface, "rx": t.rx, "permitted": t.permitted, "denied": t.denied,
-                    "forwarded": t.forwarded, "tx_errors": t.tx_errors, "oversize": t.oversize,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "mode": if self.forward { "bridge" } else { "monitor" },
-            "workers": self.counters.len(),
-            "interfaces": sides,
-        })
-    }
+    shadow: Option<Arc<ShadowSlot>>,
 }
 
 impl Bridge {
     /// The control-socket extension: `{"cmd":"data-path"}` and shadow evaluation
     /// (`palisade reload --shadow`).
     pub fn control_extension(&self) -> Option<palisade_engine::control::Extension> {
-        let shadow = self.shadow.as_ref().map(|s| s.extension());
-        let info = Arc::clone(&self.info);
-        Some(Arc::new(move |engine, req| {
-            if req.get("cmd").and_then(serde_json::Value::as_str) == Some("data-path") {
-                return Some(serde_json::json!({"ok": true, "data_path": info.report()}));
-            }
-            shadow.as_ref().and_then(|f| f(engine, req))
-        }))
+        Some(palisade_dataplane::service::extension(
+            Arc::clone(&self.info),
+            self.shadow.clone(),
+        ))
     }
 
     fn shutdown(&mut self) {
@@ -177,7 +86,7 @@ impl Bridge {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let mode = if self.info.forward { "bridge" } else { "monitor" };
+        let mode = if self.info.forwards() { "bridge" } else { "monitor" };
         for t in self.info.totals() {
             eprintln!(
                 "palisade run: {mode} stopped: {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
@@ -193,46 +102,6 @@ impl Drop for Bridge {
     }
 }
 
-/// Adds `data_path` and `shadow` to a status object when the daemon has them.
-pub fn add_to_status(socket: &std::path::Path, status: &mut serde_json::Value) {
-    let req = serde_json::json!({"cmd": "data-path"});
-    if let Ok(reply) = palisade_engine::control::request(socket, &req, std::time::Duration::from_secs(30)) {
-        if let (Some(dp), Some(obj)) = (reply.get("data_path"), status.as_object_mut()) {
-            obj.insert("data_path".into(), dp.clone());
-        }
-    }
-    shadow::add_to_status(socket, status);
-}
-
-/// The human-readable data-path and shadow sections of `palisade status`.
-pub fn render_status(status: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    if let Some(dp) = status.get("data_path") {
-        let _ = writeln!(
-            o,
-            "data path  {} ({} workers)",
-            dp["mode"].as_str().unwrap_or("-"),
-            dp["workers"]
-        );
-        for s in dp["interfaces"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                o,
-                "  {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
-                s["interface"].as_str().unwrap_or("-"),
-                s["rx"],
-                s["permitted"],
-                s["denied"],
-                s["forwarded"],
-                s["tx_errors"],
-                s["oversize"]
-            );
-        }
-    }
-    o.push_str(&shadow::render(status));
-    o
-}
-
 /// Starts the data path of `palisade run`, each worker deciding with its own engine handle.
 pub fn start_with_engine(
     args: &LiveArgs,
@@ -242,9 +111,9 @@ pub fn start_with_engine(
         Some((ifaces, _)) => ifaces,
         None => return Ok(None),
     };
-    let slot = Arc::new(shadow::ShadowSlot::default());
+    let slot = Arc::new(ShadowSlot::default());
     let mut bridge = start(args, |id| {
-        Box::new(engine::EngineFilter::new(
+        Box::new(EngineFilter::new(
             engine.handle(),
             ifaces.clone(),
             id,
@@ -294,23 +163,21 @@ pub fn start(
         fanout.push((workers > 1).then_some(sys::Fanout { group }));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let info = Arc::new(DataPathInfo {
-        ifaces: ifaces.clone(),
-        forward,
-        counters: (0..workers).map(|_| Arc::new(Default::default())).collect(),
-    });
+    let info = Arc::new(DataPathInfo::new(ifaces.clone(), forward, workers));
     let mut bridge = Bridge {
         stop: Arc::clone(&stop),
         threads: Vec::new(),
         info: Arc::clone(&info),
         shadow: None,
     };
-    for (id, counters) in info.counters.iter().enumerate() {
+    for id in 0..workers {
+        let Some(counters) = info.worker_counters(id) else {
+            continue;
+        };
         let mut ports = Vec::new();
         for (name, f) in ifaces.iter().zip(&fanout) {
             ports.push(Some(sys::open(name, *f)?));
         }
-        let counters = Arc::clone(counters);
         let spec = worker::WorkerSpec {
             ifaces: ifaces.clone(),
             forward,

@@ -34,7 +34,7 @@ const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const RECEIVE_QUEUE_BYTES: libc::c_int = 8 << 20;
 
 /// Most frames moved by one `recvmmsg`/`sendmmsg`.
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = palisade_dataplane::MAX_BATCH;
 
 /// One open interface: the packet socket pnet configured.
 pub struct Port {

@@ -7,15 +7,15 @@
 //! and a removed interface is reopened when it comes back.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_dataplane::{FrameFilter, SideCounters};
 use palisade_packet::FlowKey;
 
 use super::checksum::complete_l4_checksum;
 use super::sys::{self, Fanout, Port};
-use super::FrameFilter;
 
 /// Frames classified in one call.
 pub const BATCH: usize = sys::MAX_BATCH;
@@ -26,29 +26,10 @@ const WAIT: Duration = Duration::from_millis(100);
 /// How often a vanished interface is looked for again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
-/// Counters of one ingress side of one worker: written by that worker only.
-#[derive(Debug, Default)]
-pub struct SideCounters {
-    /// Frames received.
-    pub rx: AtomicU64,
-    /// Frames the policy permitted.
-    pub permitted: AtomicU64,
-    /// Frames the policy denied.
-    pub denied: AtomicU64,
-    /// Permitted frames sent out of the other interface.
-    pub forwarded: AtomicU64,
-    /// Permitted frames that could not be sent (egress down or gone).
-    pub tx_errors: AtomicU64,
-    /// Frames longer than [`FRAME_MAX`], dropped before classification.
-    pub oversize: AtomicU64,
-}
-
-/// Single-writer increment: a load and a store, no locked read-modify-write.
+/// Single-writer increment (see [`SideCounters::add`]).
 #[inline]
-fn add(c: &AtomicU64, n: u64) {
-    if n != 0 {
-        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-    }
+fn add(c: &std::sync::atomic::AtomicU64, n: u64) {
+    SideCounters::add(c, n);
 }
 
 /// What one worker serves.

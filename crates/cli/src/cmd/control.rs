@@ -104,13 +104,13 @@ pub fn status(args: StatusArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let mut st = reply.get("status").cloned().unwrap_or(Value::Null);
-    crate::bridge::add_to_status(&args.control, &mut st);
+    crate::cmd::shadow::add_data_path_to_status(&args.control, &mut st);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     print!("{}", render_status(&st));
-    print!("{}", crate::bridge::render_status(&st));
+    print!("{}", crate::cmd::shadow::render_data_path(&st));
     ExitCode::SUCCESS
 }
 
@@ -268,10 +268,10 @@ fn report_reload(reply: &Value, as_json: bool) -> ExitCode {
 /// Runs `palisade reload`.
 pub fn reload(args: ReloadArgs) -> ExitCode {
     if let Some(candidate) = &args.shadow {
-        return crate::bridge::shadow::client_shadow(&args.control, candidate, args.json);
+        return crate::cmd::shadow::client_shadow(&args.control, candidate, args.json);
     }
     let promoted = match args.promote {
-        true => match crate::bridge::shadow::candidate_path(&args.control) {
+        true => match crate::cmd::shadow::candidate_path(&args.control) {
             Ok(p) => Some(p),
             Err(code) => return code,
         },
@@ -293,7 +293,7 @@ pub fn reload(args: ReloadArgs) -> ExitCode {
     match ask(&args.control, req) {
         Ok(reply) => {
             if promoted.is_some() && ok(&reply) {
-                crate::bridge::shadow::clear(&args.control);
+                crate::cmd::shadow::clear(&args.control);
             }
             report_reload(&reply, args.json)
         }

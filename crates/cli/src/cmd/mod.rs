@@ -10,3 +10,4 @@ pub mod control;
 pub mod explain;
 pub mod inspect;
 pub mod run;
+pub mod shadow;
