@@ -1,6 +1,6 @@
 //! Control-socket requests from arbitrary bytes: every line is parsed
 //! (`control::parse_request`, pure) and answered by a live engine, first one
-//! line at a time (`handle_line`), then as one stream through
+//! line at a time (`handle_line`, typed replies checked as JSON), then as one stream through
 //! `serve_connection` over a socket pair. Nothing may panic, every reply is
 //! one JSON object line with a boolean `ok`, one reply per non-blank request
 //! line, and a line that parses as a built-in request is never answered
@@ -84,7 +84,7 @@ pub fn run(data: &[u8]) {
         if mutating {
             continue; // answered below through the socket
         }
-        let reply = control::handle_line(engine, line, None);
+        let reply = control::handle_line(engine, line, None).to_value();
         check_reply(&reply, line);
         if parsed.is_ok() {
             let err = reply.get("error").and_then(Value::as_str).unwrap_or("");

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bridge;
 mod capture;
 mod cmd;
+mod logger;
 
 /// Palisade: a packet-filter firewall engine with atomic rule reloads.
 #[derive(Parser, Debug)]
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    logger::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -23,12 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use palisade_engine::control::Extension;
+use palisade_engine::control::{ErrorReply, ShadowAcl, ShadowExample, ShadowReport, ShadowRule};
 use palisade_engine::policy::{Decision, Policy, RuleRef};
 use palisade_engine::Engine;
 use palisade_packet::FlowKey;
 use palisade_rules::{Digest, RuleSet};
-use serde_json::{json, Value};
 
 /// Examples of differing frames kept per candidate.
 const EXAMPLES: usize = 5;
@@ -51,16 +50,17 @@ pub struct Shadow {
     per_rule: Vec<Vec<AtomicU64>>,
     /// Differences not decided by an ACL of the candidate (rescue, malformed, VLAN, context).
     other: AtomicU64,
-    examples: Mutex<Vec<Value>>,
+    examples: Mutex<Vec<ShadowExample>>,
 }
 
 impl Shadow {
     /// Checks a candidate with the engine's own reload stages (read, parse,
     /// validate, compile under the memory cap, self-test, audit), without
     /// persisting or publishing it; a refusal names its stage like a reload's.
-    pub fn load(engine: &Engine, path: &Path, serial: u64) -> Result<Shadow, Value> {
-        let checked = engine.check_candidate(path).map_err(|e| {
-            json!({"ok": false, "stage": e.stage.as_str(), "errors": e.errors, "error": "candidate refused"})
+    pub fn load(engine: &Engine, path: &Path, serial: u64) -> Result<Shadow, ErrorReply> {
+        let checked = engine.check_candidate(path).map_err(|e| ErrorReply {
+            error: "candidate refused".into(),
+            ..ErrorReply::from(&e)
         })?;
         let policy = checked.policy;
         let per_rule = policy
@@ -103,51 +103,51 @@ impl Shadow {
         if let Ok(mut ex) = self.examples.try_lock() {
             if ex.len() < EXAMPLES {
                 // Allocates, but only for the first few differences of a candidate.
-                ex.push(json!({
-                    "interface": interface,
-                    "packet": palisade_rules::format_packet(key),
-                    "active": active.verdict.as_str(),
-                    "candidate": candidate.verdict.as_str(),
-                    "stage": candidate.stage.as_str(),
-                    "acl": self.policy.acl_name(candidate.acl),
-                    "rule": self.policy.rule_label(candidate.acl, candidate.rule),
-                }));
+                ex.push(ShadowExample {
+                    interface: interface.to_owned(),
+                    packet: palisade_rules::format_packet(key),
+                    active: active.verdict,
+                    candidate: candidate.verdict,
+                    stage: candidate.stage.as_str().to_owned(),
+                    acl: self.policy.acl_name(candidate.acl).map(str::to_owned),
+                    rule: self.policy.rule_label(candidate.acl, candidate.rule).to_owned(),
+                });
             }
         }
     }
 
     /// The report shown by `palisade status --json` under `shadow`.
-    pub fn report(&self, active_digest: Option<Digest>) -> Value {
-        let acls: Vec<Value> = self
+    pub fn report(&self, active_digest: Option<Digest>) -> ShadowReport {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let acls = self
             .policy
             .acls()
             .iter()
             .zip(&self.per_rule)
-            .map(|(acl, counts)| {
-                let rules: Vec<Value> = acl
+            .map(|(acl, counts)| ShadowAcl {
+                name: acl.name.clone(),
+                rules: acl
                     .rule_ids
                     .iter()
                     .zip(counts)
-                    .map(|(id, c)| json!({"id": id, "differ": c.load(Ordering::Relaxed)}))
-                    .collect();
-                json!({
-                    "name": acl.name,
-                    "rules": rules,
-                    "default_differ": counts.last().map_or(0, |c| c.load(Ordering::Relaxed)),
-                })
+                    .map(|(id, c)| ShadowRule {
+                        id: id.clone(),
+                        differ: load(c),
+                    })
+                    .collect(),
+                default_differ: counts.last().map_or(0, load),
             })
             .collect();
-        let examples = self.examples.lock().map(|e| e.clone()).unwrap_or_default();
-        json!({
-            "source": self.source,
-            "digest": self.digest.to_string(),
-            "promoted": active_digest == Some(self.digest),
-            "frames": self.frames.load(Ordering::Relaxed),
-            "differ": self.differ.load(Ordering::Relaxed),
-            "other_differ": self.other.load(Ordering::Relaxed),
-            "acls": acls,
-            "examples": examples,
-        })
+        ShadowReport {
+            source: self.source.clone(),
+            digest: self.digest.to_string(),
+            promoted: active_digest == Some(self.digest),
+            frames: load(&self.frames),
+            differ: load(&self.differ),
+            other_differ: load(&self.other),
+            acls,
+            examples: self.examples.lock().map(|e| e.clone()).unwrap_or_default(),
+        }
     }
 }
 
@@ -160,36 +160,24 @@ pub struct ShadowSlot {
 }
 
 impl ShadowSlot {
-    /// The control-socket extension serving `shadow`, `shadow-status` and `shadow-clear`.
-    pub fn extension(self: &Arc<Self>) -> Extension {
-        let slot = Arc::clone(self);
-        Arc::new(move |engine, req| {
-            let active = engine.current().digest();
-            match req.get("cmd").and_then(Value::as_str)? {
-                "shadow" => {
-                    let Some(path) = req.get("path").and_then(Value::as_str) else {
-                        return Some(json!({"ok": false, "error": "shadow needs a path"}));
-                    };
-                    let serial = slot.serial.fetch_add(1, Ordering::Relaxed) + 1;
-                    Some(match Shadow::load(engine, Path::new(path), serial) {
-                        Ok(sh) => {
-                            let reply = json!({"ok": true, "shadow": sh.report(active)});
-                            slot.current.store(Some(Arc::new(sh)));
-                            reply
-                        }
-                        Err(refused) => refused,
-                    })
-                }
-                "shadow-status" => Some(json!({
-                    "ok": true,
-                    "shadow": slot.current.load().as_ref().map(|s| s.report(active)),
-                })),
-                "shadow-clear" => {
-                    slot.current.store(None);
-                    Some(json!({"ok": true}))
-                }
-                _ => None,
-            }
-        })
+    /// Checks the candidate at `path` (see [`Shadow::load`]) and, when it
+    /// passes, makes it the one evaluated beside the active generation.
+    pub fn load(&self, engine: &Engine, path: &Path) -> Result<ShadowReport, ErrorReply> {
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
+        let sh = Shadow::load(engine, path, serial)?;
+        let report = sh.report(engine.current().digest());
+        self.current.store(Some(Arc::new(sh)));
+        Ok(report)
+    }
+
+    /// The candidate's report, if there is one.
+    pub fn report(&self, engine: &Engine) -> Option<ShadowReport> {
+        let active = engine.current().digest();
+        self.current.load().as_ref().map(|s| s.report(active))
+    }
+
+    /// Stops evaluating the candidate.
+    pub fn clear(&self) {
+        self.current.store(None);
     }
 }

@@ -36,29 +36,8 @@ impl SideCounters {
     }
 }
 
-/// Totals over every worker for one ingress interface.
-///
-/// ```
-/// let t = palisade_dataplane::stats::SideTotals::default();
-/// assert_eq!(t.rx, 0);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SideTotals {
-    /// Interface the frames arrived on.
-    pub interface: String,
-    /// Frames received.
-    pub rx: u64,
-    /// Frames permitted.
-    pub permitted: u64,
-    /// Frames denied.
-    pub denied: u64,
-    /// Permitted frames sent out of the other interface.
-    pub forwarded: u64,
-    /// Permitted frames that could not be sent.
-    pub tx_errors: u64,
-    /// Frames too long to handle, dropped.
-    pub oversize: u64,
-}
+/// Totals over every worker for one ingress interface (the control protocol's type).
+pub use palisade_engine::control::InterfaceCounters as SideTotals;
 
 /// What a data path is (its interfaces, bridge or monitor) and its counters,
 /// shared between the workers and the control service.

@@ -14,7 +14,8 @@ use crate::counters::Layout;
 use crate::policy::Policy;
 
 /// What the engine is running on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum GenerationState {
     /// A rule set loaded from the config or a reload, confirmed or without a confirm window.
     Active,
@@ -39,6 +40,12 @@ impl GenerationState {
             GenerationState::PendingConfirm => "pending-confirm",
             GenerationState::NoRules => "no-rules",
         }
+    }
+}
+
+impl std::fmt::Display for GenerationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

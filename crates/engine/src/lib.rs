@@ -23,12 +23,12 @@
 //! let dir = std::env::temp_dir().join(format!("palisade-lib-doc-{}", std::process::id()));
 //! // No config and an empty state directory: the engine runs with no rules.
 //! let (engine, boot) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), EngineOptions::default()).unwrap();
-//! assert_eq!(engine.status().state, "no-rules");
+//! assert_eq!(engine.status().state, palisade_engine::GenerationState::NoRules);
 //! assert_eq!(boot.config_error.unwrap().stage, ReloadStage::Read);
 //! // A valid rule set pushed over the control path becomes generation 1.
 //! let rules = b"version = 1\n[[port]]\nname = \"lan1\"\n".to_vec();
 //! let ok = engine.reload(ReloadSource::Bytes { name: "push.toml".into(), bytes: rules }, &ReloadOptions::default()).unwrap();
-//! assert_eq!((ok.generation, engine.status().state), (1, "active"));
+//! assert_eq!((ok.generation, engine.status().state), (1, palisade_engine::GenerationState::Active));
 //! drop(engine);
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```

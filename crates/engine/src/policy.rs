@@ -104,7 +104,8 @@ fn build_classifier(rules: Vec<RuleMatch>, memory_cap: usize) -> Result<BoxedCla
 }
 
 /// What happens to a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// The frame passes.
     Permit,
@@ -266,7 +267,8 @@ pub struct StageEvent {
 }
 
 /// Kind of a binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BindingKind {
     /// Port ACL.
     Port,

@@ -6,13 +6,18 @@
 //! Only `last_reload` (which may describe a refused reload that never became
 //! a generation) and `kept` come from elsewhere.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::generation::GenerationState;
+use crate::policy::{BindingKind, Verdict};
+use crate::reload::ReloadStage;
+use palisade_rules::Direction;
 
 use crate::engine::Inner;
 use crate::reload::ReloadError;
 
 /// The engine's status; `palisade status --json` prints exactly this.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     /// Generation number (0 with no rules).
     pub generation: u64,
@@ -21,13 +26,13 @@ pub struct Status {
     /// Where the active rules came from (`null` with no rules).
     pub source: Option<String>,
     /// `active`, `last-known-good`, `pending-confirm` or `no-rules`.
-    pub state: &'static str,
+    pub state: GenerationState,
     /// When this generation was published (RFC 3339, UTC).
     pub loaded_at: String,
     /// For `pending-confirm`: when it reverts unless confirmed (RFC 3339, UTC).
     pub confirm_deadline: Option<String>,
     /// This engine's version.
-    pub engine_version: &'static str,
+    pub engine_version: String,
     /// Number of `[[rescue]]` rules.
     pub rescue: usize,
     /// Hits per rescue rule.
@@ -43,7 +48,7 @@ pub struct Status {
 }
 
 /// Evaluated / permitted / denied frame counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Frames evaluated.
     pub evaluated: u64,
@@ -54,14 +59,14 @@ pub struct Counts {
 }
 
 /// One ACL of the active generation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AclStatus {
     /// ACL name.
     pub name: String,
     /// Number of rules (the implicit default not included).
     pub rules: usize,
     /// `permit` or `deny`: the implicit last rule.
-    pub default: &'static str,
+    pub default: Verdict,
     /// Where it is bound, with per-binding counters.
     pub bindings: Vec<BindingStatus>,
     /// The ACL's counters.
@@ -69,21 +74,21 @@ pub struct AclStatus {
 }
 
 /// One binding of an ACL.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BindingStatus {
     /// `port`, `vlan` or `routed`.
-    pub kind: &'static str,
+    pub kind: BindingKind,
     /// Port name, VLAN id or L3 interface name.
     pub target: String,
     /// `in` or `out` for routed bindings, else `null`.
-    pub direction: Option<&'static str>,
+    pub direction: Option<Direction>,
     /// Frames on which this binding's ACL was evaluated, permitted, denied.
     #[serde(flatten)]
     pub counts: Counts,
 }
 
 /// Counters of one ACL: sums over its bindings, and hits per rule.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AclCounters {
     /// Frames the ACL was evaluated on (all bindings).
     pub evaluated: u64,
@@ -98,7 +103,7 @@ pub struct AclCounters {
 }
 
 /// A rule's identity and hit count.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RuleHits {
     /// The rule's `id`, or `#N` (1-based position) without one.
     pub id: String,
@@ -107,12 +112,12 @@ pub struct RuleHits {
 }
 
 /// The outcome of the last reload attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastReload {
     /// Whether it became active.
     pub ok: bool,
     /// The stage that refused it (`null` when ok).
-    pub stage: Option<&'static str>,
+    pub stage: Option<ReloadStage>,
     /// Every cause, `file:line:col: message`.
     pub errors: Vec<String>,
     /// When (RFC 3339, UTC).
@@ -135,7 +140,7 @@ impl LastReload {
     pub(crate) fn failed(e: &ReloadError) -> Self {
         LastReload {
             ok: false,
-            stage: Some(e.stage.as_str()),
+            stage: Some(e.stage),
             errors: e.errors.clone(),
             at: rfc3339(crate::lkg::unix_now()),
             generation: None,
@@ -155,10 +160,10 @@ pub(crate) fn build(inner: &Inner) -> Status {
         generation: gen.number(),
         digest: gen.digest().map(|d| d.to_string()),
         source: gen.source().map(str::to_owned),
-        state: gen.state().as_str(),
+        state: gen.state(),
         loaded_at: rfc3339(gen.loaded_at()),
         confirm_deadline: gen.confirm_deadline().map(rfc3339),
-        engine_version: palisade_rules::ENGINE_VERSION,
+        engine_version: palisade_rules::ENGINE_VERSION.to_owned(),
         rescue: 0,
         rescue_hits: Vec::new(),
         frames: Counts::default(),
@@ -197,9 +202,9 @@ pub(crate) fn build(inner: &Inner) -> Status {
             .zip(&c.layout.bindings)
             .filter(|(b, _)| b.acl as usize == i)
             .map(|(b, s)| BindingStatus {
-                kind: b.kind.as_str(),
+                kind: b.kind,
                 target: b.target.clone(),
-                direction: b.direction.map(|d| d.as_str()),
+                direction: b.direction,
                 counts: counts(s.base),
             })
             .collect();
@@ -207,7 +212,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
         status.acls.push(AclStatus {
             name: acl.name.clone(),
             rules: acl.rule_ids.len(),
-            default: acl.default.as_str(),
+            default: acl.default,
             counters: AclCounters {
                 evaluated: sum(|c| c.evaluated),
                 permitted: sum(|c| c.permitted),

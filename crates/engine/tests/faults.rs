@@ -51,7 +51,7 @@ fn a_fault_at_any_stage_changes_nothing() {
         let st = engine.status();
         let lr = st.last_reload.expect("last_reload recorded");
         assert!(!lr.ok);
-        assert_eq!(lr.stage, Some(stage.as_str()));
+        assert_eq!(lr.stage, Some(stage));
         assert_eq!(verdicts(&engine, &keys), verdicts_a, "stage {stage}");
         assert_eq!(
             engine.store().list(),
@@ -113,7 +113,7 @@ fn real_refusals_name_their_stage_and_place() {
             err.errors
         );
         assert_eq!(fingerprint(&engine), before);
-        assert_eq!(engine.status().last_reload.unwrap().stage, Some(stage));
+        assert_eq!(engine.status().last_reload.unwrap().stage, Some(err.stage));
     }
 }
 
@@ -157,7 +157,7 @@ fn an_unconfirmed_reload_reverts_as_a_new_generation_and_a_confirmed_one_stays()
     let ok = engine.reload(bytes("b.toml", &rules_b()), &opts).unwrap();
     assert_eq!(ok.state, GenerationState::PendingConfirm);
     let st = engine.status();
-    assert_eq!(st.state, "pending-confirm");
+    assert_eq!(st.state, GenerationState::PendingConfirm);
     assert!(st.confirm_deadline.is_some());
     assert_ne!(verdicts(&engine, &keys), va);
     // Boot never picks an unconfirmed generation.
@@ -167,10 +167,10 @@ fn an_unconfirmed_reload_reverts_as_a_new_generation_and_a_confirmed_one_stays()
     );
     std::thread::sleep(Duration::from_millis(900));
     let st = engine.status();
-    assert_eq!(st.state, "active");
+    assert_eq!(st.state, GenerationState::Active);
     assert_eq!(st.digest, a.digest, "reverted to the old digest");
     assert!(st.generation > ok.generation, "as a new generation number");
-    assert_eq!(st.last_reload.as_ref().unwrap().stage, Some("confirm"));
+    assert_eq!(st.last_reload.as_ref().unwrap().stage, Some(ReloadStage::Confirm));
     assert_eq!(verdicts(&engine, &keys), va);
     assert!(engine.confirm().is_err(), "nothing left to confirm");
 
@@ -179,7 +179,10 @@ fn an_unconfirmed_reload_reverts_as_a_new_generation_and_a_confirmed_one_stays()
     assert_eq!(engine.confirm().unwrap(), ok.generation);
     std::thread::sleep(Duration::from_millis(600));
     let st = engine.status();
-    assert_eq!((st.generation, st.state), (ok.generation, "active"));
+    assert_eq!(
+        (st.generation, st.state),
+        (ok.generation, GenerationState::Active)
+    );
     assert!(engine.store().load(ok.generation).unwrap().confirmed);
 }
 
@@ -233,7 +236,7 @@ fn boot_runs_on_last_known_good_when_the_config_is_missing_empty_or_corrupt() {
         assert_eq!(boot.state, GenerationState::LastKnownGood, "{what}");
         assert!(boot.config_error.is_some(), "{what}");
         let st = engine.status();
-        assert_eq!(st.state, "last-known-good", "{what}");
+        assert_eq!(st.state, GenerationState::LastKnownGood, "{what}");
         assert_eq!(st.digest, gen_a.digest, "{what}");
         assert!(
             !st.last_reload.as_ref().unwrap().ok,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use palisade_engine::policy::{Decision, Verdict};
-use palisade_engine::{Engine, GenerationState, ReloadOptions};
+use palisade_engine::policy::{BindingKind, Decision, Verdict};
+use palisade_engine::{Engine, GenerationState, ReloadOptions, ReloadStage};
 
 #[test]
 fn a_and_b_disagree_and_rescue_passes_both() {
@@ -84,7 +84,7 @@ fn readers_never_see_a_mix_of_two_generations() {
                 let is_a = st.digest.as_deref() == Some(digest_a.as_str());
                 assert_eq!(
                     default,
-                    if is_a { "deny" } else { "permit" },
+                    if is_a { Verdict::Deny } else { Verdict::Permit },
                     "status mixed generations"
                 );
                 n += 1;
@@ -115,7 +115,7 @@ fn readers_never_see_a_mix_of_two_generations() {
     assert!(status_reader.join().expect("status mixed generations") > 0);
     let st = engine.status();
     assert_eq!(st.generation, last);
-    assert_eq!(st.state, GenerationState::Active.as_str());
+    assert_eq!(st.state, GenerationState::Active);
 }
 
 #[test]
@@ -136,8 +136,11 @@ fn no_rules_denies_everything_and_keeps_the_control_path_open() {
     h.classify_batch(&keys, &ctx, &mut out);
     assert!(out.iter().all(|d| d.verdict == Verdict::Deny));
     let st = engine.status();
-    assert_eq!((st.state, st.generation), ("no-rules", 0));
-    assert_eq!(st.last_reload.as_ref().and_then(|l| l.stage), Some("read"));
+    assert_eq!((st.state, st.generation), (GenerationState::NoRules, 0));
+    assert_eq!(
+        st.last_reload.as_ref().and_then(|l| l.stage),
+        Some(ReloadStage::Read)
+    );
     // A valid push brings it up.
     let ok = engine
         .reload(bytes("a.toml", &rules_a()), &ReloadOptions::default())
@@ -187,7 +190,7 @@ fn counters_count_per_binding_and_follow_rule_ids_across_reloads() {
         ),
         (5, 3, 2)
     );
-    assert_eq!(lan_in.bindings[0].kind, "port");
+    assert_eq!(lan_in.bindings[0].kind, BindingKind::Port);
     assert_eq!(lan_in.bindings[0].target, "lan1");
     // Permitted frames went on to the VLAN ACL; denied ones did not.
     let vlan10 = st.acls.iter().find(|a| a.name == "vlan10").unwrap();

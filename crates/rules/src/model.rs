@@ -36,7 +36,8 @@ impl Action {
 }
 
 /// Direction of a Routed ACL binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Frames entering the box through the L3 interface.
     In,

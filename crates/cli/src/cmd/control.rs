@@ -5,13 +5,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use palisade_engine::control;
-use serde_json::{json, Value};
-
-/// How long a client waits for the daemon (a large rule set compiles for a while).
-const TIMEOUT: Duration = Duration::from_secs(300);
+use palisade_engine::control::{Client, ClientError, ConfirmReply, GenerationReply, Request};
+use palisade_engine::status::Status;
+use palisade_engine::GenerationState;
 
 /// Arguments of `palisade status`.
 #[derive(clap::Args, Debug)]
@@ -72,73 +69,73 @@ pub struct RollbackArgs {
     pub json: bool,
 }
 
-/// Sends one request to the daemon; an unreachable socket is reported and becomes exit code 2.
-pub(crate) fn ask(socket: &std::path::Path, req: Value) -> Result<Value, ExitCode> {
-    control::request(socket, &req, TIMEOUT).map_err(|e| {
-        eprintln!("palisade: {}: cannot talk to the daemon: {e}", socket.display());
-        ExitCode::from(2)
-    })
+/// Reports a failed call: a refusal (exit 1, with its stage and every error)
+/// or an unreachable daemon (exit 2).
+pub(crate) fn fail(client: &Client, e: ClientError, what: &str) -> ExitCode {
+    match e {
+        ClientError::Refused(r) => {
+            match r.stage {
+                Some(stage) => eprintln!("palisade: {what} refused at stage {stage}; nothing changed"),
+                None => eprintln!("palisade: {}", r.error),
+            }
+            for e in &r.errors {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+        other => {
+            eprintln!("palisade: {}: {other}", client.socket().display());
+            ExitCode::from(2)
+        }
+    }
 }
 
-/// Whether the daemon answered `"ok": true`.
-pub(crate) fn ok(reply: &Value) -> bool {
-    reply.get("ok").and_then(Value::as_bool) == Some(true)
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-fn n(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+/// Prints a value as pretty JSON.
+pub(crate) fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Runs `palisade status`.
 pub fn status(args: StatusArgs) -> ExitCode {
-    let reply = match ask(&args.control, json!({"cmd": "status"})) {
-        Ok(r) => r,
-        Err(code) => return code,
+    let client = Client::new(&args.control);
+    let st = match client.status() {
+        Ok(st) => st,
+        Err(e) => return fail(&client, e, "status"),
     };
-    if !ok(&reply) {
-        eprintln!("palisade: {}", s(&reply, "error"));
-        return ExitCode::from(1);
-    }
-    let mut st = reply.get("status").cloned().unwrap_or(Value::Null);
-    crate::cmd::shadow::add_data_path_to_status(&args.control, &mut st);
+    let full = crate::cmd::shadow::FullStatus::gather(&client, st);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        print_json(&full);
         return ExitCode::SUCCESS;
     }
-    print!("{}", render_status(&st));
-    print!("{}", crate::cmd::shadow::render_data_path(&st));
+    print!("{}", render_status(&full.status));
+    print!("{}", crate::cmd::shadow::render_data_path(&full));
     ExitCode::SUCCESS
 }
 
 /// The human-readable status.
-fn render_status(st: &Value) -> String {
+fn render_status(st: &Status) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let state = s(st, "state");
     let _ = writeln!(
         o,
         "generation {}  state {}",
-        n(st, "generation"),
-        state.to_uppercase()
+        st.generation,
+        st.state.as_str().to_uppercase()
     );
-    let _ = writeln!(o, "digest     {}", s(st, "digest"));
-    let _ = writeln!(o, "source     {}", s(st, "source"));
-    let _ = writeln!(o, "loaded     {}", s(st, "loaded_at"));
-    if let Some(d) = st.get("confirm_deadline").and_then(Value::as_str) {
+    let _ = writeln!(o, "digest     {}", st.digest.as_deref().unwrap_or("-"));
+    let _ = writeln!(o, "source     {}", st.source.as_deref().unwrap_or("-"));
+    let _ = writeln!(o, "loaded     {}", st.loaded_at);
+    if let Some(d) = &st.confirm_deadline {
         let _ = writeln!(o, "reverts    {d} unless confirmed (palisade confirm)");
     }
-    match state {
-        "no-rules" => {
+    match st.state {
+        GenerationState::NoRules => {
             let _ = writeln!(
                 o,
                 "NO RULES: every frame is denied until a valid rule set is loaded"
             );
         }
-        "last-known-good" => {
+        GenerationState::LastKnownGood => {
             let _ = writeln!(
                 o,
                 "RUNNING ON LAST-KNOWN-GOOD: the config was missing or invalid at boot"
@@ -146,186 +143,153 @@ fn render_status(st: &Value) -> String {
         }
         _ => {}
     }
-    let f = st.get("frames").cloned().unwrap_or(Value::Null);
+    let f = &st.frames;
     let _ = writeln!(
         o,
         "frames     {} evaluated, {} permitted, {} denied",
-        n(&f, "evaluated"),
-        n(&f, "permitted"),
-        n(&f, "denied")
+        f.evaluated, f.permitted, f.denied
     );
-    let _ = writeln!(o, "rescue     {} rule(s)", n(st, "rescue"));
-    for acl in st.get("acls").and_then(Value::as_array).into_iter().flatten() {
-        let c = acl.get("counters").cloned().unwrap_or(Value::Null);
+    let _ = writeln!(o, "rescue     {} rule(s)", st.rescue);
+    for acl in &st.acls {
+        let c = &acl.counters;
         let _ = writeln!(
             o,
             "acl {} ({} rules, default {}): {} evaluated, {} permitted, {} denied",
-            s(acl, "name"),
-            n(acl, "rules"),
-            s(acl, "default"),
-            n(&c, "evaluated"),
-            n(&c, "permitted"),
-            n(&c, "denied")
+            acl.name, acl.rules, acl.default, c.evaluated, c.permitted, c.denied
         );
-        let bindings = acl
-            .get("bindings")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if bindings.is_empty() {
+        if acl.bindings.is_empty() {
             let _ = writeln!(o, "  (not bound)");
         }
-        for b in &bindings {
+        for b in &acl.bindings {
             let dir = b
-                .get("direction")
-                .and_then(Value::as_str)
-                .map(|d| format!(" {d}"))
+                .direction
+                .map(|d| format!(" {}", d.as_str()))
                 .unwrap_or_default();
             let _ = writeln!(
                 o,
                 "  bound to {} {}{}: {} evaluated, {} permitted, {} denied",
-                s(b, "kind"),
-                s(b, "target"),
+                b.kind.as_str(),
+                b.target,
                 dir,
-                n(b, "evaluated"),
-                n(b, "permitted"),
-                n(b, "denied")
+                b.counts.evaluated,
+                b.counts.permitted,
+                b.counts.denied
             );
         }
-        for r in c.get("rules").and_then(Value::as_array).into_iter().flatten() {
-            let _ = writeln!(o, "  rule {}: {} hits", s(r, "id"), n(r, "hits"));
+        for r in &c.rules {
+            let _ = writeln!(o, "  rule {}: {} hits", r.id, r.hits);
         }
-        let _ = writeln!(o, "  default: {} hits", n(&c, "default_hits"));
+        let _ = writeln!(o, "  default: {} hits", c.default_hits);
     }
-    if let Some(lr) = st.get("last_reload").filter(|v| !v.is_null()) {
-        if lr.get("ok").and_then(Value::as_bool) == Some(true) {
+    if let Some(lr) = &st.last_reload {
+        if lr.ok {
             let _ = writeln!(
                 o,
                 "last reload: ok at {} (generation {})",
-                s(lr, "at"),
-                n(lr, "generation")
+                lr.at,
+                lr.generation.unwrap_or(0)
             );
         } else {
             let _ = writeln!(
                 o,
                 "last reload: REFUSED at stage {} at {}",
-                s(lr, "stage"),
-                s(lr, "at")
+                lr.stage.map_or("-", |s| s.as_str()),
+                lr.at
             );
-            for e in lr.get("errors").and_then(Value::as_array).into_iter().flatten() {
-                let _ = writeln!(o, "  {}", e.as_str().unwrap_or_default());
+            for e in &lr.errors {
+                let _ = writeln!(o, "  {e}");
             }
         }
     }
     o
 }
 
-/// Prints a reload/rollback reply; 0 when active, 1 when refused.
-fn report_reload(reply: &Value, as_json: bool) -> ExitCode {
+/// Prints a reload/rollback outcome; 0 when active, 1 when refused, 2 unreachable.
+fn report_reload(client: &Client, res: Result<GenerationReply, ClientError>, as_json: bool) -> ExitCode {
+    let reply = match res {
+        Ok(r) => r,
+        Err(ClientError::Refused(r)) if as_json => {
+            print_json(&palisade_engine::control::Response::Error(r).to_value());
+            return ExitCode::from(1);
+        }
+        Err(e) => return fail(client, e, "reload"),
+    };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        print_json(&palisade_engine::control::Response::Generation(reply).to_value());
+        return ExitCode::SUCCESS;
     }
-    if !ok(reply) {
-        if !as_json {
-            match reply.get("stage").and_then(Value::as_str) {
-                Some(stage) => eprintln!("palisade: reload refused at stage {stage}; nothing changed"),
-                None => eprintln!("palisade: {}", s(reply, "error")),
-            }
-            for e in reply
-                .get("errors")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                eprintln!("{}", e.as_str().unwrap_or_default());
-            }
-        }
-        return ExitCode::from(1);
+    for w in &reply.warnings {
+        eprintln!("{w}");
     }
-    if !as_json {
-        for w in reply
-            .get("warnings")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            eprintln!("{}", w.as_str().unwrap_or_default());
-        }
-        let state = s(reply, "state");
-        println!(
-            "generation {} {} (digest {})",
-            n(reply, "generation"),
-            state,
-            s(reply, "digest")
-        );
-        if let Some(d) = reply.get("confirm_deadline").and_then(Value::as_str) {
-            println!("reverts at {d} unless confirmed: palisade confirm --control SOCK");
-        }
+    println!(
+        "generation {} {} (digest {})",
+        reply.generation,
+        reply.state.as_str(),
+        reply.digest
+    );
+    if let Some(d) = &reply.confirm_deadline {
+        println!("reverts at {d} unless confirmed: palisade confirm --control SOCK");
     }
     ExitCode::SUCCESS
 }
 
 /// Runs `palisade reload`.
 pub fn reload(args: ReloadArgs) -> ExitCode {
+    let client = Client::new(&args.control);
     if let Some(candidate) = &args.shadow {
-        return crate::cmd::shadow::client_shadow(&args.control, candidate, args.json);
+        return crate::cmd::shadow::client_shadow(&client, candidate, args.json);
     }
     let promoted = match args.promote {
-        true => match crate::cmd::shadow::candidate_path(&args.control) {
+        true => match crate::cmd::shadow::candidate_path(&client) {
             Ok(p) => Some(p),
             Err(code) => return code,
         },
         false => None,
     };
-    let mut req = json!({"cmd": "reload", "allow_rescue_change": args.allow_rescue_change});
-    if let Some(rules) = args.rules.as_ref().or(promoted.as_ref()) {
-        // The daemon reads the file itself: send a path it can resolve.
-        let path = std::path::absolute(rules).unwrap_or_else(|_| rules.clone());
-        req["path"] = json!(path.display().to_string());
-    }
     if let Some(secs) = args.confirm_within {
         if !(secs.is_finite() && secs > 0.0) {
             eprintln!("palisade: --confirm-within must be a positive number of seconds");
             return ExitCode::from(2);
         }
-        req["confirm_within"] = json!(secs);
     }
-    match ask(&args.control, req) {
-        Ok(reply) => {
-            if promoted.is_some() && ok(&reply) {
-                crate::cmd::shadow::clear(&args.control);
-            }
-            report_reload(&reply, args.json)
-        }
-        Err(code) => code,
+    // The daemon reads the file itself: send a path it can resolve.
+    let path = args.rules.as_ref().or(promoted.as_ref()).map(|rules| {
+        std::path::absolute(rules)
+            .unwrap_or_else(|_| rules.clone())
+            .display()
+            .to_string()
+    });
+    let req = Request::Reload {
+        path,
+        text: None,
+        name: None,
+        confirm_within: args.confirm_within,
+        allow_rescue_change: args.allow_rescue_change,
+    };
+    let res = client.call::<GenerationReply>(&req);
+    if promoted.is_some() && res.is_ok() {
+        crate::cmd::shadow::clear(&client);
     }
+    report_reload(&client, res, args.json)
 }
 
 /// Runs `palisade confirm`.
 pub fn confirm(args: ConfirmArgs) -> ExitCode {
-    match ask(&args.control, json!({"cmd": "confirm"})) {
-        Ok(reply) if ok(&reply) => {
-            println!("generation {} confirmed", n(&reply, "generation"));
+    let client = Client::new(&args.control);
+    match client.call::<ConfirmReply>(&Request::Confirm) {
+        Ok(reply) => {
+            println!("generation {} confirmed", reply.generation);
             ExitCode::SUCCESS
         }
-        Ok(reply) => {
-            eprintln!("palisade: {}", s(&reply, "error"));
-            ExitCode::from(1)
-        }
-        Err(code) => code,
+        Err(e) => fail(&client, e, "confirm"),
     }
 }
 
 /// Runs `palisade rollback`.
 pub fn rollback(args: RollbackArgs) -> ExitCode {
-    let req = match args.to {
-        Some(g) => json!({"cmd": "rollback", "to": g}),
-        None => json!({"cmd": "rollback"}),
-    };
-    match ask(&args.control, req) {
-        Ok(reply) => report_reload(&reply, args.json),
-        Err(code) => code,
-    }
+    let client = Client::new(&args.control);
+    let res = client.call::<GenerationReply>(&Request::Rollback { to: args.to });
+    report_reload(&client, res, args.json)
 }
 
 #[cfg(test)]
@@ -334,14 +298,21 @@ mod tests {
 
     #[test]
     fn status_text_names_state_counters_and_refusals() {
-        let st = json!({
-            "generation": 3, "state": "last-known-good", "digest": "ab", "source": "r.toml",
+        let st: Status = serde_json::from_value(serde_json::json!({
+            "generation": 3, "digest": "ab", "source": "r.toml", "state": "last-known-good",
+            "loaded_at": "t0", "confirm_deadline": null, "engine_version": "0.1.0",
+            "rescue": 0, "rescue_hits": [],
             "frames": {"evaluated": 5, "permitted": 3, "denied": 2},
             "acls": [{"name": "in", "rules": 1, "default": "deny",
-                      "bindings": [{"kind": "routed", "target": "wan", "direction": "in", "evaluated": 5}],
-                      "counters": {"evaluated": 5, "rules": [{"id": "dns", "hits": 3}], "default_hits": 2}}],
-            "last_reload": {"ok": false, "stage": "validate", "errors": ["r.toml:3:1: bad"], "at": "t"}
-        });
+                      "bindings": [{"kind": "routed", "target": "wan", "direction": "in",
+                                    "evaluated": 5, "permitted": 3, "denied": 2}],
+                      "counters": {"evaluated": 5, "permitted": 3, "denied": 2,
+                                   "rules": [{"id": "dns", "hits": 3}], "default_hits": 2}}],
+            "last_reload": {"ok": false, "stage": "validate", "errors": ["r.toml:3:1: bad"], "at": "t",
+                            "generation": null},
+            "kept": []
+        }))
+        .unwrap();
         let text = render_status(&st);
         assert!(text.contains("LAST-KNOWN-GOOD"), "{text}");
         assert!(text.contains("bound to routed wan in: 5 evaluated"), "{text}");

@@ -6,184 +6,154 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use palisade_engine::control;
-use serde_json::{json, Value};
+use palisade_engine::control::{
+    Client, ClientError, DataPathReply, DataPathReport, Request, Response, ShadowReply, ShadowReport,
+};
+use palisade_engine::status::Status;
+use serde::Serialize;
 
-use crate::cmd::control::{ask, ok};
+use crate::cmd::control::{fail, print_json};
 
-/// How long `status` waits for the shadow section.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `status` waits for the data-path and shadow sections.
+const SECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `palisade reload --shadow RULES`: load a candidate beside the active generation.
-pub fn client_shadow(socket: &Path, rules: &Path, as_json: bool) -> ExitCode {
-    let path: PathBuf = std::path::absolute(rules).unwrap_or_else(|_| rules.to_path_buf());
-    let reply = match ask(
-        socket,
-        json!({"cmd": "shadow", "path": path.display().to_string()}),
-    ) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&reply).unwrap_or_default());
-    }
-    if ok(&reply) {
-        if !as_json {
-            println!(
-                "shadow: {} (digest {}) evaluated beside the active generation, not enforced",
-                path.display(),
-                reply["shadow"]["digest"].as_str().unwrap_or("-")
-            );
+/// `palisade status --json`: the engine's status plus the data path's sections.
+#[derive(Debug, Serialize)]
+pub struct FullStatus {
+    /// The engine's status.
+    #[serde(flatten)]
+    pub status: Status,
+    /// The data path's mode, interfaces and counters, when the daemon has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_path: Option<DataPathReport>,
+    /// The shadow candidate's report, when one is evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowReport>,
+}
+
+impl FullStatus {
+    /// Adds `data_path` and `shadow` to `status` when the daemon has them.
+    pub fn gather(client: &Client, status: Status) -> FullStatus {
+        let client = client.clone().with_timeout(SECTION_TIMEOUT);
+        let data_path = client
+            .call::<DataPathReply>(&Request::DataPath)
+            .ok()
+            .map(|r| r.data_path);
+        let shadow = client
+            .call::<ShadowReply>(&Request::ShadowStatus)
+            .ok()
+            .and_then(|r| r.shadow);
+        FullStatus {
+            status,
+            data_path,
+            shadow,
         }
-        return ExitCode::SUCCESS;
-    }
-    if !as_json {
-        let err = reply.get("error").and_then(Value::as_str).unwrap_or("refused");
-        eprintln!("palisade: shadow {}: {err}", path.display());
-        if let Some(stage) = reply.get("stage").and_then(Value::as_str) {
-            eprintln!("stage: {stage}");
-        }
-        for e in reply
-            .get("errors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            eprintln!("{}", e.as_str().unwrap_or_default());
-        }
-    }
-    if reply.get("stage").is_some() || err_is_refusal(&reply) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::from(2)
     }
 }
 
-fn err_is_refusal(reply: &Value) -> bool {
-    reply.get("error").and_then(Value::as_str) == Some("candidate refused")
+/// `palisade reload --shadow RULES`: load a candidate beside the active generation.
+pub fn client_shadow(client: &Client, rules: &Path, as_json: bool) -> ExitCode {
+    let path: PathBuf = std::path::absolute(rules).unwrap_or_else(|_| rules.to_path_buf());
+    let req = Request::Shadow {
+        path: path.display().to_string(),
+    };
+    match client.call::<ShadowReply>(&req) {
+        Ok(reply) => {
+            if as_json {
+                print_json(&Response::Shadow(Box::new(reply)).to_value());
+            } else {
+                println!(
+                    "shadow: {} (digest {}) evaluated beside the active generation, not enforced",
+                    path.display(),
+                    reply.shadow.as_ref().map_or("-", |s| s.digest.as_str())
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Refused(r)) => {
+            if as_json {
+                print_json(&Response::Error(r).to_value());
+            } else {
+                eprintln!("palisade: shadow {}: {}", path.display(), r.error);
+                if let Some(stage) = r.stage {
+                    eprintln!("stage: {stage}");
+                }
+                for e in &r.errors {
+                    eprintln!("{e}");
+                }
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => fail(client, e, "shadow"),
+    }
 }
 
 /// `palisade reload --promote`: the candidate's file, if the daemon has one.
-pub fn candidate_path(socket: &Path) -> Result<PathBuf, ExitCode> {
-    let reply = ask(socket, json!({"cmd": "shadow-status"}))?;
-    match reply
-        .get("shadow")
-        .and_then(|s| s.get("source"))
-        .and_then(Value::as_str)
-    {
-        Some(p) if ok(&reply) => Ok(PathBuf::from(p)),
-        _ => {
+pub fn candidate_path(client: &Client) -> Result<PathBuf, ExitCode> {
+    match client.call::<ShadowReply>(&Request::ShadowStatus) {
+        Ok(ShadowReply { shadow: Some(sh) }) => Ok(PathBuf::from(sh.source)),
+        Ok(ShadowReply { shadow: None }) | Err(ClientError::Refused(_)) => {
             eprintln!(
                 "palisade: --promote: the daemon has no shadow candidate (palisade reload --shadow RULES)"
             );
             Err(ExitCode::from(1))
         }
+        Err(e) => Err(fail(client, e, "promote")),
     }
 }
 
 /// After a successful `--promote`: stop evaluating the candidate.
-pub fn clear(socket: &Path) {
-    let _ = ask(socket, json!({"cmd": "shadow-clear"}));
+pub fn clear(client: &Client) {
+    let _ = client.call::<serde::de::IgnoredAny>(&Request::ShadowClear);
 }
 
-/// Adds `shadow` to a status object when the daemon evaluates a candidate.
-pub fn add_to_status(socket: &Path, status: &mut Value) {
-    if let Ok(reply) = control::request(socket, &json!({"cmd": "shadow-status"}), TIMEOUT) {
-        if let (true, Some(sh), Some(obj)) = (ok(&reply), reply.get("shadow"), status.as_object_mut()) {
-            if !sh.is_null() {
-                obj.insert("shadow".into(), sh.clone());
-            }
-        }
-    }
-}
-
-/// The human-readable shadow section of `palisade status`.
-pub fn render(status: &Value) -> String {
+/// The human-readable data-path and shadow sections of `palisade status`.
+pub fn render_data_path(full: &FullStatus) -> String {
     use std::fmt::Write as _;
-    let Some(sh) = status.get("shadow") else {
-        return String::new();
-    };
     let mut o = String::new();
-    let n = |k: &str| sh.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let _ = writeln!(
-        o,
-        "shadow     {} ({}): {} of {} frames decided differently{}",
-        sh["source"].as_str().unwrap_or("-"),
-        sh["digest"].as_str().map_or("-", |d| d.get(..12).unwrap_or(d)),
-        n("differ"),
-        n("frames"),
-        if sh["promoted"] == true { " [promoted]" } else { "" }
-    );
-    for acl in sh["acls"].as_array().into_iter().flatten() {
-        for r in acl["rules"].as_array().into_iter().flatten() {
-            if r["differ"].as_u64().unwrap_or(0) > 0 {
-                let _ = writeln!(
-                    o,
-                    "  {} / {}: {}",
-                    acl["name"].as_str().unwrap_or("-"),
-                    r["id"].as_str().unwrap_or("-"),
-                    r["differ"]
-                );
-            }
-        }
-        if acl["default_differ"].as_u64().unwrap_or(0) > 0 {
+    if let Some(dp) = &full.data_path {
+        let _ = writeln!(o, "data path  {} ({} workers)", dp.mode, dp.workers);
+        for s in &dp.interfaces {
             let _ = writeln!(
                 o,
-                "  {} / default: {}",
-                acl["name"].as_str().unwrap_or("-"),
-                acl["default_differ"]
+                "  {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
+                s.interface, s.rx, s.permitted, s.denied, s.forwarded, s.tx_errors, s.oversize
             );
         }
     }
-    for ex in sh["examples"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            o,
-            "  e.g. {} on {}: active {}, candidate {}",
-            ex["packet"].as_str().unwrap_or("-"),
-            ex["interface"].as_str().unwrap_or("-"),
-            ex["active"].as_str().unwrap_or("-"),
-            ex["candidate"].as_str().unwrap_or("-")
-        );
+    if let Some(sh) = &full.shadow {
+        o.push_str(&render_shadow(sh));
     }
     o
 }
 
-/// Adds `data_path` and `shadow` to a status object when the daemon has them.
-pub fn add_data_path_to_status(socket: &std::path::Path, status: &mut serde_json::Value) {
-    let req = serde_json::json!({"cmd": "data-path"});
-    if let Ok(reply) = palisade_engine::control::request(socket, &req, std::time::Duration::from_secs(30)) {
-        if let (Some(dp), Some(obj)) = (reply.get("data_path"), status.as_object_mut()) {
-            obj.insert("data_path".into(), dp.clone());
-        }
-    }
-    add_to_status(socket, status);
-}
-
-/// The human-readable data-path and shadow sections of `palisade status`.
-pub fn render_data_path(status: &serde_json::Value) -> String {
+/// The human-readable shadow section of `palisade status`.
+fn render_shadow(sh: &ShadowReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    if let Some(dp) = status.get("data_path") {
-        let _ = writeln!(
-            o,
-            "data path  {} ({} workers)",
-            dp["mode"].as_str().unwrap_or("-"),
-            dp["workers"]
-        );
-        for s in dp["interfaces"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                o,
-                "  {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
-                s["interface"].as_str().unwrap_or("-"),
-                s["rx"],
-                s["permitted"],
-                s["denied"],
-                s["forwarded"],
-                s["tx_errors"],
-                s["oversize"]
-            );
+    let _ = writeln!(
+        o,
+        "shadow     {} ({}): {} of {} frames decided differently{}",
+        sh.source,
+        sh.digest.get(..12).unwrap_or(&sh.digest),
+        sh.differ,
+        sh.frames,
+        if sh.promoted { " [promoted]" } else { "" }
+    );
+    for acl in &sh.acls {
+        for r in acl.rules.iter().filter(|r| r.differ > 0) {
+            let _ = writeln!(o, "  {} / {}: {}", acl.name, r.id, r.differ);
+        }
+        if acl.default_differ > 0 {
+            let _ = writeln!(o, "  {} / default: {}", acl.name, acl.default_differ);
         }
     }
-    o.push_str(&render(status));
+    for ex in &sh.examples {
+        let _ = writeln!(
+            o,
+            "  e.g. {} on {}: active {}, candidate {}",
+            ex.packet, ex.interface, ex.active, ex.candidate
+        );
+    }
     o
 }

@@ -1,24 +1,5 @@
-//! The control socket: line-delimited JSON requests to a running [`Engine`].
-//!
-//! One request per line, one reply line per request. A request is a JSON
-//! object with a `cmd`:
-//!
-//! | request | reply (besides `"ok"`) |
-//! |---|---|
-//! | `{"cmd":"status"}` | `"status"`: the [`crate::Status`] |
-//! | `{"cmd":"reload"}` (from the config), `{"cmd":"reload","path":"/abs/rules.toml"}`, or `{"cmd":"reload","name":"x.toml","text":"..."}`; optional `"confirm_within"` (seconds), `"allow_rescue_change"` | `"generation"`, `"digest"`, `"state"`, `"confirm_deadline"`, `"warnings"`; refused: `"stage"`, `"errors"` |
-//! | `{"cmd":"confirm"}` | `"generation"` |
-//! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}` | as reload |
-//! | `{"cmd":"probe","port":"lan1","packet":"tcp 10.0.0.1:1234 -> 192.0.2.1:443","route":"lan:wan"}` | `"verdict"`, `"stage"`, `"acl"`, `"rule"`, `"generation"` (not counted) |
-//!
-//! A failed request answers `{"ok":false,"error":"..."}` (plus `stage` and
-//! `errors` for a refused reload). A line longer than [`MAX_REQUEST`] bytes
-//! is answered with an error and the connection closed; a connection that
-//! does not complete a request line within [`IDLE_TIMEOUT`] (idle, or
-//! trickling bytes) is closed. Malformed requests never stop the server.
-//! The socket file is created with mode 0600 (bound under a temporary name,
-//! restricted, then renamed into place, so it is never reachable with wider
-//! permissions).
+//! The server side of the control socket: bind, serve connections, answer
+//! each request line (see the module above for the protocol).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -28,11 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-
 use crate::engine::{Engine, ReloadSource};
 use crate::reload::ReloadOptions;
+
+use super::proto::{ConfirmReply, ErrorReply, GenerationReply, ProbeReply, Request, Response, StatusReply};
 
 /// The longest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 1 << 20;
@@ -41,58 +21,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many connections are served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 32;
 
-/// A request, as the socket receives it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Request {
-    /// Read status.
-    Status,
-    /// Reload: from the config, a path, or inline text.
-    Reload {
-        /// A rule file path the daemon reads.
-        #[serde(default)]
-        path: Option<String>,
-        /// Inline rule file text.
-        #[serde(default)]
-        text: Option<String>,
-        /// Name for diagnostics with `text`.
-        #[serde(default)]
-        name: Option<String>,
-        /// Commit-confirmed window in seconds.
-        #[serde(default)]
-        confirm_within: Option<f64>,
-        /// Allow rescue rules to change.
-        #[serde(default)]
-        allow_rescue_change: bool,
-    },
-    /// Confirm a pending reload.
-    Confirm,
-    /// Decide one packet with the active generation (not counted).
-    Probe {
-        /// Ingress port.
-        port: String,
-        /// The packet, as `palisade explain` writes it: `tcp 10.0.0.1:1234 -> 192.0.2.1:443`.
-        packet: String,
-        /// `FROM:TO` L3 interfaces when routed.
-        #[serde(default)]
-        route: Option<String>,
-    },
-    /// Roll back to the previous or a kept generation.
-    Rollback {
-        /// The kept generation; the previous rules when absent.
-        #[serde(default)]
-        to: Option<u64>,
-    },
-}
+/// Answers the requests the engine does not serve itself (the data path's:
+/// `data-path`, `shadow`, ...); returns `None` for a request it does not serve.
+pub type Extension = Arc<dyn Fn(&Engine, &Request) -> Option<Response> + Send + Sync>;
 
-/// Extra commands served beside the built-in ones (e.g. shadow evaluation by
-/// a data-path front end): gets every request whose `cmd` is not built in;
-/// returns `None` to let it be answered "unknown command".
-pub type Extension = Arc<dyn Fn(&Engine, &Value) -> Option<Value> + Send + Sync>;
-
-/// Parses one request line into a built-in [`Request`], without an engine
-/// (pure; the entry point of the fuzz target `control`). Extension commands
-/// are not known here: they fail like any unknown `cmd`.
+/// Parses one request line into a [`Request`], without an engine (pure; the
+/// entry point of the fuzz target `control`).
 ///
 /// ```
 /// use palisade_engine::control::{parse_request, Request};
@@ -104,37 +38,20 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 }
 
 /// Answers one request line; never panics on any input.
-pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Value {
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return error(format!("malformed request: {e}")),
-    };
-    // Deserializes from the borrowed tree, so an extension request keeps it without a copy.
-    match Request::deserialize(&value) {
-        Ok(req) => handle(engine, req),
-        Err(e) => {
-            let builtin = matches!(
-                value.get("cmd").and_then(Value::as_str),
-                Some("status" | "reload" | "confirm" | "rollback" | "probe")
-            );
-            if !builtin {
-                if let Some(reply) = ext.and_then(|f| f(engine, &value)) {
-                    return reply;
-                }
-            }
-            error(format!("malformed request: {e}"))
-        }
+pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Response {
+    match parse_request(line) {
+        Ok(req) => handle(engine, req, ext),
+        Err(e) => Response::error(e),
     }
 }
 
-fn error(msg: String) -> Value {
-    json!({ "ok": false, "error": msg })
-}
-
-/// Answers one parsed request.
-pub fn handle(engine: &Engine, req: Request) -> Value {
+/// Answers one parsed request: the engine's own requests here, the data
+/// path's through `ext`.
+pub fn handle(engine: &Engine, req: Request, ext: Option<&Extension>) -> Response {
     match req {
-        Request::Status => json!({ "ok": true, "status": engine.status() }),
+        Request::Status => Response::Status(Box::new(StatusReply {
+            status: engine.status(),
+        })),
         Request::Reload {
             path,
             text,
@@ -143,7 +60,7 @@ pub fn handle(engine: &Engine, req: Request) -> Value {
             allow_rescue_change,
         } => {
             let source = match (path, text) {
-                (Some(_), Some(_)) => return error("give either path or text, not both".into()),
+                (Some(_), Some(_)) => return Response::error("give either path or text, not both"),
                 (Some(p), None) => ReloadSource::Path(p.into()),
                 (None, Some(t)) => ReloadSource::Bytes {
                     name: name.unwrap_or_else(|| "control".into()),
@@ -155,7 +72,7 @@ pub fn handle(engine: &Engine, req: Request) -> Value {
                 None => None,
                 Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
                 Some(s) => {
-                    return error(format!(
+                    return Response::error(format!(
                         "confirm_within must be a positive number of seconds, not {s}"
                     ))
                 }
@@ -165,50 +82,54 @@ pub fn handle(engine: &Engine, req: Request) -> Value {
                 allow_rescue_change,
                 fail_at: None,
             };
-            reload_reply(engine.reload(source, &opts))
+            generation_reply(engine.reload(source, &opts))
         }
         Request::Confirm => match engine.confirm() {
-            Ok(g) => json!({ "ok": true, "generation": g }),
-            Err(e) => error(e),
+            Ok(generation) => Response::Confirmed(ConfirmReply { generation }),
+            Err(e) => Response::error(e),
         },
-        Request::Rollback { to } => reload_reply(engine.rollback(to)),
+        Request::Rollback { to } => generation_reply(engine.rollback(to)),
         Request::Probe { port, packet, route } => {
             let key = match palisade_rules::parse_packet_spec(&packet) {
                 Ok(k) => k,
-                Err(e) => return error(e),
+                Err(e) => return Response::error(e),
             };
             let route = match route.as_deref().map(|r| r.split_once(':')) {
                 None => None,
                 Some(Some(r)) => Some(r),
-                Some(None) => return error("route must be FROM:TO".into()),
+                Some(None) => return Response::error("route must be FROM:TO"),
             };
             match engine.probe(&port, route, &key) {
-                Ok(p) => json!({
-                    "ok": true, "generation": p.generation, "verdict": p.verdict.as_str(),
-                    "stage": p.stage, "acl": p.acl, "rule": p.rule,
+                Ok(p) => Response::Probe(ProbeReply {
+                    generation: p.generation,
+                    verdict: p.verdict,
+                    stage: p.stage,
+                    acl: p.acl,
+                    rule: p.rule,
                 }),
-                Err(e) => error(e),
+                Err(e) => Response::error(e),
+            }
+        }
+        other => {
+            let cmd = other.cmd();
+            match ext.and_then(|f| f(engine, &other)) {
+                Some(reply) => reply,
+                None => Response::error(format!("{cmd}: this daemon has no data path")),
             }
         }
     }
 }
 
-fn reload_reply(res: Result<crate::ReloadOk, crate::ReloadError>) -> Value {
+fn generation_reply(res: Result<crate::ReloadOk, crate::ReloadError>) -> Response {
     match res {
-        Ok(ok) => json!({
-            "ok": true,
-            "generation": ok.generation,
-            "digest": ok.digest.to_string(),
-            "state": ok.state.as_str(),
-            "confirm_deadline": ok.confirm_deadline.map(crate::status::rfc3339),
-            "warnings": ok.warnings,
+        Ok(ok) => Response::Generation(GenerationReply {
+            generation: ok.generation,
+            digest: ok.digest.to_string(),
+            state: ok.state,
+            confirm_deadline: ok.confirm_deadline.map(crate::status::rfc3339),
+            warnings: ok.warnings,
         }),
-        Err(e) => json!({
-            "ok": false,
-            "error": format!("refused at stage {}", e.stage),
-            "stage": e.stage.as_str(),
-            "errors": e.errors,
-        }),
+        Err(e) => Response::Error(ErrorReply::from(&e)),
     }
 }
 
@@ -258,7 +179,7 @@ pub fn serve_with(engine: Arc<Engine>, listener: UnixListener, ext: Option<Exten
             continue;
         };
         if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            let _ = writeln!(stream, "{}", error("too many connections".into()));
+            let _ = stream.write_all(Response::error("too many connections").to_line().as_bytes());
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
@@ -308,11 +229,8 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
             Ok(n) => n,
         };
         if n > MAX_REQUEST {
-            let _ = writeln!(
-                writer,
-                "{}",
-                error(format!("request longer than {MAX_REQUEST} bytes"))
-            );
+            let reply = Response::error(format!("request longer than {MAX_REQUEST} bytes"));
+            let _ = writer.write_all(reply.to_line().as_bytes());
             return;
         }
         let line = String::from_utf8_lossy(&buf);
@@ -323,8 +241,7 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
         // token in its own write(2), and a client that sends several requests
         // before reading filled the socket buffer with those tiny writes, so
         // the server blocked and timed out halfway through a reply.
-        let mut reply = handle_line(engine, line.trim(), ext).to_string();
-        reply.push('\n');
+        let reply = handle_line(engine, line.trim(), ext).to_line();
         if writer
             .write_all(reply.as_bytes())
             .and_then(|()| writer.flush())
@@ -348,17 +265,4 @@ impl<R: Read> Read for Deadline<R> {
         }
         self.inner.read(buf)
     }
-}
-
-/// Sends one request and reads its reply (a client for tools and tests).
-pub fn request(socket: &Path, req: &Value, timeout: Duration) -> io::Result<Value> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    writeln!(stream, "{req}")?;
-    stream.flush()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
-    serde_json::from_str(&line)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply: {e}")))
 }

@@ -1,0 +1,57 @@
+//! The control socket: line-delimited JSON requests to a running [`crate::Engine`].
+//!
+//! One request per line, one reply line per request. Requests and replies are
+//! Rust types ([`proto`]); the [`server`] answers them and the [`Client`]
+//! sends them, so the CLI, tests and embedders speak one typed protocol. A
+//! request is a JSON object with a `cmd`:
+//!
+//! | request ([`Request`]) | reply (besides `"ok"`) |
+//! |---|---|
+//! | `{"cmd":"status"}` | `"status"`: the [`crate::Status`] ([`StatusReply`]) |
+//! | `{"cmd":"reload"}` (from the config), `{"cmd":"reload","path":"/abs/rules.toml"}`, or `{"cmd":"reload","name":"x.toml","text":"..."}`; optional `"confirm_within"` (seconds), `"allow_rescue_change"` | `"generation"`, `"digest"`, `"state"`, `"confirm_deadline"`, `"warnings"` ([`GenerationReply`]); refused: `"stage"`, `"errors"` |
+//! | `{"cmd":"confirm"}` | `"generation"` ([`ConfirmReply`]) |
+//! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}` | as reload |
+//! | `{"cmd":"probe","port":"lan1","packet":"tcp 10.0.0.1:1234 -> 192.0.2.1:443","route":"lan:wan"}` | `"verdict"`, `"stage"`, `"acl"`, `"rule"`, `"generation"` (not counted; [`ProbeReply`]) |
+//! | `{"cmd":"data-path"}` | `"data_path"`: mode, workers, per-interface counters ([`DataPathReply`]) |
+//! | `{"cmd":"shadow","path":"/abs/candidate.toml"}`, `{"cmd":"shadow-status"}` | `"shadow"`: the candidate's report or `null` ([`ShadowReply`]); refused like a reload |
+//! | `{"cmd":"shadow-clear"}` | nothing but `"ok"` |
+//!
+//! The engine answers the first five itself; the data-path requests are
+//! answered by the [`Extension`] a data path installs (see the
+//! `palisade-dataplane` crate), and without one they fail with "this daemon
+//! has no data path".
+//!
+//! A failed request answers `{"ok":false,"error":"..."}` (plus `stage` and
+//! `errors` for a refused reload; [`ErrorReply`]). A line longer than
+//! [`MAX_REQUEST`] bytes is answered with an error and the connection closed;
+//! a connection that does not complete a request line within
+//! [`IDLE_TIMEOUT`] (idle, or trickling bytes) is closed. Malformed requests
+//! never stop the server. The socket file is created with mode 0600 (bound
+//! under a temporary name, restricted, then renamed into place, so it is
+//! never reachable with wider permissions).
+//!
+//! ```
+//! use palisade_engine::control::{handle, Request, Response};
+//! let dir = std::env::temp_dir().join(format!("palisade-control-doc-{}", std::process::id()));
+//! let (engine, _) = palisade_engine::Engine::open(&dir.join("none.toml"), &dir.join("state"), Default::default()).unwrap();
+//! let Response::Status(reply) = handle(&engine, Request::Status, None) else { panic!() };
+//! assert_eq!(reply.status.state, palisade_engine::GenerationState::NoRules);
+//! assert!(matches!(handle(&engine, Request::DataPath, None), Response::Error(_)));
+//! drop(engine);
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+mod client;
+pub mod proto;
+pub mod server;
+
+pub use client::{request, Client, ClientError};
+pub use proto::{
+    read_reply, ConfirmReply, DataPathReply, DataPathReport, ErrorReply, GenerationReply, InterfaceCounters,
+    ProbeReply, Reply, Request, Response, ShadowAcl, ShadowExample, ShadowReply, ShadowReport, ShadowRule,
+    StatusReply,
+};
+pub use server::{
+    bind, handle, handle_line, parse_request, serve, serve_connection, serve_connection_with, serve_with,
+    Extension, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST,
+};
