@@ -40,7 +40,8 @@
 //!   priority-tagged (VID 0) frames take `vlan`.
 //! * `[[interface]]`: `name` and exactly one of `vlan` (an SVI) or `port` (a
 //!   routed port).
-//! * `[[acl]]`: `name`, `default` (`"deny"` unless given), and `[[acl.rule]]`s.
+//! * `[[acl]]`: `name`, `default` (`"deny"` unless given), `log_default`
+//!   (`true` logs the frames the default decides), and `[[acl.rule]]`s.
 //! * `[[acl.rule]]`: `action` (required), `id`, and match keys:
 //!   `src`/`dst` (address, prefix, list, or `"any"`; IPv4 and IPv6; host
 //!   bits must be zero), `proto` (name, 0-255, or `"any"`), `src_port`/
@@ -49,7 +50,8 @@
 //!   flags clear, others ignored), `vlan` (numbers or ranges), `fragment`
 //!   (`"none"`, `"first"`, `"non-first"`, `"any"`), `dscp` (0-63 or `ef`,
 //!   `afXY`, `csN`, `be`; list allowed), `ethertype` (`"arp"`, `"ipv4"`,
-//!   `"ipv6"`, ... or a number), `family` (`"ipv4"`/`"ipv6"`). A key left out
+//!   `"ipv6"`, ... or a number), `family` (`"ipv4"`/`"ipv6"`), and `log`
+//!   (`true` logs the frames the rule decides, rate-limited). A key left out
 //!   matches anything. A rule that can never match (IPv4 `src` with IPv6
 //!   `dst`, ports with `proto = "icmp"`, `icmp_type` with `proto = "tcp"`,
 //!   ports on non-first fragments, ...) is an error.
@@ -67,6 +69,11 @@
 //!   (id, `#N`, `default`). Packet defaults: TCP flags `syn`, ICMP echo
 //!   request, port 49152, `vlan` 0 means priority-tagged.
 //!
+//! * `[logging]`: `rate` (records a second per logged rule, 1-1000000,
+//!   default 10) and `burst` (records at once, 1-1000000, default 20). A
+//!   frame over its rule's limit is decided as without logging; only the
+//!   record is dropped (and counted).
+//!
 //! Errors: TOML syntax, unknown keys (with a "did you mean"), wrong types,
 //! out-of-range numbers, reversed ranges, bad prefixes, duplicate names or
 //! rule ids, dangling references, two targets in one binding, a Routed
@@ -75,6 +82,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod logging;
 mod model;
 mod names;
 mod packet;
@@ -86,7 +94,7 @@ pub use packet::{format_packet, parse_packet_spec};
 
 pub use model::{
     AclDef, AclRule, Action, BindTarget, BindingDef, Defaults, Direction, ExpectDef, InterfaceDef,
-    InterfaceTarget, PortDef, RescueDef, RuleSet, Span,
+    InterfaceTarget, Logging, PortDef, RescueDef, RuleSet, Span,
 };
 
 use std::fmt;

@@ -118,6 +118,8 @@ pub struct AclRule {
     pub action: Action,
     /// What the rule matches.
     pub matcher: RuleMatch,
+    /// `log = true`: the frames this rule decides are logged (rate-limited by [`Logging`]).
+    pub log: bool,
     /// Where the rule table starts.
     pub span: Span,
 }
@@ -131,6 +133,8 @@ pub struct AclDef {
     pub default: Action,
     /// Rules in priority order.
     pub rules: Vec<AclRule>,
+    /// `log_default = true`: the frames the implicit default decides are logged.
+    pub log_default: bool,
     /// Where the table starts.
     pub span: Span,
 }
@@ -140,7 +144,7 @@ impl AclDef {
     ///
     /// ```
     /// use palisade_rules::{AclDef, Action, Span};
-    /// let acl = AclDef { name: "a".into(), default: Action::Deny, rules: vec![], span: Span::default() };
+    /// let acl = AclDef { name: "a".into(), default: Action::Deny, rules: vec![], log_default: false, span: Span::default() };
     /// assert_eq!(acl.rule_identity(2), "#3");
     /// ```
     pub fn rule_identity(&self, index: usize) -> String {
@@ -208,6 +212,31 @@ pub struct ExpectDef {
     pub span: Span,
 }
 
+/// `[logging]`: how many records a second each logged rule may produce.
+///
+/// Each rule with `log = true` (and each ACL default with `log_default =
+/// true`) has its own token bucket: `burst` records at once, refilled at
+/// `rate` records a second. A frame over the limit is decided exactly as
+/// without logging; only its record is dropped (and counted).
+///
+/// ```
+/// let l = palisade_rules::Logging::default();
+/// assert_eq!((l.rate, l.burst), (10, 20));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Logging {
+    /// Records a second per rule (default 10).
+    pub rate: u32,
+    /// Records a rule may produce at once after a quiet spell (default 20).
+    pub burst: u32,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging { rate: 10, burst: 20 }
+    }
+}
+
 /// A whole, validated rule set: one generation's worth of configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSet {
@@ -217,6 +246,8 @@ pub struct RuleSet {
     pub requires: Option<String>,
     /// `[defaults]`.
     pub defaults: Defaults,
+    /// `[logging]`.
+    pub logging: Logging,
     /// `[[port]]`s.
     pub ports: Vec<PortDef>,
     /// `[[interface]]`s.

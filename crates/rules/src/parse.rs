@@ -18,7 +18,7 @@ use crate::packet::{parse_addr, parse_fragment_state, parse_prefix, PacketBuilde
 use crate::validate;
 use crate::{names, semver, Diagnostic, Severity, ENGINE_VERSION};
 
-type V<'i> = Spanned<DeValue<'i>>;
+pub(crate) type V<'i> = Spanned<DeValue<'i>>;
 
 /// Collects diagnostics and turns byte offsets into line/column.
 pub(crate) struct Cx<'s> {
@@ -85,13 +85,13 @@ impl<'s> Cx<'s> {
 }
 
 /// A table whose keys were checked against an allow-list.
-struct Fields<'a, 'i> {
+pub(crate) struct Fields<'a, 'i> {
     t: &'a DeTable<'i>,
-    at: usize,
+    pub(crate) at: usize,
 }
 
 impl<'a, 'i> Fields<'a, 'i> {
-    fn get(&self, key: &str) -> Option<&'a V<'i>> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a V<'i>> {
         self.t.get(key)
     }
 }
@@ -119,7 +119,12 @@ fn suggest<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
         .map(|(_, a)| a)
 }
 
-fn fields<'a, 'i>(cx: &mut Cx, v: &'a V<'i>, what: &str, allowed: &[&str]) -> Option<Fields<'a, 'i>> {
+pub(crate) fn fields<'a, 'i>(
+    cx: &mut Cx,
+    v: &'a V<'i>,
+    what: &str,
+    allowed: &[&str],
+) -> Option<Fields<'a, 'i>> {
     let DeValue::Table(t) = v.get_ref() else {
         cx.error(
             v.span().start,
@@ -191,7 +196,7 @@ fn integer(v: &V) -> Result<i128, String> {
     }
 }
 
-fn int_in(cx: &mut Cx, ctx: &str, key: &str, v: &V, lo: i128, hi: i128) -> Option<i128> {
+pub(crate) fn int_in(cx: &mut Cx, ctx: &str, key: &str, v: &V, lo: i128, hi: i128) -> Option<i128> {
     match integer(v) {
         Ok(n) if (lo..=hi).contains(&n) => Some(n),
         Ok(n) => {
@@ -525,6 +530,7 @@ const RULE_KEYS: &[&str] = &[
     "dscp",
     "ethertype",
     "family",
+    "log",
 ];
 
 const RESCUE_KEYS: &[&str] = &[
@@ -593,6 +599,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
         "rescue",
         "expect",
         "description",
+        "logging",
     ];
     let Some(f) = fields(cx, &top, "the rule file", &allowed) else {
         return (empty_ruleset(), locs);
@@ -644,6 +651,8 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             }
         }
     }
+
+    let logging = crate::logging::section(cx, root.get("logging"));
 
     let mut ports = Vec::new();
     for (i, v) in table_array(cx, root, "port").into_iter().enumerate() {
@@ -724,7 +733,12 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
     let mut acls = Vec::new();
     for (i, v) in table_array(cx, root, "acl").into_iter().enumerate() {
         let ctx0 = format!("acl {}", i + 1);
-        let Some(f) = fields(cx, v, "[[acl]]", &["name", "default", "rule", "description"]) else {
+        let Some(f) = fields(
+            cx,
+            v,
+            "[[acl]]",
+            &["name", "default", "rule", "description", "log_default"],
+        ) else {
             continue;
         };
         let at = f.at;
@@ -734,6 +748,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             .get("default")
             .and_then(|d| action(cx, &ctx, "default", d))
             .unwrap_or(Action::Deny);
+        let log_default = crate::logging::flag(cx, &ctx, "log_default", f.get("log_default"));
         let mut rules = Vec::new();
         let mut rule_locs = Vec::new();
         let rule_values = match f.get("rule") {
@@ -764,11 +779,13 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             };
             let act = required(cx, &rf, &rctx, "action").and_then(|a| action(cx, &rctx, "action", a));
             let m = rule_match(cx, &rctx, &rf);
+            let log = crate::logging::flag(cx, &rctx, "log", rf.get("log"));
             rule_locs.push((rf.at, rf.get("id").map(|v| v.span().start)));
             rules.push(AclRule {
                 id,
                 action: act.unwrap_or(Action::Deny),
                 matcher: m.unwrap_or_default(),
+                log,
                 span: cx.span(rf.at),
             });
         }
@@ -778,6 +795,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             name: nm.unwrap_or_default(),
             default,
             rules,
+            log_default,
             span: cx.span(at),
         });
     }
@@ -975,6 +993,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             version,
             requires,
             defaults,
+            logging,
             ports,
             interfaces,
             acls,
@@ -1093,6 +1112,7 @@ fn empty_ruleset() -> RuleSet {
         version: 1,
         requires: None,
         defaults: Defaults::default(),
+        logging: Logging::default(),
         ports: Vec::new(),
         interfaces: Vec::new(),
         acls: Vec::new(),

@@ -299,9 +299,11 @@ fn ruleset() -> impl Strategy<Value = RuleSet> {
                             id: named.then(|| format!("r{i}.{j}")),
                             action,
                             matcher,
+                            log: false,
                             span,
                         })
                         .collect(),
+                    log_default: false,
                     span,
                 })
                 .collect();
@@ -343,6 +345,7 @@ fn ruleset() -> impl Strategy<Value = RuleSet> {
                 version: 1,
                 requires: None,
                 defaults: Defaults { malformed },
+                logging: Default::default(),
                 ports: vec![
                     PortDef {
                         name: "p0".into(),
