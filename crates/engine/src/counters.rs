@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::policy::Stage;
+
 /// Identity of a counted thing, stable across reloads.
 pub(crate) fn rule_identity(acl: &str, rule: &str) -> String {
     format!("rule\u{0}{acl}\u{0}{rule}")
@@ -27,8 +29,49 @@ pub(crate) fn default_identity(acl: &str) -> String {
     format!("default\u{0}{acl}")
 }
 
-/// Identity of the all-frames counters (evaluated, permitted, denied).
+/// Identity of the all-frames counters (evaluated, permitted, denied, bytes).
 pub(crate) const TOTAL_IDENTITY: &str = "total";
+
+/// Identity of the per-stage counters: frames each stage decided, permitted and denied.
+pub(crate) const STAGES_IDENTITY: &str = "stages";
+
+/// Slots of a rule, an ACL default or a rescue rule: packets, then bytes at `+1`.
+pub(crate) const RULE_WIDTH: u32 = 2;
+
+/// Slots of the all-frames counters: evaluated, permitted, denied, bytes.
+pub(crate) const TOTAL_WIDTH: u32 = 4;
+
+/// Every stage that can decide a frame, in the order of the stage counters
+/// (two slots each: permitted, denied).
+pub(crate) const STAGES: [Stage; 10] = [
+    Stage::Rescue,
+    Stage::Malformed,
+    Stage::VlanFilter,
+    Stage::Context,
+    Stage::PortAcl,
+    Stage::VlanAclIn,
+    Stage::RoutedAclIn,
+    Stage::RoutedAclOut,
+    Stage::VlanAclOut,
+    Stage::Passed,
+];
+
+/// The position of `stage` in [`STAGES`] (exhaustive: a new stage must be placed here).
+#[inline]
+pub(crate) const fn stage_index(stage: Stage) -> u32 {
+    match stage {
+        Stage::Rescue => 0,
+        Stage::Malformed => 1,
+        Stage::VlanFilter => 2,
+        Stage::Context => 3,
+        Stage::PortAcl => 4,
+        Stage::VlanAclIn => 5,
+        Stage::RoutedAclIn => 6,
+        Stage::RoutedAclOut => 7,
+        Stage::VlanAclOut => 8,
+        Stage::Passed => 9,
+    }
+}
 
 /// Identity of a rescue rule.
 pub(crate) fn rescue_identity(rescue: &str) -> String {
@@ -74,28 +117,31 @@ pub(crate) struct BindingSlots {
 /// One generation's map from its indices to counter slots.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Layout {
-    /// Per ACL (policy order): one slot per rule, then one for the default.
+    /// Per ACL (policy order): one slot per rule, then one for the default
+    /// (packets; bytes at `+1`, see [`RULE_WIDTH`]).
     pub acl_rules: Vec<Vec<u32>>,
-    /// Per rescue rule.
+    /// Per rescue rule (packets; bytes at `+1`).
     pub rescue: Vec<u32>,
     /// Per binding (policy order).
     pub bindings: Vec<BindingSlots>,
-    /// All frames: evaluated, `+1` permitted, `+2` denied.
+    /// All frames: evaluated, `+1` permitted, `+2` denied, `+3` bytes.
     pub total: u32,
+    /// Frames per deciding stage: `+2i` permitted and `+2i+1` denied by `STAGES[i]`.
+    pub stages: u32,
     /// One past the highest slot used.
     pub len: usize,
 }
 
 impl Layout {
     pub(crate) fn fix_len(&mut self) {
-        let mut max = self.total + 3;
+        let mut max = (self.total + TOTAL_WIDTH).max(self.stages + 2 * STAGES.len() as u32);
         for v in &self.acl_rules {
             for &s in v {
-                max = max.max(s + 1);
+                max = max.max(s + RULE_WIDTH);
             }
         }
         for &s in &self.rescue {
-            max = max.max(s + 1);
+            max = max.max(s + RULE_WIDTH);
         }
         for b in &self.bindings {
             max = max.max(b.base + 3);
@@ -144,6 +190,14 @@ impl Shard {
 pub(crate) fn bump(cells: &[AtomicU64], slot: u32) {
     if let Some(c) = cells.get(slot as usize) {
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// Adds `n` to a cell owned by the calling thread (single writer: load + store).
+#[inline]
+pub(crate) fn add(cells: &[AtomicU64], slot: u32, n: u64) {
+    if let Some(c) = cells.get(slot as usize) {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 }
 

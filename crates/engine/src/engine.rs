@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, Guard};
 use palisade_packet::FlowKey;
 use palisade_rules::Digest;
 
-use crate::counters::{bump, Shard, ShardSet, SlotRegistry};
+use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Kept, Store, StoreError};
 use crate::policy::{Context, Decision, Route, RuleRef, Verdict};
@@ -848,9 +848,39 @@ impl Batch<'_> {
     }
 
     /// Classifies `keys` into `out` (only `min(keys.len(), out.len())` written)
-    /// and counts. With no rules every frame is denied.
+    /// and counts. With no rules every frame is denied. Byte counters are not
+    /// advanced: [`Batch::classify_frames`] is the same with frame lengths.
     #[inline]
     pub fn classify(&mut self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) {
+        self.classify_frames(keys, &[], ctx, out);
+    }
+
+    /// [`Batch::classify`] for frames whose lengths are known: `lens[i]` is
+    /// the length in bytes of the frame `keys[i]` was parsed from, added to
+    /// the byte counters of the deciding rule and of all frames (a key with
+    /// no length, past the end of `lens`, counts 0 bytes).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("palisade-doc-frames-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # std::fs::write(dir.join("r.toml"), "version = 1\n[[port]]\nname = \"p\"\n[[acl]]\nname = \"a\"\n\
+    /// #     [[acl.rule]]\nid = \"udp\"\naction = \"deny\"\nproto = \"udp\"\n[[bind]]\nacl = \"a\"\nport = \"p\"\n").unwrap();
+    /// # let (engine, _) = palisade_engine::Engine::open(&dir.join("r.toml"), &dir.join("s"), Default::default()).unwrap();
+    /// use palisade_packet::FlowKey;
+    /// let udp = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(17).with_ports(1, 53);
+    /// let mut worker = engine.handle();
+    /// let mut batch = worker.batch();
+    /// let ctx = batch.context("p", None).unwrap();
+    /// let mut out = [Default::default(); 2];
+    /// batch.classify_frames(&[udp, udp], &[60, 1514], &ctx, &mut out);
+    /// drop(batch);
+    /// let rule = &engine.status().acls[0].counters.rules[0];
+    /// assert_eq!((rule.id.as_str(), rule.hits, rule.bytes), ("udp", 2, 1574));
+    /// # drop(engine);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    #[inline]
+    pub fn classify_frames(&mut self, keys: &[FlowKey], lens: &[usize], ctx: &Context, out: &mut [Decision]) {
         let cells = self.cells;
         let Some(c) = self.gen.rules.as_deref() else {
             for o in out.iter_mut().take(keys.len()) {
@@ -859,7 +889,8 @@ impl Batch<'_> {
             return;
         };
         let layout = &c.layout;
-        for (k, o) in keys.iter().zip(out.iter_mut()) {
+        for (i, (k, o)) in keys.iter().zip(out.iter_mut()).enumerate() {
+            let len = lens.get(i).map_or(0, |&n| n as u64);
             let d = c.policy.evaluate_traced(k, ctx, |ev| {
                 if let Some(b) = layout.bindings.get(ev.binding as usize) {
                     bump(cells, b.base);
@@ -873,19 +904,21 @@ impl Batch<'_> {
                     };
                     if let Some(&s) = slot {
                         bump(cells, s);
+                        add(cells, s + 1, len);
                     }
                 }
             });
             if let RuleRef::Rescue(i) = d.rule {
                 if let Some(&s) = layout.rescue.get(i as usize) {
                     bump(cells, s);
+                    add(cells, s + 1, len);
                 }
             }
+            let denied = u32::from(d.verdict != Verdict::Permit);
             bump(cells, layout.total);
-            bump(
-                cells,
-                layout.total + if d.verdict == Verdict::Permit { 1 } else { 2 },
-            );
+            bump(cells, layout.total + 1 + denied);
+            add(cells, layout.total + 3, len);
+            bump(cells, layout.stages + 2 * stage_index(d.stage) + denied);
             *o = d;
         }
     }

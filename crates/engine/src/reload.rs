@@ -434,16 +434,16 @@ pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
                 let mut v: Vec<u32> = a
                     .rule_ids
                     .iter()
-                    .map(|id| registry.slot(&counters::rule_identity(&a.name, id), 1))
+                    .map(|id| registry.slot(&counters::rule_identity(&a.name, id), counters::RULE_WIDTH))
                     .collect();
-                v.push(registry.slot(&counters::default_identity(&a.name), 1));
+                v.push(registry.slot(&counters::default_identity(&a.name), counters::RULE_WIDTH));
                 v
             })
             .collect(),
         rescue: policy
             .rescue_ids()
             .iter()
-            .map(|id| registry.slot(&counters::rescue_identity(id), 1))
+            .map(|id| registry.slot(&counters::rescue_identity(id), counters::RULE_WIDTH))
             .collect(),
         bindings: policy
             .bindings()
@@ -461,7 +461,8 @@ pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
                 }
             })
             .collect(),
-        total: registry.slot(counters::TOTAL_IDENTITY, 3),
+        total: registry.slot(counters::TOTAL_IDENTITY, counters::TOTAL_WIDTH),
+        stages: registry.slot(counters::STAGES_IDENTITY, 2 * counters::STAGES.len() as u32),
         len: 0,
     };
     l.fix_len();

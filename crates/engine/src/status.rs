@@ -39,6 +39,10 @@ pub struct Status {
     pub rescue_hits: Vec<RuleHits>,
     /// Every frame classified by every worker (all generations).
     pub frames: Counts,
+    /// Bytes of those frames (as far as the data path gave their lengths).
+    pub bytes: u64,
+    /// Frames per deciding stage (all generations), every stage listed.
+    pub stages: Vec<StageCounts>,
     /// Every ACL of the generation, in file order.
     pub acls: Vec<AclStatus>,
     /// The last reload, confirm-window revert or boot load: refused ones included.
@@ -55,6 +59,17 @@ pub struct Counts {
     /// Frames permitted.
     pub permitted: u64,
     /// Frames denied.
+    pub denied: u64,
+}
+
+/// Frames one stage decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StageCounts {
+    /// The stage's name (`rescue`, `pacl`, ..., `none`), as in `palisade classify`.
+    pub stage: &'static str,
+    /// Frames it permitted (for a permit: it was the last stage that ran).
+    pub permitted: u64,
+    /// Frames it denied.
     pub denied: u64,
 }
 
@@ -98,6 +113,8 @@ pub struct AclCounters {
     pub denied: u64,
     /// Frames decided by the implicit default.
     pub default_hits: u64,
+    /// Bytes of those frames.
+    pub default_bytes: u64,
     /// Hits per rule, in order.
     pub rules: Vec<RuleHits>,
 }
@@ -109,6 +126,8 @@ pub struct RuleHits {
     pub id: String,
     /// Frames it decided.
     pub hits: u64,
+    /// Bytes of those frames.
+    pub bytes: u64,
 }
 
 /// The outcome of the last reload attempt.
@@ -167,6 +186,8 @@ pub(crate) fn build(inner: &Inner) -> Status {
         rescue: 0,
         rescue_hits: Vec::new(),
         frames: Counts::default(),
+        bytes: 0,
+        stages: Vec::new(),
         acls: Vec::new(),
         last_reload,
         kept,
@@ -182,6 +203,16 @@ pub(crate) fn build(inner: &Inner) -> Status {
         denied: at(base + 2),
     };
     status.frames = counts(c.layout.total);
+    status.bytes = at(c.layout.total + 3);
+    status.stages = crate::counters::STAGES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StageCounts {
+            stage: s.as_str(),
+            permitted: at(c.layout.stages + 2 * i as u32),
+            denied: at(c.layout.stages + 2 * i as u32 + 1),
+        })
+        .collect();
     status.rescue = c.policy.rescue_count();
     status.rescue_hits = c
         .policy
@@ -191,6 +222,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
         .map(|(id, &s)| RuleHits {
             id: id.clone(),
             hits: at(s),
+            bytes: at(s + 1),
         })
         .collect();
     for (i, acl) in c.policy.acls().iter().enumerate() {
@@ -218,6 +250,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
                 permitted: sum(|c| c.permitted),
                 denied: sum(|c| c.denied),
                 default_hits: slots.last().map_or(0, |&s| at(s)),
+                default_bytes: slots.last().map_or(0, |&s| at(s + 1)),
                 rules: acl
                     .rule_ids
                     .iter()
@@ -225,6 +258,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
                     .map(|(id, &s)| RuleHits {
                         id: id.clone(),
                         hits: at(s),
+                        bytes: at(s + 1),
                     })
                     .collect(),
             },
