@@ -11,6 +11,7 @@ use palisade_packet::FlowKey;
 use palisade_rules::Digest;
 
 use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
+use crate::events::{ControlEvent, EventKind, EventSink, Outcome};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Kept, Store, StoreError};
 use crate::policy::{Context, Decision, Route, RuleRef, Verdict};
@@ -129,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
     config: PathBuf,
+    /// Where control events go (see [`crate::events`]).
+    events: Mutex<Option<EventSink>>,
 }
 
 /// The Palisade engine: one active generation, a reload pipeline, a state
@@ -210,6 +213,7 @@ impl Engine {
             shards: ShardSet::default(),
             store,
             config: config.to_path_buf(),
+            events: Mutex::new(None),
         });
         let report = inner.boot();
         inner.refresh_kept();
@@ -226,14 +230,46 @@ impl Engine {
     /// Runs the whole pipeline on `source` and, if every stage passes, makes it
     /// the active generation. On error nothing changed.
     pub fn reload(&self, source: ReloadSource, opts: &ReloadOptions) -> Result<ReloadOk, ReloadError> {
+        self.reload_by(source, opts, None)
+    }
+
+    /// [`Engine::reload`] on behalf of `uid` (a control client), named in its control event.
+    pub fn reload_by(
+        &self,
+        source: ReloadSource,
+        opts: &ReloadOptions,
+        uid: Option<u32>,
+    ) -> Result<ReloadOk, ReloadError> {
         let mut ctl = self.inner.lock();
         let res = self.inner.reload_locked(&mut ctl, source, opts, true);
         self.inner.record(&res);
+        drop(ctl);
+        self.inner.emit_result(EventKind::Reload, uid, &res);
         res
+    }
+
+    /// Sets (or with `None` removes) the receiver of [`crate::events::ControlEvent`]s.
+    pub fn set_event_sink(&self, sink: Option<EventSink>) {
+        *self.inner.events.lock().unwrap_or_else(|e| e.into_inner()) = sink;
     }
 
     /// Confirms a pending commit-confirmed reload; returns its generation.
     pub fn confirm(&self) -> Result<u64, String> {
+        self.confirm_by(None)
+    }
+
+    /// [`Engine::confirm`] on behalf of `uid`, named in its control event.
+    pub fn confirm_by(&self, uid: Option<u32>) -> Result<u64, String> {
+        let res = self.confirm_locked();
+        let (outcome, errors) = match &res {
+            Ok(_) => (Outcome::Ok, Vec::new()),
+            Err(e) => (Outcome::Refused, vec![e.clone()]),
+        };
+        self.inner.emit(EventKind::Confirm, outcome, uid, None, errors);
+        res
+    }
+
+    fn confirm_locked(&self) -> Result<u64, String> {
         let mut ctl = self.inner.lock();
         let cur = self.inner.current.load_full();
         if ctl.pending.take().is_none() || cur.state != GenerationState::PendingConfirm {
@@ -265,9 +301,16 @@ impl Engine {
     /// replaced (after a boot: the newest kept generation with other rules).
     /// Rescue rules may change (the target was accepted before).
     pub fn rollback(&self, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
+        self.rollback_by(to, None)
+    }
+
+    /// [`Engine::rollback`] on behalf of `uid`, named in its control event.
+    pub fn rollback_by(&self, to: Option<u64>, uid: Option<u32>) -> Result<ReloadOk, ReloadError> {
         let mut ctl = self.inner.lock();
         let res = self.inner.rollback_locked(&mut ctl, to);
         self.inner.record(&res);
+        drop(ctl);
+        self.inner.emit_result(EventKind::Rollback, uid, &res);
         res
     }
 
@@ -393,6 +436,44 @@ impl Inner {
     fn refresh_kept(&self) {
         let kept = self.store.list().iter().map(|k| k.generation).collect();
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+    }
+
+    /// Hands one control event to the sink, if there is one. The generation and
+    /// digest are those active now, after the action.
+    fn emit(
+        &self,
+        event: EventKind,
+        outcome: Outcome,
+        uid: Option<u32>,
+        stage: Option<&'static str>,
+        errors: Vec<String>,
+    ) {
+        let sink = self.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(sink) = sink else { return };
+        let gen = self.current.load();
+        sink(&ControlEvent {
+            time: std::time::SystemTime::now(),
+            event,
+            outcome,
+            uid,
+            generation: gen.number,
+            digest: gen.digest(),
+            stage,
+            errors,
+        });
+    }
+
+    fn emit_result(&self, event: EventKind, uid: Option<u32>, res: &Result<ReloadOk, ReloadError>) {
+        match res {
+            Ok(_) => self.emit(event, Outcome::Ok, uid, None, Vec::new()),
+            Err(e) => self.emit(
+                event,
+                Outcome::Refused,
+                uid,
+                Some(e.stage.as_str()),
+                e.errors.clone(),
+            ),
+        }
     }
 
     fn record(&self, res: &Result<ReloadOk, ReloadError>) {
@@ -725,6 +806,7 @@ impl Inner {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload::failed(
             &ReloadError::new(ReloadStage::Confirm, vec![msg]),
         ));
+        self.emit(EventKind::Revert, Outcome::Ok, None, None, Vec::new());
     }
 }
 

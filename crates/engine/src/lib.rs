@@ -38,6 +38,7 @@
 pub mod control;
 mod counters;
 mod engine;
+pub mod events;
 pub mod generation;
 pub mod lkg;
 pub mod policy;
