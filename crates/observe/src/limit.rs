@@ -49,23 +49,56 @@ impl RateLimiter {
     /// `burst` of 0 are taken as 1 (the rule language refuses 0).
     #[inline]
     pub fn admit(&self, now_ns: u64, rate: u32, burst: u32) -> bool {
-        let interval = NANOS_PER_SEC / u64::from(rate.max(1));
-        let tolerance = interval.saturating_mul(u64::from(burst.max(1)) - 1);
+        self.admit_at(now_ns, Rate::new(rate, burst))
+    }
+
+    /// [`RateLimiter::admit`] with the rate's interval worked out beforehand
+    /// (the data path's form: no division per frame).
+    #[inline]
+    pub fn admit_at(&self, now_ns: u64, rate: Rate) -> bool {
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let start = tat.max(now_ns);
-            if start - now_ns > tolerance {
+            if start - now_ns > rate.tolerance {
                 return false; // over the limit: no write
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                start.saturating_add(interval),
+                start.saturating_add(rate.interval),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return true,
                 Err(seen) => tat = seen,
             }
+        }
+    }
+}
+
+/// A rate and burst as the bucket uses them: nanoseconds between records,
+/// and how far ahead of now the bucket may run.
+///
+/// ```
+/// let r = palisade_observe::limit::Rate::new(10, 20);
+/// assert_eq!((r.interval, r.tolerance), (100_000_000, 1_900_000_000));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Nanoseconds per record at the steady rate.
+    pub interval: u64,
+    /// `burst - 1` intervals.
+    pub tolerance: u64,
+}
+
+impl Rate {
+    /// `rate` records a second with bursts of `burst` (0 is taken as 1).
+    pub const fn new(rate: u32, burst: u32) -> Rate {
+        let rate = if rate == 0 { 1 } else { rate };
+        let burst = if burst == 0 { 1 } else { burst };
+        let interval = NANOS_PER_SEC / rate as u64;
+        Rate {
+            interval,
+            tolerance: interval.saturating_mul(burst as u64 - 1),
         }
     }
 }

@@ -631,7 +631,13 @@ impl WorkerLogger {
         if !self.plan.as_ref().is_some_and(|p| p.logs_anything()) {
             return None;
         }
-        Some(BatchLogger { w: self, now: None })
+        Some(BatchLogger {
+            w: self,
+            now: None,
+            over: u32::MAX,
+            over_index: 0,
+            over_count: 0,
+        })
     }
 }
 
@@ -640,6 +646,20 @@ pub struct BatchLogger<'w> {
     w: &'w mut WorkerLogger,
     /// Read once, at the first frame that needs it.
     now: Option<Now>,
+    /// A rule (position in the plan) found over its rate in this batch: time
+    /// stands still within a batch, so its next frames are over it too. They
+    /// are counted here and added to the rule's suppression counter once, at
+    /// the end of the batch.
+    over: u32,
+    over_index: u32,
+    over_count: u64,
+}
+
+impl Drop for BatchLogger<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 impl BatchLogger<'_> {
@@ -649,20 +669,53 @@ impl BatchLogger<'_> {
     /// (the rule does not log). Never blocks or allocates.
     #[inline]
     pub fn frame(&mut self, port: PortId, key: &FlowKey, frame: &[u8], decision: &Decision) {
-        let w = &mut *self.w;
-        let Some(plan) = w.plan.as_ref() else { return };
+        let Some(plan) = self.w.plan.as_ref() else { return };
         let Some(position) = plan.position(decision.acl, decision.rule) else {
             return;
         };
-        let Some(rule) = plan.rule(position) else { return };
-        let now = *self.now.get_or_insert_with(|| w.shared.clock.now());
-        if !rule
-            .limiter
-            .admit(now.mono_ns, plan.logging.rate, plan.logging.burst)
-        {
-            if let Some(c) = w.suppressed.get(rule.index as usize) {
-                bump(c);
+        if position == self.over {
+            self.over_count += 1;
+            return;
+        }
+        self.offer(position, port, key, frame, decision);
+    }
+
+    /// Adds the frames counted against the rule over its rate to its suppression counter.
+    #[inline]
+    fn settle(&mut self) {
+        if self.over_count > 0 {
+            if let Some(c) = self.w.suppressed.get(self.over_index as usize) {
+                c.store(
+                    c.load(Ordering::Relaxed).wrapping_add(self.over_count),
+                    Ordering::Relaxed,
+                );
             }
+            self.over_count = 0;
+        }
+    }
+
+    /// The rate check and the record, for a frame of a logged rule not yet known to be over its rate.
+    fn offer(&mut self, position: u32, port: PortId, key: &FlowKey, frame: &[u8], decision: &Decision) {
+        let BatchLogger {
+            w,
+            now,
+            over,
+            over_index,
+            over_count,
+        } = self;
+        let Some(plan) = w.plan.as_ref() else { return };
+        let Some(rule) = plan.rule(position) else { return };
+        let now = *now.get_or_insert_with(|| w.shared.clock.now());
+        if !rule.limiter.admit_at(now.mono_ns, plan.rate) {
+            if *over_count > 0 {
+                if let Some(c) = w.suppressed.get(*over_index as usize) {
+                    c.store(
+                        c.load(Ordering::Relaxed).wrapping_add(*over_count),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            (*over, *over_index, *over_count) = (position, rule.index, 1);
             return;
         }
         let Ok(mut rec) = w.free.try_recv() else {

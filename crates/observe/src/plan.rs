@@ -19,7 +19,7 @@ use palisade_engine::policy::{AclId, RuleRef};
 use palisade_engine::Generation;
 use palisade_rules::Logging;
 
-use crate::limit::RateLimiter;
+use crate::limit::{Rate, RateLimiter};
 
 /// One logged rule identity: its names and its bucket; lives as long as the logger.
 #[derive(Debug)]
@@ -84,6 +84,8 @@ pub struct Plan {
     pub digest: String,
     /// `[logging]` of the rule set.
     pub logging: Logging,
+    /// The same, as the buckets use it.
+    pub rate: Rate,
     /// Port names by port id.
     pub ports: Vec<String>,
     /// Per ACL id: per rule index, then one for the default: position in `rules` or NOT_LOGGED.
@@ -95,10 +97,12 @@ pub struct Plan {
 impl Plan {
     /// Builds the plan of `gen`, taking logged identities from `registry`.
     pub(crate) fn build(gen: &Generation, registry: &Registry) -> Plan {
+        let logging = gen.ruleset().map(|rs| rs.logging).unwrap_or_default();
         let mut plan = Plan {
             generation: gen.number(),
             digest: gen.digest().map(|d| d.to_string()).unwrap_or_default(),
-            logging: gen.ruleset().map(|rs| rs.logging).unwrap_or_default(),
+            logging,
+            rate: Rate::new(logging.rate, logging.burst),
             ports: Vec::new(),
             acls: Vec::new(),
             rules: Vec::new(),
