@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use palisade_engine::policy::{Context, Decision, Verdict};
 use palisade_engine::WorkerHandle;
+use palisade_observe::WorkerLogger;
 use palisade_packet::FlowKey;
 
 use crate::shadow::ShadowSlot;
@@ -37,6 +38,56 @@ use crate::MAX_BATCH;
 pub trait FrameFilter: Send {
     /// Decides one batch.
     fn decide(&mut self, ingress: usize, keys: &[FlowKey], permit: &mut [bool]);
+
+    /// [`FrameFilter::decide`], with the frames the keys were parsed from
+    /// (for byte counters and logging). The default ignores them.
+    fn decide_frames(&mut self, ingress: usize, keys: &[FlowKey], frames: Frames<'_>, permit: &mut [bool]) {
+        let _ = frames;
+        self.decide(ingress, keys, permit);
+    }
+}
+
+/// The frames of a batch as a packet loop holds them: frame `i` is
+/// `bufs[i][..lens[i]]` (buffers allocated once, lengths of this batch).
+///
+/// ```
+/// let bufs = vec![vec![1u8, 2, 3].into_boxed_slice(), vec![4u8; 8].into_boxed_slice()];
+/// let frames = palisade_dataplane::Frames::new(&bufs, &[2, 8]);
+/// assert_eq!(frames.get(0), &[1, 2]);
+/// assert_eq!(frames.get(5), &[] as &[u8]); // past the batch: empty, never a panic
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Frames<'a> {
+    bufs: &'a [Box<[u8]>],
+    lens: &'a [usize],
+}
+
+impl<'a> Frames<'a> {
+    /// Frames `bufs[i][..lens[i]]`.
+    pub fn new(bufs: &'a [Box<[u8]>], lens: &'a [usize]) -> Self {
+        Frames { bufs, lens }
+    }
+
+    /// Frame `i` (empty when `i` is past the batch or its length past its buffer).
+    #[inline]
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        let len = self.lens.get(i).copied().unwrap_or(0);
+        self.bufs.get(i).and_then(|b| b.get(..len)).unwrap_or_default()
+    }
+
+    /// The frames' lengths.
+    #[inline]
+    pub fn lens(&self) -> &'a [usize] {
+        self.lens
+    }
+
+    /// Frames `start..` of this batch.
+    fn from(&self, start: usize) -> Frames<'a> {
+        Frames {
+            bufs: self.bufs.get(start..).unwrap_or_default(),
+            lens: self.lens.get(start..).unwrap_or_default(),
+        }
+    }
 }
 
 /// Decides frames with a worker handle of the running engine.
@@ -73,6 +124,8 @@ pub struct EngineFilter {
     /// The shadow candidate slot, and the topology of the candidate last seen.
     shadow: Arc<ShadowSlot>,
     shadow_topology: Option<(u64, Topology)>,
+    /// This worker's logger (`log = true` rules), when logging is on.
+    log: Option<WorkerLogger>,
 }
 
 impl EngineFilter {
@@ -87,7 +140,15 @@ impl EngineFilter {
             worker,
             shadow,
             shadow_topology: None,
+            log: None,
         }
+    }
+
+    /// Offers every decided frame to `log` (see [`palisade_observe::logger`]);
+    /// only [`FrameFilter::decide_frames`] can log, as it has the frames.
+    pub fn with_logger(mut self, log: WorkerLogger) -> Self {
+        self.log = Some(log);
+        self
     }
 }
 
@@ -95,14 +156,30 @@ impl FrameFilter for EngineFilter {
     fn decide(&mut self, ingress: usize, keys: &[FlowKey], permit: &mut [bool]) {
         // Batches longer than the buffers are decided in chunks: no permit slot is left stale.
         for (keys, permit) in keys.chunks(MAX_BATCH).zip(permit.chunks_mut(MAX_BATCH)) {
-            self.decide_chunk(ingress, keys, permit);
+            self.decide_chunk(ingress, keys, None, permit);
+        }
+    }
+
+    fn decide_frames(&mut self, ingress: usize, keys: &[FlowKey], frames: Frames<'_>, permit: &mut [bool]) {
+        for (i, (keys, permit)) in keys
+            .chunks(MAX_BATCH)
+            .zip(permit.chunks_mut(MAX_BATCH))
+            .enumerate()
+        {
+            self.decide_chunk(ingress, keys, Some(frames.from(i * MAX_BATCH)), permit);
         }
     }
 }
 
 impl EngineFilter {
     /// Decides at most [`MAX_BATCH`] frames with one pinned generation.
-    fn decide_chunk(&mut self, ingress: usize, keys: &[FlowKey], permit: &mut [bool]) {
+    fn decide_chunk(
+        &mut self,
+        ingress: usize,
+        keys: &[FlowKey],
+        frames: Option<Frames<'_>>,
+        permit: &mut [bool],
+    ) {
         let n = keys.len().min(permit.len()).min(self.decisions.len());
         let mut batch = self.handle.batch();
         let gen = batch.generation();
@@ -130,6 +207,7 @@ impl EngineFilter {
             *c = topology.context(ingress, k);
         }
         // Classify runs of frames that share a context in one call each.
+        let lens = frames.map_or(&[][..], |f| f.lens());
         let mut start = 0;
         while start < n {
             let ctx = self.contexts[start];
@@ -138,13 +216,28 @@ impl EngineFilter {
                 end += 1;
             }
             match ctx {
-                Some(ctx) => batch.classify(&keys[start..end], &ctx, &mut self.decisions[start..end]),
+                Some(ctx) => batch.classify_frames(
+                    &keys[start..end],
+                    lens.get(start..end).unwrap_or_default(),
+                    &ctx,
+                    &mut self.decisions[start..end],
+                ),
                 None => self.decisions[start..end].fill(Decision::default()),
             }
             start = end;
         }
         for (p, d) in permit.iter_mut().zip(&self.decisions).take(n) {
             *p = d.verdict == Verdict::Permit;
+        }
+        // Logging: after the decision, which it never changes; it never waits.
+        if let (Some(log), Some(frames)) = (self.log.as_mut(), frames) {
+            if let Some(mut b) = log.batch(batch.generation()) {
+                for (i, (k, d)) in keys.iter().zip(&self.decisions).take(n).enumerate() {
+                    if let Some(ctx) = self.contexts[i] {
+                        b.frame(ctx.port, k, frames.get(i), d);
+                    }
+                }
+            }
         }
         // Shadow: the candidate decides the same frames after the real decision; it enforces nothing.
         let guard = self.shadow.current.load();

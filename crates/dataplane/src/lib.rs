@@ -10,7 +10,10 @@
 //! whether crossing the bridge is switching within a VLAN or routing between
 //! two L3 interfaces. Beside the real decision a [`ShadowSlot`] may hold a
 //! candidate rule set that decides the same frames without enforcing
-//! anything ([`shadow`]). [`stats`] holds the per-interface I/O counters and
+//! anything ([`shadow`]). Frames whose deciding rule has `log = true` are
+//! offered to the worker's [`palisade_observe::WorkerLogger`] (rate-limited,
+//! never waiting). [`stats`] holds the per-interface I/O counters ([`metrics`]
+//! exposes them to Prometheus) and
 //! [`service`] answers the data path's control requests (`data-path`,
 //! `shadow`, ...) on the engine's control socket.
 //!
@@ -41,12 +44,13 @@
 #![forbid(unsafe_code)]
 
 pub mod filter;
+pub mod metrics;
 pub mod service;
 pub mod shadow;
 pub mod stats;
 pub mod topology;
 
-pub use filter::{EngineFilter, FrameFilter};
+pub use filter::{EngineFilter, FrameFilter, Frames};
 pub use shadow::{Shadow, ShadowSlot};
 pub use stats::{DataPathInfo, SideCounters, SideTotals};
 pub use topology::Topology;
