@@ -39,6 +39,8 @@ enum Command {
     Confirm(cmd::control::ConfirmArgs),
     /// Go back to a kept generation.
     Rollback(cmd::control::RollbackArgs),
+    /// Make the running engine reopen its log files (as SIGUSR1 does; for logrotate).
+    LogReopen(cmd::observe::LogReopenArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,5 +64,6 @@ fn main() -> ExitCode {
         Command::Reload(args) => cmd::control::reload(args),
         Command::Confirm(args) => cmd::control::confirm(args),
         Command::Rollback(args) => cmd::control::rollback(args),
+        Command::LogReopen(args) => cmd::observe::log_reopen(args),
     }
 }

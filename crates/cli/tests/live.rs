@@ -8,6 +8,8 @@
 
 #[path = "live/lab.rs"]
 mod lab;
+#[path = "live/observe.rs"]
+mod observe;
 #[path = "live/probe.rs"]
 mod probe;
 
@@ -17,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lab::{Lab, Proc};
+use observe::logs_metrics_and_control_events_live;
 
 const PALISADE: &str = env!("CARGO_BIN_EXE_palisade");
 const H1: &str = "198.18.0.1";
@@ -751,6 +754,7 @@ const TESTS: &[Test] = tests![
     monitor_counts_without_forwarding,
     vanished_interface_is_survived,
     missing_interface_is_a_clear_error,
+    logs_metrics_and_control_events_live,
 ];
 
 fn main() {

@@ -20,10 +20,13 @@ use palisade_observe::metrics::{Exposition, MetricKind, MetricsSource};
 
 use crate::stats::{DataPathInfo, SideTotals};
 
+/// One interface counter: its metric name, help text, and which total it is.
+type Family = (&'static str, &'static str, fn(&SideTotals) -> u64);
+
 impl MetricsSource for DataPathInfo {
     fn write(&self, out: &mut Exposition) {
         let totals = self.totals();
-        let families: [(&str, &str, fn(&SideTotals) -> u64); 6] = [
+        let families: [Family; 6] = [
             (
                 "palisade_interface_rx_frames_total",
                 "Frames received, by interface.",

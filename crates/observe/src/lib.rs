@@ -72,6 +72,7 @@ pub mod logger;
 pub mod metrics;
 pub mod plan;
 pub mod record;
+pub mod service;
 pub mod writer;
 
 pub use logger::{BatchLogger, LogConfig, LogStats, Logger, Target, WorkerLogger};

@@ -78,6 +78,11 @@ impl Bridge {
         ))
     }
 
+    /// The data path's interfaces and counters (also a metrics source).
+    pub fn info(&self) -> Arc<DataPathInfo> {
+        Arc::clone(&self.info)
+    }
+
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if self.threads.is_empty() {
@@ -106,6 +111,7 @@ impl Drop for Bridge {
 pub fn start_with_engine(
     args: &LiveArgs,
     engine: &palisade_engine::Engine,
+    logger: Option<&palisade_observe::Logger>,
 ) -> Result<Option<Bridge>, String> {
     let ifaces = match args.interfaces()? {
         Some((ifaces, _)) => ifaces,
@@ -113,12 +119,11 @@ pub fn start_with_engine(
     };
     let slot = Arc::new(ShadowSlot::default());
     let mut bridge = start(args, |id| {
-        Box::new(EngineFilter::new(
-            engine.handle(),
-            ifaces.clone(),
-            id,
-            Arc::clone(&slot),
-        ))
+        let filter = EngineFilter::new(engine.handle(), ifaces.clone(), id, Arc::clone(&slot));
+        match logger.filter(|l| l.enabled()) {
+            Some(l) => Box::new(filter.with_logger(l.worker())),
+            None => Box::new(filter),
+        }
     })?;
     if let Some(b) = bridge.as_mut() {
         b.shadow = Some(slot);

@@ -184,7 +184,8 @@ pub fn run(
                 for (key, (buf, &len)) in keys.iter_mut().zip(bufs.iter().zip(lens.iter())).take(n) {
                     *key = palisade_packet::parse(buf.get(..len).unwrap_or_default());
                 }
-                filter.decide(ingress, &keys[..n], &mut permit[..n]);
+                let frames = palisade_dataplane::Frames::new(&bufs, &lens[..n]);
+                filter.decide_frames(ingress, &keys[..n], frames, &mut permit[..n]);
                 let permitted = permit[..n].iter().filter(|&&p| p).count() as u64;
                 add(&c.rx, n as u64);
                 add(&c.permitted, permitted);

@@ -9,5 +9,6 @@ pub mod classify;
 pub mod control;
 pub mod explain;
 pub mod inspect;
+pub mod observe;
 pub mod run;
 pub mod shadow;

@@ -1,9 +1,10 @@
 //! `palisade run`: the engine daemon.
 //!
 //! Boots the engine (config, else last-known-good, else no rules: deny all),
-//! serves the control socket, and reloads from `--config` on SIGHUP. SIGTERM
-//! and SIGINT remove the socket and exit. Without data-path flags it runs
-//! the control plane alone.
+//! serves the control socket, and reloads from `--config` on SIGHUP. SIGUSR1
+//! reopens the log files (`--log`, `--log-pcap`: logrotate). SIGTERM and
+//! SIGINT remove the socket and exit. Without data-path flags it runs the
+//! control plane alone.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ pub struct Args {
     /// The data path: `--bridge IF_A,IF_B`, `--monitor IF`, `--workers N`.
     #[command(flatten)]
     pub live: crate::bridge::LiveArgs,
+    /// Logs and metrics: `--log FILE`, `--log-pcap FILE`, `--metrics ADDR`.
+    #[command(flatten)]
+    pub observe: crate::cmd::observe::ObserveArgs,
 }
 
 /// Runs `palisade run`.
@@ -64,9 +68,19 @@ pub fn run(args: Args) -> ExitCode {
         boot.state.as_str()
     );
     let engine = Arc::new(engine);
+    // Before the data path and the control socket: the first logged frame and the first
+    // control event have somewhere to go.
+    let logger = match crate::cmd::observe::start_logger(&args.observe) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    engine.set_event_sink(Some(logger.event_sink()));
     // The data path starts before the control socket opens: a client that reaches the
     // socket knows frames are being filtered. Kept alive until exit (drop stops the workers).
-    let _bridge = match crate::bridge::start_with_engine(&args.live, &engine) {
+    let _bridge = match crate::bridge::start_with_engine(&args.live, &engine, Some(&logger)) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("palisade: {e}");
@@ -83,16 +97,50 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics = {
+        let (engine, logger) = (Arc::clone(&engine), Arc::clone(&logger));
+        let data_path = _bridge.as_ref().map(|b| b.info());
+        let render = Arc::new(move || {
+            let extra: Vec<&dyn palisade_observe::metrics::MetricsSource> = data_path
+                .iter()
+                .map(|d| &**d as &dyn palisade_observe::metrics::MetricsSource)
+                .collect();
+            palisade_observe::metrics::render(&engine, Some(&logger), &extra)
+        });
+        match crate::cmd::observe::start_metrics(&args.observe, render) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("palisade: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(m) = &metrics {
+        eprintln!("palisade: metrics at http://{}/metrics", m.local_addr());
+    }
     eprintln!("palisade: control socket {}", args.control.display());
     {
         let engine = Arc::clone(&engine);
         let ext = _bridge.as_ref().and_then(|b| b.control_extension());
+        let ext = Some(palisade_observe::service::extension(
+            Arc::clone(&logger),
+            metrics.clone(),
+            ext,
+        ));
         std::thread::spawn(move || control::serve_with(engine, listener, ext, idle));
     }
-    wait_for_signals(&engine, &args, signals)
+    let code = wait_for_signals(&engine, &args, &logger, signals);
+    drop(metrics);
+    drop(_bridge);
+    code
 }
 
-fn wait_for_signals(engine: &Engine, args: &Args, signals: Option<signals::Set>) -> ExitCode {
+fn wait_for_signals(
+    engine: &Engine,
+    args: &Args,
+    logger: &palisade_observe::Logger,
+    signals: Option<signals::Set>,
+) -> ExitCode {
     let Some(set) = signals else {
         // Without signal masking we can still serve; park forever.
         loop {
@@ -101,9 +149,10 @@ fn wait_for_signals(engine: &Engine, args: &Args, signals: Option<signals::Set>)
     };
     loop {
         match signals::wait(&set) {
-            Some(libc::SIGHUP) => {
+            Some((libc::SIGHUP, uid)) => {
                 eprintln!("palisade: SIGHUP: reloading {}", args.config.display());
-                match engine.reload(ReloadSource::Config, &ReloadOptions::default()) {
+                // The control event names who sent the signal.
+                match engine.reload_by(ReloadSource::Config, &ReloadOptions::default(), uid) {
                     Ok(ok) => eprintln!(
                         "palisade: generation {} active (digest {})",
                         ok.generation, ok.digest
@@ -111,7 +160,11 @@ fn wait_for_signals(engine: &Engine, args: &Args, signals: Option<signals::Set>)
                     Err(e) => eprintln!("palisade: {e}"),
                 }
             }
-            Some(sig) => {
+            Some((libc::SIGUSR1, _)) => {
+                eprintln!("palisade: SIGUSR1: reopening the log files");
+                logger.request_reopen();
+            }
+            Some((sig, _)) => {
                 eprintln!("palisade: signal {sig}: exiting");
                 let _ = std::fs::remove_file(&args.control);
                 return ExitCode::SUCCESS;
@@ -121,20 +174,20 @@ fn wait_for_signals(engine: &Engine, args: &Args, signals: Option<signals::Set>)
     }
 }
 
-/// SIGHUP/SIGTERM/SIGINT taken synchronously with `sigwait` (no handler runs
-/// in signal context, so nothing here needs to be async-signal-safe).
+/// SIGHUP/SIGUSR1/SIGTERM/SIGINT taken synchronously with `sigwaitinfo` (no
+/// handler runs in signal context, so nothing here needs to be async-signal-safe).
 mod signals {
     /// The blocked signal set.
     pub struct Set(libc::sigset_t);
 
-    /// Blocks SIGHUP, SIGTERM and SIGINT in the calling thread (and every thread it spawns).
+    /// Blocks SIGHUP, SIGUSR1, SIGTERM and SIGINT in the calling thread (and every thread it spawns).
     pub fn block() -> Option<Set> {
         // SAFETY: sigset_t is plain data that sigemptyset initialises; the
         // calls get valid pointers to locals and only touch this thread's mask.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
+            for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGTERM, libc::SIGINT] {
                 libc::sigaddset(&mut set, sig);
             }
             if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
@@ -144,11 +197,19 @@ mod signals {
         }
     }
 
-    /// Waits for one of the blocked signals.
-    pub fn wait(set: &Set) -> Option<i32> {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` was initialised by `block`; `sig` is a valid out pointer.
-        let rc = unsafe { libc::sigwait(&set.0, &mut sig) };
-        (rc == 0).then_some(sig)
+    /// Waits for one of the blocked signals: its number, and the uid of the
+    /// process that sent it (`None` when the kernel sent it).
+    pub fn wait(set: &Set) -> Option<(i32, Option<u32>)> {
+        // SAFETY: siginfo_t is plain data, for which all-zero bytes are a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` was initialised by `block`; `info` is a valid out pointer for the call.
+        let sig = unsafe { libc::sigwaitinfo(&set.0, &mut info) };
+        if sig < 0 {
+            return None;
+        }
+        // SAFETY: for a signal sent by kill(2) the kernel fills si_pid/si_uid (SI_USER);
+        // other codes are not read.
+        let uid = (info.si_code == libc::SI_USER).then(|| unsafe { info.si_uid() });
+        Some((sig, uid))
     }
 }

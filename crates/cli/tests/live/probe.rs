@@ -28,6 +28,7 @@ pub fn main(args: &[String]) -> i32 {
         "tcp-echo" => tcp_echo(rest),
         "tcp-ping" => tcp_ping(rest),
         "icmp-ping" => icmp_ping(rest),
+        "http-get" => http_get(rest),
         _ => {
             eprintln!("probe: unknown kind {kind:?}");
             2
@@ -141,6 +142,26 @@ fn tcp_ping(args: &[String]) -> i32 {
     })();
     match result {
         Ok(()) => println!("ok"),
+        Err(e) => println!("fail {e}"),
+    }
+    0
+}
+
+/// `http-get ADDR PATH`: one HTTP/1.0 GET; prints the whole response after `ready`.
+fn http_get(args: &[String]) -> i32 {
+    let addr: SocketAddr = arg(args, 0);
+    let path: String = arg(args, 1);
+    println!("ready");
+    let result = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })();
+    match result {
+        Ok(r) => print!("{r}"),
         Err(e) => println!("fail {e}"),
     }
     0
