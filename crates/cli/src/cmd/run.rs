@@ -132,6 +132,8 @@ pub fn run(args: Args) -> ExitCode {
     let code = wait_for_signals(&engine, &args, &logger, signals);
     drop(metrics);
     drop(_bridge);
+    // The workers are stopped: what they queued reaches the log before the process ends.
+    logger.flush(std::time::Duration::from_secs(2));
     code
 }
 
