@@ -10,6 +10,8 @@
 //! `/proc/PID/task/TID/schedstat`: independent of whether the sender or the
 //! worker is the bottleneck). It prints the medians of both and their ratio.
 
+// The live tests' lab; this bench uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/live/lab.rs"]
 mod lab;
 
