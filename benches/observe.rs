@@ -13,13 +13,15 @@
 //! * `log/off`: no logger (the baseline).
 //! * `log/on-logged-rule`: `--log FILE`, every frame on the logged rule.
 //! * `log/on-other-rule`: `--log FILE`, the same frames on a rule without `log`.
-//! * `scrape/render-10000-rules`: one `/metrics` rendering of a 10,000-rule generation.
+//! * `scrape/render-10000-rules`: one `/metrics` rendering of a 10,000-rule generation;
+//!   `scrape/http-get-10000-rules`: the same over HTTP on loopback (connect, GET, read).
 //! * `scrape-forwarding/other-core-busy` vs `scrape-forwarding/during-scrapes`:
 //!   batches while another thread spins (sharing nothing) or scrapes back to back.
 //!
-//! After criterion, an alternating run (`off`, `on`, `off`, `on`, ... 21
-//! rounds of 20,000 batches each) prints the medians and their ratio: the
-//! same-run baseline on a shared machine.
+//! After criterion, alternating runs (baseline, candidate, baseline, ... 21
+//! rounds of 20,000 batches each) print the medians and their ratio, the
+//! same-run baseline on a shared machine: logging off vs on, and forwarding
+//! with the other thread spinning vs scraping back to back.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -189,6 +191,28 @@ fn bench_scrape(c: &mut Criterion) {
     g.bench_function("render-10000-rules", |b| {
         b.iter(|| palisade_observe::metrics::render(&engine, Some(&logger), &[]))
     });
+    // The whole request as a scraper sees it: connect, GET /metrics, read the 1 MB answer.
+    let server = {
+        let (engine, logger) = (Arc::clone(&engine), Arc::clone(&logger));
+        palisade_observe::http::MetricsServer::start(
+            "127.0.0.1:0",
+            Arc::new(move || palisade_observe::metrics::render(&engine, Some(&logger), &[])),
+        )
+        .unwrap()
+    };
+    let addr = server.local_addr();
+    g.bench_function("http-get-10000-rules", |b| {
+        b.iter(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = Vec::with_capacity(1 << 21);
+            s.read_to_end(&mut body).unwrap();
+            assert!(body.len() > 1_000_000);
+            body
+        })
+    });
+    drop(server);
     g.finish();
 
     let frames = frames(5000, 23);
@@ -292,6 +316,52 @@ fn alternating() {
         20_000,
     );
     let _ = std::fs::remove_dir_all(&s.dir);
+
+    // Forwarding while another thread scrapes a 10,000-rule generation back to back, against
+    // the same thread spinning on work that shares nothing; the thread switches with the rounds.
+    let dir = std::env::temp_dir().join(format!("palisade-bench-scrape-alt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = Arc::new(open(&dir, &rules(10_000, 5000)));
+    let logger = Arc::new(Logger::start(LogConfig::default()).unwrap());
+    let scraping = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (engine, logger, scraping, stop) = (
+            Arc::clone(&engine),
+            Arc::clone(&logger),
+            Arc::clone(&scraping),
+            Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let mut text = rules(100, 0).into_bytes();
+            while !stop.load(Ordering::Relaxed) {
+                if scraping.load(Ordering::Relaxed) {
+                    black_box(palisade_observe::metrics::render(&engine, Some(&logger), &[]));
+                } else {
+                    text.rotate_left(1);
+                    black_box(palisade_rules::Digest::of(&text));
+                }
+            }
+        })
+    };
+    let frames = frames(5000, 23);
+    let w = std::cell::RefCell::new(worker(&engine, None));
+    alternate(
+        "alternating forwarding with the other core spinning vs scraping 10,000 rules back to back",
+        || {
+            scraping.store(false, Ordering::Relaxed);
+            w.borrow_mut().batch(&frames)
+        },
+        || {
+            scraping.store(true, Ordering::Relaxed);
+            w.borrow_mut().batch(&frames)
+        },
+        21,
+        20_000,
+    );
+    stop.store(true, Ordering::Relaxed);
+    other.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, bench_logging, bench_scrape);
