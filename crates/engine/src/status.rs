@@ -40,8 +40,10 @@ pub struct Status {
     /// Every frame classified by every worker (all generations).
     pub frames: Counts,
     /// Bytes of those frames (as far as the data path gave their lengths).
+    #[serde(default)]
     pub bytes: u64,
     /// Frames per deciding stage (all generations), every stage listed.
+    #[serde(default)]
     pub stages: Vec<StageCounts>,
     /// Every ACL of the generation, in file order.
     pub acls: Vec<AclStatus>,
@@ -63,10 +65,10 @@ pub struct Counts {
 }
 
 /// Frames one stage decided.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageCounts {
     /// The stage's name (`rescue`, `pacl`, ..., `none`), as in `palisade classify`.
-    pub stage: &'static str,
+    pub stage: String,
     /// Frames it permitted (for a permit: it was the last stage that ran).
     pub permitted: u64,
     /// Frames it denied.
@@ -114,6 +116,7 @@ pub struct AclCounters {
     /// Frames decided by the implicit default.
     pub default_hits: u64,
     /// Bytes of those frames.
+    #[serde(default)]
     pub default_bytes: u64,
     /// Hits per rule, in order.
     pub rules: Vec<RuleHits>,
@@ -127,6 +130,7 @@ pub struct RuleHits {
     /// Frames it decided.
     pub hits: u64,
     /// Bytes of those frames.
+    #[serde(default)]
     pub bytes: u64,
 }
 
@@ -208,7 +212,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
         .iter()
         .enumerate()
         .map(|(i, s)| StageCounts {
-            stage: s.as_str(),
+            stage: s.as_str().to_owned(),
             permitted: at(c.layout.stages + 2 * i as u32),
             denied: at(c.layout.stages + 2 * i as u32 + 1),
         })

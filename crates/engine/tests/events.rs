@@ -145,3 +145,41 @@ fn without_a_sink_nothing_is_emitted_and_nothing_breaks() {
         .unwrap();
     assert!(take(&seen).is_empty());
 }
+
+#[test]
+fn the_control_server_names_the_clients_uid_from_the_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = TempDir::new("events-uid");
+    let engine = Arc::new(engine_with(&dir, &rules_a(), false));
+    let seen = recorder(&engine);
+    let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = Arc::clone(&engine);
+    let t = std::thread::spawn(move || palisade_engine::control::serve_connection(&e, server, None));
+    {
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let mut ask = |line: &str| {
+            (&client).write_all(format!("{line}\n").as_bytes()).unwrap();
+            let mut reply = String::new();
+            reader.read_line(&mut reply).unwrap();
+            reply
+        };
+        let text = serde_json::to_string(&rules_b()).unwrap();
+        assert!(ask(&format!(r#"{{"cmd":"reload","name":"b.toml","text":{text}}}"#)).contains("\"ok\":true"));
+        assert!(ask(r#"{"cmd":"confirm"}"#).contains("\"ok\":false"));
+        assert!(ask(r#"{"cmd":"rollback"}"#).contains("\"ok\":true"));
+    }
+    drop(client); // the connection closes: the server returns
+    t.join().unwrap();
+    // Our own uid: the owner of /proc/self.
+    let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    let e = take(&seen);
+    let got: Vec<_> = e.iter().map(|e| (e.event, e.outcome, e.uid)).collect();
+    assert_eq!(
+        got,
+        [
+            (EventKind::Reload, Outcome::Ok, Some(me)),
+            (EventKind::Confirm, Outcome::Refused, Some(me)),
+            (EventKind::Rollback, Outcome::Ok, Some(me)),
+        ]
+    );
+}

@@ -130,7 +130,11 @@ pub fn render(engine: &Engine, logger: Option<&Logger>, extra: &[&dyn MetricsSou
         Gauge,
         "The engine's state (1): active, last-known-good, pending-confirm or no-rules.",
     );
-    e.sample("palisade_generation_state", &[("state", status.state)], 1);
+    e.sample(
+        "palisade_generation_state",
+        &[("state", status.state.as_str())],
+        1,
+    );
     e.family(
         "palisade_generation_loaded_timestamp_seconds",
         Gauge,
@@ -203,13 +207,13 @@ pub fn render(engine: &Engine, logger: Option<&Logger>, extra: &[&dyn MetricsSou
     );
     for a in &status.acls {
         for b in &a.bindings {
-            let dir = b.direction.unwrap_or("");
+            let dir = b.direction.map_or("", |d| d.as_str());
             for (verdict, n) in [("permit", b.counts.permitted), ("deny", b.counts.denied)] {
                 e.sample(
                     "palisade_binding_frames_total",
                     &[
                         ("acl", &a.name),
-                        ("kind", b.kind),
+                        ("kind", b.kind.as_str()),
                         ("target", &b.target),
                         ("direction", dir),
                         ("verdict", verdict),
@@ -227,12 +231,12 @@ pub fn render(engine: &Engine, logger: Option<&Logger>, extra: &[&dyn MetricsSou
     for s in &status.stages {
         e.sample(
             "palisade_stage_frames_total",
-            &[("stage", s.stage), ("verdict", "permit")],
+            &[("stage", &s.stage), ("verdict", "permit")],
             s.permitted,
         );
         e.sample(
             "palisade_stage_frames_total",
-            &[("stage", s.stage), ("verdict", "deny")],
+            &[("stage", &s.stage), ("verdict", "deny")],
             s.denied,
         );
     }

@@ -1,6 +1,6 @@
 //! The logger's and the metrics endpoint's requests on the engine's control
-//! socket: `{"cmd":"log-reopen"}` (reopen the log files, as SIGUSR1 does) and
-//! `{"cmd":"observe"}` (the figures `palisade status` shows: records written,
+//! socket: `log-reopen` (reopen the log files, as SIGUSR1 does) and
+//! `observe` (the figures `palisade status` shows: records written,
 //! suppressed and dropped, the last write error, scrapes, and the last
 //! control events with their times).
 
@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_engine::control::Extension;
-use serde_json::{json, Value};
+use palisade_engine::control::{
+    EventReport, Extension, LogReport, MetricsReport, ObserveReply, ObserveReport, Request, Response,
+    TimedError,
+};
 
 use crate::http::MetricsServer;
 use crate::logger::{Logger, Target};
@@ -22,82 +24,86 @@ fn at(secs: u64) -> String {
     palisade_engine::status::rfc3339(secs)
 }
 
-/// The figures of the logger and the metrics endpoint, as `palisade status --json` shows them
-/// under `observe`.
+/// The figures of the logger and the metrics endpoint (`palisade status` shows them under `observe`).
 ///
 /// ```
 /// let logger = palisade_observe::Logger::start(Default::default()).unwrap();
 /// let r = palisade_observe::service::report(&logger, None);
-/// assert_eq!(r["log"]["json"], serde_json::Value::Null);
-/// assert_eq!(r["metrics"], serde_json::Value::Null);
+/// assert_eq!((r.log.json, r.metrics), (None, None));
 /// ```
-pub fn report(logger: &Logger, metrics: Option<&MetricsServer>) -> Value {
+pub fn report(logger: &Logger, metrics: Option<&MetricsServer>) -> ObserveReport {
     let s = logger.stats();
     let err = |e: &Option<(u64, String)>| {
-        e.as_ref()
-            .map(|(t, m)| json!({"at": at(*t), "error": m}))
-            .unwrap_or(Value::Null)
-    };
-    let json_out = match &s.json {
-        None => Value::Null,
-        Some(Target::Stdout) => json!("-"),
-        Some(Target::File(p)) => json!(p.display().to_string()),
+        e.as_ref().map(|(t, m)| TimedError {
+            at: at(*t),
+            error: m.clone(),
+        })
     };
     let metrics = metrics.map(|m| {
         let st = m.stats();
         let last = *st.last.lock().unwrap_or_else(|e| e.into_inner());
-        json!({
-            "address": m.local_addr().to_string(),
-            "scrapes": st.scrapes.load(Ordering::Relaxed),
-            "last_scrape": last.map(|(t, _)| at(t)),
-            "last_scrape_ms": last.map(|(_, us)| us as f64 / 1000.0),
-        })
+        MetricsReport {
+            address: m.local_addr().to_string(),
+            scrapes: st.scrapes.load(Ordering::Relaxed),
+            last_scrape: last.map(|(t, _)| at(t)),
+            last_scrape_ms: last.map(|(_, us)| us as f64 / 1000.0),
+        }
     });
-    json!({
-        "log": {
-            "json": json_out,
-            "pcap": s.pcap.as_ref().map(|p| p.display().to_string()),
-            "records": s.json_frames,
-            "events": s.json_events,
-            "pcap_frames": s.pcap_frames,
-            "suppressed": s.suppressed_total(),
-            "dropped_queue_full": s.queue_full,
-            "write_errors": s.json_errors,
-            "pcap_write_errors": s.pcap_errors,
-            "last_error": err(&s.json_last_error),
-            "pcap_last_error": err(&s.pcap_last_error),
-            "reopens": s.reopens,
+    ObserveReport {
+        log: LogReport {
+            json: s.json.as_ref().map(|t| match t {
+                Target::Stdout => "-".to_string(),
+                Target::File(p) => p.display().to_string(),
+            }),
+            pcap: s.pcap.as_ref().map(|p| p.display().to_string()),
+            records: s.json_frames,
+            events: s.json_events,
+            pcap_frames: s.pcap_frames,
+            suppressed: s.suppressed_total(),
+            dropped_queue_full: s.queue_full,
+            write_errors: s.json_errors,
+            pcap_write_errors: s.pcap_errors,
+            last_error: err(&s.json_last_error),
+            pcap_last_error: err(&s.pcap_last_error),
+            reopens: s.reopens,
         },
-        "metrics": metrics,
-        "events": s.recent_events.iter().map(|e| {
-            let ns = e.time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-            json!({
-                "time": rfc3339_micros(ns),
-                "event": e.event.as_str(),
-                "outcome": e.outcome.as_str(),
-                "uid": e.uid,
-                "generation": e.generation,
-                "digest": e.digest.map(|d| d.to_string()),
-                "stage": e.stage,
-                "errors": e.errors,
+        metrics,
+        events: s
+            .recent_events
+            .iter()
+            .map(|e| EventReport {
+                time: rfc3339_micros(
+                    e.time
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
+                ),
+                event: e.event.as_str().into(),
+                outcome: e.outcome.as_str().into(),
+                uid: e.uid,
+                generation: e.generation,
+                digest: e.digest.map(|d| d.to_string()),
+                stage: e.stage.map(str::to_owned),
+                errors: e.errors.clone(),
             })
-        }).collect::<Vec<_>>(),
-    })
+            .collect(),
+    }
 }
 
 /// The control-socket extension answering `log-reopen` and `observe`; other requests
-/// are left to `next` (another extension), if any.
+/// are left to `next` (another extension, e.g. the data path's), if any.
 pub fn extension(
     logger: Arc<Logger>,
     metrics: Option<Arc<MetricsServer>>,
     next: Option<Extension>,
 ) -> Extension {
-    Arc::new(move |engine, req| match req.get("cmd").and_then(Value::as_str) {
-        Some("log-reopen") => Some(match logger.reopen(REOPEN_WAIT) {
-            Ok(()) => json!({"ok": true}),
-            Err(e) => json!({"ok": false, "error": e}),
+    Arc::new(move |engine, req| match req {
+        Request::LogReopen => Some(match logger.reopen(REOPEN_WAIT) {
+            Ok(()) => Response::Done,
+            Err(e) => Response::error(e),
         }),
-        Some("observe") => Some(json!({"ok": true, "observe": report(&logger, metrics.as_deref())})),
+        Request::Observe => Some(Response::Observe(Box::new(ObserveReply {
+            observe: report(&logger, metrics.as_deref()),
+        }))),
         _ => next.as_ref().and_then(|f| f(engine, req)),
     })
 }

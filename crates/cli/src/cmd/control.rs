@@ -109,6 +109,7 @@ pub fn status(args: StatusArgs) -> ExitCode {
     }
     print!("{}", render_status(&full.status));
     print!("{}", crate::cmd::shadow::render_data_path(&full));
+    print!("{}", crate::cmd::observe::render(full.observe.as_ref()));
     ExitCode::SUCCESS
 }
 

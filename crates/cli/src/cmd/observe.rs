@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use palisade_engine::control::{Client, ObserveReply, ObserveReport, Request};
 use palisade_observe::http::MetricsServer;
 use palisade_observe::{LogConfig, Logger, Target};
-use serde_json::{json, Value};
 
 /// Logging and metrics flags of `palisade run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -64,45 +64,36 @@ pub struct LogReopenArgs {
 
 /// Runs `palisade log-reopen`: the daemon reopens its log files (as on SIGUSR1).
 pub fn log_reopen(args: LogReopenArgs) -> ExitCode {
-    let reply = match crate::cmd::control::ask(&args.control, json!({"cmd": "log-reopen"})) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if crate::cmd::control::ok(&reply) {
-        println!("log files reopened");
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "palisade: {}",
-            reply.get("error").and_then(Value::as_str).unwrap_or("refused")
-        );
-        ExitCode::from(1)
+    let client = Client::new(&args.control);
+    match client.call::<serde::de::IgnoredAny>(&Request::LogReopen) {
+        Ok(_) => {
+            println!("log files reopened");
+            ExitCode::SUCCESS
+        }
+        Err(e) => crate::cmd::control::fail(&client, e, "log-reopen"),
     }
 }
 
-/// Adds `observe` (logging, metrics, recent control events) to a status object when the daemon has it.
-pub fn add_to_status(socket: &std::path::Path, status: &mut Value) {
-    let req = json!({"cmd": "observe"});
-    if let Ok(reply) = palisade_engine::control::request(socket, &req, std::time::Duration::from_secs(30)) {
-        if let (Some(o), Some(obj)) = (reply.get("observe"), status.as_object_mut()) {
-            obj.insert("observe".into(), o.clone());
-        }
-    }
+/// The daemon's logging and metrics figures, when it serves them.
+pub fn gather(client: &Client) -> Option<ObserveReport> {
+    client
+        .call::<ObserveReply>(&Request::Observe)
+        .ok()
+        .map(|r| r.observe)
 }
 
 /// The human-readable logging, metrics and control-event lines of `palisade status`; every
 /// line that reports an event starts with its time.
-pub fn render(status: &Value) -> String {
+pub fn render(ob: Option<&ObserveReport>) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let Some(ob) = status.get("observe") else {
+    let Some(ob) = ob else {
         return o;
     };
-    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let log = &ob["log"];
-    let outputs: Vec<String> = [("json", &log["json"]), ("pcapng", &log["pcap"])]
+    let log = &ob.log;
+    let outputs: Vec<String> = [("json", &log.json), ("pcapng", &log.pcap)]
         .iter()
-        .filter_map(|(kind, v)| v.as_str().map(|p| format!("{kind} {p}")))
+        .filter_map(|(kind, v)| v.as_ref().map(|p| format!("{kind} {p}")))
         .collect();
     if outputs.is_empty() {
         let _ = writeln!(o, "log        off (no --log or --log-pcap)");
@@ -112,61 +103,48 @@ pub fn render(status: &Value) -> String {
             "log        {}: {} records, {} control events, {} pcapng frames; {} suppressed (over rate), \
              {} dropped (queue full), {} write errors, {} reopens",
             outputs.join(", "),
-            n(log, "records"),
-            n(log, "events"),
-            n(log, "pcap_frames"),
-            n(log, "suppressed"),
-            n(log, "dropped_queue_full"),
-            n(log, "write_errors") + n(log, "pcap_write_errors"),
-            n(log, "reopens")
+            log.records,
+            log.events,
+            log.pcap_frames,
+            log.suppressed,
+            log.dropped_queue_full,
+            log.write_errors + log.pcap_write_errors,
+            log.reopens
         );
     }
-    for key in ["last_error", "pcap_last_error"] {
-        if let Some(e) = log.get(key).filter(|e| !e.is_null()) {
-            let _ = writeln!(
-                o,
-                "{}  log write error: {}",
-                e["at"].as_str().unwrap_or("-"),
-                e["error"].as_str().unwrap_or("-")
-            );
-        }
+    for e in [&log.last_error, &log.pcap_last_error].into_iter().flatten() {
+        let _ = writeln!(o, "{}  log write error: {}", e.at, e.error);
     }
-    match ob.get("metrics").filter(|m| !m.is_null()) {
+    match &ob.metrics {
         None => {
             let _ = writeln!(o, "metrics    off (no --metrics)");
         }
         Some(m) => {
-            let last = match m["last_scrape"].as_str() {
-                Some(t) => format!(
-                    ", last at {t} ({:.1} ms)",
-                    m["last_scrape_ms"].as_f64().unwrap_or(0.0)
-                ),
-                None => String::new(),
+            let last = match (&m.last_scrape, m.last_scrape_ms) {
+                (Some(t), Some(ms)) => format!(", last at {t} ({ms:.1} ms)"),
+                _ => String::new(),
             };
             let _ = writeln!(
                 o,
                 "metrics    http://{}/metrics: {} scrapes{last}",
-                m["address"].as_str().unwrap_or("-"),
-                n(m, "scrapes")
+                m.address, m.scrapes
             );
         }
     }
-    for e in ob["events"].as_array().into_iter().flatten() {
-        let uid = match e["uid"].as_u64() {
+    for e in &ob.events {
+        let uid = match e.uid {
             Some(u) => format!("uid {u}"),
             None => "by the engine".into(),
         };
-        let stage = e["stage"]
-            .as_str()
+        let stage = e
+            .stage
+            .as_ref()
             .map(|s| format!(" at stage {s}"))
             .unwrap_or_default();
         let _ = writeln!(
             o,
             "{}  {} {}{stage} ({uid}): generation {}",
-            e["time"].as_str().unwrap_or("-"),
-            e["event"].as_str().unwrap_or("-"),
-            e["outcome"].as_str().unwrap_or("-"),
-            n(e, "generation")
+            e.time, e.event, e.outcome, e.generation
         );
     }
     o
@@ -178,7 +156,7 @@ mod tests {
 
     #[test]
     fn status_lines_name_outputs_figures_and_timestamped_events() {
-        let st = json!({"observe": {
+        let ob: ObserveReport = serde_json::from_value(serde_json::json!({
             "log": {"json": "/var/log/palisade.json", "pcap": null, "records": 5, "events": 2,
                     "pcap_frames": 0, "suppressed": 95, "dropped_queue_full": 1, "write_errors": 0,
                     "pcap_write_errors": 0, "reopens": 1,
@@ -186,11 +164,12 @@ mod tests {
                     "pcap_last_error": null},
             "metrics": {"address": "127.0.0.1:9469", "scrapes": 3, "last_scrape": "2025-01-02T03:04:06Z", "last_scrape_ms": 1.5},
             "events": [{"time": "2025-01-02T03:04:07.000001Z", "event": "reload", "outcome": "refused",
-                        "uid": 1000, "generation": 4, "stage": "validate"},
+                        "uid": 1000, "generation": 4, "digest": null, "stage": "validate"},
                        {"time": "2025-01-02T03:04:08.000000Z", "event": "revert", "outcome": "ok",
-                        "uid": null, "generation": 6, "stage": null}]
-        }});
-        let text = render(&st);
+                        "uid": null, "generation": 6, "digest": null, "stage": null}]
+        }))
+        .unwrap();
+        let text = render(Some(&ob));
         assert!(
             text.contains("log        json /var/log/palisade.json: 5 records, 2 control events"),
             "{text}"
@@ -219,6 +198,6 @@ mod tests {
             text.contains("2025-01-02T03:04:08.000000Z  revert ok (by the engine): generation 6"),
             "{text}"
         );
-        assert!(render(&json!({})).is_empty());
+        assert!(render(None).is_empty());
     }
 }

@@ -29,10 +29,13 @@ pub struct FullStatus {
     /// The shadow candidate's report, when one is evaluated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowReport>,
+    /// Logging, metrics and the last control events, when the daemon serves them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observe: Option<palisade_engine::control::ObserveReport>,
 }
 
 impl FullStatus {
-    /// Adds `data_path` and `shadow` to `status` when the daemon has them.
+    /// Adds `data_path`, `shadow` and `observe` to `status` when the daemon has them.
     pub fn gather(client: &Client, status: Status) -> FullStatus {
         let client = client.clone().with_timeout(SECTION_TIMEOUT);
         let data_path = client
@@ -43,10 +46,12 @@ impl FullStatus {
             .call::<ShadowReply>(&Request::ShadowStatus)
             .ok()
             .and_then(|r| r.shadow);
+        let observe = crate::cmd::observe::gather(&client);
         FullStatus {
             status,
             data_path,
             shadow,
+            observe,
         }
     }
 }

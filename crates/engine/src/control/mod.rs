@@ -15,11 +15,18 @@
 //! | `{"cmd":"data-path"}` | `"data_path"`: mode, workers, per-interface counters ([`DataPathReply`]) |
 //! | `{"cmd":"shadow","path":"/abs/candidate.toml"}`, `{"cmd":"shadow-status"}` | `"shadow"`: the candidate's report or `null` ([`ShadowReply`]); refused like a reload |
 //! | `{"cmd":"shadow-clear"}` | nothing but `"ok"` |
+//! | `{"cmd":"log-reopen"}` | nothing but `"ok"`: the log files were reopened (as on SIGUSR1) |
+//! | `{"cmd":"observe"}` | `"observe"`: logging and metrics figures, the last control events ([`ObserveReply`]) |
 //!
 //! The engine answers the first five itself; the data-path requests are
 //! answered by the [`Extension`] a data path installs (see the
 //! `palisade-dataplane` crate), and without one they fail with "this daemon
-//! has no data path".
+//! has no data path"; `log-reopen` and `observe` likewise by the logger's
+//! (the `palisade-observe` crate).
+//!
+//! The server reads each client's uid from the socket (`SO_PEERCRED`) and
+//! names it in the control event of every reload, confirm and rollback
+//! ([`crate::events`]).
 //!
 //! A failed request answers `{"ok":false,"error":"..."}` (plus `stage` and
 //! `errors` for a refused reload; [`ErrorReply`]). A line longer than
@@ -42,16 +49,20 @@
 //! ```
 
 mod client;
+pub mod observe;
+mod peer;
 pub mod proto;
 pub mod server;
 
 pub use client::{request, Client, ClientError};
+pub use observe::{EventReport, LogReport, MetricsReport, ObserveReply, ObserveReport, TimedError};
+pub use peer::peer_uid;
 pub use proto::{
     read_reply, ConfirmReply, DataPathReply, DataPathReport, ErrorReply, GenerationReply, InterfaceCounters,
     ProbeReply, Reply, Request, Response, ShadowAcl, ShadowExample, ShadowReply, ShadowReport, ShadowRule,
     StatusReply,
 };
 pub use server::{
-    bind, handle, handle_line, parse_request, serve, serve_connection, serve_connection_with, serve_with,
-    Extension, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST,
+    bind, handle, handle_as, handle_line, parse_request, serve, serve_connection, serve_connection_with,
+    serve_with, Extension, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST,
 };

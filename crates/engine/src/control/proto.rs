@@ -77,6 +77,10 @@ pub enum Request {
     ShadowStatus,
     /// Stop evaluating the shadow candidate (served by the data path).
     ShadowClear,
+    /// Reopen the log files, as SIGUSR1 does (served by the logger).
+    LogReopen,
+    /// Logging and metrics figures and the last control events (served by the logger).
+    Observe,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -100,6 +104,8 @@ impl Request {
             Request::Shadow { .. } => "shadow",
             Request::ShadowStatus => "shadow-status",
             Request::ShadowClear => "shadow-clear",
+            Request::LogReopen => "log-reopen",
+            Request::Observe => "observe",
         }
     }
 }
@@ -343,6 +349,8 @@ pub enum Response {
     DataPath(DataPathReply),
     /// `shadow`, `shadow-status`.
     Shadow(Box<ShadowReply>),
+    /// `observe`.
+    Observe(Box<super::observe::ObserveReply>),
     /// A request that has nothing to report but success (`shadow-clear`).
     Done,
     /// The request failed.
@@ -364,6 +372,7 @@ impl Response {
             Response::Probe(r) => (true, serde_json::to_value(r)),
             Response::DataPath(r) => (true, serde_json::to_value(r)),
             Response::Shadow(r) => (true, serde_json::to_value(r)),
+            Response::Observe(r) => (true, serde_json::to_value(r)),
             Response::Done => (true, Ok(Value::Object(Default::default()))),
             Response::Error(e) => (false, serde_json::to_value(e)),
         };
@@ -467,6 +476,8 @@ mod tests {
             ),
             (Request::ShadowStatus, json!({"cmd": "shadow-status"})),
             (Request::ShadowClear, json!({"cmd": "shadow-clear"})),
+            (Request::LogReopen, json!({"cmd": "log-reopen"})),
+            (Request::Observe, json!({"cmd": "observe"})),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_value(&req).unwrap(), wire, "{req:?}");

@@ -48,6 +48,12 @@ pub fn handle_line(engine: &Engine, line: &str, ext: Option<&Extension>) -> Resp
 /// Answers one parsed request: the engine's own requests here, the data
 /// path's through `ext`.
 pub fn handle(engine: &Engine, req: Request, ext: Option<&Extension>) -> Response {
+    handle_as(engine, req, ext, None)
+}
+
+/// [`handle`] on behalf of the client with `uid` (from `SO_PEERCRED`), who
+/// is named in the control events of reloads, confirms and rollbacks.
+pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Option<u32>) -> Response {
     match req {
         Request::Status => Response::Status(Box::new(StatusReply {
             status: engine.status(),
@@ -82,13 +88,13 @@ pub fn handle(engine: &Engine, req: Request, ext: Option<&Extension>) -> Respons
                 allow_rescue_change,
                 fail_at: None,
             };
-            generation_reply(engine.reload(source, &opts))
+            generation_reply(engine.reload_by(source, &opts, uid))
         }
-        Request::Confirm => match engine.confirm() {
+        Request::Confirm => match engine.confirm_by(uid) {
             Ok(generation) => Response::Confirmed(ConfirmReply { generation }),
             Err(e) => Response::error(e),
         },
-        Request::Rollback { to } => generation_reply(engine.rollback(to)),
+        Request::Rollback { to } => generation_reply(engine.rollback_by(to, uid)),
         Request::Probe { port, packet, route } => {
             let key = match palisade_rules::parse_packet_spec(&packet) {
                 Ok(k) => k,
@@ -112,9 +118,13 @@ pub fn handle(engine: &Engine, req: Request, ext: Option<&Extension>) -> Respons
         }
         other => {
             let cmd = other.cmd();
+            let missing = match other {
+                Request::LogReopen | Request::Observe => "no logger",
+                _ => "no data path",
+            };
             match ext.and_then(|f| f(engine, &other)) {
                 Some(reply) => reply,
-                None => Response::error(format!("{cmd}: this daemon has no data path")),
+                None => Response::error(format!("{cmd}: this daemon has {missing}")),
             }
         }
     }
@@ -211,6 +221,8 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
+    // Who is asking: named in the control events of what this connection changes.
+    let uid = super::peer_uid(&stream);
     let mut reader = BufReader::new(Deadline {
         inner: stream,
         until: Instant::now() + idle,
@@ -241,7 +253,11 @@ pub fn serve_connection_with(engine: &Engine, stream: UnixStream, ext: Option<&E
         // token in its own write(2), and a client that sends several requests
         // before reading filled the socket buffer with those tiny writes, so
         // the server blocked and timed out halfway through a reply.
-        let reply = handle_line(engine, line.trim(), ext).to_line();
+        let reply = match parse_request(line.trim()) {
+            Ok(req) => handle_as(engine, req, ext, uid),
+            Err(e) => Response::error(e),
+        }
+        .to_line();
         if writer
             .write_all(reply.as_bytes())
             .and_then(|()| writer.flush())
