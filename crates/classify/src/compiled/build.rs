@@ -1,0 +1,642 @@
+//! Building the compiled classifier: rule boxes, the rule groups, and the
+//! cutting trees (see the [module docs](super) for the design).
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use palisade_packet::FlowKey;
+
+use super::*;
+use crate::bitset::Bitsets;
+use crate::leaf::{self, LeafRule, Leaves, VERIFY};
+use crate::{IpFamily, RuleMatch, NO_MATCH};
+
+/// A rule's box (inclusive bounds per dimension), requirements, and whether the box check is exact.
+#[derive(Clone, Copy, Debug)]
+struct RuleBox {
+    lo: [u32; DIMS],
+    hi: [u32; DIMS],
+    req: u8,
+    plain: bool,
+}
+
+impl RuleBox {
+    fn of(rule: &RuleMatch) -> RuleBox {
+        let mut lo = [0u32; DIMS];
+        let mut hi = DIM_MAX;
+        let addr_bounds = |list: &[crate::Prefix]| -> (u32, u32) {
+            let mut b = (u32::MAX, 0u32);
+            for p in list {
+                let (l, h) = p.range();
+                let (l, h) = match p.family {
+                    IpFamily::V4 => (l as u32, h as u32),
+                    IpFamily::V6 => ((l >> 96) as u32, (h >> 96) as u32),
+                };
+                b = (b.0.min(l), b.1.max(h));
+            }
+            b
+        };
+        if !rule.src.is_empty() {
+            (lo[0], hi[0]) = addr_bounds(&rule.src);
+        }
+        if !rule.dst.is_empty() {
+            (lo[1], hi[1]) = addr_bounds(&rule.dst);
+        }
+        let port_bounds = |list: &[crate::PortRange]| -> (u32, u32) {
+            list.iter()
+                .fold((u32::MAX, 0), |b, r| (b.0.min(r.lo as u32), b.1.max(r.hi as u32)))
+        };
+        if !rule.src_port.is_empty() {
+            (lo[2], hi[2]) = port_bounds(&rule.src_port);
+        }
+        if !rule.dst_port.is_empty() {
+            (lo[3], hi[3]) = port_bounds(&rule.dst_port);
+        }
+        if let Some(p) = rule.proto {
+            lo[4] = p as u32;
+            hi[4] = p as u32;
+        }
+        // What a key must carry for the rule to match (implied by the rule).
+        let mut req = 0;
+        if rule.needs_ip() {
+            req |= REQ_IP;
+        }
+        let all_v4 = |l: &[crate::Prefix]| !l.is_empty() && l.iter().all(|p| p.family == IpFamily::V4);
+        if rule.family == Some(IpFamily::V4) || all_v4(&rule.src) || all_v4(&rule.dst) {
+            req |= REQ_V4;
+        }
+        if rule.proto.is_some() {
+            req |= REQ_PROTO;
+        }
+        if !rule.src_port.is_empty() || !rule.dst_port.is_empty() {
+            req |= REQ_PORTS;
+        }
+        let v4_single = |l: &[crate::Prefix]| l.len() <= 1 && l.iter().all(|p| p.family == IpFamily::V4);
+        let plain = matches!(rule.family, None | Some(IpFamily::V4))
+            && v4_single(&rule.src)
+            && v4_single(&rule.dst)
+            && rule.src_port.len() <= 1
+            && rule.dst_port.len() <= 1
+            && rule.icmp_type.is_none()
+            && rule.icmp_code.is_none()
+            && rule.tcp_flags.is_none()
+            && rule.vlan.is_empty()
+            && rule.fragment.is_none()
+            && rule.dscp.is_empty()
+            && rule.ethertype.is_none();
+        RuleBox { lo, hi, req, plain }
+    }
+
+    fn leaf_rule(&self, idx: u32) -> LeafRule {
+        let span: [u32; DIMS] = core::array::from_fn(|d| self.hi[d] - self.lo[d]);
+        LeafRule {
+            lo: self.lo,
+            span,
+            need: self.req | if self.plain { 0 } else { VERIFY },
+            idx,
+        }
+    }
+
+    /// Log2 of the width of dimension `d` (rounded down).
+    fn span_bits(&self, d: usize) -> u32 {
+        let w = self.hi[d] as u64 - self.lo[d] as u64 + 1;
+        63 - w.leading_zeros()
+    }
+}
+
+/// A box of the point space (inclusive bounds per dimension) that a node's keys lie in.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    lo: [u32; DIMS],
+    hi: [u32; DIMS],
+}
+
+impl Region {
+    fn full() -> Region {
+        Region {
+            lo: [0; DIMS],
+            hi: DIM_MAX,
+        }
+    }
+
+    /// Whether `b` covers the region entirely.
+    fn covered_by(&self, b: &RuleBox) -> bool {
+        (0..DIMS).all(|d| b.lo[d] <= self.lo[d] && b.hi[d] >= self.hi[d])
+    }
+}
+
+impl CompiledClassifier {
+    /// Compiles `rules` (in priority order).
+    ///
+    /// Fails with [`BuildError::MemoryCap`] before the tables grow past
+    /// `config.memory_cap_bytes`.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, BuildError, CompiledClassifier, Prefix, RuleMatch};
+    /// let rules: Vec<RuleMatch> = (0..200u32)
+    ///     .map(|i| RuleMatch { src: vec![Prefix::v4(i.to_be_bytes(), 32)], ..RuleMatch::any() })
+    ///     .collect();
+    /// let err = CompiledClassifier::build(&rules, &BuildConfig::default().with_memory_cap(1000)).unwrap_err();
+    /// assert!(matches!(err, BuildError::MemoryCap { .. }));
+    /// assert!(err.to_string().contains("cap 1000 bytes"));
+    /// ```
+    pub fn build(rules: &[RuleMatch], config: &BuildConfig) -> Result<Self, BuildError> {
+        if rules.len() >= NO_MATCH as usize {
+            return Err(BuildError::TooManyRules { rules: rules.len() });
+        }
+        let boxes: Vec<RuleBox> = rules.iter().map(RuleBox::of).collect();
+        let verify = if boxes.iter().all(|b| b.plain) {
+            Vec::new()
+        } else {
+            rules.to_vec()
+        };
+        let verify_bytes = verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
+            + verify.len() * core::mem::size_of::<RuleMatch>();
+        let mut b = Builder {
+            boxes: &boxes,
+            tab: DUMMY_NODE.to_vec(),
+            leaves: Leaves::default(),
+            cap: config.memory_cap_bytes,
+            base_bytes: verify_bytes,
+            leaf_size: config.leaf_size.max(1),
+            space_factor: config.space_factor.max(2),
+            tree_mark: (0, 0),
+            tree_cap: usize::MAX,
+        };
+        if let Err(Stop::Cap(e)) = b.check() {
+            return Err(e);
+        }
+        if rules.len() <= config.bitset_max_rules {
+            let list: Vec<LeafRule> = boxes.iter().zip(0..).map(|(bx, i)| bx.leaf_rule(i)).collect();
+            let budget = (config.memory_cap_bytes / 4).saturating_sub(verify_bytes);
+            if let Some(bitsets) = Bitsets::build(&list, budget) {
+                return Ok(Self::assemble(b, Vec::new(), verify, config, Some(bitsets)));
+            }
+        }
+        // Split the rules by their most specific field (CutSplit): source
+        // address, destination address (at most 2^16 addresses wide),
+        // destination port, source port (at most 2^10 ports wide), or none.
+        // Cutting a tree's specific field then replicates few rules.
+        let mut groups: [Vec<u32>; 5] = Default::default();
+        for (i, bx) in boxes.iter().enumerate() {
+            let g = if bx.span_bits(0) <= 16 {
+                0
+            } else if bx.span_bits(1) <= 16 {
+                1
+            } else if bx.span_bits(3) <= 10 {
+                2
+            } else if bx.span_bits(2) <= 10 {
+                3
+            } else {
+                4
+            };
+            groups[g].push(i as u32);
+        }
+        let sf = config.space_factor.max(2);
+        let mut roots = Vec::new();
+        for g in groups.iter() {
+            roots.extend(b.group_tree(g, sf, false)?);
+        }
+        // Small sets try one tree for every group but the source one: fewer
+        // trees to walk, paid for with deeper or fuller ones. The merged tree
+        // is kept when it costs less on the rules' corner keys (levels walked,
+        // candidates checked, trees visited), which is deterministic.
+        let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
+        if rules.len() <= MERGE_MAX_RULES && rest >= 2 {
+            let marks = (b.tab.len(), b.leaves.len());
+            let mut merged = groups[1..].concat();
+            merged.sort_unstable();
+            if let Some(m) = b.group_tree(&merged, sf, true)? {
+                let mut alt: Vec<(u32, u32)> = roots
+                    .iter()
+                    .copied()
+                    .take(!groups[0].is_empty() as usize)
+                    .collect();
+                alt.push(m);
+                let keys = crate::corner_keys(rules, MERGE_KEYS);
+                if lookup_cost(&b.tab, &b.leaves, &alt, &keys) < lookup_cost(&b.tab, &b.leaves, &roots, &keys)
+                {
+                    // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
+                    b.tab.truncate(DUMMY_NODE.len());
+                    b.leaves.truncate(0);
+                    roots.clear();
+                    roots.extend(b.group_tree(&groups[0], sf, false)?);
+                    roots.extend(b.group_tree(&merged, sf, false)?);
+                } else {
+                    b.tab.truncate(marks.0);
+                    b.leaves.truncate(marks.1);
+                }
+            }
+        }
+        roots.sort_by_key(|&(_, first)| first);
+        Ok(Self::assemble(b, roots, verify, config, None))
+    }
+
+    /// The classifier of a finished build: its trees (`roots`, in order of
+    /// their first rule) or its bit sets.
+    fn assemble(
+        mut b: Builder,
+        roots: Vec<(u32, u32)>,
+        verify: Vec<RuleMatch>,
+        config: &BuildConfig,
+        bitsets: Option<Bitsets>,
+    ) -> CompiledClassifier {
+        b.tab.shrink_to_fit();
+        b.leaves.finish();
+        CompiledClassifier {
+            tab: b.tab,
+            leaves: b.leaves,
+            roots,
+            rule_count: b.boxes.len(),
+            verify,
+            vector: config.vector && leaf::avx512_available(),
+            bitsets,
+        }
+    }
+}
+
+/// Build state: the growing tables and the limits.
+struct Builder<'a> {
+    boxes: &'a [RuleBox],
+    tab: Vec<u32>,
+    leaves: Leaves,
+    cap: usize,
+    base_bytes: usize,
+    leaf_size: usize,
+    space_factor: usize,
+    /// Table lengths when the current tree started.
+    tree_mark: (usize, usize),
+    /// Bytes the current tree may use before it is rebuilt with less replication.
+    tree_cap: usize,
+}
+
+/// Why a build step stopped.
+enum Stop {
+    /// The memory cap: the build fails.
+    Cap(BuildError),
+    /// The current tree passed its budget: rebuild it with less replication.
+    TreeBudget,
+}
+
+impl Builder<'_> {
+    fn bytes(&self) -> usize {
+        self.base_bytes + self.tab.len() * 4 + self.leaves.len() * 4
+    }
+
+    /// Bytes added to the tables since the given lengths.
+    fn bytes_since(&self, tab: usize, leaves: usize) -> usize {
+        (self.tab.len() - tab) * 4 + (self.leaves.len() - leaves) * 4
+    }
+
+    fn check(&self) -> Result<(), Stop> {
+        let needed = self.bytes();
+        // References must not reach the leaf tag bit.
+        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_WORDS as usize {
+            Err(Stop::Cap(BuildError::MemoryCap {
+                needed,
+                cap: self.cap,
+            }))
+        } else if self.bytes_since(self.tree_mark.0, self.tree_mark.1) > self.tree_cap {
+            Err(Stop::TreeBudget)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Builds the tree of a group of rules (priority-ordered): its root and
+    /// first rule, or `None` for an empty group. A tree that replicates too
+    /// much is abandoned as soon as it passes its budget and rebuilt with
+    /// less replication; with `optional`, one still past it with the least,
+    /// or reaching the memory cap, is dropped (`None`, tables as before).
+    fn group_tree(
+        &mut self,
+        group: &[u32],
+        sf: usize,
+        optional: bool,
+    ) -> Result<Option<(u32, u32)>, BuildError> {
+        if group.is_empty() {
+            return Ok(None);
+        }
+        let list = self.prune(group.iter().copied(), &Region::full());
+        let first = list.first().copied().unwrap_or(NO_MATCH);
+        let marks = (self.tab.len(), self.leaves.len());
+        // Big trees start with proportionally less replication (they
+        // would pass the budget anyway, and every abandoned try costs).
+        self.space_factor = (sf * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(sf));
+        loop {
+            self.tree_mark = marks;
+            self.tree_cap = if self.space_factor > 2 || optional {
+                TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
+            } else {
+                usize::MAX
+            };
+            let stop = match self.node(&list, Region::full()) {
+                Ok(root) => return Ok(Some((root, first))),
+                Err(stop) => stop,
+            };
+            self.tab.truncate(marks.0);
+            self.leaves.truncate(marks.1);
+            match stop {
+                Stop::Cap(_) if optional => return Ok(None),
+                Stop::Cap(e) => return Err(e),
+                // Only an optional tree has a budget at the least replication.
+                Stop::TreeBudget if self.space_factor == 2 => return Ok(None),
+                Stop::TreeBudget => self.space_factor = (self.space_factor / 2).max(2),
+            }
+        }
+    }
+
+    /// Drops rules shadowed inside `region`: after a plain rule covering the
+    /// region, every later rule whose requirements include the plain rule's
+    /// can never be the first match there.
+    fn prune(&self, rules: impl Iterator<Item = u32>, region: &Region) -> Vec<u32> {
+        let mut cover = 0u16;
+        let mut out = Vec::new();
+        for r in rules {
+            let b = &self.boxes[r as usize];
+            if cover & SUBSETS[b.req as usize] != 0 {
+                continue;
+            }
+            out.push(r);
+            if b.plain && region.covered_by(b) {
+                cover |= 1 << b.req;
+            }
+        }
+        out
+    }
+
+    fn leaf(&mut self, rules: &[u32]) -> Result<u32, Stop> {
+        if rules.is_empty() {
+            return Ok(EMPTY);
+        }
+        let list: Vec<LeafRule> = rules
+            .iter()
+            .map(|&r| self.boxes[r as usize].leaf_rule(r))
+            .collect();
+        let leaf = self.leaves.push(&list);
+        self.check()?;
+        Ok(LEAF | leaf.code << LEAF_COUNT_SHIFT | (leaf.start as u32 & LEAF_WORDS))
+    }
+
+    /// The best cut of a node holding `rules`, its replication estimated on
+    /// `est` (every `stride`-th rule, or all of them with stride 1).
+    fn choose_cut(&self, rules: &[u32], est: &[u32], stride: usize, region: &Region) -> Option<Cut> {
+        let n = rules.len();
+        let budget = self.space_factor * n;
+        let mut best: Option<Cut> = None;
+        let mut counts: Vec<u32> = Vec::new();
+        for d in 0..DIMS {
+            let (mut hlo, mut hhi) = (region.hi[d], region.lo[d]);
+            let mut all_span = true;
+            for &r in rules {
+                let b = &self.boxes[r as usize];
+                hlo = hlo.min(b.lo[d].max(region.lo[d]));
+                hhi = hhi.max(b.hi[d].min(region.hi[d]));
+                all_span &= b.lo[d] <= region.lo[d] && b.hi[d] >= region.hi[d];
+            }
+            if all_span {
+                // Every rule spans the region here: a cut separates nothing.
+                continue;
+            }
+            let shrinks = hlo > region.lo[d] || hhi < region.hi[d];
+            let width = hhi as u64 - hlo as u64 + 1;
+            // 2^wbits >= width.
+            let wbits = 64 - (width - 1).leading_zeros();
+            // The most cuts within the space budget (the replication grows
+            // with the number of cuts, so a binary search finds it).
+            let sum_for = |shift: u32| -> usize {
+                let mut spans = 0usize;
+                for &r in est {
+                    let b = &self.boxes[r as usize];
+                    let a = (b.lo[d].max(hlo) - hlo) >> shift;
+                    let z = (b.hi[d].min(hhi) - hlo) >> shift;
+                    spans += (z - a) as usize + 1;
+                }
+                ((width - 1) >> shift) as usize + 1 + spans * stride
+            };
+            let mut chosen: Option<u32> = None;
+            let (mut lo_k, mut hi_k) = (1u32, wbits.min(MAX_CUT_BITS));
+            while lo_k <= hi_k {
+                let k = (lo_k + hi_k) / 2;
+                if sum_for(wbits - k) <= budget {
+                    chosen = Some(wbits - k);
+                    lo_k = k + 1;
+                } else {
+                    hi_k = k - 1;
+                }
+            }
+            let shift = match chosen {
+                Some(s) => s,
+                // Only isolate the hull.
+                None if shrinks => wbits.min(31),
+                None => continue,
+            };
+            let ncuts = ((width - 1) >> shift) as usize + 1;
+            counts.clear();
+            counts.resize(ncuts + 1, 0);
+            let mut sum = 0usize;
+            for &r in est {
+                let b = &self.boxes[r as usize];
+                let a = ((b.lo[d].max(hlo) - hlo) >> shift) as usize;
+                let z = ((b.hi[d].min(hhi) - hlo) >> shift) as usize;
+                // A difference array: entries go "negative" (wrap) and are summed with
+                // wrapping_add below, so they are updated with wrapping arithmetic too.
+                counts[a] = counts[a].wrapping_add(1);
+                counts[z + 1] = counts[z + 1].wrapping_sub(1);
+                sum += z - a + 1;
+            }
+            let mut run = 0u32;
+            let mut maxc = 0u32;
+            for c in counts.iter().take(ncuts) {
+                run = run.wrapping_add(*c);
+                maxc = maxc.max(run);
+            }
+            // Fewest rules in the fullest child, then the most narrowing of the
+            // region (keys outside the hull are done at once), then least replication.
+            let narrowing = (region.hi[d] - region.lo[d]) as u64 / width;
+            let cut = Cut {
+                d,
+                base: hlo,
+                shift,
+                ncuts,
+                maxc: maxc as usize * stride,
+                narrowing,
+                sum: sum * stride,
+                shrinks,
+            };
+            if best.as_ref().is_none_or(|b| cut.better_than(b)) {
+                best = Some(cut);
+            }
+        }
+        best
+    }
+
+    /// Builds the subtree for `rules` (priority-ordered, pruned) within `region`.
+    ///
+    /// A node cuts one dimension: the hull of its rules there is split into
+    /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
+    /// to an extra, empty child.
+    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, Stop> {
+        let n = rules.len();
+        if n <= self.leaf_size {
+            return self.leaf(rules);
+        }
+        // Large nodes estimate each candidate cut on an even sample of their
+        // rules (the hull is always exact); if the estimate finds no useful
+        // cut, all rules decide.
+        let stride = n.div_ceil(SAMPLE_RULES);
+        let mut best = if stride > 1 {
+            let sample: Vec<u32> = rules.iter().copied().step_by(stride).collect();
+            self.choose_cut(rules, &sample, stride, &region)
+        } else {
+            None
+        };
+        if best.as_ref().is_none_or(|c| c.maxc >= n && !c.shrinks) {
+            best = self.choose_cut(rules, rules, 1, &region);
+        }
+        let Some(cut) = best else {
+            return self.leaf(rules);
+        };
+        if cut.maxc >= n && !cut.shrinks {
+            return self.leaf(rules);
+        }
+        let Cut {
+            d,
+            base,
+            shift,
+            ncuts,
+            ..
+        } = cut;
+        // The hull's top, not the region's: the last child ends where the rules do.
+        // (With the region's top, a cut that only isolates a hull narrower than its
+        // power-of-two span left the region unchanged and was chosen again and again:
+        // unbounded recursion, a stack overflow found by the fuzz target `policy`.)
+        let hhi = rules
+            .iter()
+            .map(|&r| self.boxes[r as usize].hi[d].min(region.hi[d]))
+            .max()
+            .unwrap_or(region.hi[d]);
+        // Child lists, pruned per child as they are filled.
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
+        let mut cover = vec![0u16; ncuts];
+        // differs[j]: children j-1 and j have different lists (differs[0] unused).
+        let mut differs = vec![false; ncuts + 1];
+        // partial[j]: some rule of child j does not span it in `d`. A subtree
+        // depends on its region only through such rules, so two neighbours
+        // share one subtree only when neither has any.
+        let mut partial = vec![false; ncuts];
+        let child_bounds = |j: usize| -> (u32, u32) {
+            let lo = base as u64 + ((j as u64) << shift);
+            let hi = (lo + (1u64 << shift) - 1).min(hhi as u64);
+            (lo as u32, hi as u32)
+        };
+        // Whether a rule covers the region in every dimension but `d`.
+        let covers_rest =
+            |b: &RuleBox| (0..DIMS).all(|e| e == d || (b.lo[e] <= region.lo[e] && b.hi[e] >= region.hi[e]));
+        for &r in rules {
+            let b = &self.boxes[r as usize];
+            let a = ((b.lo[d].max(base) - base) >> shift) as usize;
+            let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
+            let subsets = SUBSETS[b.req as usize];
+            let can_cover = b.plain && covers_rest(b);
+            let mut prev_pushed = false;
+            for j in a..=z {
+                let pushed = cover[j] & subsets == 0;
+                // Children j-1 and j differ when the rule is in one only.
+                differs[j] |= pushed != prev_pushed;
+                prev_pushed = pushed;
+                if !pushed {
+                    continue;
+                }
+                lists[j].push(r);
+                let (clo, chi) = child_bounds(j);
+                let spans = b.lo[d] <= clo && b.hi[d] >= chi;
+                partial[j] |= !spans;
+                if can_cover && spans {
+                    cover[j] |= 1 << b.req;
+                }
+            }
+            if prev_pushed && z + 1 < ncuts {
+                differs[z + 1] = true;
+            }
+        }
+        drop(cover);
+        let at = self.tab.len();
+        self.tab.push(d as u32 | shift << 8 | (ncuts as u32) << 16);
+        self.tab.push(base);
+        // Children, then the outside child (the empty leaf).
+        self.tab.resize(at + 2 + ncuts + 1, EMPTY);
+        self.check()?;
+        let mut prev: Option<u32> = None;
+        for j in 0..ncuts {
+            let list = core::mem::take(&mut lists[j]);
+            let r = match prev {
+                Some(pr) if !differs[j] && !partial[j] && !partial[j - 1] => pr,
+                _ => {
+                    let mut child = region;
+                    (child.lo[d], child.hi[d]) = child_bounds(j);
+                    self.node(&list, child)?
+                }
+            };
+            self.tab[at + 2 + j] = r;
+            prev = Some(r);
+        }
+        Ok(at as u32)
+    }
+}
+
+/// The work of looking `keys` up in the trees `roots` of the tables: levels walked plus candidates checked plus twice the trees
+/// visited (a visit has a fixed cost of its own). A tuning estimate: rules
+/// that need the reference count as matching when their box holds the key.
+fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowKey]) -> u64 {
+    let mut roots = roots.to_vec();
+    roots.sort_by_key(|&(_, first)| first);
+    let mut cost = 0u64;
+    for key in keys {
+        let p = point_of(key);
+        let mut best = NO_MATCH;
+        for &(root, first) in &roots {
+            if first >= best {
+                continue;
+            }
+            cost += 2;
+            let mut r = root;
+            while r & LEAF == 0 {
+                r = child_of(tab, r as usize, &p);
+                cost += 1;
+            }
+            let (first_word, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
+            for i in 0..n {
+                let c = leaves.rule(first_word, n, i);
+                cost += 1;
+                if c.idx >= best {
+                    break;
+                }
+                if c.contains(&p) && c.need & !(p[5] as u8) & !VERIFY == 0 {
+                    best = c.idx;
+                    break;
+                }
+            }
+        }
+    }
+    cost
+}
+
+/// A candidate cut of a node.
+struct Cut {
+    d: usize,
+    base: u32,
+    shift: u32,
+    ncuts: usize,
+    maxc: usize,
+    narrowing: u64,
+    sum: usize,
+    shrinks: bool,
+}
+
+impl Cut {
+    fn better_than(&self, other: &Cut) -> bool {
+        (self.maxc, core::cmp::Reverse(self.narrowing), self.sum)
+            < (other.maxc, core::cmp::Reverse(other.narrowing), other.sum)
+    }
+}

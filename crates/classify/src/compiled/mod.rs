@@ -1,0 +1,439 @@
+//! The compiled classifier: decision trees over the 5-tuple with verified leaves.
+//!
+//! # Design
+//!
+//! Every key is projected onto a *point* of five dimensions: source and
+//! destination address (an IPv4 address, or the top 32 bits of an IPv6 one),
+//! source and destination port and protocol (0 when absent). Every rule is
+//! projected onto a *box*: the bounding interval of its constraint on each
+//! dimension, full when unconstrained. The box over-approximates the rule: a
+//! key the rule matches always has its point inside the box. So a structure
+//! that returns, for a point, every rule whose box contains it in priority
+//! order, followed by an exact check, is exactly equal to the linear scan.
+//!
+//! The structure is a set of multi-way cutting trees (HiCuts with the
+//! rule-set splitting of EffiCuts/CutSplit): rules are split by their most
+//! specific field (source prefix of 16 bits or more, else destination
+//! prefix, else a destination port range of at most 1024 ports, else a
+//! source one, else none), so that cutting a tree's specific dimension
+//! replicates few rules. A node cuts one dimension: the *hull* of its rules
+//! there (so keys outside it end at once in an empty leaf) is split into
+//! equal power-of-two pieces, indexed by a subtraction, a shift and a
+//! clamp: one dependent load per level. The dimension is the one whose
+//! fullest child is smallest, with as many pieces as a replication budget
+//! (`space_factor`) allows; a tree that passes 512 bytes per rule is rebuilt
+//! with less replication, so memory stays bounded. Leaves hold short
+//! priority-ordered lists of boxes, stored field by field in blocks of 16
+//! (32 bytes per rule; see [`crate::leaf`]); a leaf reference carries the
+//! leaf's first word and rule count, so a lookup needs no header load. A
+//! rule that covers a child's whole region shadows every later rule whose
+//! presence requirements include its own, and those are dropped.
+//!
+//! Sets of at most 4096 rules also try one tree for all groups but the
+//! source one, and keep it when it costs less (levels, candidates and trees
+//! visited) on the rules' corner keys.
+//!
+//! Trees are searched in order of their first rule, and a tree whose first
+//! rule comes after the best match found so far is skipped (for a whole
+//! batch when none of its keys needs it).
+//!
+//! The leaf check is exact without calling [`RuleMatch::matches`] for *plain*
+//! rules, those with at most one IPv4 prefix per address, one range per port
+//! and an optional protocol (every ClassBench rule): their match is "point in
+//! box, and the key carries what the rule constrains" (an IP header, IPv4,
+//! a protocol, ports), which is compared as a bit set. Any other rule (IPv6,
+//! lists, ICMP, TCP flags, VLAN, fragment, DSCP, ethertype) is verified with
+//! [`RuleMatch::matches`], the reference itself.
+//!
+//! On a CPU with AVX-512 (F, BW, VL; detected at build with the `std`
+//! feature), a batch is looked up 64 keys at a time: four vectors of 16
+//! keys walk a tree level by level together, each level three gathers
+//! (node header, base, child) per vector but the root's one (its header
+//! and base are the same for all), the four vectors' gathers in flight at
+//! once; a key whose leaf is not empty then tests its rules 16 at a time,
+//! without a branch (masked loads, so short leaves cost nothing extra), and
+//! the leaves' matches join the keys' best in vectors. Without
+//! AVX-512, 8 keys walk together in scalar code (a key at its leaf stays
+//! there, without a branch) and leaves are scanned one rule at a time. Both
+//! give the same answers; `BuildConfig::vector` chooses, and the tests run
+//! both. The `unsafe` code (gathers, masked loads) is confined to these
+//! lookups, each index clamped into its table before the load; `palisade
+//! bench --scalar` measures what it gains.
+//!
+//! Sets of at most [`BuildConfig::bitset_max_rules`] rules (default 1024)
+//! use no trees but bit sets (see [`crate::bitset`]): every field value
+//! class holds the set of rules whose box covers it, and a key's first
+//! match is the lowest bit of the intersection of its classes (the port
+//! and protocol classes are intersected at build time, RFC-style, when the
+//! product stays small, so a lookup intersects three sets, not five). The classes are found by tries, walked 64 keys at
+//! a time with AVX-512 gathers, and the intersection takes one vector load
+//! per set and 512 rules, without a branch on where the first bit is. Past two 512-rule lines,
+//! trees were faster on ClassBench sets. `palisade bench --trees` measures
+//! what the bit sets gain.
+
+mod avx512;
+mod build;
+mod search;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use palisade_packet::{FlowKey, Present};
+
+use crate::bitset::Bitsets;
+use crate::leaf::{self, LeafRef, Leaves, Point};
+use crate::{Classifier, RuleIndex, RuleMatch};
+
+/// Dimensions of the point: source, destination, source port, destination port, protocol.
+const DIMS: usize = 5;
+/// Largest value of each dimension (32, 32, 16, 16 and 8 bits wide).
+const DIM_MAX: [u32; DIMS] = [
+    u32::MAX,
+    u32::MAX,
+    u16::MAX as u32,
+    u16::MAX as u32,
+    u8::MAX as u32,
+];
+/// Tag of a reference to a leaf: a child reference with this bit names a
+/// leaf (see the constants below), so a walk knows it has reached a leaf, and
+/// where its rules are, without another load. Other references index `tab`.
+const LEAF: u32 = 1 << 31;
+/// A leaf reference holds the leaf's rule count in bits 26-30 (so a lookup
+/// computes the leaf's field offsets without loading its header first)...
+const LEAF_COUNT_SHIFT: u32 = 26;
+/// ...or this value when the leaf has this many rules or more (then the header tells).
+const LEAF_COUNT_MAX: u32 = leaf::BIG_LEAF;
+/// ...and its first word in bits 0-25 (see [`leaf`]).
+const LEAF_WORDS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
+/// The empty leaf: no rules (word 0, count 0).
+const EMPTY: u32 = LEAF;
+/// A node that every leaf lane of a batch steps through (its result is
+/// discarded), at index 0 of the table: no cuts, one child.
+const DUMMY_NODE: [u32; 3] = [0, 0, EMPTY];
+/// Most cut bits of one node.
+const MAX_CUT_BITS: u32 = 15;
+/// A tree using more than this many bytes per rule is rebuilt with less replication.
+const TREE_BYTES_PER_RULE: usize = 512;
+/// Trees with more rules than this start with a proportionally smaller space factor.
+const BIG_TREE_RULES: usize = 16384;
+/// Small trees may grow the space factor up to this.
+const MAX_SPACE_FACTOR: usize = 64;
+/// Every tree may use this many bytes on top of its per-rule budget.
+const TREE_BYTES_BASE: usize = 1 << 20;
+/// Nodes with more rules than this estimate their cuts on a sample of this many.
+const SAMPLE_RULES: usize = 2048;
+/// Rule sets up to this size try merging their trees (see [`CompiledClassifier::build`]).
+const MERGE_MAX_RULES: usize = 4096;
+/// Corner keys the merge decision is estimated on.
+const MERGE_KEYS: usize = 8192;
+/// Keys walked together in a batch.
+const LANES: usize = 8;
+/// Keys walked together in a batch by the AVX-512 lookup (one per vector lane).
+#[cfg(target_arch = "x86_64")]
+const VECTOR_LANES: usize = 64;
+
+/// Requirement bits: what a key must carry for a rule to match it.
+const REQ_IP: u8 = 1;
+/// The key is IPv4.
+const REQ_V4: u8 = 2;
+/// The key carries a protocol.
+const REQ_PROTO: u8 = 4;
+/// The key carries ports.
+const REQ_PORTS: u8 = 8;
+
+/// `SUBSETS[x]`: the set (as bits) of requirement masks that are subsets of `x`.
+const SUBSETS: [u16; 16] = {
+    let mut t = [0u16; 16];
+    let mut x = 0;
+    while x < 16 {
+        let mut m = 0;
+        while m < 16 {
+            if m & !x == 0 {
+                t[x] |= 1 << m;
+            }
+            m += 1;
+        }
+        x += 1;
+    }
+    t
+};
+
+/// Settings of [`CompiledClassifier::build`].
+///
+/// ```
+/// let c = palisade_classify::BuildConfig::default().with_memory_cap(1 << 20);
+/// assert_eq!(c.memory_cap_bytes, 1 << 20);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildConfig {
+    /// The build fails with [`BuildError::MemoryCap`] rather than let the
+    /// tables grow past this many bytes. Default 256 MiB.
+    pub memory_cap_bytes: usize,
+    /// A node with at most this many rules becomes a leaf. Default 16.
+    pub leaf_size: usize,
+    /// A cut may replicate rules up to this factor of the node's rule count
+    /// (counting one slot per child). Default 16; a tree that grows past
+    /// 512 bytes per rule is rebuilt with half the factor, down to 2.
+    pub space_factor: usize,
+    /// Check leaves with AVX-512, 16 rules per step, when the CPU has it
+    /// (AVX-512 F, BW and VL; detected only with the crate's `std` feature).
+    /// Default true; false always checks one rule at a time (same answers).
+    pub vector: bool,
+    /// Sets of at most this many rules are looked up with bit sets, one per
+    /// field value class, intersected (see [`CompiledClassifier::uses_bitsets`]),
+    /// when those fit in a quarter of the memory cap; larger sets use trees.
+    /// Default 1024 (two 512-rule lines: past that, trees were faster on
+    /// ClassBench sets); 0 always uses trees.
+    pub bitset_max_rules: usize,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            memory_cap_bytes: 256 << 20,
+            leaf_size: 16,
+            space_factor: 16,
+            vector: true,
+            bitset_max_rules: 1024,
+        }
+    }
+}
+
+impl BuildConfig {
+    /// This configuration with another memory cap.
+    ///
+    /// ```
+    /// assert_eq!(palisade_classify::BuildConfig::default().with_memory_cap(5).memory_cap_bytes, 5);
+    /// ```
+    pub fn with_memory_cap(mut self, bytes: usize) -> Self {
+        self.memory_cap_bytes = bytes;
+        self
+    }
+}
+
+/// Why [`CompiledClassifier::build`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The tables would exceed [`BuildConfig::memory_cap_bytes`].
+    MemoryCap {
+        /// Bytes the tables had reached when the build stopped.
+        needed: usize,
+        /// The configured cap.
+        cap: usize,
+    },
+    /// More rules than a [`RuleIndex`] can name.
+    TooManyRules {
+        /// Number of rules given.
+        rules: usize,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MemoryCap { needed, cap } => write!(
+                f,
+                "compiled classifier needs more than its memory cap: reached {needed} bytes, cap {cap} bytes"
+            ),
+            BuildError::TooManyRules { rules } => {
+                write!(f, "{rules} rules are more than the classifier can index")
+            }
+        }
+    }
+}
+
+/// The point of a key and the requirement bits it satisfies.
+#[inline(always)]
+fn point_of(key: &FlowKey) -> Point {
+    let present = key.present;
+    let mut carried = 0u8;
+    let (s, d) = match key.ip_family() {
+        Some(4) => {
+            carried |= REQ_IP | REQ_V4;
+            (key.src_ip as u32, key.dst_ip as u32)
+        }
+        Some(6) => {
+            carried |= REQ_IP;
+            ((key.src_ip >> 96) as u32, (key.dst_ip >> 96) as u32)
+        }
+        _ => (0, 0),
+    };
+    let proto = if present.has(Present::L4_PROTO) {
+        carried |= REQ_PROTO;
+        key.l4_proto as u32
+    } else {
+        0
+    };
+    let (sp, dp) = match key.ports() {
+        Some((sp, dp)) => {
+            carried |= REQ_PORTS;
+            (sp as u32, dp as u32)
+        }
+        None => (0, 0),
+    };
+    [
+        s,
+        d,
+        sp,
+        dp,
+        proto,
+        carried as u32,
+        sp << 16 | dp,
+        (carried as u32) << 8 | 0xff,
+    ]
+}
+
+/// The child of the node at `tab[at]` that point `p` falls in (see
+/// [`CompiledClassifier::tab`] for the encoding); the empty leaf when `at` is out of the table.
+#[inline(always)]
+fn child_of(tab: &[u32], at: usize, p: &Point) -> u32 {
+    let h = tab.get(at).copied().unwrap_or(0);
+    let base = tab.get(at + 1).copied().unwrap_or(0);
+    let idx = (p[(h & 7) as usize].wrapping_sub(base) >> ((h >> 8) & 31)).min(h >> 16);
+    tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY)
+}
+
+/// The compiled first-match classifier; equal to [`crate::LinearClassifier`] on every key.
+///
+/// ```
+/// use palisade_classify::{BuildConfig, Classifier, CompiledClassifier, PortRange, Prefix, RuleMatch, NO_MATCH};
+/// use palisade_packet::FlowKey;
+///
+/// let mut web = RuleMatch::any();
+/// web.dst = vec![Prefix::v4([192, 0, 2, 0], 24)];
+/// web.proto = Some(6);
+/// web.dst_port = vec![PortRange::single(443)];
+/// let c = CompiledClassifier::build(&[web], &BuildConfig::default()).unwrap();
+///
+/// let hit = FlowKey::new().with_ipv4([10, 0, 0, 1], [192, 0, 2, 9]).with_proto(6).with_ports(5000, 443);
+/// let miss = FlowKey::new().with_ipv4([10, 0, 0, 1], [192, 0, 3, 9]).with_proto(6).with_ports(5000, 443);
+/// let mut out = [0; 2];
+/// c.classify_batch(&[hit, miss], &mut out);
+/// assert_eq!(out, [0, NO_MATCH]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct CompiledClassifier {
+    /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
+    /// then child references (a node's index, or a leaf's reference, tagged [`LEAF`]).
+    tab: Vec<u32>,
+    /// The leaves' words (see [`leaf`] for the layout); the empty leaf has none.
+    leaves: Leaves,
+    /// Each tree's root reference and its lowest rule index, by lowest rule
+    /// index: a tree is skipped for a key already matched by an earlier rule.
+    roots: Vec<(u32, u32)>,
+    /// The rules, kept only when some rule needs verification by the reference.
+    verify: Vec<RuleMatch>,
+    rule_count: usize,
+    /// Leaves are checked with AVX-512 (see [`CompiledClassifier::uses_vector_leaves`]).
+    vector: bool,
+    /// The bit-set lookup, which replaces the trees for small sets.
+    bitsets: Option<Bitsets>,
+}
+
+impl CompiledClassifier {
+    /// Number of trees the rules were split into.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, CompiledClassifier};
+    /// assert_eq!(CompiledClassifier::build(&[], &BuildConfig::default()).unwrap().tree_count(), 0);
+    /// ```
+    pub fn tree_count(&self) -> usize {
+        self.roots.len()
+    }
+
+    #[inline(always)]
+    fn is_leaf(&self, r: u32) -> bool {
+        r & LEAF != 0
+    }
+
+    /// The leaf a leaf reference names.
+    #[inline(always)]
+    fn leaf_ref(r: u32) -> LeafRef {
+        LeafRef {
+            start: (r & LEAF_WORDS) as usize,
+            code: (r >> LEAF_COUNT_SHIFT) & LEAF_COUNT_MAX,
+        }
+    }
+
+    /// Whether lookups use bit sets (small sets, see
+    /// [`BuildConfig::bitset_max_rules`]) rather than trees.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, CompiledClassifier, RuleMatch};
+    /// let rules = vec![RuleMatch::any(); 10];
+    /// assert!(CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap().uses_bitsets());
+    /// let trees = BuildConfig { bitset_max_rules: 0, ..BuildConfig::default() };
+    /// assert!(!CompiledClassifier::build(&rules, &trees).unwrap().uses_bitsets());
+    /// ```
+    pub fn uses_bitsets(&self) -> bool {
+        self.bitsets.is_some()
+    }
+
+    /// Whether lookups check leaves with AVX-512 (16 rules per step) rather
+    /// than one rule at a time: when the CPU has AVX-512 F, BW and VL and
+    /// [`BuildConfig::vector`] allowed it.
+    ///
+    /// ```
+    /// use palisade_classify::{BuildConfig, CompiledClassifier};
+    /// let scalar = BuildConfig { vector: false, ..BuildConfig::default() };
+    /// assert!(!CompiledClassifier::build(&[], &scalar).unwrap().uses_vector_leaves());
+    /// ```
+    pub fn uses_vector_leaves(&self) -> bool {
+        self.vector
+    }
+}
+
+impl Classifier for CompiledClassifier {
+    fn classify(&self, key: &FlowKey) -> RuleIndex {
+        if let Some(bitsets) = &self.bitsets {
+            return bitsets.lookup(&point_of(key), key, &self.verify);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.vector {
+            // SAFETY: `vector` is set only when `leaf::avx512_available()`
+            // found the features this function is compiled for.
+            #[allow(unsafe_code)]
+            return unsafe { self.classify_one_avx512(key) };
+        }
+        self.classify_one::<false>(key)
+    }
+
+    fn classify_batch(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        if let Some(bitsets) = &self.bitsets {
+            #[cfg(target_arch = "x86_64")]
+            if self.vector {
+                // SAFETY: `vector` is set only when `leaf::avx512_available()`
+                // found the features this function is compiled for.
+                #[allow(unsafe_code)]
+                return unsafe { self.classify_bitsets_avx512(bitsets, keys, out) };
+            }
+            for (key, o) in keys.iter().zip(out.iter_mut()) {
+                *o = bitsets.lookup(&point_of(key), key, &self.verify);
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.vector {
+            // SAFETY: as in `classify`.
+            #[allow(unsafe_code)]
+            return unsafe { self.classify_batch_avx512(keys, out) };
+        }
+        for (k, o) in keys.chunks(LANES).zip(out.chunks_mut(LANES)) {
+            self.classify_lanes(k, o);
+        }
+    }
+
+    fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.tab.capacity() * 4
+            + self.leaves.capacity_bytes()
+            + self.roots.capacity() * 8
+            + self.verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
+            + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
+            + self.bitsets.as_ref().map_or(0, Bitsets::capacity_bytes)
+    }
+}
