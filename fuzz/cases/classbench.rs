@@ -1,6 +1,7 @@
 //! ClassBench filter and trace import from arbitrary text: no panic; what
 //! imports builds a compiled classifier that answers every trace header as
-//! the reference does; a trace line written back reads as the same key.
+//! the reference does; a trace line written back reads as the same key, and
+//! a rule written back as a filter line reads as the same rule.
 //!
 //! Input: filters, then a line `%%`, then a trace (either part may be
 //! missing). The first byte picks the flags mode.
@@ -9,7 +10,8 @@
 //! crates/classify/tests/fuzz_corpus_classbench.rs.
 
 use palisade_classify::classbench::{
-    format_trace_line, parse_filters, parse_trace, parse_trace_line, FilterOptions, FlagsMode,
+    format_filter_line, format_trace_line, parse_filter_line, parse_filters, parse_trace, parse_trace_line,
+    FilterOptions, FlagsMode,
 };
 use palisade_classify::{BuildConfig, Classifier, CompiledClassifier, LinearClassifier, NO_MATCH};
 
@@ -47,6 +49,13 @@ pub fn run(data: &[u8]) {
         assert_eq!(back.tag, e.tag, "{line}");
     }
     let Ok(rules) = rules else { return };
+    for rule in &rules {
+        if let Some(line) = format_filter_line(rule) {
+            let back = parse_filter_line(&line, &FilterOptions::default())
+                .expect("a written filter line reads back");
+            assert_eq!(back, *rule, "{line}");
+        }
+    }
     let reference = LinearClassifier::new(rules.clone());
     let config = BuildConfig::default().with_memory_cap(16 << 20);
     let Ok(compiled) = CompiledClassifier::build(&rules, &config) else {

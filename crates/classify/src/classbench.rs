@@ -9,14 +9,20 @@
 //!   the last a 16-bit "flags" value/mask;
 //! * the WUSTL format (`wustl/`): five space-separated fields, no flags.
 //!
-//! Rules become [`RuleMatch`]es on the 5-tuple: a wildcard port range
-//! `0 : 65535` becomes an empty list, a protocol mask `0x00` becomes `None`,
-//! and the flags field is ignored (as librte_acl and the published
-//! classifiers do) unless [`FilterOptions::flags`] asks otherwise. Traces
-//! become IPv4 [`FlowKey`]s with protocol and ports plus the line's last
-//! column (0-based generating rule for `cb12`, 1-based first match for
-//! `wustl`; see [`TraceFormat`]). Errors name the line and the cause; the
-//! parsers never panic.
+//! Addresses are IPv4 dotted quads or, in ClassBench-ng's IPv6 dialect,
+//! IPv6 text (`@2001:db8:5a1:a0b::/64\t2001:db8::/32\t0 : 65535\t80 :
+//! 80\t0x06/0xFF\t0x0000/0x0000`), read with `core::net`; one set may mix
+//! both families, but one line has one. Rules become [`RuleMatch`]es on the
+//! 5-tuple of their family: the line's family is the rule's
+//! [`RuleMatch::family`] (so `0.0.0.0/0` is any IPv4 address, `::/0` any
+//! IPv6 one), a wildcard port range `0 : 65535` becomes an empty list, a
+//! protocol mask `0x00` becomes `None`, and the flags field is ignored (as
+//! librte_acl and the published classifiers do) unless
+//! [`FilterOptions::flags`] asks otherwise. Traces become [`FlowKey`]s with
+//! protocol and ports plus the line's last column (0-based generating rule
+//! for `cb12`, 1-based first match for `wustl`; see [`TraceFormat`]); an
+//! address column is a decimal 32-bit number or a dotted quad (IPv4) or
+//! IPv6 text. Errors name the line and the cause; the parsers never panic.
 //!
 //! ```
 //! use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions, TraceFormat};
@@ -34,6 +40,14 @@
 //! let linear = LinearClassifier::new(rules);
 //! assert_eq!(linear.classify(&trace[0].key), 0);
 //!
+//! let v6 = parse_filters(
+//!     "@2001:db8:5a1:a0b::/64\t2001:db8::/32\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\t\n",
+//!     &FilterOptions::default(),
+//! )
+//! .unwrap();
+//! let trace = parse_trace("2001:db8:5a1:a0b::7\t2001:db8::1\t4000\t80\t6\t0\t0\n").unwrap();
+//! assert_eq!(LinearClassifier::new(v6).classify(&trace[0].key), 0);
+//!
 //! let err = parse_filters("@10.0.0.0/40 0.0.0.0/0 0 : 65535 0 : 65535 0x00/0x00\n", &FilterOptions::default());
 //! assert!(err.unwrap_err().to_string().starts_with("line 1: "));
 //! ```
@@ -42,10 +56,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use palisade_packet::FlowKey;
 
-use crate::{PortRange, Prefix, RuleMatch, TcpFlagsMatch};
+use crate::{IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};
 
 /// A parse error: the 1-based line and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,12 +106,16 @@ pub enum TraceFormat {
     Wustl,
 }
 
+/// The [`TraceEntry::tag`] of a line whose last column is `-1` (no rule,
+/// as ClassBench-ng's IPv6 trace generator writes for a header no rule matches).
+pub const NO_TAG: u32 = u32::MAX;
+
 /// One header of a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceEntry {
-    /// The header as a flow key (IPv4, protocol, ports).
+    /// The header as a flow key (IPv4 or IPv6 addresses, protocol, ports).
     pub key: FlowKey,
-    /// The line's last column, as written.
+    /// The line's last column, as written ([`NO_TAG`] for `-1`).
     pub tag: u32,
     /// The dialect of the line.
     pub format: TraceFormat,
@@ -110,6 +129,9 @@ impl TraceEntry {
     /// assert_eq!(t[0].tag_index(), Some(6));
     /// ```
     pub fn tag_index(&self) -> Option<u32> {
+        if self.tag == NO_TAG {
+            return None;
+        }
         match self.format {
             TraceFormat::Cb12 => Some(self.tag),
             TraceFormat::Wustl => self.tag.checked_sub(1),
@@ -158,6 +180,14 @@ pub fn parse_filter_line(line: &str, options: &FilterOptions) -> Result<RuleMatc
     let mut rule = RuleMatch::any();
     let src = parse_prefix(tokens.next("source prefix")?, "source")?;
     let dst = parse_prefix(tokens.next("destination prefix")?, "destination")?;
+    if src.family != dst.family {
+        return Err(format!(
+            "source prefix is {} and destination prefix {}: a line has one address family",
+            family_name(src.family),
+            family_name(dst.family)
+        ));
+    }
+    rule.family = Some(src.family);
     if src.len > 0 {
         rule.src.push(src);
     }
@@ -232,21 +262,24 @@ pub fn parse_trace(text: &str) -> Result<Vec<TraceEntry>, ImportError> {
     Ok(out)
 }
 
-/// Parses one trace line.
+/// Parses one trace line: 6 or 7 columns, addresses as decimal 32-bit
+/// numbers or dotted quads (IPv4) or IPv6 text, the last column `-1` or a rule number.
 ///
 /// ```
-/// assert!(palisade_classify::classbench::parse_trace_line("1 2 3 70000 6 1").is_err());
+/// use palisade_classify::classbench::parse_trace_line;
+/// assert!(parse_trace_line("1 2 3 70000 6 1").is_err());
+/// let v6 = parse_trace_line("2001:db8::1 2001:db8::2 1000 80 6 -1").unwrap();
+/// assert_eq!(v6.key.ip_family(), Some(6));
+/// assert_eq!(v6.tag_index(), None);
 /// ```
 pub fn parse_trace_line(line: &str) -> Result<TraceEntry, String> {
-    let mut cols: [u64; 7] = [0; 7];
+    let mut cols: [&str; 7] = [""; 7];
     let mut n = 0;
     for tok in line.split_whitespace() {
         if n == cols.len() {
             return Err(String::from("too many columns (a trace line has 6 or 7)"));
         }
-        cols[n] = tok
-            .parse::<u64>()
-            .map_err(|_| format!("column {} `{tok}` is not an unsigned decimal number", n + 1))?;
+        cols[n] = tok;
         n += 1;
     }
     let format = match n {
@@ -258,48 +291,181 @@ pub fn parse_trace_line(line: &str) -> Result<TraceEntry, String> {
             ))
         }
     };
-    let limit = |col: usize, max: u64, what: &str| -> Result<u64, String> {
-        if cols[col] > max {
-            Err(format!(
-                "{what} {} in column {} exceeds {max}",
-                cols[col],
-                col + 1
-            ))
+    let number = |col: usize, max: u64, what: &str| -> Result<u64, String> {
+        let tok = cols[col];
+        let v = tok
+            .parse::<u64>()
+            .map_err(|_| format!("column {} `{tok}` is not an unsigned decimal number", col + 1))?;
+        if v > max {
+            Err(format!("{what} {v} in column {} exceeds {max}", col + 1))
         } else {
-            Ok(cols[col])
+            Ok(v)
         }
     };
-    let src = limit(0, u32::MAX as u64, "source address")? as u32;
-    let dst = limit(1, u32::MAX as u64, "destination address")? as u32;
-    let sp = limit(2, u16::MAX as u64, "source port")? as u16;
-    let dp = limit(3, u16::MAX as u64, "destination port")? as u16;
-    let proto = limit(4, u8::MAX as u64, "protocol")? as u8;
-    let tag = limit(n - 1, u32::MAX as u64, "rule number")? as u32;
+    let src = trace_address(cols[0], 1, "source address")?;
+    let dst = trace_address(cols[1], 2, "destination address")?;
+    let sp = number(2, u16::MAX as u64, "source port")? as u16;
+    let dp = number(3, u16::MAX as u64, "destination port")? as u16;
+    let proto = number(4, u8::MAX as u64, "protocol")? as u8;
+    let tag = if cols[n - 1] == "-1" {
+        NO_TAG
+    } else {
+        number(n - 1, u32::MAX as u64 - 1, "rule number")? as u32
+    };
     if format == TraceFormat::Cb12 {
-        limit(5, u32::MAX as u64, "flags column")?;
+        number(5, u32::MAX as u64, "flags column")?;
     }
-    let key = FlowKey::new()
-        .with_ipv4(src.to_be_bytes(), dst.to_be_bytes())
-        .with_proto(proto)
-        .with_ports(sp, dp);
-    Ok(TraceEntry { key, tag, format })
+    let key = match (src, dst) {
+        (Address::V4(s), Address::V4(d)) => FlowKey::new().with_ipv4(s.to_be_bytes(), d.to_be_bytes()),
+        (Address::V6(s), Address::V6(d)) => FlowKey::new().with_ipv6(s, d),
+        _ => {
+            return Err(String::from(
+                "source and destination addresses are of different families (IPv4 and IPv6)",
+            ))
+        }
+    };
+    Ok(TraceEntry {
+        key: key.with_proto(proto).with_ports(sp, dp),
+        tag,
+        format,
+    })
+}
+
+/// An address column of a trace line.
+enum Address {
+    V4(u32),
+    V6(u128),
+}
+
+/// Reads an address column: a decimal 32-bit number (ClassBench's IPv4
+/// form), a dotted quad, or IPv6 text.
+fn trace_address(tok: &str, col: usize, what: &str) -> Result<Address, String> {
+    if tok.contains(':') {
+        tok.parse::<Ipv6Addr>()
+            .map(|a| Address::V6(a.to_bits()))
+            .map_err(|_| format!("{what} `{tok}` in column {col} is not an IPv6 address"))
+    } else if tok.contains('.') {
+        tok.parse::<Ipv4Addr>()
+            .map(|a| Address::V4(a.to_bits()))
+            .map_err(|_| format!("{what} `{tok}` in column {col} is not an IPv4 address"))
+    } else {
+        let v = tok.parse::<u64>().map_err(|_| {
+            format!("column {col} `{tok}` is not an unsigned decimal number, an IPv4 or an IPv6 address")
+        })?;
+        u32::try_from(v)
+            .map(Address::V4)
+            .map_err(|_| format!("{what} {v} in column {col} exceeds {}", u32::MAX))
+    }
 }
 
 /// Writes a trace line in the ClassBench (7-column) dialect for `key`.
 ///
-/// Only the IPv4 5-tuple is written; `tag` goes in the last column.
+/// IPv4 addresses are written as decimal numbers, IPv6 ones as text; `tag`
+/// goes in the last column (`-1` for [`NO_TAG`]).
 ///
 /// ```
 /// use palisade_packet::FlowKey;
+/// use palisade_classify::classbench::format_trace_line;
 /// let k = FlowKey::new().with_ipv4([0, 0, 1, 0], [0, 0, 0, 2]).with_proto(17).with_ports(53, 54);
-/// assert_eq!(palisade_classify::classbench::format_trace_line(&k, 5), "256\t2\t53\t54\t17\t0\t5");
+/// assert_eq!(format_trace_line(&k, 5), "256\t2\t53\t54\t17\t0\t5");
+/// let k6 = FlowKey::new().with_ipv6(0x2001_0db8 << 96 | 1, 2).with_proto(6).with_ports(1, 2);
+/// assert_eq!(format_trace_line(&k6, 0), "2001:db8::1\t::2\t1\t2\t6\t0\t0");
 /// ```
 pub fn format_trace_line(key: &FlowKey, tag: u32) -> String {
     let (sp, dp) = key.ports().unwrap_or((0, 0));
-    format!(
-        "{}\t{}\t{}\t{}\t{}\t0\t{}",
-        key.src_ip as u32, key.dst_ip as u32, sp, dp, key.l4_proto, tag
-    )
+    let tag = if tag == NO_TAG {
+        String::from("-1")
+    } else {
+        format!("{tag}")
+    };
+    if key.ip_family() == Some(6) {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t0\t{tag}",
+            Ipv6Addr::from_bits(key.src_ip),
+            Ipv6Addr::from_bits(key.dst_ip),
+            sp,
+            dp,
+            key.l4_proto
+        )
+    } else {
+        format!(
+            "{}\t{}\t{}\t{}\t{}\t0\t{tag}",
+            key.src_ip as u32, key.dst_ip as u32, sp, dp, key.l4_proto
+        )
+    }
+}
+
+/// Writes a rule as a filter line of the `db_generator` dialect (6
+/// TAB-separated fields, flags `0x0000/0x0000`), if it has that form: one
+/// family, at most one prefix per address, one range per port, an optional
+/// protocol, nothing else. [`parse_filters`] reads the line back as the same rule.
+///
+/// ```
+/// use palisade_classify::classbench::{format_filter_line, parse_filter_line, FilterOptions};
+/// let line = "@2001:db8::/32\t::/0\t0 : 65535\t80 : 80\t0x06/0xFF\t0x0000/0x0000\t";
+/// let rule = parse_filter_line(line, &FilterOptions::default()).unwrap();
+/// assert_eq!(format_filter_line(&rule).as_deref(), Some(line));
+/// ```
+pub fn format_filter_line(rule: &RuleMatch) -> Option<String> {
+    let family = rule.family?;
+    let plain = RuleMatch {
+        family: Some(family),
+        src: rule.src.clone(),
+        dst: rule.dst.clone(),
+        proto: rule.proto,
+        src_port: rule.src_port.clone(),
+        dst_port: rule.dst_port.clone(),
+        ..RuleMatch::any()
+    };
+    if plain != *rule
+        || rule.src.len() > 1
+        || rule.dst.len() > 1
+        || rule.src_port.len() > 1
+        || rule.dst_port.len() > 1
+    {
+        return None;
+    }
+    let prefix = |list: &[Prefix]| -> Option<String> {
+        match list.first() {
+            Some(p) if p.family != family => None,
+            Some(p) => Some(prefix_text(p)),
+            None => Some(prefix_text(&Prefix {
+                family,
+                addr: 0,
+                len: 0,
+            })),
+        }
+    };
+    let ports = |list: &[PortRange]| {
+        let r = list.first().copied().unwrap_or(PortRange { lo: 0, hi: u16::MAX });
+        format!("{} : {}", r.lo, r.hi)
+    };
+    let proto = match rule.proto {
+        Some(p) => format!("0x{p:02X}/0xFF"),
+        None => String::from("0x00/0x00"),
+    };
+    Some(format!(
+        "@{}\t{}\t{}\t{}\t{proto}\t0x0000/0x0000\t",
+        prefix(&rule.src)?,
+        prefix(&rule.dst)?,
+        ports(&rule.src_port),
+        ports(&rule.dst_port)
+    ))
+}
+
+/// `address/len` in the family's text form.
+fn prefix_text(p: &Prefix) -> String {
+    match p.family {
+        IpFamily::V4 => format!("{}/{}", Ipv4Addr::from_bits(p.addr as u32), p.len),
+        IpFamily::V6 => format!("{}/{}", Ipv6Addr::from_bits(p.addr), p.len),
+    }
+}
+
+fn family_name(f: IpFamily) -> &'static str {
+    match f {
+        IpFamily::V4 => "IPv4",
+        IpFamily::V6 => "IPv6",
+    }
 }
 
 /// Whitespace tokens with a "missing field" error.
@@ -313,29 +479,39 @@ impl<'a> Tokens<'a> {
     }
 }
 
+/// `address/len`: a dotted quad and 0..32, or IPv6 text and 0..128 (host bits are cleared).
 fn parse_prefix(tok: &str, what: &str) -> Result<Prefix, String> {
     let (addr, len) = tok
-        .split_once('/')
+        .rsplit_once('/')
         .ok_or_else(|| format!("{what} `{tok}` is not address/length"))?;
-    let mut octets = [0u8; 4];
-    let mut parts = addr.split('.');
-    for o in octets.iter_mut() {
-        let part = parts
-            .next()
-            .ok_or_else(|| format!("{what} address `{addr}` has fewer than 4 octets"))?;
-        *o = part
-            .parse::<u8>()
-            .map_err(|_| format!("{what} address `{addr}`: octet `{part}` is not 0..255"))?;
-    }
-    if parts.next().is_some() {
-        return Err(format!("{what} address `{addr}` has more than 4 octets"));
-    }
+    let (family, bits) = if addr.contains(':') {
+        let a = addr
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("{what} address `{addr}` is not an IPv6 address"))?;
+        (IpFamily::V6, a.to_bits())
+    } else {
+        let a = addr.parse::<Ipv4Addr>().map_err(|_| {
+            // Name the octet at fault, as people read dotted quads.
+            let parts: Vec<&str> = addr.split('.').collect();
+            match parts.iter().find(|p| p.parse::<u8>().is_err()) {
+                _ if parts.len() < 4 => format!("{what} address `{addr}` has fewer than 4 octets"),
+                _ if parts.len() > 4 => format!("{what} address `{addr}` has more than 4 octets"),
+                Some(bad) => format!("{what} address `{addr}`: octet `{bad}` is not 0..255"),
+                None => format!("{what} address `{addr}` is not an IPv4 address"),
+            }
+        })?;
+        (IpFamily::V4, a.to_bits() as u128)
+    };
+    let max = family.bits();
     let len: u8 = len
         .parse()
         .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("{what} prefix length `{len}` is not 0..32"))?;
-    Ok(Prefix::v4(octets, len))
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("{what} prefix length `{len}` is not 0..{max}"))?;
+    Ok(match family {
+        IpFamily::V4 => Prefix::v4((bits as u32).to_be_bytes(), len),
+        IpFamily::V6 => Prefix::v6(bits, len),
+    })
 }
 
 fn parse_port(tok: &str, what: &str) -> Result<u16, String> {
