@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 
 use palisade_packet::FlowKey;
 
-use crate::leaf::{LeafRule, Point, VERIFY};
+use crate::leaf::{LeafRule, Point, NEVER, VERIFY};
 use crate::{RuleIndex, RuleMatch, NO_MATCH};
 
 /// 512 rules' bits of one class: one cache line.
@@ -43,16 +43,28 @@ impl Line {
 }
 
 /// Fields a lookup intersects: source, destination, source port, destination
-/// port, and protocol with the requirement bits (`carried << 8 | proto`).
+/// port, and protocol with the requirement bits (`packed carried << 8 | proto`).
 pub(crate) const FIELDS: usize = 5;
 /// Width in bits of each field's values.
-const WIDTH: [u32; FIELDS] = [32, 32, 16, 16, 12];
+const WIDTH: [u32; FIELDS] = [32, 32, 16, 16, 14];
 /// Bits of each field's trie root; the rest is looked up 8 bits per level.
-const ROOT_BITS: [u32; FIELDS] = [16, 16, 16, 16, 12];
+const ROOT_BITS: [u32; FIELDS] = [16, 16, 16, 16, 14];
 /// A trie entry with this bit holds a class (its first line); others index the node below.
 const CLASS: u32 = 1 << 31;
-/// The requirement bits a key can carry (see `compiled::REQ_*`).
-const REQ_BITS: u8 = 0x0f;
+/// The requirement bits a key can carry (see `compiled::REQ_*`): four, a
+/// gap (the verify bit), two more; field 4 holds them packed into 6 bits.
+const REQ_BITS: u8 = 0x6f;
+
+/// The requirement bits `carried`, packed into 6 bits.
+#[inline(always)]
+fn pack_carried(carried: u8) -> u32 {
+    (carried & 0x0f) as u32 | ((carried & 0x60) >> 1) as u32
+}
+
+/// The requirement bits of a packed value (see [`pack_carried`]).
+fn unpack_carried(packed: u32) -> u8 {
+    (packed & 0x0f) as u8 | ((packed & 0x30) << 1) as u8
+}
 
 /// The class trie of one field.
 #[derive(Clone, Debug, Default)]
@@ -243,16 +255,17 @@ fn field_values(p: &Point) -> [u32; FIELDS] {
         p[1],
         p[2],
         p[3],
-        (p[5] & REQ_BITS as u32) << 8 | (p[4] & 0xff),
+        pack_carried(p[5] as u8 & REQ_BITS) << 8 | (p[4] & 0xff),
     ]
 }
 
-/// Whether `r` holds `v` on field `f`.
+/// Whether `r` holds `v` on field `f` (never for a rule marked [`NEVER`],
+/// one outside the part the bit sets are built for).
 fn holds(r: &LeafRule, f: usize, v: u64) -> bool {
     match f {
         4 => {
-            let (carried, proto) = ((v >> 8) as u8, (v & 0xff) as u32);
-            proto.wrapping_sub(r.lo[4]) <= r.span[4] && r.need & REQ_BITS & !carried == 0
+            let (carried, proto) = (unpack_carried((v >> 8) as u32), (v & 0xff) as u32);
+            proto.wrapping_sub(r.lo[4]) <= r.span[4] && r.need & (REQ_BITS | NEVER) & !carried == 0
         }
         _ => (v as u32).wrapping_sub(r.lo[f]) <= r.span[f],
     }
@@ -272,7 +285,7 @@ impl Bitsets {
             starts.push(0);
             if f == 4 {
                 // Every carried value starts a piece, as does every protocol bound under it.
-                for carried in 0..=REQ_BITS as u64 {
+                for carried in 0..=pack_carried(REQ_BITS) as u64 {
                     starts.push(carried << 8);
                     for r in rules {
                         starts.push(carried << 8 | r.lo[4] as u64);

@@ -33,7 +33,7 @@ use crate::{RuleIndex, RuleMatch};
 /// Requirement bit that no key carries: the rule must be verified with the reference.
 pub(crate) const VERIFY: u8 = 16;
 /// Requirement bit of rules that never match: never carried, never verified.
-const NEVER: u8 = 0x80;
+pub(crate) const NEVER: u8 = 0x80;
 /// The largest rule count a leaf reference holds; a leaf with this many
 /// rules or more starts with a header word holding the count.
 pub(crate) const BIG_LEAF: u32 = 31;

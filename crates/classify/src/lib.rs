@@ -37,8 +37,8 @@ mod leaf;
 mod linear;
 mod matcher;
 
-pub use compiled::{BuildConfig, BuildError, CompiledClassifier};
-pub use corner::corner_keys;
+pub use compiled::{AddressLookup, BuildConfig, BuildError, CompiledClassifier};
+pub use corner::{corner_keys, ipv6_edge_keys};
 pub use linear::LinearClassifier;
 pub use matcher::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};
 

@@ -5,64 +5,90 @@
 
 use palisade_packet::FlowKey;
 
+use super::ranks::{RankIndex, BLOCK};
 use super::*;
 use crate::bitset::{self, Bitsets};
 use crate::NO_MATCH;
 
 impl CompiledClassifier {
-    /// [`Classifier::classify_batch`] with AVX-512: [`VECTOR_LANES`] keys walk
-    /// each tree together in vector registers, and leaves are checked 16 rules per step.
+    /// [`Classifier::classify_batch`] with AVX-512: [`VECTOR_LANES`] keys at
+    /// a time, their points first, then the lanes of each part: walking its
+    /// trees together in vector registers (leaves checked 16 rules per
+    /// step), or through its bit sets.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) fn classify_batch_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+        let mut pts = [[0u32; 8]; VECTOR_LANES];
         for (k, o) in keys.chunks(VECTOR_LANES).zip(out.chunks_mut(VECTOR_LANES)) {
-            self.classify_lanes_avx512(k, o);
+            let n = k.len().min(o.len());
+            // (This function has the features the ranks' kernel needs, so the call is safe.)
+            let rank =
+                |index: &RankIndex, addrs: &[u128; VECTOR_LANES], lanes, out: &mut [u32; VECTOR_LANES]| {
+                    rank_lanes_avx512(index, addrs, lanes, out)
+                };
+            let of_part = points_of(&k[..n], &self.ranks, &mut pts, rank);
+            // Lanes past the keys count as matched, so they walk no tree.
+            let mut best = [0u32; VECTOR_LANES];
+            best[..n].fill(NO_MATCH);
+            for (part, &lanes) in self.parts.iter().zip(&of_part) {
+                if lanes == 0 {
+                    continue;
+                }
+                match &part.bitsets {
+                    Some(bitsets) => self.bitsets_lanes_avx512(bitsets, &pts, k, lanes, &mut best),
+                    None => self.walk_lanes_avx512(&part.roots, &pts, k, lanes, &mut best),
+                }
+            }
+            o[..n].copy_from_slice(&best[..n]);
         }
     }
 
-    /// Classifies up to [`VECTOR_LANES`] keys: each tree is walked by all of
-    /// them at once, 16 per vector, one level per step (three gathers: node
-    /// header, base, child; only the child's at the root); the groups of 16
-    /// step together so that their gathers overlap. Then each key's leaf is
-    /// checked, unless it is the empty one.
+    /// Looks up the lanes in `lanes` (a bit per lane; points `pts`, keys
+    /// `keys`) in the trees `roots`, into `best`: each tree is walked by all
+    /// of them at once, 16 per vector, one level per step (three gathers:
+    /// node header, base, child; only the child's at the root); the groups
+    /// of 16 step together so that their gathers overlap. Then each key's
+    /// leaf is checked, unless it is the empty one.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     #[inline]
     #[allow(unsafe_code)]
-    fn classify_lanes_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
+    fn walk_lanes_avx512(
+        &self,
+        roots: &[(u32, u32)],
+        pts: &[Point; VECTOR_LANES],
+        keys: &[FlowKey],
+        lanes: u64,
+        best: &mut [RuleIndex; VECTOR_LANES],
+    ) {
         use core::arch::x86_64::*;
         const G: usize = VECTOR_LANES / 16;
-        let n = keys.len().min(out.len()).min(VECTOR_LANES);
-        let mut pts = [[0u32; 8]; VECTOR_LANES];
         let mut dims = [[0u32; VECTOR_LANES]; DIMS];
-        for j in 0..n {
-            pts[j] = point_of(&keys[j]);
+        for (j, p) in pts.iter().enumerate() {
             for d in 0..DIMS {
-                dims[d][j] = pts[j][d];
+                dims[d][j] = p[d];
             }
         }
-        // Lanes past the keys count as matched, so they walk no tree.
-        let mut best = [0u32; VECTOR_LANES];
-        best[..n].fill(NO_MATCH);
         // SAFETY: loads of 16 `u32`s inside local arrays of VECTOR_LANES (a multiple of 16).
         let pv: [[__m512i; DIMS]; G] = core::array::from_fn(|g| {
             core::array::from_fn(|d| unsafe {
                 _mm512_loadu_epi32(dims[d].as_ptr().add(16 * g) as *const i32)
             })
         });
+        let in_part: [__mmask16; G] = core::array::from_fn(|g| (lanes >> (16 * g)) as __mmask16);
         let tab = self.tab.as_ptr() as *const i32;
         // The table always holds the dummy node, so it has 3 entries or more,
         // and fewer than 2^31 (the leaf tag), so indices fit an i32.
         let last = self.tab.len().saturating_sub(1) as i32;
         let leaf_tag = _mm512_set1_epi32(LEAF as i32);
-        for &(root, first) in &self.roots {
-            // Lanes already matched by a rule before this tree's first skip it.
+        for &(root, first) in roots {
+            // Lanes of other parts, and lanes already matched by a rule before this tree's first, skip it.
             let mut need = [0 as __mmask16; G];
             let mut refs = [_mm512_setzero_si512(); G];
             for g in 0..G {
                 // SAFETY: a load of 16 lanes inside the local array.
                 let bv = unsafe { _mm512_loadu_epi32(best.as_ptr().add(16 * g) as *const i32) };
-                need[g] = _mm512_cmpgt_epu32_mask(bv, _mm512_set1_epi32(first as i32));
+                need[g] = _mm512_mask_cmpgt_epu32_mask(in_part[g], bv, _mm512_set1_epi32(first as i32));
                 refs[g] = _mm512_mask_blend_epi32(
                     need[g],
                     _mm512_set1_epi32(EMPTY as i32),
@@ -127,20 +153,20 @@ impl CompiledClassifier {
                 }
             }
             let mut leaves = [0u32; VECTOR_LANES];
-            let mut lanes = 0u64;
+            let mut filled_lanes = 0u64;
             for (g, r) in refs.iter().enumerate().rev() {
                 // SAFETY: a store of 16 lanes inside the local array.
                 unsafe { _mm512_storeu_epi32(leaves.as_mut_ptr().add(16 * g) as *mut i32, *r) };
                 // Lanes in the empty leaf have nothing to check (most, in
                 // trees of firewall sets).
                 let filled = _mm512_mask_cmpneq_epu32_mask(need[g], *r, _mm512_set1_epi32(EMPTY as i32));
-                lanes = lanes << 16 | filled as u64;
+                filled_lanes = filled_lanes << 16 | filled as u64;
             }
             // Each lane's leaf match, then the better of it and the lane's
             // best, in vectors: a scalar min would become a branch on a
             // result that arrives late and mispredicts often.
             let mut found = [NO_MATCH; VECTOR_LANES];
-            self.leaf_matches(lanes, &leaves, &pts, keys, &best, &mut found);
+            self.leaf_matches(filled_lanes, &leaves, pts, keys, best, &mut found);
             for g in 0..G {
                 // SAFETY: loads and a store of 16 lanes inside the local arrays.
                 unsafe {
@@ -151,7 +177,6 @@ impl CompiledClassifier {
                 }
             }
         }
-        out[..n].copy_from_slice(&best[..n]);
     }
 
     /// The leaf match of each lane in `lanes` (a bit per lane) against its
@@ -184,46 +209,106 @@ impl CompiledClassifier {
         }
     }
 
-    /// [`Classifier::classify_batch`] with the bit sets and AVX-512: the
-    /// classes of [`bitset::BATCH`] keys first (their gathers overlap), then each key's intersection.
+    /// Looks up the lanes in `lanes` (a bit per lane) in `bitsets`, into
+    /// `best`: the classes of all [`bitset::BATCH`] lanes first (their
+    /// gathers overlap), then each lane's intersection.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn classify_bitsets_avx512(&self, bitsets: &Bitsets, keys: &[FlowKey], out: &mut [RuleIndex]) {
-        const CHUNK: usize = bitset::BATCH;
-        let mut values = [[0u32; CHUNK]; bitset::FIELDS];
-        let mut classes = [[0u32; CHUNK]; bitset::FIELDS];
-        for (k, o) in keys.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
-            // Lanes past the keys keep values of an earlier chunk: valid, and their results are dropped.
-            for (j, key) in k.iter().enumerate() {
-                Bitsets::set_field_values(&point_of(key), j, &mut values);
-            }
-            // SAFETY (both calls): this function is compiled for, and entered
-            // only after `leaf::avx512_available()` found, the features they need.
-            #[allow(unsafe_code)]
-            unsafe {
-                bitsets.classes_avx512(&values, &mut classes)
+    fn bitsets_lanes_avx512(
+        &self,
+        bitsets: &Bitsets,
+        pts: &[Point; VECTOR_LANES],
+        keys: &[FlowKey],
+        mut lanes: u64,
+        best: &mut [RuleIndex; VECTOR_LANES],
+    ) {
+        const _: () = assert!(bitset::BATCH == VECTOR_LANES);
+        let mut values = [[0u32; VECTOR_LANES]; bitset::FIELDS];
+        let mut classes = [[0u32; VECTOR_LANES]; bitset::FIELDS];
+        // Lanes of other parts or past the keys hold valid points too; their classes are not used.
+        for (j, p) in pts.iter().enumerate() {
+            Bitsets::set_field_values(p, j, &mut values);
+        }
+        // SAFETY (both calls): this function is compiled for, and entered
+        // only after `leaf::avx512_available()` found, the features they need.
+        #[allow(unsafe_code)]
+        unsafe {
+            bitsets.classes_avx512(&values, &mut classes)
+        };
+        while lanes != 0 {
+            let j = lanes.trailing_zeros() as usize;
+            lanes &= lanes - 1;
+            let (Some(key), Some(b)) = (keys.get(j), best.get_mut(j)) else {
+                continue;
             };
-            for (j, (key, o)) in k.iter().zip(o.iter_mut()).enumerate() {
-                let c = core::array::from_fn(|f| classes[f][j] as usize);
-                #[allow(unsafe_code)]
-                {
-                    *o = unsafe {
-                        if bitsets.has_product() {
-                            bitsets.first_avx512::<3>(&c, key, &self.verify)
-                        } else {
-                            bitsets.first_avx512::<5>(&c, key, &self.verify)
-                        }
-                    };
-                }
+            let c = core::array::from_fn(|f| classes[f][j] as usize);
+            #[allow(unsafe_code)]
+            {
+                *b = unsafe {
+                    if bitsets.has_product() {
+                        bitsets.first_avx512::<3>(&c, key, &self.verify)
+                    } else {
+                        bitsets.first_avx512::<5>(&c, key, &self.verify)
+                    }
+                };
             }
         }
     }
 
-    /// [`Classifier::classify`] with AVX-512 leaf checks, compiled for them.
+    /// One key's first match in the trees `roots` of its part, with AVX-512 leaf checks.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub(super) fn classify_one_avx512(&self, key: &FlowKey) -> RuleIndex {
-        self.classify_one::<true>(key)
+    pub(super) fn classify_one_avx512(&self, roots: &[(u32, u32)], p: &Point, key: &FlowKey) -> RuleIndex {
+        self.classify_one::<true>(roots, p, key)
+    }
+}
+
+/// [`RankIndex::rank_lanes`] with AVX-512: a block's 8 starts compared
+/// with an address in two loads and three vector compares.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+#[allow(unsafe_code)]
+pub(super) fn rank_lanes_avx512(
+    index: &RankIndex,
+    addrs: &[u128; VECTOR_LANES],
+    lanes: u64,
+    out: &mut [u32; VECTOR_LANES],
+) {
+    use core::arch::x86_64::*;
+    let mut below = [0u32; VECTOR_LANES];
+    for level in index.levels() {
+        let mut m = lanes;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let (Some(b), Some(&a)) = (below.get_mut(j), addrs.get(j)) else {
+                continue;
+            };
+            let n = match level.blocks.get(*b as usize) {
+                // SAFETY: aligned loads of the block's two 64-byte halves
+                // (`Block` is 64-byte aligned), through a reference to it.
+                Some(blk) => unsafe {
+                    let hi = _mm512_load_si512(blk.hi.as_ptr() as *const __m512i);
+                    let lo = _mm512_load_si512(blk.lo.as_ptr() as *const __m512i);
+                    let (ah, al) = (_mm512_set1_epi64((a >> 64) as i64), _mm512_set1_epi64(a as i64));
+                    let lt = _mm512_cmplt_epu64_mask(hi, ah);
+                    let eq = _mm512_cmpeq_epu64_mask(hi, ah);
+                    let le = _mm512_mask_cmple_epu64_mask(eq, lo, al);
+                    (lt | le).count_ones()
+                },
+                None => 0,
+            };
+            *b = (*b * BLOCK as u32 + n).min(level.len as u32);
+        }
+    }
+    let mut m = lanes;
+    while m != 0 {
+        let j = m.trailing_zeros() as usize;
+        m &= m - 1;
+        if let (Some(o), Some(&b)) = (out.get_mut(j), below.get(j)) {
+            *o = b.saturating_sub(1);
+        }
     }
 }
 

@@ -4,105 +4,12 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use palisade_packet::FlowKey;
-
+use super::project::{self, RuleBox, PART_FAMILIES};
+use super::ranks::{AddrMap, Ranks};
 use super::*;
 use crate::bitset::Bitsets;
 use crate::leaf::{self, LeafRule, Leaves, VERIFY};
-use crate::{IpFamily, RuleMatch, NO_MATCH};
-
-/// A rule's box (inclusive bounds per dimension), requirements, and whether the box check is exact.
-#[derive(Clone, Copy, Debug)]
-struct RuleBox {
-    lo: [u32; DIMS],
-    hi: [u32; DIMS],
-    req: u8,
-    plain: bool,
-}
-
-impl RuleBox {
-    fn of(rule: &RuleMatch) -> RuleBox {
-        let mut lo = [0u32; DIMS];
-        let mut hi = DIM_MAX;
-        let addr_bounds = |list: &[crate::Prefix]| -> (u32, u32) {
-            let mut b = (u32::MAX, 0u32);
-            for p in list {
-                let (l, h) = p.range();
-                let (l, h) = match p.family {
-                    IpFamily::V4 => (l as u32, h as u32),
-                    IpFamily::V6 => ((l >> 96) as u32, (h >> 96) as u32),
-                };
-                b = (b.0.min(l), b.1.max(h));
-            }
-            b
-        };
-        if !rule.src.is_empty() {
-            (lo[0], hi[0]) = addr_bounds(&rule.src);
-        }
-        if !rule.dst.is_empty() {
-            (lo[1], hi[1]) = addr_bounds(&rule.dst);
-        }
-        let port_bounds = |list: &[crate::PortRange]| -> (u32, u32) {
-            list.iter()
-                .fold((u32::MAX, 0), |b, r| (b.0.min(r.lo as u32), b.1.max(r.hi as u32)))
-        };
-        if !rule.src_port.is_empty() {
-            (lo[2], hi[2]) = port_bounds(&rule.src_port);
-        }
-        if !rule.dst_port.is_empty() {
-            (lo[3], hi[3]) = port_bounds(&rule.dst_port);
-        }
-        if let Some(p) = rule.proto {
-            lo[4] = p as u32;
-            hi[4] = p as u32;
-        }
-        // What a key must carry for the rule to match (implied by the rule).
-        let mut req = 0;
-        if rule.needs_ip() {
-            req |= REQ_IP;
-        }
-        let all_v4 = |l: &[crate::Prefix]| !l.is_empty() && l.iter().all(|p| p.family == IpFamily::V4);
-        if rule.family == Some(IpFamily::V4) || all_v4(&rule.src) || all_v4(&rule.dst) {
-            req |= REQ_V4;
-        }
-        if rule.proto.is_some() {
-            req |= REQ_PROTO;
-        }
-        if !rule.src_port.is_empty() || !rule.dst_port.is_empty() {
-            req |= REQ_PORTS;
-        }
-        let v4_single = |l: &[crate::Prefix]| l.len() <= 1 && l.iter().all(|p| p.family == IpFamily::V4);
-        let plain = matches!(rule.family, None | Some(IpFamily::V4))
-            && v4_single(&rule.src)
-            && v4_single(&rule.dst)
-            && rule.src_port.len() <= 1
-            && rule.dst_port.len() <= 1
-            && rule.icmp_type.is_none()
-            && rule.icmp_code.is_none()
-            && rule.tcp_flags.is_none()
-            && rule.vlan.is_empty()
-            && rule.fragment.is_none()
-            && rule.dscp.is_empty()
-            && rule.ethertype.is_none();
-        RuleBox { lo, hi, req, plain }
-    }
-
-    fn leaf_rule(&self, idx: u32) -> LeafRule {
-        let span: [u32; DIMS] = core::array::from_fn(|d| self.hi[d] - self.lo[d]);
-        LeafRule {
-            lo: self.lo,
-            span,
-            need: self.req | if self.plain { 0 } else { VERIFY },
-            idx,
-        }
-    }
-
-    /// Log2 of the width of dimension `d` (rounded down).
-    fn span_bits(&self, d: usize) -> u32 {
-        let w = self.hi[d] as u64 - self.lo[d] as u64 + 1;
-        63 - w.leading_zeros()
-    }
-}
+use crate::RuleMatch;
 
 /// A box of the point space (inclusive bounds per dimension) that a node's keys lie in.
 #[derive(Clone, Copy, Debug)]
@@ -144,8 +51,22 @@ impl CompiledClassifier {
         if rules.len() >= NO_MATCH as usize {
             return Err(BuildError::TooManyRules { rules: rules.len() });
         }
-        let boxes: Vec<RuleBox> = rules.iter().map(RuleBox::of).collect();
-        let verify = if boxes.iter().all(|b| b.plain) {
+        // The IPv6 part's address dimensions: ranks among the bounds of every IPv6 prefix.
+        let ranks = Ranks {
+            src: AddrMap::of_prefixes(rules.iter().flat_map(|r| &r.src)),
+            dst: AddrMap::of_prefixes(rules.iter().flat_map(|r| &r.dst)),
+        };
+        let common = [
+            project::common_bits(rules.iter().flat_map(|r| &r.src)),
+            project::common_bits(rules.iter().flat_map(|r| &r.dst)),
+        ];
+        let boxes: [Vec<Option<RuleBox>>; 2] = PART_FAMILIES.map(|family| {
+            rules
+                .iter()
+                .map(|r| RuleBox::project(r, family, &ranks, common))
+                .collect()
+        });
+        let verify = if boxes.iter().flatten().flatten().all(|b| b.plain) {
             Vec::new()
         } else {
             rules.to_vec()
@@ -153,11 +74,11 @@ impl CompiledClassifier {
         let verify_bytes = verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + verify.len() * core::mem::size_of::<RuleMatch>();
         let mut b = Builder {
-            boxes: &boxes,
+            boxes: Vec::new(),
             tab: DUMMY_NODE.to_vec(),
             leaves: Leaves::default(),
             cap: config.memory_cap_bytes,
-            base_bytes: verify_bytes,
+            base_bytes: verify_bytes + ranks.capacity_bytes(),
             leaf_size: config.leaf_size.max(1),
             space_factor: config.space_factor.max(2),
             tree_mark: (0, 0),
@@ -166,98 +87,59 @@ impl CompiledClassifier {
         if let Err(Stop::Cap(e)) = b.check() {
             return Err(e);
         }
-        if rules.len() <= config.bitset_max_rules {
-            let list: Vec<LeafRule> = boxes.iter().zip(0..).map(|(bx, i)| bx.leaf_rule(i)).collect();
-            let budget = (config.memory_cap_bytes / 4).saturating_sub(verify_bytes);
-            if let Some(bitsets) = Bitsets::build(&list, budget) {
-                return Ok(Self::assemble(b, Vec::new(), verify, config, Some(bitsets)));
+        let mut parts: [Part; 2] = Default::default();
+        for (p, part_boxes) in boxes.into_iter().enumerate() {
+            let members: Vec<u32> = (0..rules.len() as u32)
+                .filter(|&i| part_boxes[i as usize].is_some())
+                .collect();
+            if members.is_empty() {
+                continue;
             }
-        }
-        // Split the rules by their most specific field (CutSplit): source
-        // address, destination address (at most 2^16 addresses wide),
-        // destination port, source port (at most 2^10 ports wide), or none.
-        // Cutting a tree's specific field then replicates few rules.
-        let mut groups: [Vec<u32>; 5] = Default::default();
-        for (i, bx) in boxes.iter().enumerate() {
-            let g = if bx.span_bits(0) <= 16 {
-                0
-            } else if bx.span_bits(1) <= 16 {
-                1
-            } else if bx.span_bits(3) <= 10 {
-                2
-            } else if bx.span_bits(2) <= 10 {
-                3
-            } else {
-                4
-            };
-            groups[g].push(i as u32);
-        }
-        let sf = config.space_factor.max(2);
-        let mut roots = Vec::new();
-        for g in groups.iter() {
-            roots.extend(b.group_tree(g, sf, false)?);
-        }
-        // Small sets try one tree for every group but the source one: fewer
-        // trees to walk, paid for with deeper or fuller ones. The merged tree
-        // is kept when it costs less on the rules' corner keys (levels walked,
-        // candidates checked, trees visited), which is deterministic.
-        let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
-        if rules.len() <= MERGE_MAX_RULES && rest >= 2 {
-            let marks = (b.tab.len(), b.leaves.len());
-            let mut merged = groups[1..].concat();
-            merged.sort_unstable();
-            if let Some(m) = b.group_tree(&merged, sf, true)? {
-                let mut alt: Vec<(u32, u32)> = roots
+            b.boxes = part_boxes
+                .into_iter()
+                .map(|b| b.unwrap_or(RuleBox::NONE))
+                .collect();
+            // The merge decision's keys: the rules' corners of this part's family.
+            let points = || -> Vec<Point> {
+                crate::corner_keys(rules, MERGE_KEYS)
                     .iter()
-                    .copied()
-                    .take(!groups[0].is_empty() as usize)
-                    .collect();
-                alt.push(m);
-                let keys = crate::corner_keys(rules, MERGE_KEYS);
-                if lookup_cost(&b.tab, &b.leaves, &alt, &keys) < lookup_cost(&b.tab, &b.leaves, &roots, &keys)
-                {
-                    // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
-                    b.tab.truncate(DUMMY_NODE.len());
-                    b.leaves.truncate(0);
-                    roots.clear();
-                    roots.extend(b.group_tree(&groups[0], sf, false)?);
-                    roots.extend(b.group_tree(&merged, sf, false)?);
-                } else {
-                    b.tab.truncate(marks.0);
-                    b.leaves.truncate(marks.1);
-                }
-            }
+                    .map(|k| point_of(k, &ranks))
+                    .filter(|&(_, part)| part == p)
+                    .map(|(pt, _)| pt)
+                    .collect()
+            };
+            parts[p] = b.part(&members, rules.len(), config, points)?;
         }
-        roots.sort_by_key(|&(_, first)| first);
-        Ok(Self::assemble(b, roots, verify, config, None))
+        Ok(Self::assemble(b, parts, ranks, verify, rules.len(), config))
     }
 
-    /// The classifier of a finished build: its trees (`roots`, in order of
-    /// their first rule) or its bit sets.
+    /// The classifier of a finished build.
     fn assemble(
         mut b: Builder,
-        roots: Vec<(u32, u32)>,
+        parts: [Part; 2],
+        ranks: Ranks,
         verify: Vec<RuleMatch>,
+        rule_count: usize,
         config: &BuildConfig,
-        bitsets: Option<Bitsets>,
     ) -> CompiledClassifier {
         b.tab.shrink_to_fit();
         b.leaves.finish();
         CompiledClassifier {
             tab: b.tab,
             leaves: b.leaves,
-            roots,
-            rule_count: b.boxes.len(),
+            parts,
+            ranks,
+            rule_count,
             verify,
             vector: config.vector && leaf::avx512_available(),
-            bitsets,
         }
     }
 }
 
 /// Build state: the growing tables and the limits.
-struct Builder<'a> {
-    boxes: &'a [RuleBox],
+struct Builder {
+    /// The boxes of the part being built, by rule index ([`RuleBox::NONE`] for rules outside it).
+    boxes: Vec<RuleBox>,
     tab: Vec<u32>,
     leaves: Leaves,
     cap: usize,
@@ -278,7 +160,100 @@ enum Stop {
     TreeBudget,
 }
 
-impl Builder<'_> {
+impl Builder {
+    /// The lookup structure of one part: bit sets for a small rule set
+    /// (`rules` in all) when they fit, else trees over the part's `members`
+    /// (rule indices, ascending). `points` gives the keys the merge
+    /// decision is estimated on.
+    fn part(
+        &mut self,
+        members: &[u32],
+        rules: usize,
+        config: &BuildConfig,
+        points: impl FnOnce() -> Vec<Point>,
+    ) -> Result<Part, BuildError> {
+        if rules <= config.bitset_max_rules {
+            let list: Vec<LeafRule> = self
+                .boxes
+                .iter()
+                .zip(0..)
+                .map(|(bx, i)| bx.leaf_rule(i))
+                .collect();
+            let budget = (self.cap / 4).saturating_sub(self.bytes());
+            if let Some(bitsets) = Bitsets::build(&list, budget) {
+                self.base_bytes += bitsets.capacity_bytes();
+                if let Err(Stop::Cap(e)) = self.check() {
+                    return Err(e);
+                }
+                return Ok(Part {
+                    roots: Vec::new(),
+                    bitsets: Some(bitsets),
+                });
+            }
+        }
+        // Split the rules by their most specific field (CutSplit): source
+        // address, destination address (at most 2^16 addresses wide, or for
+        // IPv6 a prefix 16 bits longer than the set's common prefix),
+        // destination port, source port (at most 2^10 ports wide), or none.
+        // Cutting a tree's specific field then replicates few rules.
+        let mut groups: [Vec<u32>; 5] = Default::default();
+        for &i in members {
+            let w = self.boxes[i as usize].width_bits;
+            let g = if w[0] <= 16 {
+                0
+            } else if w[1] <= 16 {
+                1
+            } else if w[3] <= 10 {
+                2
+            } else if w[2] <= 10 {
+                3
+            } else {
+                4
+            };
+            groups[g].push(i);
+        }
+        let sf = config.space_factor.max(2);
+        let start = (self.tab.len(), self.leaves.len());
+        let mut roots = Vec::new();
+        for g in groups.iter() {
+            roots.extend(self.group_tree(g, sf, false)?);
+        }
+        // Small sets try one tree for every group but the source one: fewer
+        // trees to walk, paid for with deeper or fuller ones. The merged tree
+        // is kept when it costs less on the rules' corner keys (levels walked,
+        // candidates checked, trees visited), which is deterministic.
+        let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
+        if members.len() <= MERGE_MAX_RULES && rest >= 2 {
+            let marks = (self.tab.len(), self.leaves.len());
+            let mut merged = groups[1..].concat();
+            merged.sort_unstable();
+            if let Some(m) = self.group_tree(&merged, sf, true)? {
+                let mut alt: Vec<(u32, u32)> = roots
+                    .iter()
+                    .copied()
+                    .take(!groups[0].is_empty() as usize)
+                    .collect();
+                alt.push(m);
+                let points = points();
+                if lookup_cost(&self.tab, &self.leaves, &alt, &points)
+                    < lookup_cost(&self.tab, &self.leaves, &roots, &points)
+                {
+                    // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
+                    self.tab.truncate(start.0);
+                    self.leaves.truncate(start.1);
+                    roots.clear();
+                    roots.extend(self.group_tree(&groups[0], sf, false)?);
+                    roots.extend(self.group_tree(&merged, sf, false)?);
+                } else {
+                    self.tab.truncate(marks.0);
+                    self.leaves.truncate(marks.1);
+                }
+            }
+        }
+        roots.sort_by_key(|&(_, first)| first);
+        Ok(Part { roots, bitsets: None })
+    }
+
     fn bytes(&self) -> usize {
         self.base_bytes + self.tab.len() * 4 + self.leaves.len() * 4
     }
@@ -350,16 +325,16 @@ impl Builder<'_> {
     /// region, every later rule whose requirements include the plain rule's
     /// can never be the first match there.
     fn prune(&self, rules: impl Iterator<Item = u32>, region: &Region) -> Vec<u32> {
-        let mut cover = 0u16;
+        let mut cover = 0u128;
         let mut out = Vec::new();
         for r in rules {
             let b = &self.boxes[r as usize];
-            if cover & SUBSETS[b.req as usize] != 0 {
+            if cover & SUBSETS[(b.req & 0x7f) as usize] != 0 {
                 continue;
             }
             out.push(r);
             if b.plain && region.covered_by(b) {
-                cover |= 1 << b.req;
+                cover |= 1u128 << b.req;
             }
         }
         out
@@ -518,7 +493,7 @@ impl Builder<'_> {
             .unwrap_or(region.hi[d]);
         // Child lists, pruned per child as they are filled.
         let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
-        let mut cover = vec![0u16; ncuts];
+        let mut cover = vec![0u128; ncuts];
         // differs[j]: children j-1 and j have different lists (differs[0] unused).
         let mut differs = vec![false; ncuts + 1];
         // partial[j]: some rule of child j does not span it in `d`. A subtree
@@ -537,7 +512,7 @@ impl Builder<'_> {
             let b = &self.boxes[r as usize];
             let a = ((b.lo[d].max(base) - base) >> shift) as usize;
             let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
-            let subsets = SUBSETS[b.req as usize];
+            let subsets = SUBSETS[(b.req & 0x7f) as usize];
             let can_cover = b.plain && covers_rest(b);
             let mut prev_pushed = false;
             for j in a..=z {
@@ -553,7 +528,7 @@ impl Builder<'_> {
                 let spans = b.lo[d] <= clo && b.hi[d] >= chi;
                 partial[j] |= !spans;
                 if can_cover && spans {
-                    cover[j] |= 1 << b.req;
+                    cover[j] |= 1u128 << b.req;
                 }
             }
             if prev_pushed && z + 1 < ncuts {
@@ -588,12 +563,11 @@ impl Builder<'_> {
 /// The work of looking `keys` up in the trees `roots` of the tables: levels walked plus candidates checked plus twice the trees
 /// visited (a visit has a fixed cost of its own). A tuning estimate: rules
 /// that need the reference count as matching when their box holds the key.
-fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowKey]) -> u64 {
+fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], points: &[Point]) -> u64 {
     let mut roots = roots.to_vec();
     roots.sort_by_key(|&(_, first)| first);
     let mut cost = 0u64;
-    for key in keys {
-        let p = point_of(key);
+    for p in points {
         let mut best = NO_MATCH;
         for &(root, first) in &roots {
             if first >= best {
@@ -602,7 +576,7 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowK
             cost += 2;
             let mut r = root;
             while r & LEAF == 0 {
-                r = child_of(tab, r as usize, &p);
+                r = child_of(tab, r as usize, p);
                 cost += 1;
             }
             let (first_word, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
@@ -612,7 +586,7 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], keys: &[FlowK
                 if c.idx >= best {
                     break;
                 }
-                if c.contains(&p) && c.need & !(p[5] as u8) & !VERIFY == 0 {
+                if c.contains(p) && c.need & !(p[5] as u8) & !VERIFY == 0 {
                     best = c.idx;
                     break;
                 }

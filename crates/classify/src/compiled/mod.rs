@@ -2,14 +2,23 @@
 //!
 //! # Design
 //!
-//! Every key is projected onto a *point* of five dimensions: source and
-//! destination address (an IPv4 address, or the top 32 bits of an IPv6 one),
-//! source and destination port and protocol (0 when absent). Every rule is
-//! projected onto a *box*: the bounding interval of its constraint on each
-//! dimension, full when unconstrained. The box over-approximates the rule: a
-//! key the rule matches always has its point inside the box. So a structure
-//! that returns, for a point, every rule whose box contains it in priority
-//! order, followed by an exact check, is exactly equal to the linear scan.
+//! The rules are looked up in two *parts*: IPv4 keys (and keys without an
+//! IP header) in one, IPv6 keys in the other; a rule is in the part of each
+//! family it can match ([`project`], the one place that also decides which
+//! rules the leaves verify with the reference). Every key is projected onto
+//! a *point* of five 32-bit dimensions: source and destination address,
+//! source and destination port and protocol (0 when absent). An IPv4
+//! address is itself; an IPv6 address is the 32 bits after the prefix that
+//! all the rules' IPv6 prefixes share, when none reaches further (a site's
+//! ACL: a *window*), or else its *rank* among the elementary intervals that
+//! the rules' prefixes cut the 128-bit space into ([`ranks`]). Either is
+//! exact: every address bit that tells two rules apart is seen. Every rule
+//! is projected onto a *box*: the bounding interval of its constraint on
+//! each dimension, full when unconstrained. The box over-approximates the
+//! rule: a key the rule matches always has its point inside the box. So a
+//! structure that returns, for a point, every rule whose box contains it in
+//! priority order, followed by an exact check, is exactly equal to the
+//! linear scan.
 //!
 //! The structure is a set of multi-way cutting trees (HiCuts with the
 //! rule-set splitting of EffiCuts/CutSplit): rules are split by their most
@@ -38,12 +47,14 @@
 //! batch when none of its keys needs it).
 //!
 //! The leaf check is exact without calling [`RuleMatch::matches`] for *plain*
-//! rules, those with at most one IPv4 prefix per address, one range per port
-//! and an optional protocol (every ClassBench rule): their match is "point in
-//! box, and the key carries what the rule constrains" (an IP header, IPv4,
-//! a protocol, ports), which is compared as a bit set. Any other rule (IPv6,
-//! lists, ICMP, TCP flags, VLAN, fragment, DSCP, ethertype) is verified with
-//! [`RuleMatch::matches`], the reference itself.
+//! rules, those with at most one prefix of the part's family per address,
+//! one range per port and an optional protocol (every ClassBench rule, IPv4
+//! or IPv6): their match is "point in box, and the key carries what the
+//! rule constrains" (an IP header, IPv4, a protocol, ports, an IPv6 address
+//! inside the window's prefix), which is compared as a bit set. Any other
+//! rule (lists, ICMP, TCP flags, VLAN, fragment, DSCP, ethertype, and any
+//! field added to [`RuleMatch`] later) is verified with
+//! [`RuleMatch::matches`], the reference itself (see [`project`]).
 //!
 //! On a CPU with AVX-512 (F, BW, VL; detected at build with the `std`
 //! feature), a batch is looked up 64 keys at a time: four vectors of 16
@@ -73,6 +84,8 @@
 
 mod avx512;
 mod build;
+mod project;
+mod ranks;
 mod search;
 
 use alloc::vec::Vec;
@@ -82,7 +95,8 @@ use palisade_packet::{FlowKey, Present};
 
 use crate::bitset::Bitsets;
 use crate::leaf::{self, LeafRef, Leaves, Point};
-use crate::{Classifier, RuleIndex, RuleMatch};
+use crate::{Classifier, RuleIndex, RuleMatch, NO_MATCH};
+use ranks::{AddrMap, RankIndex, Ranks};
 
 /// Dimensions of the point: source, destination, source port, destination port, protocol.
 const DIMS: usize = 5;
@@ -140,14 +154,20 @@ const REQ_V4: u8 = 2;
 const REQ_PROTO: u8 = 4;
 /// The key carries ports.
 const REQ_PORTS: u8 = 8;
+/// The key's IPv6 source lies in the common prefix of the rules' IPv6
+/// sources (when the IPv6 part sees them through a window, see [`ranks::AddrMap`]).
+const REQ_SRC_IN: u8 = 32;
+/// The same for the destination.
+const REQ_DST_IN: u8 = 64;
 
-/// `SUBSETS[x]`: the set (as bits) of requirement masks that are subsets of `x`.
-const SUBSETS: [u16; 16] = {
-    let mut t = [0u16; 16];
+/// `SUBSETS[x]`: the set (as bits) of requirement masks that are subsets
+/// of `x` (requirement masks are below 128; the verify bit is never one).
+const SUBSETS: [u128; 128] = {
+    let mut t = [0u128; 128];
     let mut x = 0;
-    while x < 16 {
+    while x < 128 {
         let mut m = 0;
-        while m < 16 {
+        while m < 128 {
             if m & !x == 0 {
                 t[x] |= 1 << m;
             }
@@ -243,23 +263,95 @@ impl fmt::Display for BuildError {
     }
 }
 
-/// The point of a key and the requirement bits it satisfies.
+/// The part of a key and its point: IPv4 keys and keys without an IP
+/// header are looked up in part 0 with their addresses, IPv6 keys in part 1
+/// with the ranks of theirs (see [`ranks`]).
 #[inline(always)]
-fn point_of(key: &FlowKey) -> Point {
-    let present = key.present;
-    let mut carried = 0u8;
-    let (s, d) = match key.ip_family() {
-        Some(4) => {
-            carried |= REQ_IP | REQ_V4;
-            (key.src_ip as u32, key.dst_ip as u32)
-        }
+fn point_of(key: &FlowKey, ranks: &Ranks) -> (Point, usize) {
+    match key.ip_family() {
+        Some(4) => (
+            point_with(key, key.src_ip as u32, key.dst_ip as u32, REQ_IP | REQ_V4),
+            0,
+        ),
         Some(6) => {
-            carried |= REQ_IP;
-            ((key.src_ip >> 96) as u32, (key.dst_ip >> 96) as u32)
+            let (s, s_in) = ranks.src.value(key.src_ip);
+            let (d, d_in) = ranks.dst.value(key.dst_ip);
+            let carried = REQ_IP | if s_in { REQ_SRC_IN } else { 0 } | if d_in { REQ_DST_IN } else { 0 };
+            (point_with(key, s, d, carried), 1)
         }
-        _ => (0, 0),
-    };
-    let proto = if present.has(Present::L4_PROTO) {
+        _ => (point_with(key, 0, 0, 0), 0),
+    }
+}
+
+/// The points of up to `N` (at most 64) keys into `pts`, and the lanes of
+/// each part (a bit per lane): [`point_of`] for a batch, whose IPv6 ranks
+/// are searched for all lanes together, so that the searches overlap.
+/// `rank` searches the ranks of a batch's IPv6 addresses (see [`ranks::RankIndex::rank_lanes`]).
+#[inline(always)]
+fn points_of<const N: usize>(
+    keys: &[FlowKey],
+    ranks: &Ranks,
+    pts: &mut [Point; N],
+    rank: impl Fn(&RankIndex, &[u128; N], u64, &mut [u32; N]),
+) -> [u64; 2] {
+    let mut v6 = 0u64;
+    let mut src = [0u128; N];
+    let mut dst = [0u128; N];
+    for (j, key) in keys.iter().enumerate().take(N.min(64)) {
+        match key.ip_family() {
+            Some(4) => pts[j] = point_with(key, key.src_ip as u32, key.dst_ip as u32, REQ_IP | REQ_V4),
+            Some(6) => {
+                v6 |= 1 << j;
+                src[j] = key.src_ip;
+                dst[j] = key.dst_ip;
+            }
+            _ => pts[j] = point_with(key, 0, 0, 0),
+        }
+    }
+    let n = keys.len().min(N).min(64);
+    let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    if v6 != 0 {
+        // Windows read the address; ranks are searched for all lanes at once.
+        let values = |map: &AddrMap, addrs: &[u128; N], out: &mut [u32; N], inside: &mut u64| {
+            if map.is_window() {
+                let mut m = v6;
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if let (Some(o), Some(&a)) = (out.get_mut(j), addrs.get(j)) {
+                        let (v, is_in) = map.value(a);
+                        *o = v;
+                        *inside |= (is_in as u64) << j;
+                    }
+                }
+            } else {
+                rank(&map.ranks, addrs, v6, out);
+                *inside = v6;
+            }
+        };
+        let (mut s, mut d) = ([0u32; N], [0u32; N]);
+        let (mut s_in, mut d_in) = (0u64, 0u64);
+        values(&ranks.src, &src, &mut s, &mut s_in);
+        values(&ranks.dst, &dst, &mut d, &mut d_in);
+        let mut m = v6;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let (Some(p), Some(key)) = (pts.get_mut(j), keys.get(j)) {
+                let carried = REQ_IP
+                    | if s_in >> j & 1 != 0 { REQ_SRC_IN } else { 0 }
+                    | if d_in >> j & 1 != 0 { REQ_DST_IN } else { 0 };
+                *p = point_with(key, s[j], d[j], carried);
+            }
+        }
+    }
+    [all & !v6, v6]
+}
+
+/// The point of `key` with the address values `s` and `d` and the requirement bits its addresses carry.
+#[inline(always)]
+fn point_with(key: &FlowKey, s: u32, d: u32, mut carried: u8) -> Point {
+    let proto = if key.present.has(Present::L4_PROTO) {
         carried |= REQ_PROTO;
         key.l4_proto as u32
     } else {
@@ -294,6 +386,22 @@ fn child_of(tab: &[u32], at: usize, p: &Point) -> u32 {
     tab.get(at + 2 + idx as usize).copied().unwrap_or(EMPTY)
 }
 
+/// The lookup structure of one part: trees, or bit sets for small sets.
+#[derive(Clone, Debug, Default)]
+struct Part {
+    /// Each tree's root reference and its lowest rule index, by lowest rule
+    /// index: a tree is skipped for a key already matched by an earlier rule.
+    roots: Vec<(u32, u32)>,
+    /// The bit-set lookup, which replaces the trees for small sets.
+    bitsets: Option<Bitsets>,
+}
+
+impl Part {
+    fn capacity_bytes(&self) -> usize {
+        self.roots.capacity() * 8 + self.bitsets.as_ref().map_or(0, Bitsets::capacity_bytes)
+    }
+}
+
 /// The compiled first-match classifier; equal to [`crate::LinearClassifier`] on every key.
 ///
 /// ```
@@ -304,42 +412,45 @@ fn child_of(tab: &[u32], at: usize, p: &Point) -> u32 {
 /// web.dst = vec![Prefix::v4([192, 0, 2, 0], 24)];
 /// web.proto = Some(6);
 /// web.dst_port = vec![PortRange::single(443)];
-/// let c = CompiledClassifier::build(&[web], &BuildConfig::default()).unwrap();
+/// let mut web6 = web.clone();
+/// web6.dst = vec![Prefix::v6(0x2001_0db8_0000_0000_0000_0000_0000_0080, 121)];
+/// let c = CompiledClassifier::build(&[web, web6], &BuildConfig::default()).unwrap();
 ///
 /// let hit = FlowKey::new().with_ipv4([10, 0, 0, 1], [192, 0, 2, 9]).with_proto(6).with_ports(5000, 443);
 /// let miss = FlowKey::new().with_ipv4([10, 0, 0, 1], [192, 0, 3, 9]).with_proto(6).with_ports(5000, 443);
-/// let mut out = [0; 2];
-/// c.classify_batch(&[hit, miss], &mut out);
-/// assert_eq!(out, [0, NO_MATCH]);
+/// let hit6 = FlowKey::new().with_ipv6(1, 0x2001_0db8 << 96 | 0xff).with_proto(6).with_ports(5000, 443);
+/// let miss6 = FlowKey::new().with_ipv6(1, 0x2001_0db8 << 96 | 0x7f).with_proto(6).with_ports(5000, 443);
+/// let mut out = [0; 4];
+/// c.classify_batch(&[hit, miss, hit6, miss6], &mut out);
+/// assert_eq!(out, [0, NO_MATCH, 1, NO_MATCH]);
 /// ```
 #[derive(Clone, Debug)]
 pub struct CompiledClassifier {
-    /// Tree nodes: a header word (dim | shift << 8 | mask << 16), the base,
+    /// Tree nodes of both parts: a header word (dim | shift << 8 | mask << 16), the base,
     /// then child references (a node's index, or a leaf's reference, tagged [`LEAF`]).
     tab: Vec<u32>,
     /// The leaves' words (see [`leaf`] for the layout); the empty leaf has none.
     leaves: Leaves,
-    /// Each tree's root reference and its lowest rule index, by lowest rule
-    /// index: a tree is skipped for a key already matched by an earlier rule.
-    roots: Vec<(u32, u32)>,
+    /// The IPv4 part (with keys without an IP header) and the IPv6 part.
+    parts: [Part; 2],
+    /// The ranks of IPv6 addresses, the IPv6 part's address dimensions.
+    ranks: Ranks,
     /// The rules, kept only when some rule needs verification by the reference.
     verify: Vec<RuleMatch>,
     rule_count: usize,
     /// Leaves are checked with AVX-512 (see [`CompiledClassifier::uses_vector_leaves`]).
     vector: bool,
-    /// The bit-set lookup, which replaces the trees for small sets.
-    bitsets: Option<Bitsets>,
 }
 
 impl CompiledClassifier {
-    /// Number of trees the rules were split into.
+    /// Number of trees the rules were split into (both families).
     ///
     /// ```
     /// use palisade_classify::{BuildConfig, CompiledClassifier};
     /// assert_eq!(CompiledClassifier::build(&[], &BuildConfig::default()).unwrap().tree_count(), 0);
     /// ```
     pub fn tree_count(&self) -> usize {
-        self.roots.len()
+        self.parts.iter().map(|p| p.roots.len()).sum()
     }
 
     #[inline(always)]
@@ -367,7 +478,7 @@ impl CompiledClassifier {
     /// assert!(!CompiledClassifier::build(&rules, &trees).unwrap().uses_bitsets());
     /// ```
     pub fn uses_bitsets(&self) -> bool {
-        self.bitsets.is_some()
+        self.parts.iter().any(|p| p.bitsets.is_some())
     }
 
     /// Whether lookups check leaves with AVX-512 (16 rules per step) rather
@@ -382,37 +493,84 @@ impl CompiledClassifier {
     pub fn uses_vector_leaves(&self) -> bool {
         self.vector
     }
+
+    /// How the IPv6 lookup reads the source and the destination address:
+    /// through a window when all the rules' IPv6 prefixes of that field lie
+    /// in one prefix and reach at most 32 bits past it, else by rank.
+    ///
+    /// ```
+    /// use palisade_classify::{AddressLookup, BuildConfig, CompiledClassifier, Prefix, RuleMatch};
+    /// let site = 0x2001_0db8_0001u128 << 80;
+    /// let rules: Vec<RuleMatch> = (0..4u128)
+    ///     .map(|i| RuleMatch {
+    ///         src: vec![Prefix::v6(site | i << 78, 56)],
+    ///         dst: vec![Prefix::v6(i << 100, 28), Prefix::v6(i, 128)],
+    ///         ..RuleMatch::any()
+    ///     })
+    ///     .collect();
+    /// let c = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
+    /// assert_eq!(
+    ///     c.ipv6_address_lookup(),
+    ///     // Starts 0 to 4 (the /128s and the address after each), and 1 << 100 to 4 << 100 (the /28s').
+    ///     [AddressLookup::Window { common_len: 48 }, AddressLookup::Ranks { intervals: 9 }]
+    /// );
+    /// ```
+    pub fn ipv6_address_lookup(&self) -> [AddressLookup; 2] {
+        [&self.ranks.src, &self.ranks.dst].map(|m| {
+            if m.is_window() {
+                AddressLookup::Window {
+                    common_len: m.common_len(),
+                }
+            } else {
+                AddressLookup::Ranks {
+                    intervals: m.ranks.intervals(),
+                }
+            }
+        })
+    }
+}
+
+/// How the compiled classifier reads one IPv6 address field (see
+/// [`CompiledClassifier::ipv6_address_lookup`]); either way, every address
+/// bit that tells two rules apart is seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressLookup {
+    /// The 32 bits after the prefix, of this length, that every IPv6
+    /// prefix of the field (but `/0`) lies in; an address outside it can
+    /// only match rules that do not constrain the field.
+    Window {
+        /// Length of the common prefix.
+        common_len: u8,
+    },
+    /// The address's rank among the elementary intervals that the rules'
+    /// prefixes cut the address space into (a search in a B-tree of their starts).
+    Ranks {
+        /// Number of intervals (1 for a set without IPv6 prefixes).
+        intervals: usize,
+    },
 }
 
 impl Classifier for CompiledClassifier {
     fn classify(&self, key: &FlowKey) -> RuleIndex {
-        if let Some(bitsets) = &self.bitsets {
-            return bitsets.lookup(&point_of(key), key, &self.verify);
+        let (p, part) = point_of(key, &self.ranks);
+        let Some(part) = self.parts.get(part) else {
+            return NO_MATCH;
+        };
+        if let Some(bitsets) = &part.bitsets {
+            return bitsets.lookup(&p, key, &self.verify);
         }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
             // SAFETY: `vector` is set only when `leaf::avx512_available()`
             // found the features this function is compiled for.
             #[allow(unsafe_code)]
-            return unsafe { self.classify_one_avx512(key) };
+            return unsafe { self.classify_one_avx512(&part.roots, &p, key) };
         }
-        self.classify_one::<false>(key)
+        self.classify_one::<false>(&part.roots, &p, key)
     }
 
     fn classify_batch(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
-        if let Some(bitsets) = &self.bitsets {
-            #[cfg(target_arch = "x86_64")]
-            if self.vector {
-                // SAFETY: `vector` is set only when `leaf::avx512_available()`
-                // found the features this function is compiled for.
-                #[allow(unsafe_code)]
-                return unsafe { self.classify_bitsets_avx512(bitsets, keys, out) };
-            }
-            for (key, o) in keys.iter().zip(out.iter_mut()) {
-                *o = bitsets.lookup(&point_of(key), key, &self.verify);
-            }
-            return;
-        }
         #[cfg(target_arch = "x86_64")]
         if self.vector {
             // SAFETY: as in `classify`.
@@ -431,9 +589,9 @@ impl Classifier for CompiledClassifier {
     fn memory_bytes(&self) -> usize {
         self.tab.capacity() * 4
             + self.leaves.capacity_bytes()
-            + self.roots.capacity() * 8
+            + self.parts.iter().map(Part::capacity_bytes).sum::<usize>()
+            + self.ranks.capacity_bytes()
             + self.verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + self.verify.capacity() * core::mem::size_of::<RuleMatch>()
-            + self.bitsets.as_ref().map_or(0, Bitsets::capacity_bytes)
     }
 }

@@ -3,9 +3,9 @@
 
 use palisade_packet::FlowKey;
 
+use super::ranks::RankIndex;
 use super::*;
 use crate::leaf::{self, Probe};
-use crate::NO_MATCH;
 
 impl CompiledClassifier {
     /// Follows one tree reference one level down (a leaf stays on itself,
@@ -62,25 +62,49 @@ impl CompiledClassifier {
         leaf::first_scalar(&self.leaves, leaf, &q)
     }
 
-    /// Classifies up to [`LANES`] keys, walking them level by level together
-    /// (the lookup without AVX-512).
+    /// Classifies up to [`LANES`] keys (the lookup without AVX-512): their
+    /// points first, then each part's lanes, walking its trees level by level together.
     #[inline(always)]
     pub(super) fn classify_lanes(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
         let n = keys.len().min(out.len()).min(LANES);
         let mut pts = [[0u32; 8]; LANES];
-        for j in 0..n {
-            pts[j] = point_of(&keys[j]);
-        }
+        let of_part = points_of(&keys[..n], &self.ranks, &mut pts, RankIndex::rank_lanes).map(|m| m as u8);
         // Lanes past the keys count as matched, so they walk no tree.
         let mut best = [0; LANES];
         best[..n].fill(NO_MATCH);
-        for &(root, first) in &self.roots {
-            // Lanes already matched by a rule before this tree's first sit on
-            // the empty leaf; a tree no lane needs is skipped.
+        for (part, &lanes) in self.parts.iter().zip(&of_part) {
+            if lanes == 0 {
+                continue;
+            }
+            match &part.bitsets {
+                Some(bitsets) => {
+                    for j in (0..n).filter(|j| lanes & 1 << j != 0) {
+                        best[j] = bitsets.lookup(&pts[j], &keys[j], &self.verify);
+                    }
+                }
+                None => self.walk_lanes(&part.roots, &pts, keys, lanes, &mut best),
+            }
+        }
+        out[..n].copy_from_slice(&best[..n]);
+    }
+
+    /// Looks up the lanes in `lanes` (a bit per lane) in the trees `roots`, into `best`.
+    #[inline(always)]
+    fn walk_lanes(
+        &self,
+        roots: &[(u32, u32)],
+        pts: &[Point; LANES],
+        keys: &[FlowKey],
+        lanes: u8,
+        best: &mut [RuleIndex; LANES],
+    ) {
+        for &(root, first) in roots {
+            // Lanes of other parts, and lanes already matched by a rule
+            // before this tree's first, sit on the empty leaf; a tree no lane needs is skipped.
             let mut refs = [0u32; LANES];
             let mut any = false;
             for j in 0..LANES {
-                let need = best[j] > first;
+                let need = lanes & 1 << j != 0 && best[j] > first;
                 refs[j] = if need { root } else { EMPTY };
                 any |= need;
             }
@@ -98,23 +122,29 @@ impl CompiledClassifier {
                     break;
                 }
             }
-            for j in 0..n {
-                best[j] = self.leaf_first::<false, true>(refs[j], &pts[j], &keys[j], best[j]);
+            for (j, key) in keys.iter().enumerate().take(LANES) {
+                if lanes & 1 << j != 0 {
+                    best[j] = self.leaf_first::<false, true>(refs[j], &pts[j], key, best[j]);
+                }
             }
         }
-        out[..n].copy_from_slice(&best[..n]);
     }
 
+    /// One key's first match in the trees `roots` of its part.
     #[inline(always)]
-    pub(super) fn classify_one<const VECTOR: bool>(&self, key: &FlowKey) -> RuleIndex {
-        let p = point_of(key);
+    pub(super) fn classify_one<const VECTOR: bool>(
+        &self,
+        roots: &[(u32, u32)],
+        p: &Point,
+        key: &FlowKey,
+    ) -> RuleIndex {
         let mut best = NO_MATCH;
-        for &(root, first) in &self.roots {
+        for &(root, first) in roots {
             if first >= best {
                 continue;
             }
-            let leaf = self.walk(root, &p);
-            best = self.leaf_first::<VECTOR, true>(leaf, &p, key, best);
+            let leaf = self.walk(root, p);
+            best = self.leaf_first::<VECTOR, true>(leaf, p, key, best);
         }
         best
     }
