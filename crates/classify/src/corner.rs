@@ -23,7 +23,8 @@ const PER_RULE: usize = 12;
 /// code, TCP flags value, VLAN, fragment state, DSCP), mixed corners, and keys
 /// with one field moved just outside (address ±1, port ±1, other protocol,
 /// flags bit flipped, missing ports). A few generic keys (non-IP, IPv6,
-/// no ports, fragments) are added once. At most `max` keys are returned; when
+/// no ports, fragments) are added once, and IPv6 keys at the edges of the
+/// rules' IPv6 address space (see [`ipv6_edge_keys`]). At most `max` keys are returned; when
 /// the rules would give more, rules are sampled evenly (first and last
 /// included) so every part of the list is represented. Deterministic.
 ///
@@ -60,6 +61,8 @@ pub fn corner_keys(rules: &[RuleMatch], max: usize) -> Vec<FlowKey> {
             .with_proto(6)
             .with_fragment(FragmentState::NonFirst, 1480, false),
     ];
+    let mut generic = generic.to_vec();
+    generic.extend(ipv6_edge_keys(rules));
     let budget_rules = max.saturating_sub(generic.len());
     let n = rules.len();
     // Less than one rule's worth of budget: one low corner per sampled rule.
@@ -78,6 +81,66 @@ pub fn corner_keys(rules: &[RuleMatch], max: usize) -> Vec<FlowKey> {
         }
     }
     out.truncate(max);
+    out
+}
+
+/// IPv6 keys where an IPv6 lookup goes wrong if it is wrong: just below
+/// and above the lowest and highest IPv6 prefix of the rules (outside every
+/// prefix, and outside the prefix they all share), the unspecified, the
+/// loopback and the all-ones address, and IPv4-mapped (`::ffff:a.b.c.d`)
+/// addresses of the first IPv4 prefixes (an IPv6 key must never match an
+/// IPv4 rule). Each with TCP port 80 and the first rule's protocol and
+/// ports where it has them. Deterministic; at most 16 keys.
+///
+/// ```
+/// use palisade_classify::{corner_keys, ipv6_edge_keys, Prefix, RuleMatch};
+/// let site = 0x2001_0db8_05a1u128 << 80;
+/// let r = RuleMatch { src: vec![Prefix::v6(site, 48)], ..RuleMatch::any() };
+/// let keys = ipv6_edge_keys(&[r.clone()]);
+/// assert!(keys.iter().any(|k| k.src_ip == site - 1));
+/// assert!(keys.iter().any(|k| k.src_ip == site + (1 << 80)));
+/// assert!(corner_keys(&[r], 1000).iter().any(|k| k.src_ip == site - 1 && k.dst_ip == site - 1));
+/// ```
+pub fn ipv6_edge_keys(rules: &[RuleMatch]) -> Vec<FlowKey> {
+    let first = rules.first();
+    let proto = first.and_then(|r| r.proto).unwrap_or(6);
+    let port = |list: Option<&Vec<PortRange>>| list.and_then(|l| l.first()).map_or(80, |r| r.lo);
+    let (sp, dp) = (port(first.map(|r| &r.src_port)), port(first.map(|r| &r.dst_port)));
+    let key = |s: u128, d: u128| {
+        let k = FlowKey::new().with_ipv6(s, d).with_proto(proto);
+        if matches!(proto, 6 | 17) {
+            k.with_ports(sp, dp)
+        } else {
+            k
+        }
+    };
+    let mut out = Vec::new();
+    let v6 = rules
+        .iter()
+        .flat_map(|r| r.src.iter().chain(&r.dst))
+        .filter(|p| p.family == IpFamily::V6 && p.len > 0);
+    let hull = v6.fold(None, |h: Option<(u128, u128)>, p| {
+        let (lo, hi) = p.range();
+        Some(h.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))))
+    });
+    if let Some((lo, hi)) = hull {
+        for a in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
+            out.push(key(a, a));
+        }
+    }
+    for a in [0u128, 1, u128::MAX] {
+        out.push(key(a, a));
+    }
+    let v4 = rules
+        .iter()
+        .flat_map(|r| r.src.iter().chain(&r.dst))
+        .filter(|p| p.family == IpFamily::V4)
+        .take(4);
+    for p in v4 {
+        let mapped = 0xffff_0000_0000u128 | p.addr;
+        out.push(key(mapped, mapped));
+    }
+    out.truncate(16);
     out
 }
 
