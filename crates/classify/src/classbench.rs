@@ -468,6 +468,73 @@ fn family_name(f: IpFamily) -> &'static str {
     }
 }
 
+/// An IPv4 rule moved into an IPv6 site: each IPv4 prefix `a/l` becomes
+/// `site | a << 48` of length `48 + l` (so `0.0.0.0/0` becomes the whole
+/// site), and an IPv4 family becomes IPv6; everything else is kept. `site`
+/// is a /48 (its low 80 bits are ignored). A key moved by
+/// [`map_key_to_ipv6_site`] has the same first match in the moved rules as
+/// the IPv4 key in the IPv4 rules: the IPv6 version of a ClassBench set
+/// whose rules all share one site, as a site's ACL does.
+///
+/// ```
+/// use palisade_classify::classbench::{map_key_to_ipv6_site, map_rule_to_ipv6_site};
+/// use palisade_classify::{IpFamily, Prefix, RuleMatch};
+/// use palisade_packet::FlowKey;
+/// let site = 0x2001_0db8_05a1u128 << 80;
+/// let r = RuleMatch { family: Some(IpFamily::V4), src: vec![Prefix::v4([10, 1, 0, 0], 16)], ..RuleMatch::any() };
+/// let r6 = map_rule_to_ipv6_site(&r, site);
+/// assert_eq!(r6.src, vec![Prefix::v6(site | 0x0a01_0000 << 48, 64)]);
+/// let k = FlowKey::new().with_ipv4([10, 1, 2, 3], [1, 1, 1, 1]);
+/// assert!(r6.matches(&map_key_to_ipv6_site(&k, site)));
+/// ```
+pub fn map_rule_to_ipv6_site(rule: &RuleMatch, site: u128) -> RuleMatch {
+    let site = site & Prefix::mask_of(IpFamily::V6, 48);
+    let map = |list: &[Prefix]| -> Vec<Prefix> {
+        list.iter()
+            .map(|p| match p.family {
+                IpFamily::V4 => Prefix::v6(site | p.addr << 48, 48 + p.len),
+                IpFamily::V6 => *p,
+            })
+            .collect()
+    };
+    let mut out = rule.clone();
+    if out.family == Some(IpFamily::V4) {
+        out.family = Some(IpFamily::V6);
+        // The whole IPv4 space is the whole site.
+        if out.src.is_empty() {
+            out.src.push(Prefix::v6(site, 48));
+        }
+        if out.dst.is_empty() {
+            out.dst.push(Prefix::v6(site, 48));
+        }
+    }
+    out.src = map(&out.src);
+    out.dst = map(&out.dst);
+    out
+}
+
+/// An IPv4 key moved into an IPv6 site as [`map_rule_to_ipv6_site`] moves
+/// rules (other keys are returned as they are).
+///
+/// ```
+/// use palisade_classify::classbench::map_key_to_ipv6_site;
+/// use palisade_packet::FlowKey;
+/// let k = map_key_to_ipv6_site(&FlowKey::new().with_ipv4([0, 0, 0, 1], [0, 0, 0, 2]), 0x2001_0db8u128 << 96);
+/// assert_eq!((k.src_ip, k.ip_version), (0x2001_0db8 << 96 | 1 << 48, 6));
+/// ```
+pub fn map_key_to_ipv6_site(key: &FlowKey, site: u128) -> FlowKey {
+    if key.ip_family() != Some(4) {
+        return *key;
+    }
+    let site = site & Prefix::mask_of(IpFamily::V6, 48);
+    let mut out = *key;
+    out.src_ip = site | (key.src_ip & 0xffff_ffff) << 48;
+    out.dst_ip = site | (key.dst_ip & 0xffff_ffff) << 48;
+    out.ip_version = 6;
+    out.ethertype = 0x86dd;
+    out
+}
+
 /// Whitespace tokens with a "missing field" error.
 struct Tokens<'a> {
     inner: core::str::SplitWhitespace<'a>,

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions, TraceFormat};
+use palisade_classify::classbench::{
+    map_key_to_ipv6_site, map_rule_to_ipv6_site, parse_filters, parse_trace, FilterOptions, TraceFormat,
+};
 use palisade_classify::{
     corner_keys, BuildConfig, Classifier, CompiledClassifier, LinearClassifier, RuleMatch,
 };
@@ -185,5 +187,65 @@ fn large_sets_build_within_the_cap() {
             build.as_secs_f64() * 1e3,
             compiled.memory_bytes()
         );
+    }
+}
+
+/// A /48 site (2001:db8:5a1::/48) the IPv4 sets are moved into.
+const SITE: u128 = 0x2001_0db8_05a1u128 << 80;
+
+/// Every shared IPv4 set with a trace, moved into one IPv6 /48 (prefix `a/l`
+/// becomes `SITE | a << 48` of length `48 + l`): the compiled classifier,
+/// both lookups, gives every trace line the first match it has in IPv4.
+#[test]
+fn ipv6_site_versions_match_as_in_ipv4() {
+    let Some(dir) = data_dir() else { return };
+    let sets = sets_with_traces(&dir);
+    assert!(
+        sets.len() >= 18,
+        "expected the wustl and cb12 traces, found {}",
+        sets.len()
+    );
+    for (rules_path, trace_path) in sets {
+        let rules = load_rules(&rules_path);
+        let trace = parse_trace(&std::fs::read_to_string(&trace_path).unwrap()).unwrap();
+        let keys: Vec<FlowKey> = trace.iter().map(|e| e.key).collect();
+        let v4 = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
+        let mut want = vec![0u32; keys.len()];
+        v4.classify_batch(&keys, &mut want);
+        let rules6: Vec<RuleMatch> = rules.iter().map(|r| map_rule_to_ipv6_site(r, SITE)).collect();
+        let keys6: Vec<FlowKey> = keys.iter().map(|k| map_key_to_ipv6_site(k, SITE)).collect();
+        for vector in [true, false] {
+            let config = BuildConfig {
+                vector,
+                ..BuildConfig::default()
+            };
+            let t0 = Instant::now();
+            let v6 = CompiledClassifier::build(&rules6, &config).unwrap();
+            let build = t0.elapsed();
+            let mut got = vec![0u32; keys6.len()];
+            v6.classify_batch(&keys6, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g, w, "{}: line {} (vector {vector})", trace_path.display(), i + 1);
+            }
+            for (i, k) in keys6.iter().enumerate().step_by(97) {
+                assert_eq!(
+                    v6.classify(k),
+                    want[i],
+                    "{}: line {} single",
+                    trace_path.display(),
+                    i + 1
+                );
+            }
+            if vector {
+                println!(
+                    "{}: IPv6 site: build {:.1} ms (IPv4 {} bytes, IPv6 {} bytes), {:?}",
+                    rules_path.display(),
+                    build.as_secs_f64() * 1e3,
+                    v4.memory_bytes(),
+                    v6.memory_bytes(),
+                    v6.ipv6_address_lookup()
+                );
+            }
+        }
     }
 }

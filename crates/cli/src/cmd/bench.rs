@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions, FlagsMode};
+use palisade_classify::classbench::{
+    map_key_to_ipv6_site, map_rule_to_ipv6_site, parse_filters, parse_trace, FilterOptions, FlagsMode,
+};
 use palisade_classify::{
     corner_keys, BuildConfig, Classifier, CompiledClassifier, LinearClassifier, NO_MATCH,
 };
@@ -80,6 +82,10 @@ pub struct Args {
     /// sets (the baseline the bit-set lookup is measured against).
     #[arg(long)]
     pub trees: bool,
+    /// Move an IPv4 set and its trace into this IPv6 /48 site (prefix a/l
+    /// becomes SITE | a << 48 of length 48 + l): the set's IPv6 version.
+    #[arg(long, value_name = "SITE")]
+    pub ipv6_site: Option<std::net::Ipv6Addr>,
 }
 
 /// A failed step: message and exit code.
@@ -140,6 +146,16 @@ fn bench(args: &Args) -> Result<(), Failure> {
             .map(|e| e.key)
             .collect(),
         None => corner_keys(&rules, (rules.len() * 12).clamp(10_000, 200_000)),
+    };
+    let (rules, keys) = match args.ipv6_site {
+        Some(site) => {
+            let site = site.to_bits();
+            (
+                rules.iter().map(|r| map_rule_to_ipv6_site(r, site)).collect(),
+                keys.iter().map(|k| map_key_to_ipv6_site(k, site)).collect(),
+            )
+        }
+        None => (rules, keys),
     };
     let mut config = BuildConfig::default().with_memory_cap(args.memory_cap_mib.saturating_mul(1 << 20));
     config.vector = !args.scalar;
