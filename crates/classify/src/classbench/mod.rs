@@ -62,6 +62,9 @@ use palisade_packet::FlowKey;
 
 use crate::{IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};
 
+mod synth;
+pub use synth::{synthesize, synthesize_trace};
+
 /// A parse error: the 1-based line and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportError {
