@@ -48,6 +48,15 @@ impl CompiledClassifier {
     /// assert!(err.to_string().contains("cap 1000 bytes"));
     /// ```
     pub fn build(rules: &[RuleMatch], config: &BuildConfig) -> Result<Self, BuildError> {
+        Self::build_with_limits(rules, config, TABLE_LIMITS)
+    }
+
+    /// [`CompiledClassifier::build`] with other table limits (tests reach them with few rules).
+    fn build_with_limits(
+        rules: &[RuleMatch],
+        config: &BuildConfig,
+        limits: (usize, usize),
+    ) -> Result<Self, BuildError> {
         if rules.len() >= NO_MATCH as usize {
             return Err(BuildError::TooManyRules { rules: rules.len() });
         }
@@ -83,6 +92,8 @@ impl CompiledClassifier {
             space_factor: config.space_factor.max(2),
             tree_mark: (0, 0),
             tree_cap: usize::MAX,
+            tree_rules: 0,
+            limits,
         };
         if let Err(Stop::Cap(e)) = b.check() {
             return Err(e);
@@ -150,6 +161,10 @@ struct Builder {
     tree_mark: (usize, usize),
     /// Bytes the current tree may use before it is rebuilt with less replication.
     tree_cap: usize,
+    /// Rules of the current tree.
+    tree_rules: usize,
+    /// The most words the node table and the leaf table may hold (what their references can address).
+    limits: (usize, usize),
 }
 
 /// Why a build step stopped.
@@ -216,7 +231,7 @@ impl Builder {
         let start = (self.tab.len(), self.leaves.len());
         let mut roots = Vec::new();
         for g in groups.iter() {
-            roots.extend(self.group_tree(g, sf, false)?);
+            roots.extend(self.group_trees(g, sf, 0)?);
         }
         // Small sets try one tree for every group but the source one: fewer
         // trees to walk, paid for with deeper or fuller ones. The merged tree
@@ -227,7 +242,7 @@ impl Builder {
             let marks = (self.tab.len(), self.leaves.len());
             let mut merged = groups[1..].concat();
             merged.sort_unstable();
-            if let Some(m) = self.group_tree(&merged, sf, true)? {
+            if let Some(m) = self.group_tree_with(&merged, sf, true, true)? {
                 let mut alt: Vec<(u32, u32)> = roots
                     .iter()
                     .copied()
@@ -242,8 +257,8 @@ impl Builder {
                     self.tab.truncate(start.0);
                     self.leaves.truncate(start.1);
                     roots.clear();
-                    roots.extend(self.group_tree(&groups[0], sf, false)?);
-                    roots.extend(self.group_tree(&merged, sf, false)?);
+                    roots.extend(self.group_trees(&groups[0], sf, 0)?);
+                    roots.extend(self.group_trees(&merged, sf, 0)?);
                 } else {
                     self.tab.truncate(marks.0);
                     self.leaves.truncate(marks.1);
@@ -265,10 +280,27 @@ impl Builder {
 
     fn check(&self) -> Result<(), Stop> {
         let needed = self.bytes();
-        // References must not reach the leaf tag bit.
-        if needed > self.cap || self.tab.len() >= LEAF as usize || self.leaves.len() > LEAF_WORDS as usize {
+        if needed > self.cap {
             Err(Stop::Cap(BuildError::MemoryCap {
                 needed,
+                cap: self.cap,
+            }))
+        } else if self.tab.len() > self.limits.0 {
+            // A node's index must stay below the leaf tag bit.
+            Err(Stop::Cap(BuildError::IndexLimit {
+                table: "tree node",
+                reached: self.tab.len(),
+                limit: self.limits.0,
+                bytes: needed,
+                cap: self.cap,
+            }))
+        } else if self.leaves.len() > self.limits.1 {
+            // A leaf reference holds its first word in 26 bits.
+            Err(Stop::Cap(BuildError::IndexLimit {
+                table: "leaf",
+                reached: self.leaves.len(),
+                limit: self.limits.1,
+                bytes: needed,
                 cap: self.cap,
             }))
         } else if self.bytes_since(self.tree_mark.0, self.tree_mark.1) > self.tree_cap {
@@ -278,16 +310,57 @@ impl Builder {
         }
     }
 
+    /// The trees of a group of rules (priority-ordered): one tree when it
+    /// fits its budget at some replication; else the group is split in two,
+    /// its tamer rules (narrower boxes) and its wilder ones, and each half
+    /// gets trees of its own, so that wide rules no longer replicate across
+    /// the cuts that the narrow ones need (the way librte_acl splits its
+    /// tries, and EffiCuts its rules by size). A group that cannot be split
+    /// further gets one tree, bounded by the memory cap only.
+    fn group_trees(&mut self, group: &[u32], sf: usize, depth: u32) -> Result<Vec<(u32, u32)>, BuildError> {
+        if group.is_empty() {
+            return Ok(Vec::new());
+        }
+        let splittable = depth < MAX_SPLIT_DEPTH && group.len() >= MIN_SPLIT_RULES;
+        if let Some(tree) = self.group_tree(group, sf, !splittable)? {
+            return Ok(alloc::vec![tree]);
+        }
+        let (tame, wild) = self.split_by_width(group);
+        let mut trees = self.group_trees(&tame, sf, depth + 1)?;
+        trees.extend(self.group_trees(&wild, sf, depth + 1)?);
+        Ok(trees)
+    }
+
+    /// A group split in two (each priority-ordered): the rules whose boxes
+    /// are narrower than the group's median (the sum of the log2 widths of
+    /// their dimensions), and the others; by priority halves when all are alike.
+    fn split_by_width(&self, group: &[u32]) -> (Vec<u32>, Vec<u32>) {
+        let width = |r: u32| self.boxes[r as usize].width_bits.iter().sum::<u32>();
+        let mut widths: Vec<u32> = group.iter().map(|&r| width(r)).collect();
+        widths.sort_unstable();
+        let median = widths[widths.len() / 2];
+        let (tame, wild): (Vec<u32>, Vec<u32>) = group.iter().partition(|&&r| width(r) < median);
+        if tame.is_empty() || wild.is_empty() {
+            let (a, b) = group.split_at(group.len() / 2);
+            (a.to_vec(), b.to_vec())
+        } else {
+            (tame, wild)
+        }
+    }
+
     /// Builds the tree of a group of rules (priority-ordered): its root and
     /// first rule, or `None` for an empty group. A tree that replicates too
     /// much is abandoned as soon as it passes its budget and rebuilt with
-    /// less replication; with `optional`, one still past it with the least,
-    /// or reaching the memory cap, is dropped (`None`, tables as before).
-    fn group_tree(
+    /// less replication; with `bounded` false, the least replication has no
+    /// budget but the memory cap; with `bounded`, a tree still past its
+    /// budget with the least is dropped (`None`, tables as before), as is
+    /// one reaching the memory cap when `optional`.
+    fn group_tree_with(
         &mut self,
         group: &[u32],
         sf: usize,
         optional: bool,
+        bounded: bool,
     ) -> Result<Option<(u32, u32)>, BuildError> {
         if group.is_empty() {
             return Ok(None);
@@ -298,14 +371,18 @@ impl Builder {
         // Big trees start with proportionally less replication (they
         // would pass the budget anyway, and every abandoned try costs).
         self.space_factor = (sf * BIG_TREE_RULES / list.len().max(1)).clamp(2, MAX_SPACE_FACTOR.max(sf));
+        self.tree_rules = list.len();
         loop {
             self.tree_mark = marks;
-            self.tree_cap = if self.space_factor > 2 || optional {
+            self.tree_cap = if self.space_factor > 2 {
                 TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
+            } else if bounded {
+                // The least replication may use twice the budget before the group is split.
+                2 * TREE_BYTES_PER_RULE * list.len() + TREE_BYTES_BASE
             } else {
                 usize::MAX
             };
-            let stop = match self.node(&list, Region::full()) {
+            let stop = match self.node(&list, Region::full(), true) {
                 Ok(root) => return Ok(Some((root, first))),
                 Err(stop) => stop,
             };
@@ -314,11 +391,21 @@ impl Builder {
             match stop {
                 Stop::Cap(_) if optional => return Ok(None),
                 Stop::Cap(e) => return Err(e),
-                // Only an optional tree has a budget at the least replication.
+                // Only a bounded tree has a budget at the least replication.
                 Stop::TreeBudget if self.space_factor == 2 => return Ok(None),
                 Stop::TreeBudget => self.space_factor = (self.space_factor / 2).max(2),
             }
         }
+    }
+
+    /// [`Builder::group_tree_with`], not optional; bounded unless `unbounded`.
+    fn group_tree(
+        &mut self,
+        group: &[u32],
+        sf: usize,
+        unbounded: bool,
+    ) -> Result<Option<(u32, u32)>, BuildError> {
+        self.group_tree_with(group, sf, false, !unbounded)
     }
 
     /// Drops rules shadowed inside `region`: after a plain rule covering the
@@ -451,7 +538,12 @@ impl Builder {
     /// A node cuts one dimension: the hull of its rules there is split into
     /// `ncuts` pieces of `2^shift` values from `base`; keys outside the hull go
     /// to an extra, empty child.
-    fn node(&mut self, rules: &[u32], region: Region) -> Result<u32, Stop> {
+    ///
+    /// A tree whose node's children so far project the node past its share
+    /// of the tree's budget is abandoned early (at the root (`top`), half
+    /// again the budget; below, four times its rules' share): a failed try
+    /// then costs a fraction of the tree, not all of its budget.
+    fn node(&mut self, rules: &[u32], region: Region, top: bool) -> Result<u32, Stop> {
         let n = rules.len();
         if n <= self.leaf_size {
             return self.leaf(rules);
@@ -537,24 +629,39 @@ impl Builder {
         }
         drop(cover);
         let at = self.tab.len();
+        let node_leaves = self.leaves.len();
         self.tab.push(d as u32 | shift << 8 | (ncuts as u32) << 16);
         self.tab.push(base);
         // Children, then the outside child (the empty leaf).
         self.tab.resize(at + 2 + ncuts + 1, EMPTY);
         self.check()?;
         let mut prev: Option<u32> = None;
+        let total: usize = lists.iter().map(Vec::len).sum();
+        let mut done = 0usize;
+        let node_budget = if top {
+            self.tree_cap as u128 * 3 / 2
+        } else {
+            self.tree_cap as u128 * 4 * n as u128 / self.tree_rules.max(1) as u128
+        };
         for j in 0..ncuts {
             let list = core::mem::take(&mut lists[j]);
+            done += list.len();
             let r = match prev {
                 Some(pr) if !differs[j] && !partial[j] && !partial[j - 1] => pr,
                 _ => {
                     let mut child = region;
                     (child.lo[d], child.hi[d]) = child_bounds(j);
-                    self.node(&list, child)?
+                    self.node(&list, child, false)?
                 }
             };
             self.tab[at + 2 + j] = r;
             prev = Some(r);
+            if self.tree_cap != usize::MAX && done * 16 >= total {
+                let spent = self.bytes_since(at, node_leaves) as u128;
+                if spent * total as u128 > node_budget * done as u128 {
+                    return Err(Stop::TreeBudget);
+                }
+            }
         }
         Ok(at as u32)
     }
@@ -612,5 +719,66 @@ impl Cut {
     fn better_than(&self, other: &Cut) -> bool {
         (self.maxc, core::cmp::Reverse(self.narrowing), self.sum)
             < (other.maxc, core::cmp::Reverse(other.narrowing), other.sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PortRange, Prefix};
+
+    /// Rules that replicate: nested source prefixes and port ranges.
+    fn replicating(n: u32) -> Vec<RuleMatch> {
+        (0..n)
+            .map(|i| RuleMatch {
+                src: vec![Prefix::v4((i << 20).to_be_bytes(), 4 + (i % 20) as u8)],
+                dst_port: vec![PortRange {
+                    lo: (i % 97) as u16,
+                    hi: 1000 + i as u16,
+                }],
+                proto: Some(6),
+                ..RuleMatch::any()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_past_what_its_references_address_is_named_with_its_limit() {
+        let rules = replicating(3000);
+        let config = BuildConfig::default().with_memory_cap(1 << 30);
+        let ok = CompiledClassifier::build(&rules, &config).unwrap();
+        assert!(ok.memory_bytes() < 1 << 30);
+        let err = CompiledClassifier::build_with_limits(&rules, &config, (1 << 31, 5_000)).unwrap_err();
+        assert!(
+            matches!(err, BuildError::IndexLimit { table: "leaf", limit: 5_000, cap, .. } if cap == 1 << 30),
+            "{err:?}"
+        );
+        let text = alloc::format!("{err}");
+        assert!(text.contains("the leaf table reached"), "{text}");
+        assert!(
+            text.contains("more than the 5000 its references can address"),
+            "{text}"
+        );
+        assert!(
+            text.contains("under the memory cap of 1073741824 bytes"),
+            "{text}"
+        );
+        let err = CompiledClassifier::build_with_limits(&rules, &config, (100, 1 << 26)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BuildError::IndexLimit {
+                    table: "tree node",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The memory cap, when it comes first, is named as the memory cap.
+        let err = CompiledClassifier::build(&rules, &config.with_memory_cap(50_000)).unwrap_err();
+        assert!(
+            matches!(err, BuildError::MemoryCap { cap: 50_000, .. }),
+            "{err:?}"
+        );
     }
 }

@@ -119,6 +119,9 @@ const LEAF_COUNT_SHIFT: u32 = 26;
 const LEAF_COUNT_MAX: u32 = leaf::BIG_LEAF;
 /// ...and its first word in bits 0-25 (see [`leaf`]).
 const LEAF_WORDS: u32 = (1 << LEAF_COUNT_SHIFT) - 1;
+/// The most words the node table and the leaf table may hold: a node's
+/// index stays below the leaf tag, a leaf's first word fits [`LEAF_WORDS`].
+const TABLE_LIMITS: (usize, usize) = (LEAF as usize - 1, LEAF_WORDS as usize);
 /// The empty leaf: no rules (word 0, count 0).
 const EMPTY: u32 = LEAF;
 /// A node that every leaf lane of a batch steps through (its result is
@@ -134,6 +137,10 @@ const BIG_TREE_RULES: usize = 16384;
 const MAX_SPACE_FACTOR: usize = 64;
 /// Every tree may use this many bytes on top of its per-rule budget.
 const TREE_BYTES_BASE: usize = 1 << 20;
+/// A group of rules whose tree passes its budget is split at most this many times over.
+const MAX_SPLIT_DEPTH: u32 = 1;
+/// Groups smaller than this are not split.
+const MIN_SPLIT_RULES: usize = 256;
 /// Nodes with more rules than this estimate their cuts on a sample of this many.
 const SAMPLE_RULES: usize = 2048;
 /// Rule sets up to this size try merging their trees (see [`CompiledClassifier::build`]).
@@ -247,6 +254,21 @@ pub enum BuildError {
         /// Number of rules given.
         rules: usize,
     },
+    /// A table reached the most words its references can address, below
+    /// the memory cap (a rule set that replicates beyond every layout the
+    /// build tries).
+    IndexLimit {
+        /// The table: `"tree node"` or `"leaf"`.
+        table: &'static str,
+        /// Words it had reached.
+        reached: usize,
+        /// The most words its references address.
+        limit: usize,
+        /// Bytes of all the tables at that point.
+        bytes: usize,
+        /// The configured memory cap (not reached).
+        cap: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -259,6 +281,17 @@ impl fmt::Display for BuildError {
             BuildError::TooManyRules { rules } => {
                 write!(f, "{rules} rules are more than the classifier can index")
             }
+            BuildError::IndexLimit {
+                table,
+                reached,
+                limit,
+                bytes,
+                cap,
+            } => write!(
+                f,
+                "compiled classifier: the {table} table reached {reached} words, more than the {limit} its references can address \
+                 (the tables held {bytes} bytes, under the memory cap of {cap} bytes)"
+            ),
         }
     }
 }
