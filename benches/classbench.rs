@@ -6,7 +6,9 @@
 //! packets), and on an AVX-512 CPU `compiled-scalar` does the same with the
 //! scalar lookup (the baseline for the vector code), and on sets small enough
 //! for bit sets `compiled-trees` does it with trees (the baseline for the bit
-//! sets); `linear` classifies the first 256 headers of the same trace, so
+//! sets); `compiled-ipv6-site` classifies the set and trace moved into an
+//! IPv6 /48 (prefix `a/l` becomes `SITE | a << 48` of length `48 + l`), the
+//! IPv6 version of the set; `linear` classifies the first 256 headers of the same trace, so
 //! the reference finishes at 10K rules. Criterion's throughput line gives
 //! packets per second; median / packets is the time per packet. Sets that are
 //! absent are skipped with a message.
@@ -19,7 +21,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use palisade_classify::classbench::{parse_filters, parse_trace, FilterOptions};
+use palisade_classify::classbench::{
+    map_key_to_ipv6_site, map_rule_to_ipv6_site, parse_filters, parse_trace, FilterOptions,
+};
 use palisade_classify::{BuildConfig, Classifier, CompiledClassifier, LinearClassifier, NO_MATCH};
 use palisade_packet::FlowKey;
 
@@ -76,6 +80,11 @@ fn classbench(c: &mut Criterion) {
         };
         let compiled_trees = CompiledClassifier::build(&rules, &trees).expect("build");
         let linear = LinearClassifier::new(rules.clone());
+        // The IPv6 version: the set and its trace in 2001:db8:5a1::/48.
+        let site = 0x2001_0db8_05a1u128 << 80;
+        let rules6: Vec<_> = rules.iter().map(|r| map_rule_to_ipv6_site(r, site)).collect();
+        let keys6: Vec<FlowKey> = keys.iter().map(|k| map_key_to_ipv6_site(k, site)).collect();
+        let compiled6 = CompiledClassifier::build(&rules6, &BuildConfig::default()).expect("build");
 
         let mut group = c.benchmark_group(rules_name);
         group
@@ -87,6 +96,12 @@ fn classbench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("compiled", keys.len()), |b| {
             b.iter(|| {
                 compiled.classify_batch(black_box(&keys), &mut out);
+                black_box(&out);
+            })
+        });
+        group.bench_function(BenchmarkId::new("compiled-ipv6-site", keys.len()), |b| {
+            b.iter(|| {
+                compiled6.classify_batch(black_box(&keys6), &mut out);
                 black_box(&out);
             })
         });
