@@ -19,6 +19,11 @@ impl CompiledClassifier {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) fn classify_batch_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
         let mut pts = [[0u32; 8]; VECTOR_LANES];
+        // The bit sets' scratch: the field values and classes of a chunk's lanes.
+        let mut scratch = (
+            [[0u32; VECTOR_LANES]; bitset::FIELDS],
+            [[0u32; VECTOR_LANES]; bitset::FIELDS],
+        );
         for (k, o) in keys.chunks(VECTOR_LANES).zip(out.chunks_mut(VECTOR_LANES)) {
             let n = k.len().min(o.len());
             // (This function has the features the ranks' kernel needs, so the call is safe.)
@@ -35,7 +40,9 @@ impl CompiledClassifier {
                     continue;
                 }
                 match &part.bitsets {
-                    Some(bitsets) => self.bitsets_lanes_avx512(bitsets, &pts, k, lanes, &mut best),
+                    Some(bitsets) => {
+                        self.bitsets_lanes_avx512(bitsets, &pts, k, lanes, &mut best, &mut scratch)
+                    }
                     None => self.walk_lanes_avx512(&part.roots, &pts, k, lanes, &mut best),
                 }
             }
@@ -221,19 +228,18 @@ impl CompiledClassifier {
         keys: &[FlowKey],
         mut lanes: u64,
         best: &mut [RuleIndex; VECTOR_LANES],
+        (values, classes): &mut BitsetScratch,
     ) {
         const _: () = assert!(bitset::BATCH == VECTOR_LANES);
-        let mut values = [[0u32; VECTOR_LANES]; bitset::FIELDS];
-        let mut classes = [[0u32; VECTOR_LANES]; bitset::FIELDS];
         // Lanes of other parts or past the keys hold valid points too; their classes are not used.
         for (j, p) in pts.iter().enumerate() {
-            Bitsets::set_field_values(p, j, &mut values);
+            Bitsets::set_field_values(p, j, values);
         }
         // SAFETY (both calls): this function is compiled for, and entered
         // only after `leaf::avx512_available()` found, the features they need.
         #[allow(unsafe_code)]
         unsafe {
-            bitsets.classes_avx512(&values, &mut classes)
+            bitsets.classes_avx512(values, classes)
         };
         while lanes != 0 {
             let j = lanes.trailing_zeros() as usize;
@@ -262,6 +268,13 @@ impl CompiledClassifier {
         self.classify_one::<true>(roots, p, key)
     }
 }
+
+/// The field values and classes of a chunk's lanes (see [`Bitsets::classes_avx512`]).
+#[cfg(target_arch = "x86_64")]
+type BitsetScratch = (
+    [[u32; VECTOR_LANES]; bitset::FIELDS],
+    [[u32; VECTOR_LANES]; bitset::FIELDS],
+);
 
 /// [`RankIndex::rank_lanes`] with AVX-512: a block's 8 starts compared
 /// with an address in two loads and three vector compares.

@@ -328,22 +328,26 @@ fn points_of<const N: usize>(
     rank: impl Fn(&RankIndex, &[u128; N], u64, &mut [u32; N]),
 ) -> [u64; 2] {
     let mut v6 = 0u64;
-    let mut src = [0u128; N];
-    let mut dst = [0u128; N];
     for (j, key) in keys.iter().enumerate().take(N.min(64)) {
         match key.ip_family() {
             Some(4) => pts[j] = point_with(key, key.src_ip as u32, key.dst_ip as u32, REQ_IP | REQ_V4),
-            Some(6) => {
-                v6 |= 1 << j;
-                src[j] = key.src_ip;
-                dst[j] = key.dst_ip;
-            }
+            Some(6) => v6 |= 1 << j,
             _ => pts[j] = point_with(key, 0, 0, 0),
         }
     }
     let n = keys.len().min(N).min(64);
     let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
     if v6 != 0 {
+        // (Only batches with IPv6 keys pay for these arrays.)
+        let (mut src, mut dst) = ([0u128; N], [0u128; N]);
+        let mut m = v6;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let (Some(key), Some(s), Some(d)) = (keys.get(j), src.get_mut(j), dst.get_mut(j)) {
+                (*s, *d) = (key.src_ip, key.dst_ip);
+            }
+        }
         // Windows read the address; ranks are searched for all lanes at once.
         let values = |map: &AddrMap, addrs: &[u128; N], out: &mut [u32; N], inside: &mut u64| {
             if map.is_window() {

@@ -4,8 +4,9 @@
 //! The rule file goes through the engine as `palisade run` loads it (parse,
 //! validate, compile, self-test, publish; a scratch state directory, not
 //! kept). The capture is read into memory first (or made from the rules:
-//! for every rule in turn a frame at a corner of it, a hit, and every
-//! fourth frame a key at or just outside a rule's edge, often a miss). Then
+//! for every rule in turn a frame at a corner of it, a hit on every rule
+//! when there are at least as many frames as rules, and every fourth frame
+//! a key at or just outside a rule's edge, often a miss). Then
 //! each of `--threads N` threads (each on its own core, with its own worker
 //! handle, as `palisade run`'s workers) takes the frames in batches of
 //! [`BATCH`] as the data path does: parses each frame into a flow key, then

@@ -1,4 +1,6 @@
 //! `--plot F.svg`: Mpps, build time and memory of every set, side by side.
+//! Mpps come from the threads' CPU time (what a busy machine distorts least;
+//! the wall-clock figures are in the output).
 //!
 //! Drawn with `plotters` (SVG backend, no font files needed: the SVG names
 //! a sans-serif font and the viewer draws the text).
