@@ -257,15 +257,19 @@ pub(super) fn bench(args: &Args) -> Result<ExitCode, Failure> {
             std::thread::spawn(move || {
                 pin_to_core(i);
                 let mut keys = [FlowKey::new(); BATCH];
+                let mut lens = [0usize; BATCH];
                 let mut out = [Decision::default(); BATCH];
                 let n = frames.len();
                 // One warm-up pass.
                 for start in (0..n).step_by(BATCH) {
                     let m = BATCH.min(n - start);
-                    for (j, k) in keys.iter_mut().enumerate().take(m) {
-                        *k = palisade_packet::parse(frames.get(start + j));
+                    for (j, (k, l)) in keys.iter_mut().zip(lens.iter_mut()).enumerate().take(m) {
+                        let f = frames.get(start + j);
+                        (*k, *l) = (palisade_packet::parse(f), f.len());
                     }
-                    handle.classify_batch(&keys[..m], &ctx, &mut out);
+                    handle
+                        .batch()
+                        .classify_frames(&keys[..m], &lens[..m], &ctx, &mut out);
                 }
                 barrier.wait();
                 let (mut parse, mut decide, mut count) = (Duration::ZERO, Duration::ZERO, 0u64);
@@ -275,11 +279,15 @@ pub(super) fn bench(args: &Args) -> Result<ExitCode, Failure> {
                     for start in (0..n).step_by(BATCH) {
                         let m = BATCH.min(n - start);
                         let t0 = Instant::now();
-                        for (j, k) in keys.iter_mut().enumerate().take(m) {
-                            *k = palisade_packet::parse(std::hint::black_box(frames.get(start + j)));
+                        for (j, (k, l)) in keys.iter_mut().zip(lens.iter_mut()).enumerate().take(m) {
+                            let f = std::hint::black_box(frames.get(start + j));
+                            (*k, *l) = (palisade_packet::parse(f), f.len());
                         }
                         let t1 = Instant::now();
-                        handle.classify_batch(&keys[..m], &ctx, &mut out);
+                        // As the data path's filter decides a batch: one snapshot, counters and bytes.
+                        handle
+                            .batch()
+                            .classify_frames(&keys[..m], &lens[..m], &ctx, &mut out);
                         std::hint::black_box(&out);
                         let t2 = Instant::now();
                         parse += t1 - t0;
