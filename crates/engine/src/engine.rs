@@ -14,7 +14,7 @@ use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
 use crate::events::{ControlEvent, EventKind, EventSink, Outcome};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Kept, Store, StoreError};
-use crate::policy::{Context, Decision, Route, RuleRef, Verdict};
+use crate::policy::{Context, Decision, RuleRef, Stage, Verdict};
 use crate::reload::{self, fault, ReloadError, ReloadOptions, ReloadStage};
 use crate::status::{self, LastReload, Status};
 
@@ -375,24 +375,10 @@ impl Engine {
                 rule: String::new(),
             });
         };
-        let port_id = policy
-            .port(port)
-            .ok_or_else(|| format!("no port \"{port}\" in generation {}", gen.number))?;
-        let route = match route {
-            None => None,
-            Some((from, to)) => {
-                let id = |n: &str| {
-                    policy
-                        .interface(n)
-                        .ok_or_else(|| format!("no interface \"{n}\" in generation {}", gen.number))
-                };
-                Some(Route {
-                    from: id(from)?,
-                    to: id(to)?,
-                })
-            }
-        };
-        let d = policy.evaluate(key, &Context { port: port_id, route });
+        let ctx = policy
+            .resolve(port, route)
+            .map_err(|e| format!("{e} in generation {}", gen.number))?;
+        let d = policy.evaluate(key, &ctx);
         Ok(Probe {
             generation: gen.number,
             verdict: d.verdict,
@@ -915,18 +901,7 @@ impl Batch<'_> {
     /// The context for frames entering `port` (and routed `from` -> `to`), in
     /// this snapshot's ids; `None` when a name is unknown to it.
     pub fn context(&self, port: &str, route: Option<(&str, &str)>) -> Option<Context> {
-        let p = self.gen.policy()?;
-        let route = match route {
-            None => None,
-            Some((from, to)) => Some(Route {
-                from: p.interface(from)?,
-                to: p.interface(to)?,
-            }),
-        };
-        Some(Context {
-            port: p.port(port)?,
-            route,
-        })
+        self.gen.policy()?.resolve(port, route).ok()
     }
 
     /// Classifies `keys` into `out` (only `min(keys.len(), out.len())` written)
@@ -1002,6 +977,47 @@ impl Batch<'_> {
             add(cells, layout.total + 3, len);
             bump(cells, layout.stages + 2 * stage_index(d.stage) + denied);
             *o = d;
+        }
+    }
+
+    /// Decides frames that cannot be evaluated in any context (a data path
+    /// found no port for their interface, or no way across for their VLAN):
+    /// each is denied at `stage` with no ACL run, and counted like a
+    /// classified frame, so the engine's counters hold every frame the data
+    /// path decided. `out[i]` receives the decision for `keys[i]` (only
+    /// `min(keys.len(), out.len())` written).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("palisade-doc-refuse-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # std::fs::write(dir.join("r.toml"), "version = 1\n[[port]]\nname = \"p\"\n").unwrap();
+    /// # let (engine, _) = palisade_engine::Engine::open(&dir.join("r.toml"), &dir.join("s"), Default::default()).unwrap();
+    /// use palisade_engine::policy::{Stage, Verdict};
+    /// let mut worker = engine.handle();
+    /// let mut out = [Default::default(); 3];
+    /// worker.batch().refuse(&[palisade_packet::FlowKey::new(); 3], Stage::VlanFilter, &mut out);
+    /// assert!(out.iter().all(|d| d.verdict == Verdict::Deny && d.stage == Stage::VlanFilter));
+    /// assert_eq!(engine.status().frames.denied, 3);
+    /// # drop((worker, engine));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    #[inline]
+    pub fn refuse(&mut self, keys: &[FlowKey], stage: Stage, out: &mut [Decision]) {
+        let n = keys.len().min(out.len());
+        let Some(c) = self.gen.rules.as_deref() else {
+            out[..n].fill(Decision::default());
+            return;
+        };
+        let refused = Decision {
+            verdict: Verdict::Deny,
+            stage,
+            acl: None,
+            rule: RuleRef::None,
+        };
+        out[..n].fill(refused);
+        for _ in 0..n {
+            bump(self.cells, c.layout.total);
+            bump(self.cells, c.layout.total + 2);
         }
     }
 }

@@ -149,9 +149,13 @@ pub enum Stage {
     Rescue,
     /// The frame could not be parsed far enough: `defaults.malformed`.
     Malformed,
-    /// A tagged frame whose VLAN the ingress port does not carry: dropped.
+    /// A tagged frame whose VLAN the ingress port does not carry: dropped. A
+    /// data path also decides here a frame whose VLAN has no way across (the
+    /// egress port does not carry it and no L3 interface routes it there; see
+    /// [`crate::Batch::refuse`]).
     VlanFilter,
-    /// The caller's context names a port or interface id the policy lacks.
+    /// The caller's context names a port or interface id the policy lacks, or
+    /// a data path found no `[[port]]` for the interface the frame entered.
     Context,
     /// Port ACL of the ingress port.
     PortAcl,
@@ -340,6 +344,27 @@ pub struct InterfaceInfo {
     /// The VLAN of an SVI.
     pub vlan: Option<u16>,
 }
+
+/// A name [`Policy::resolve`] did not find in the policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownName {
+    /// No `[[port]]` has this name.
+    Port(String),
+    /// No `[[interface]]` has this name.
+    Interface(String),
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnknownName::Port(name) => write!(f, "no port \"{name}\""),
+            UnknownName::Interface(name) => write!(f, "no interface \"{name}\""),
+        }
+    }
+}
+
+impl std::error::Error for UnknownName {}
 
 /// Why [`Policy::compile`] refused a rule set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -630,6 +655,40 @@ impl Policy {
         })
     }
 
+    /// The context of a frame entering port `port`, routed `from` -> `to` when
+    /// `route` names two L3 interfaces: the one place where names become this
+    /// policy's ids (`explain`, `classify`, `[[expect]]`, [`crate::Engine::probe`]
+    /// and [`crate::Batch::context`] all resolve through it).
+    ///
+    /// ```
+    /// use palisade_engine::policy::{Policy, UnknownName};
+    /// let rs = palisade_rules::parse("r.toml", b"version = 1\n[[port]]\nname = \"p\"\n[[interface]]\nname = \"i\"\nport = \"p\"\n")
+    ///     .unwrap()
+    ///     .ruleset;
+    /// let policy = Policy::compile(&rs).unwrap();
+    /// let ctx = policy.resolve("p", Some(("i", "i"))).unwrap();
+    /// assert_eq!(ctx.port, policy.port("p").unwrap());
+    /// assert_eq!(policy.resolve("q", None), Err(UnknownName::Port("q".into())));
+    /// assert_eq!(policy.resolve("p", Some(("i", "x"))), Err(UnknownName::Interface("x".into())));
+    /// ```
+    pub fn resolve(&self, port: &str, route: Option<(&str, &str)>) -> Result<Context, UnknownName> {
+        let port = self
+            .port(port)
+            .ok_or_else(|| UnknownName::Port(port.to_owned()))?;
+        let interface = |name: &str| {
+            self.interface(name)
+                .ok_or_else(|| UnknownName::Interface(name.to_owned()))
+        };
+        let route = match route {
+            None => None,
+            Some((from, to)) => Some(Route {
+                from: interface(from)?,
+                to: interface(to)?,
+            }),
+        };
+        Ok(Context { port, route })
+    }
+
     /// The id of the port named `name`.
     pub fn port(&self, name: &str) -> Option<PortId> {
         self.port_by_name.get(name).copied()
@@ -837,25 +896,19 @@ impl Policy {
                 severity: Severity::Error,
                 message: format!("expect {}: {message}", n + 1),
             };
-            let Some(port) = self.port(&e.port) else {
-                out.push(diag(format!("names missing port \"{}\"", e.port)));
-                continue;
+            let route = e.route.as_ref().map(|(from, to)| (from.as_str(), to.as_str()));
+            let ctx = match self.resolve(&e.port, route) {
+                Ok(ctx) => ctx,
+                Err(UnknownName::Port(name)) => {
+                    out.push(diag(format!("names missing port \"{name}\"")));
+                    continue;
+                }
+                Err(UnknownName::Interface(name)) => {
+                    out.push(diag(format!("route names missing interface \"{name}\"")));
+                    continue;
+                }
             };
-            let route = match &e.route {
-                None => None,
-                Some((from, to)) => match (self.interface(from), self.interface(to)) {
-                    (Some(from), Some(to)) => Some(Route { from, to }),
-                    (None, _) => {
-                        out.push(diag(format!("route names missing interface \"{from}\"")));
-                        continue;
-                    }
-                    (_, None) => {
-                        out.push(diag(format!("route names missing interface \"{to}\"")));
-                        continue;
-                    }
-                },
-            };
-            let d = self.evaluate(&e.packet, &Context { port, route });
+            let d = self.evaluate(&e.packet, &ctx);
             let want = Verdict::from(e.verdict);
             let stage_ok = e.stage.as_deref().is_none_or(|s| s == d.stage.as_str());
             let rule_ok = e.rule.as_deref().is_none_or(|r| r == self.rule_name(&d));

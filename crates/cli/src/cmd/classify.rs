@@ -15,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_engine::policy::{Context, Decision, Policy, Route, Verdict};
+use palisade_engine::policy::{Context, Decision, Policy, UnknownName, Verdict};
 
 use crate::capture;
 use crate::cmd::check::load_policy;
@@ -40,33 +40,24 @@ pub struct Args {
 
 /// Resolves `--port` and `--route` into a context; the error is for people.
 pub fn context(policy: &Policy, port: &str, route: Option<&str>) -> Result<Context, String> {
-    let Some(pid) = policy.port(port) else {
-        return Err(format!(
+    let names = match route {
+        None => None,
+        Some(r) => match r.split_once(':') {
+            Some(pair) => Some(pair),
+            None => return Err(format!("--route \"{r}\": expected FROM:TO (two interface names)")),
+        },
+    };
+    policy.resolve(port, names).map_err(|e| match e {
+        UnknownName::Interface(name) => format!(
+            "--route \"{}\": no interface \"{name}\" in the rule set (interfaces: {})",
+            route.unwrap_or_default(),
+            interface_names(policy)
+        ),
+        _ => format!(
             "--port \"{port}\": no such port in the rule set (ports: {})",
             port_names(policy)
-        ));
-    };
-    let route = match route {
-        None => None,
-        Some(r) => {
-            let Some((from, to)) = r.split_once(':') else {
-                return Err(format!("--route \"{r}\": expected FROM:TO (two interface names)"));
-            };
-            let find = |name: &str| {
-                policy.interface(name).ok_or_else(|| {
-                    format!(
-                        "--route \"{r}\": no interface \"{name}\" in the rule set (interfaces: {})",
-                        interface_names(policy)
-                    )
-                })
-            };
-            Some(Route {
-                from: find(from)?,
-                to: find(to)?,
-            })
-        }
-    };
-    Ok(Context { port: pid, route })
+        ),
+    })
 }
 
 fn port_names(policy: &Policy) -> String {
