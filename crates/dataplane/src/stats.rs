@@ -24,6 +24,11 @@ pub struct SideCounters {
     pub tx_errors: AtomicU64,
     /// Frames too long to handle, dropped before classification.
     pub oversize: AtomicU64,
+    /// Frames the kernel could not hand over and dropped (a kind of offload
+    /// super-frame a packet socket cannot describe).
+    pub rx_errors: AtomicU64,
+    /// Of the frames received, GSO/GRO super-frames (each classified and sent whole).
+    pub super_frames: AtomicU64,
 }
 
 impl SideCounters {
@@ -105,6 +110,8 @@ impl DataPathInfo {
                     t.forwarded += get(&c.forwarded);
                     t.tx_errors += get(&c.tx_errors);
                     t.oversize += get(&c.oversize);
+                    t.rx_errors += get(&c.rx_errors);
+                    t.super_frames += get(&c.super_frames);
                 }
                 t
             })

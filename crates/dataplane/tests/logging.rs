@@ -1,10 +1,10 @@
 //! The engine filter counts bytes and logs the frames of `log = true` rules,
-//! without changing a verdict, when it is given the frames.
+//! without changing a verdict.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_dataplane::{EngineFilter, FrameFilter, Frames, ShadowSlot};
+use palisade_dataplane::{EngineFilter, Forward, Frame, FrameFilter, ShadowSlot};
 use palisade_engine::{Engine, EngineOptions};
 use palisade_observe::{LogConfig, Logger, Target};
 
@@ -41,7 +41,7 @@ fn udp_frame(sport: u16) -> Box<[u8]> {
 }
 
 #[test]
-fn decide_frames_counts_bytes_and_logs_within_the_rate() {
+fn decide_counts_bytes_and_logs_within_the_rate() {
     let dir = std::env::temp_dir().join(format!("palisade-dp-log-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -66,10 +66,13 @@ fn decide_frames_counts_bytes_and_logs_within_the_rate() {
     // 70 frames: more than one chunk of MAX_BATCH (64).
     let bufs: Vec<Box<[u8]>> = (0..70).map(|i| udp_frame(1000 + i)).collect();
     let lens: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
-    let keys: Vec<_> = bufs.iter().map(|b| palisade_packet::parse(b)).collect();
-    let mut permit = vec![true; 70];
-    filter.decide_frames(0, &keys, Frames::new(&bufs, &lens), &mut permit);
-    assert!(permit.iter().all(|p| !p), "every frame denied, logged or not");
+    let frames: Vec<Frame> = bufs.iter().map(|b| Frame::new(b)).collect();
+    let mut out = vec![Forward::AsReceived; 70];
+    filter.decide(0, &frames, &mut out);
+    assert!(
+        out.iter().all(|o| *o == Forward::Drop),
+        "every frame denied, logged or not"
+    );
     assert!(logger.flush(Duration::from_secs(20)));
     let stats = logger.stats();
     assert_eq!((stats.json_frames, stats.suppressed_total()), (2, 68));
@@ -83,10 +86,11 @@ fn decide_frames_counts_bytes_and_logs_within_the_rate() {
     let status = engine.status();
     let rule = &status.acls[0].counters.rules[0];
     assert_eq!((rule.hits, rule.bytes), (70, lens.iter().sum::<usize>() as u64));
-    // decide (without the frames) still decides, and logs nothing.
-    filter.decide(0, &keys[..5], &mut permit[..5]);
+    // The next batch is offered too: over the rate, so suppressed, still decided.
+    filter.decide(0, &frames[..5], &mut out[..5]);
+    assert!(out[..5].iter().all(|o| *o == Forward::Drop));
     assert!(logger.flush(Duration::from_secs(20)));
-    assert_eq!(logger.stats().json_frames + logger.stats().suppressed_total(), 70);
+    assert_eq!(logger.stats().json_frames + logger.stats().suppressed_total(), 75);
     drop((filter, logger, engine));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -983,9 +983,11 @@ impl Batch<'_> {
     /// Decides frames that cannot be evaluated in any context (a data path
     /// found no port for their interface, or no way across for their VLAN):
     /// each is denied at `stage` with no ACL run, and counted like a
-    /// classified frame, so the engine's counters hold every frame the data
-    /// path decided. `out[i]` receives the decision for `keys[i]` (only
-    /// `min(keys.len(), out.len())` written).
+    /// classified frame (frames, stage, bytes: `lens[i]` is the length of
+    /// the frame of `keys[i]`, as for [`Batch::classify_frames`]), so the
+    /// engine's counters hold every frame the data path decided. `out[i]`
+    /// receives the decision for `keys[i]` (only `min(keys.len(), out.len())`
+    /// written).
     ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("palisade-doc-refuse-{}", std::process::id()));
@@ -995,29 +997,35 @@ impl Batch<'_> {
     /// use palisade_engine::policy::{Stage, Verdict};
     /// let mut worker = engine.handle();
     /// let mut out = [Default::default(); 3];
-    /// worker.batch().refuse(&[palisade_packet::FlowKey::new(); 3], Stage::VlanFilter, &mut out);
+    /// worker.batch().refuse(&[palisade_packet::FlowKey::new(); 3], &[60, 60, 64], Stage::VlanFilter, &mut out);
     /// assert!(out.iter().all(|d| d.verdict == Verdict::Deny && d.stage == Stage::VlanFilter));
-    /// assert_eq!(engine.status().frames.denied, 3);
+    /// let status = engine.status();
+    /// assert_eq!((status.frames.denied, status.bytes), (3, 184));
+    /// let vlan_filter = status.stages.iter().find(|s| s.stage == "vlan-filter").unwrap();
+    /// assert_eq!(vlan_filter.denied, 3);
     /// # drop((worker, engine));
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// ```
     #[inline]
-    pub fn refuse(&mut self, keys: &[FlowKey], stage: Stage, out: &mut [Decision]) {
+    pub fn refuse(&mut self, keys: &[FlowKey], lens: &[usize], stage: Stage, out: &mut [Decision]) {
         let n = keys.len().min(out.len());
+        let cells = self.cells;
         let Some(c) = self.gen.rules.as_deref() else {
             out[..n].fill(Decision::default());
             return;
         };
-        let refused = Decision {
+        let layout = &c.layout;
+        out[..n].fill(Decision {
             verdict: Verdict::Deny,
             stage,
             acl: None,
             rule: RuleRef::None,
-        };
-        out[..n].fill(refused);
-        for _ in 0..n {
-            bump(self.cells, c.layout.total);
-            bump(self.cells, c.layout.total + 2);
+        });
+        for i in 0..n {
+            bump(cells, layout.total);
+            bump(cells, layout.total + 2);
+            add(cells, layout.total + 3, lens.get(i).map_or(0, |&l| l as u64));
+            bump(cells, layout.stages + 2 * stage_index(stage) + 1);
         }
     }
 }

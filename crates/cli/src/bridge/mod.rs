@@ -1,19 +1,19 @@
 //! The live data path of `palisade run`: a filtering bridge between two
 //! interfaces (`--bridge IF_A,IF_B`) or a monitor on one (`--monitor IF`).
 //!
-//! Frames are read through pnet datalink channels (`AF_PACKET`), parsed into
-//! [`FlowKey`]s, decided in batches by a [`FrameFilter`] (the engine's policy
-//! in `palisade run`) and, when permitted, sent unchanged out of the other
-//! interface. Each of `--workers N` threads reads both interfaces; the kernel
+//! Frames are read through pnet datalink channels (`AF_PACKET`) as they were
+//! on the wire (a VLAN tag the interface stripped is put back; an offload
+//! super-frame stays whole), decided in batches by a [`FrameFilter`] (the
+//! engine's policy in `palisade run`) and, when permitted, sent out of the
+//! other interface unchanged but for the VLAN tag the egress port carries. Each of `--workers N` threads reads both interfaces; the kernel
 //! spreads frames across workers by flow hash (`PACKET_FANOUT_HASH`), so the
 //! frames of one flow stay in order.
 //!
-//! Layout: [`sys`] opens and waits on packet sockets, [`worker`] is the
-//! per-thread loop, [`checksum`] completes offloaded TCP/UDP checksums. The
+//! Layout: [`sys`] opens, reads, writes and waits on packet sockets,
+//! [`worker`] is the per-thread loop. The
 //! decisions themselves (the frame filter, the topology, shadow evaluation,
 //! the data path's control requests) are the `palisade-dataplane` library.
 
-pub mod checksum;
 pub mod sys;
 pub mod worker;
 
@@ -94,8 +94,17 @@ impl Bridge {
         let mode = if self.info.forwards() { "bridge" } else { "monitor" };
         for t in self.info.totals() {
             eprintln!(
-                "palisade run: {mode} stopped: {}: rx {} permitted {} denied {} forwarded {} tx_errors {} oversize {}",
-                t.interface, t.rx, t.permitted, t.denied, t.forwarded, t.tx_errors, t.oversize
+                "palisade run: {mode} stopped: {}: rx {} permitted {} denied {} forwarded {} tx_errors {} \
+                 oversize {} rx_errors {} super_frames {}",
+                t.interface,
+                t.rx,
+                t.permitted,
+                t.denied,
+                t.forwarded,
+                t.tx_errors,
+                t.oversize,
+                t.rx_errors,
+                t.super_frames
             );
         }
     }

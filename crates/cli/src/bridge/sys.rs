@@ -7,34 +7,153 @@
 //! calls per frame (a `poll` and the transfer), which measured at a third of
 //! the frame rate (see the README's performance notes).
 //!
-//! pnet opens its own socket when asked, but a bridge needs two options pnet
+//! pnet opens its own socket when asked, but a bridge needs options pnet
 //! does not set, so the socket is created here and handed to pnet:
 //!
 //! - `PACKET_IGNORE_OUTGOING`: without it the socket also sees every frame
 //!   the bridge itself sends out of the interface, and would forward it back.
+//! - `PACKET_AUXDATA`: the interface strips a frame's outer VLAN tag on
+//!   receive (rx VLAN offload) and reports it beside the frame; without the
+//!   auxiliary data the tag, and with it the frame's VLAN, would be lost.
+//! - `PACKET_VNET_HDR`: every frame comes and goes with a virtio-net header,
+//!   so GSO/GRO super-frames (up to 64 KiB, offloads on) are received and sent
+//!   whole, and a checksum the sender left to the hardware (`NEEDS_CSUM`)
+//!   stays marked for the egress device (or the kernel) to complete. Frames
+//!   are never split and their checksums never rewritten here.
 //! - protocol 0 at creation: the socket receives nothing until pnet binds it
 //!   to the interface with `ETH_P_ALL`, so no frame of another interface can
 //!   slip into the queue in between.
 //!
 //! Each `unsafe` block below is one system call whose arguments live on the
-//! stack or in buffers borrowed for the duration of the call.
+//! stack or in buffers borrowed for the duration of the call, or the
+//! zero-initialisation of a C struct of integers and pointers.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
+use palisade_dataplane::vlan::{Span, Tag, TPID_8021Q};
 use pnet::datalink::{self, Channel, FanoutOption, FanoutType};
 
 /// `SOL_PACKET` from `<linux/socket.h>`.
 const SOL_PACKET: libc::c_int = 263;
+/// `PACKET_AUXDATA` from `<linux/if_packet.h>`.
+const PACKET_AUXDATA: libc::c_int = 8;
+/// `PACKET_VNET_HDR` from `<linux/if_packet.h>`.
+const PACKET_VNET_HDR: libc::c_int = 15;
 /// `PACKET_IGNORE_OUTGOING` from `<linux/if_packet.h>` (Linux 4.20+).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `tpacket_auxdata.tp_status` bits: the stripped tag's TCI, and its TPID, are valid.
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 
 /// Receive queue size asked for each packet socket.
 const RECEIVE_QUEUE_BYTES: libc::c_int = 8 << 20;
 
 /// Most frames moved by one `recvmmsg`/`sendmmsg`.
 pub const MAX_BATCH: usize = palisade_dataplane::MAX_BATCH;
+
+/// Room for the control messages of one received frame (one `tpacket_auxdata`: 40 bytes).
+const CONTROL_BYTES: usize = 64;
+
+/// `struct virtio_net_hdr` (`<linux/virtio_net.h>`), which precedes every
+/// frame on a socket with `PACKET_VNET_HDR`. Packet sockets use the legacy
+/// virtio layout in the host's byte order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct VnetHdr {
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` (1): the L4 checksum at `csum_start +
+    /// csum_offset` is partial (pseudo-header only), left to the device.
+    /// `VIRTIO_NET_HDR_F_DATA_VALID` (2): the checksum was verified.
+    pub flags: u8,
+    /// `VIRTIO_NET_HDR_GSO_*`: 0 for a plain frame, else the kind of super-frame.
+    pub gso_type: u8,
+    /// Length of the headers (a hint for the kernel's linear part).
+    pub hdr_len: u16,
+    /// Payload bytes per segment of a super-frame.
+    pub gso_size: u16,
+    /// Offset from the frame's first byte where checksumming starts.
+    pub csum_start: u16,
+    /// Offset of the checksum field from `csum_start`.
+    pub csum_offset: u16,
+}
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+pub const NEEDS_CSUM: u8 = 1;
+
+impl VnetHdr {
+    /// Follows `delta` bytes inserted (positive) or removed (negative) in front
+    /// of the network header, as a VLAN tag is: the offsets into the frame move.
+    pub fn shift(&mut self, delta: isize) {
+        let moved = |v: u16| -> u16 {
+            let v = v as isize + delta;
+            v.clamp(0, u16::MAX as isize) as u16
+        };
+        if self.flags & NEEDS_CSUM != 0 {
+            self.csum_start = moved(self.csum_start);
+        }
+        if self.hdr_len != 0 {
+            self.hdr_len = moved(self.hdr_len);
+        }
+    }
+}
+
+/// One received frame's metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Frame length as received (without a stripped tag).
+    pub len: usize,
+    /// The outer tag the interface stripped, from the auxiliary data.
+    pub tag: Option<Tag>,
+    /// The frame's virtio-net header.
+    pub vnet: VnetHdr,
+}
+
+/// Control-message buffer of one frame, aligned for `struct cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_BYTES]);
+
+/// The stripped VLAN tag reported in a frame's control messages, if any.
+///
+/// Reads the `cmsghdr` list from bytes (no pointer arithmetic): each header is
+/// `cmsg_len` (a `size_t`), level and type (`int`s), data after the aligned header.
+fn stripped_tag(control: &[u8]) -> Option<Tag> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let header = std::mem::size_of::<libc::cmsghdr>();
+    let align = |n: usize| n.div_ceil(WORD) * WORD;
+    let int = |b: &[u8], at: usize| -> Option<i32> {
+        Some(i32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut off = 0;
+    while off + header <= control.len() {
+        let len = usize::from_ne_bytes(control.get(off..off + WORD)?.try_into().ok()?);
+        let (level, kind) = (int(control, off + WORD)?, int(control, off + WORD + 4)?);
+        if len < header || off.checked_add(len).is_none_or(|end| end > control.len()) {
+            return None;
+        }
+        if level == SOL_PACKET && kind == PACKET_AUXDATA {
+            // struct tpacket_auxdata { u32 tp_status, tp_len, tp_snaplen; u16 tp_mac, tp_net,
+            // tp_vlan_tci, tp_vlan_tpid; }
+            let data = control.get(off + align(header)..off + len)?;
+            let u16_at = |at: usize| -> Option<u16> {
+                Some(u16::from_ne_bytes(data.get(at..at + 2)?.try_into().ok()?))
+            };
+            let status = u32::from_ne_bytes(data.get(0..4)?.try_into().ok()?);
+            if status & TP_STATUS_VLAN_VALID == 0 {
+                return None;
+            }
+            let tci = u16_at(16)?;
+            let tpid = match u16_at(18)? {
+                tpid if status & TP_STATUS_VLAN_TPID_VALID != 0 && tpid != 0 => tpid,
+                _ => TPID_8021Q,
+            };
+            return Some(Tag { tpid, tci });
+        }
+        off += align(len);
+    }
+    None
+}
 
 /// One open interface: the packet socket pnet configured.
 pub struct Port {
@@ -55,29 +174,56 @@ const NO_IOV: libc::iovec = libc::iovec {
     iov_len: 0,
 };
 
+/// What stopped a send.
+#[derive(Debug)]
+pub struct SendError {
+    /// The error.
+    pub error: io::Error,
+    /// Whether it concerns one frame only (too long for the egress, a header the kernel
+    /// refused) and the rest of the batch went on; else the batch stopped there.
+    pub per_frame: bool,
+}
+
 impl Port {
     /// Receives up to `bufs.len()` frames that are already queued, without waiting.
     ///
-    /// Frames land in `bufs[..n]` with lengths in `lens[..n]`; returns `n` and the number of
-    /// frames longer than their buffer, which are dropped (moved past `n`).
-    pub fn recv_batch(&self, bufs: &mut [Box<[u8]>], lens: &mut [usize]) -> io::Result<(usize, u64)> {
-        let want = bufs.len().min(lens.len()).min(MAX_BATCH);
-        let mut iov = [NO_IOV; MAX_BATCH];
+    /// Frame `i` lands in `bufs[i][offset..]` with its metadata in `meta[i]`, for `i < n`;
+    /// returns `n` and the number of frames longer than their buffer, which are dropped
+    /// (moved past `n`).
+    pub fn recv_batch(
+        &self,
+        bufs: &mut [Box<[u8]>],
+        offset: usize,
+        meta: &mut [RxMeta],
+    ) -> io::Result<(usize, u64)> {
+        let want = bufs.len().min(meta.len()).min(MAX_BATCH);
+        let mut vnet = [VnetHdr::default(); MAX_BATCH];
+        let mut control = [Control([0; CONTROL_BYTES]); MAX_BATCH];
+        let mut iov = [NO_IOV; 2 * MAX_BATCH];
         let mut msgs = empty_msgs();
-        for ((v, m), buf) in iov
-            .iter_mut()
-            .zip(msgs.iter_mut())
-            .zip(bufs.iter_mut())
-            .take(want)
-        {
-            v.iov_base = buf.as_mut_ptr().cast();
-            v.iov_len = buf.len();
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
+        for (i, buf) in bufs.iter_mut().enumerate().take(want) {
+            let Some(room) = buf.get_mut(offset..) else {
+                return Err(io::Error::other("receive buffer shorter than its headroom"));
+            };
+            iov[2 * i] = libc::iovec {
+                iov_base: (&mut vnet[i] as *mut VnetHdr).cast(),
+                iov_len: std::mem::size_of::<VnetHdr>(),
+            };
+            iov[2 * i + 1] = libc::iovec {
+                iov_base: room.as_mut_ptr().cast(),
+                iov_len: room.len(),
+            };
+            let m = &mut msgs[i].msg_hdr;
+            m.msg_iov = &mut iov[2 * i];
+            m.msg_iovlen = 2;
+            m.msg_control = control[i].0.as_mut_ptr().cast();
+            m.msg_controllen = CONTROL_BYTES as _;
         }
-        // SAFETY: `msgs[..want]` each point at one iovec of `iov`, each covering a whole buffer of
-        // `bufs` that is mutably borrowed for this call; the kernel writes at most `iov_len`
-        // bytes into each and fills `msg_len`/`msg_flags`. No timeout pointer is passed.
+        // SAFETY: `msgs[..want]` each point at two iovecs of `iov`: a `VnetHdr` of `vnet` (a
+        // repr(C) struct of integers, any bytes valid) and the free part of a buffer of
+        // `bufs`, mutably borrowed for this call; and at a control buffer of `control`. The
+        // kernel writes at most `iov_len`/`msg_controllen` bytes into each and fills
+        // `msg_len`, `msg_flags` and `msg_controllen`. No timeout pointer is passed.
         let rc = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
@@ -95,76 +241,114 @@ impl Port {
             };
         }
         let got = (rc as usize).min(want);
+        let hdr = std::mem::size_of::<VnetHdr>();
         let (mut n, mut truncated) = (0, 0);
-        for (i, msg) in msgs.iter().enumerate().take(got) {
-            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+        for i in 0..got {
+            let msg = &msgs[i];
+            let len = (msg.msg_len as usize).saturating_sub(hdr);
+            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || msg.msg_len as usize <= hdr {
                 truncated += 1;
                 continue;
             }
-            lens[n] = msg.msg_len as usize;
+            // `size_t` with glibc, `socklen_t` with musl.
+            #[allow(clippy::unnecessary_cast)]
+            let used = (msg.msg_hdr.msg_controllen as usize).min(CONTROL_BYTES);
+            meta[n] = RxMeta {
+                len,
+                tag: stripped_tag(&control[i].0[..used]),
+                vnet: vnet[i],
+            };
             bufs.swap(n, i);
             n += 1;
         }
         Ok((n, truncated))
     }
 
-    /// Sends `bufs[i][..lens[i]]` for every `i` in `which`, in order.
+    /// Sends `bufs[i]`'s frame at `spans[i]`, with virtio-net header `vnet[i]`, for every
+    /// `i` in `which`, in order.
     ///
-    /// Returns how many were sent, and the error that stopped the rest. A full transmit
-    /// queue is waited on briefly, never indefinitely.
+    /// Returns how many were sent and the last error. A frame the kernel refuses on its
+    /// own (`EMSGSIZE`, `EINVAL`) is skipped and the rest are sent; any other error stops
+    /// the batch. A full transmit queue is waited on briefly, never indefinitely.
     pub fn send_batch(
         &self,
         bufs: &[Box<[u8]>],
-        lens: &[usize],
+        spans: &[Span],
+        vnet: &[VnetHdr],
         which: &[usize],
-    ) -> (usize, Option<io::Error>) {
-        let mut iov = [NO_IOV; MAX_BATCH];
+    ) -> (usize, Option<SendError>) {
+        let mut iov = [NO_IOV; 2 * MAX_BATCH];
         let mut msgs = empty_msgs();
         let mut m = 0;
         for &i in which.iter().take(MAX_BATCH) {
-            let Some(frame) = bufs
-                .get(i)
-                .and_then(|b| b.get(..lens.get(i).copied().unwrap_or(0)))
-            else {
+            let (Some(buf), Some(span), Some(hdr)) = (bufs.get(i), spans.get(i), vnet.get(i)) else {
                 continue;
             };
-            // The kernel only reads transmit buffers; the pointer is `*mut` by the C signature.
-            iov[m].iov_base = frame.as_ptr().cast_mut().cast();
-            iov[m].iov_len = frame.len();
+            let frame = span.of(buf);
+            if frame.is_empty() {
+                continue;
+            }
+            // The kernel only reads transmit buffers; the pointers are `*mut` by the C signature.
+            iov[2 * m] = libc::iovec {
+                iov_base: (hdr as *const VnetHdr).cast_mut().cast(),
+                iov_len: std::mem::size_of::<VnetHdr>(),
+            };
+            iov[2 * m + 1] = libc::iovec {
+                iov_base: frame.as_ptr().cast_mut().cast(),
+                iov_len: frame.len(),
+            };
             m += 1;
         }
-        for (msg, v) in msgs.iter_mut().zip(iov.iter_mut()).take(m) {
-            msg.msg_hdr.msg_iov = v;
-            msg.msg_hdr.msg_iovlen = 1;
+        for (j, msg) in msgs.iter_mut().enumerate().take(m) {
+            msg.msg_hdr.msg_iov = &mut iov[2 * j];
+            msg.msg_hdr.msg_iovlen = 2;
         }
-        let mut sent = 0;
-        let mut waits = 0;
-        while sent < m {
-            // SAFETY: `msgs[sent..m]` each point at one iovec of `iov` covering a frame borrowed
-            // from `bufs` for this call; the socket is bound, so no address is needed.
+        let (mut next, mut sent, mut waits) = (0, 0, 0);
+        let mut last = None;
+        while next < m {
+            // SAFETY: `msgs[next..m]` each point at two iovecs of `iov`, covering a header of
+            // `vnet` and a frame of `bufs`, all borrowed for this call; the socket is bound, so
+            // no address is needed.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
-                    msgs[sent..].as_mut_ptr(),
-                    (m - sent) as libc::c_uint,
+                    msgs[next..].as_mut_ptr(),
+                    (m - next) as libc::c_uint,
                     0,
                 )
             };
             if rc > 0 {
+                next += rc as usize;
                 sent += rc as usize;
                 continue;
             }
             let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock if waits < 5 => {
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) if waits < 5 => {
                     waits += 1;
                     self.wait_writable(Duration::from_millis(20));
                 }
-                _ => return (sent, Some(e)),
+                Some(libc::EMSGSIZE | libc::EINVAL) => {
+                    // This frame only: skip it, send the rest.
+                    next += 1;
+                    last = Some(SendError {
+                        error: e,
+                        per_frame: true,
+                    });
+                }
+                _ => {
+                    return (
+                        sent,
+                        Some(SendError {
+                            error: e,
+                            per_frame: false,
+                        }),
+                    )
+                }
             }
         }
-        (sent, None)
+        (sent, last)
     }
 
     fn wait_writable(&self, timeout: Duration) {
@@ -246,6 +430,30 @@ pub fn open(ifname: &str, fanout: Option<Fanout>) -> Result<Port, String> {
             io::Error::last_os_error()
         ));
     }
+    for (opt, what) in [
+        (PACKET_AUXDATA, "receive VLAN tags (PACKET_AUXDATA)"),
+        (
+            PACKET_VNET_HDR,
+            "move offload super-frames whole (PACKET_VNET_HDR)",
+        ),
+    ] {
+        // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a c_int on our stack.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                SOL_PACKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "interface {ifname}: cannot {what}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
     // A deep receive queue rides out the moments the worker is not scheduled (a reload's
     // compile, a busy core) instead of dropping frames. FORCE needs CAP_NET_ADMIN, which a
     // bridge has; without it the plain option is capped by net.core.rmem_max.
@@ -307,4 +515,85 @@ pub fn link_state(ifname: &str) -> Option<(bool, bool)> {
         .into_iter()
         .find(|i| i.name == ifname)
         .map(|i| (i.is_up(), i.is_running()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control buffer holding one `cmsghdr` + `tpacket_auxdata` as the kernel writes it.
+    fn auxdata(status: u32, tci: u16, tpid: u16) -> Vec<u8> {
+        let header = std::mem::size_of::<libc::cmsghdr>();
+        let mut data = Vec::new();
+        data.extend_from_slice(&status.to_ne_bytes());
+        data.extend_from_slice(&100u32.to_ne_bytes()); // tp_len
+        data.extend_from_slice(&100u32.to_ne_bytes()); // tp_snaplen
+        data.extend_from_slice(&0u16.to_ne_bytes()); // tp_mac
+        data.extend_from_slice(&14u16.to_ne_bytes()); // tp_net
+        data.extend_from_slice(&tci.to_ne_bytes());
+        data.extend_from_slice(&tpid.to_ne_bytes());
+        let mut out = Vec::new();
+        out.extend_from_slice(&(header + data.len()).to_ne_bytes());
+        out.extend_from_slice(&SOL_PACKET.to_ne_bytes());
+        out.extend_from_slice(&PACKET_AUXDATA.to_ne_bytes());
+        out.extend_from_slice(&data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        out
+    }
+
+    #[test]
+    fn stripped_tags_are_read_from_auxdata() {
+        let tag = |tci, tpid| Some(Tag { tpid, tci });
+        let both = TP_STATUS_VLAN_VALID | TP_STATUS_VLAN_TPID_VALID;
+        assert_eq!(stripped_tag(&auxdata(both, 0x2014, 0x88a8)), tag(0x2014, 0x88a8));
+        // TCI without TPID (older kernels): 802.1Q. A priority tag (VID 0) is a tag too.
+        assert_eq!(
+            stripped_tag(&auxdata(TP_STATUS_VLAN_VALID, 10, 0)),
+            tag(10, 0x8100)
+        );
+        assert_eq!(stripped_tag(&auxdata(both, 0xe000, 0x8100)), tag(0xe000, 0x8100));
+        // No tag stripped, no control message, another message first, garbage: none.
+        assert_eq!(stripped_tag(&auxdata(0, 10, 0x8100)), None);
+        assert_eq!(stripped_tag(&[]), None);
+        let mut other = auxdata(both, 7, 0x8100);
+        other[std::mem::size_of::<usize>()] = 1; // level SOL_SOCKET-ish
+        let mut two = other.clone();
+        two.extend_from_slice(&auxdata(both, 30, 0x8100));
+        assert_eq!(stripped_tag(&other), None);
+        assert_eq!(stripped_tag(&two), tag(30, 0x8100));
+        for cut in 0..two.len() {
+            let _ = stripped_tag(&two[..cut]);
+        }
+        let mut huge = auxdata(both, 7, 0x8100);
+        huge[..8].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(stripped_tag(&huge), None);
+    }
+
+    #[test]
+    fn vnet_header_follows_an_inserted_or_removed_tag() {
+        let mut h = VnetHdr {
+            flags: NEEDS_CSUM,
+            gso_type: 1,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        h.shift(4);
+        assert_eq!(
+            (h.csum_start, h.hdr_len, h.csum_offset, h.gso_size),
+            (38, 70, 16, 1448)
+        );
+        h.shift(-4);
+        assert_eq!((h.csum_start, h.hdr_len), (34, 66));
+        // Without a partial checksum the start means nothing and stays; a zero hint stays zero.
+        let mut plain = VnetHdr::default();
+        plain.shift(4);
+        assert_eq!(plain, VnetHdr::default());
+        assert_eq!(
+            std::mem::size_of::<VnetHdr>(),
+            10,
+            "the kernel's struct virtio_net_hdr"
+        );
+    }
 }

@@ -1,6 +1,12 @@
 //! One data-path worker: read a batch from an interface, classify it in one
 //! call, send the permitted frames out of the other interface.
 //!
+//! A frame whose outer VLAN tag the interface stripped gets it back before it
+//! is classified (the policy sees the frame as it was on the wire), and leaves
+//! with the tagging the filter decided for the egress port; its virtio-net
+//! header (offload super-frame, partial checksum) goes with it, its offsets
+//! moved by the tag. Nothing else in a frame is changed.
+//!
 //! Every buffer is allocated once when the worker starts; the loop itself
 //! never allocates. Errors of an interface (down, removed) are logged once per
 //! change of state and never stop the worker: the other direction carries on,
@@ -11,16 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_dataplane::{FrameFilter, SideCounters};
-use palisade_packet::FlowKey;
+use palisade_dataplane::vlan::{self, Span, HEADROOM};
+use palisade_dataplane::{Forward, Frame, FrameFilter, SideCounters};
 
-use super::checksum::complete_l4_checksum;
-use super::sys::{self, Fanout, Port};
+use super::sys::{self, Fanout, Port, RxMeta, VnetHdr};
 
 /// Frames classified in one call.
 pub const BATCH: usize = sys::MAX_BATCH;
-/// Largest frame forwarded (jumbo frames included); longer ones are counted as oversize.
-pub const FRAME_MAX: usize = 9216 + 18;
+/// Largest frame forwarded: a 64 KiB GSO/GRO super-frame with its Ethernet header and two
+/// VLAN tags (jumbo frames included); longer ones are counted as oversize.
+pub const FRAME_MAX: usize = 65536 + 14 + 8;
 /// How long a worker waits for frames before looking at the stop flag again.
 const WAIT: Duration = Duration::from_millis(100);
 /// How often a vanished interface is looked for again.
@@ -59,6 +65,8 @@ struct Side {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Problem {
     CannotSend,
+    FrameRefused,
+    Unreadable,
     StillWaiting,
     Gone,
 }
@@ -83,6 +91,14 @@ impl Side {
             Problem::CannotSend => {
                 eprintln!("palisade run: worker {worker}: interface {name}: cannot send: {e}")
             }
+            Problem::FrameRefused => eprintln!(
+                "palisade run: worker {worker}: interface {name}: a frame was refused by the kernel ({e}); \
+                 counted in tx_errors, the others are sent"
+            ),
+            Problem::Unreadable => eprintln!(
+                "palisade run: worker {worker}: interface {name}: a frame the packet socket cannot describe \
+                 was dropped by the kernel ({e}; e.g. an SCTP or tunnel offload super-frame); counted in rx_errors"
+            ),
             Problem::StillWaiting => {
                 eprintln!("palisade run: worker {worker}: interface {name}: {e} (still waiting for frames)")
             }
@@ -125,11 +141,12 @@ pub fn run(
         })
         .collect();
     let mut bufs: Vec<Box<[u8]>> = (0..BATCH)
-        .map(|_| vec![0u8; FRAME_MAX].into_boxed_slice())
+        .map(|_| vec![0u8; HEADROOM + FRAME_MAX].into_boxed_slice())
         .collect();
-    let mut lens = [0usize; BATCH];
-    let mut keys = [FlowKey::new(); BATCH];
-    let mut permit = [false; BATCH];
+    let mut meta = [RxMeta::default(); BATCH];
+    let mut spans = [Span { start: 0, len: 0 }; BATCH];
+    let mut vnet = [VnetHdr::default(); BATCH];
+    let mut forward = [Forward::Drop; BATCH];
     let mut next_reopen = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
@@ -169,10 +186,10 @@ pub fn run(
             if !ready[ingress] {
                 continue;
             }
-            // Read a batch: one system call for up to BATCH frames.
+            // Read a batch: one system call for up to BATCH frames, each behind HEADROOM bytes.
             let (mut n, mut oversize, mut rx_error) = (0, 0u64, None);
             if let Some(port) = sides[ingress].port.as_ref() {
-                match port.recv_batch(&mut bufs, &mut lens) {
+                match port.recv_batch(&mut bufs, HEADROOM, &mut meta) {
                     Ok((got, truncated)) => (n, oversize) = (got, truncated),
                     Err(e) => rx_error = Some(e),
                 }
@@ -180,29 +197,56 @@ pub fn run(
             let c = &counters[ingress];
             add(&c.oversize, oversize);
             if n > 0 {
-                // Classify the batch in one call.
-                for (key, (buf, &len)) in keys.iter_mut().zip(bufs.iter().zip(lens.iter())).take(n) {
-                    *key = palisade_packet::parse(buf.get(..len).unwrap_or_default());
+                // The frames as they were on the wire: stripped tags back in place.
+                let mut super_frames = 0;
+                for i in 0..n {
+                    let m = &meta[i];
+                    let mut span = Span {
+                        start: HEADROOM,
+                        len: m.len,
+                    };
+                    vnet[i] = m.vnet;
+                    if let Some(tag) = m.tag {
+                        if let Some(tagged) = vlan::reinsert(&mut bufs[i], span, tag) {
+                            span = tagged;
+                            vnet[i].shift(vlan::TAG_LEN as isize);
+                        }
+                    }
+                    spans[i] = span;
+                    super_frames += u64::from(m.vnet.gso_type != 0);
                 }
-                let frames = palisade_dataplane::Frames::new(&bufs, &lens[..n]);
-                filter.decide_frames(ingress, &keys[..n], frames, &mut permit[..n]);
-                let permitted = permit[..n].iter().filter(|&&p| p).count() as u64;
+                // Decide the batch in one call.
+                {
+                    let mut frames = [Frame::default(); BATCH];
+                    for ((f, buf), (span, hdr)) in
+                        frames.iter_mut().zip(&bufs).zip(spans.iter().zip(&vnet)).take(n)
+                    {
+                        let gso_size = if hdr.gso_type != 0 { hdr.gso_size } else { 0 };
+                        *f = Frame::super_frame(span.of(buf), gso_size);
+                    }
+                    filter.decide(ingress, &frames[..n], &mut forward[..n]);
+                }
+                let permitted = forward[..n].iter().filter(|f| f.is_sent()).count() as u64;
                 add(&c.rx, n as u64);
+                add(&c.super_frames, super_frames);
                 add(&c.permitted, permitted);
                 add(&c.denied, n as u64 - permitted);
                 if spec.forward {
                     let egress = 1 - ingress.min(1);
                     let mut which = [0usize; BATCH];
                     let mut m = 0;
-                    for i in (0..n).filter(|&i| permit[i]) {
-                        if let Some(frame) = bufs[i].get_mut(..lens[i]) {
-                            complete_l4_checksum(frame);
+                    for i in (0..n).filter(|&i| forward[i].is_sent()) {
+                        // The egress port's tagging; the header's offsets follow the tag.
+                        let before = spans[i].len as isize;
+                        if let Some(span) = vlan::retag(&mut bufs[i], spans[i], forward[i]) {
+                            vnet[i].shift(span.len as isize - before);
+                            spans[i] = span;
                             which[m] = i;
                             m += 1;
                         }
                     }
                     let (sent, tx_error) = match sides.get(egress).and_then(|s| s.port.as_ref()) {
-                        Some(out) => out.send_batch(&bufs, &lens, &which[..m]),
+                        Some(out) => out.send_batch(&bufs, &spans, &vnet, &which[..m]),
                         None => (0, None),
                     };
                     let (sent, failed) = (sent as u64, permitted - sent as u64);
@@ -210,12 +254,18 @@ pub fn run(
                     add(&c.tx_errors, failed);
                     if let Some(side) = sides.get_mut(egress) {
                         match tx_error {
-                            Some(e) => side.event(spec.id, Problem::CannotSend, &e),
+                            Some(e) if e.per_frame => side.event(spec.id, Problem::FrameRefused, &e.error),
+                            Some(e) => side.event(spec.id, Problem::CannotSend, &e.error),
                             None if sent > 0 => side.clear(spec.id),
                             None => {}
                         }
                     }
                 }
+            }
+            if let Some(e) = rx_error.take_if(|e| e.raw_os_error() == Some(libc::EINVAL)) {
+                // One frame the socket could not describe (its error surfaces on the next read).
+                add(&c.rx_errors, 1);
+                sides[ingress].event(spec.id, Problem::Unreadable, &e);
             }
             if let Some(e) = rx_error {
                 let side = &mut sides[ingress];

@@ -1,17 +1,27 @@
 #!/bin/bash
 # Throughput of the live bridge beside the kernel's, measured in one run (needs root, iproute2,
-# iperf3, nftables, ethtool, python3; not part of the test suite).
+# iperf3, nftables, python3; not part of the test suite):
 #
-#   bash crates/cli/tests/live/perf.sh [ROUNDS]      (PALISADE=path/to/palisade to pick a binary)
+#   bash crates/cli/tests/live/perf.sh [ROUNDS]
 #
-# Topology: h1 (198.18.0.1) -- pa [fw] pb -- h2 (198.18.0.2), each in its own namespace, host
-# offloads off (TSO/GSO/GRO: a packet-socket bridge forwards frames, not 64 KiB super-frames).
-# fw is, in turn: a Linux bridge; a Linux bridge with the nftables equivalent of the rule set;
-# palisade run --bridge pa,pb. The rule set has 1,000 rules: 997 that never match the test
-# traffic, in front of the permits. Per configuration: iperf3 TCP Gbit/s, and 64-byte UDP
-# frames per second delivered to h2's interface (iperf3 -u -l 18 -b 0 from h1).
+# Environment: PALISADE=path/to/palisade picks a binary; MODES="bridge nft palisade1 palisade2"
+# the configurations (run in that order in every round, so each is measured beside the others);
+# DUR=5 seconds per measurement; STREAMS=4 UDP streams (flows) per measurement; CPUS=0 pins the
+# daemon to those CPUs (taskset list; empty: no pinning) and GEN_CPUS=1 the traffic generator.
+#
+# Topology: h1 (198.18.0.1) -- pa [fw] pb -- h2 (198.18.0.2), each in its own namespace, every
+# interface with the kernel's default offloads (TSO/GSO on veth, rx VLAN offload). fw is, in
+# turn: a Linux bridge (bridge); a Linux bridge with the nftables equivalent of the rule set
+# (nft); palisade run --bridge pa,pb with 1 and 2 workers (palisade1, palisade2). The rule set
+# has 1,000 rules: 997 that never match the test traffic, in front of the permits.
+# Per configuration and round: iperf3 TCP Gbit/s (one stream), and 64-byte UDP frames per second
+# delivered to h2's interface (iperf3 -u -l 18 -b 0 -P STREAMS from h1; the frames are 60 bytes
+# on the wire plus the 4-byte FCS the wire would add). At the end: the median per configuration
+# and its ratio to the Linux bridge's median.
 set -u
-ROUNDS=${1:-3}; DUR=${DUR:-5}
+ROUNDS=${1:-3}; DUR=${DUR:-5}; STREAMS=${STREAMS:-4}
+MODES=${MODES:-bridge nft palisade1 palisade2}
+CPUS=${CPUS-}; GEN_CPUS=${GEN_CPUS-}
 B=${PALISADE:-$(dirname "$0")/../../../../target/release/palisade}
 W=$(mktemp -d); P=pf$$
 cleanup() { [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null; wait 2>/dev/null; for n in h1 fw h2; do ip netns del $P-$n 2>/dev/null; done; rm -rf "$W"; }
@@ -41,20 +51,23 @@ nft += ['  }', '}']
 open(f"{w}/rules.toml", "w").write("\n".join(pal) + "\n")
 open(f"{w}/rules.nft", "w").write("\n".join(nft) + "\n")
 EOF
+gen() { if [ -n "$GEN_CPUS" ]; then taskset -c "$GEN_CPUS" "$@"; else "$@"; fi; }
 one() {
   local mode=$1 n
   for n in h1 fw h2; do ip netns add $P-$n; ip netns exec $P-$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; ip -n $P-$n link set lo up; done
   ip link add eth0 netns $P-h1 address 02:00:00:00:01:01 type veth peer name pa netns $P-fw
   ip link add eth0 netns $P-h2 address 02:00:00:00:02:01 type veth peer name pb netns $P-fw
   ip -n $P-h1 addr add 198.18.0.1/24 dev eth0; ip -n $P-h2 addr add 198.18.0.2/24 dev eth0
-  for n in h1 h2; do ip -n $P-$n link set eth0 up; ip netns exec $P-$n ethtool -K eth0 tso off gso off gro off >/dev/null 2>&1; done
-  for n in pa pb; do ip -n $P-fw link set $n up; ip netns exec $P-fw ethtool -K $n tso off gso off gro off >/dev/null 2>&1; done
+  for n in h1 h2; do ip -n $P-$n link set eth0 up; done
+  for n in pa pb; do ip -n $P-fw link set $n up; done
   ip -n $P-h1 neigh replace 198.18.0.2 lladdr 02:00:00:00:02:01 dev eth0 nud permanent
   ip -n $P-h2 neigh replace 198.18.0.1 lladdr 02:00:00:00:01:01 dev eth0 nud permanent
   DPID=
   case $mode in
-    palisade)
-      ip netns exec $P-fw "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" --bridge pa,pb --workers 1 2>"$W/daemon.log" &
+    palisade*)
+      local pin=(); [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
+      ip netns exec $P-fw "${pin[@]}" "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" \
+        --bridge pa,pb --workers "${mode#palisade}" 2>"$W/daemon.log" &
       DPID=$!; for n in $(seq 100); do "$B" status --control "$W/c.sock" >/dev/null 2>&1 && break; sleep 0.1; done ;;
     bridge|nft)
       ip -n $P-fw link add br0 type bridge; ip -n $P-fw link set pa master br0; ip -n $P-fw link set pb master br0; ip -n $P-fw link set br0 up
@@ -62,13 +75,35 @@ one() {
   esac
   sleep 0.5
   ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
-  local tcp; tcp=$(ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
+  local tcp; tcp=$(gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
   ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
   local r0 r1; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
-  ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -t $DUR >/dev/null 2>&1
+  gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -P "$STREAMS" -t $DUR >/dev/null 2>&1
   r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
-  echo "$mode tcp_gbps=$tcp udp64_fps=$(( (r1 - r0) / DUR ))"
-  [ -n "$DPID" ] && kill $DPID && wait $DPID 2>/dev/null
+  echo "$mode tcp_gbps=${tcp:-0} udp64_fps=$(( (r1 - r0) / DUR ))" | tee -a "$W/results"
+  if [ -n "$DPID" ]; then kill $DPID; wait $DPID 2>/dev/null; grep -h "super_frames" "$W/daemon.log" | sed "s/^/  $mode: /"; fi
+  DPID=
   for n in h1 fw h2; do ip netns del $P-$n; done
 }
-for r in $(seq "$ROUNDS"); do for m in bridge nft palisade; do one $m; done; done
+for r in $(seq "$ROUNDS"); do for m in $MODES; do one $m; done; done
+python3 - "$W/results" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    mode, *kv = line.split()
+    d = dict(x.split("=") for x in kv)
+    rows.setdefault(mode, []).append((float(d["tcp_gbps"]), float(d["udp64_fps"])))
+base = rows.get("bridge")
+med = lambda xs: statistics.median(xs)
+for mode, v in rows.items():
+    tcp, udp = med([t for t, _ in v]), med([u for _, u in v])
+    line = f"median {mode}: tcp_gbps={tcp:.2f} udp64_fps={udp:.0f} (n={len(v)})"
+    if base:
+        bt, bu = med([t for t, _ in base]), med([u for _, u in base])
+        line += f"  vs bridge: tcp {tcp / bt if bt else 0:.2f}x udp64 {udp / bu if bu else 0:.2f}x"
+    print(line)
+for one, two in (("palisade1", "palisade2"),):
+    if one in rows and two in rows:
+        u1, u2 = med([u for _, u in rows[one]]), med([u for _, u in rows[two]])
+        print(f"scaling udp64 {two}/{one}: {u2 / u1 if u1 else 0:.2f}x")
+EOF

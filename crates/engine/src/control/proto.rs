@@ -240,6 +240,13 @@ pub struct InterfaceCounters {
     pub tx_errors: u64,
     /// Frames too long to handle, dropped.
     pub oversize: u64,
+    /// Frames the kernel could not hand over (a kind of offload super-frame a
+    /// packet socket cannot describe), dropped.
+    #[serde(default)]
+    pub rx_errors: u64,
+    /// Of the frames received, GSO/GRO super-frames (each decided and sent whole).
+    #[serde(default)]
+    pub super_frames: u64,
 }
 
 /// The data path's mode, interfaces and counters.
@@ -532,6 +539,8 @@ mod tests {
                     forwarded: 4,
                     tx_errors: 0,
                     oversize: 0,
+                    rx_errors: 0,
+                    super_frames: 2,
                 }],
             },
         };
