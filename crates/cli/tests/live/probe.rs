@@ -1,6 +1,12 @@
 //! Traffic probes, run inside a namespace by re-executing the test binary as
 //! `live probe KIND ARGS...`. Each prints `ready` once it can take traffic,
 //! then its findings, one per line, on stdout.
+//!
+//! `raw-send` writes frames (VLAN tags, wrong checksums and all) raw on an
+//! `AF_PACKET` socket; `sniff` reads what arrives on an interface the same
+//! way, with `PACKET_AUXDATA`, and prints each frame as it was on the wire:
+//! the receiving interface strips the outer VLAN tag and reports it beside
+//! the frame, and the sniffer puts it back.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -29,6 +35,10 @@ pub fn main(args: &[String]) -> i32 {
         "tcp-ping" => tcp_ping(rest),
         "icmp-ping" => icmp_ping(rest),
         "http-get" => http_get(rest),
+        "raw-send" => raw_send(rest),
+        "sniff" => sniff(rest),
+        "tcp-sink" => tcp_sink(rest),
+        "tcp-bulk" => tcp_bulk(rest),
         _ => {
             eprintln!("probe: unknown kind {kind:?}");
             2
@@ -205,5 +215,214 @@ fn icmp_ping(args: &[String]) -> i32 {
         }
     }
     println!("replies {replies}");
+    0
+}
+
+/// `raw-send IF HEX...`: writes each frame (hex) raw on interface IF, in order; prints `sent N`.
+fn raw_send(args: &[String]) -> i32 {
+    use pnet::datalink::{self, Channel};
+    let ifname = &args[0];
+    let iface = datalink::interfaces()
+        .into_iter()
+        .find(|i| &i.name == ifname)
+        .unwrap_or_else(|| panic!("raw-send: no interface {ifname}"));
+    let Ok(Channel::Ethernet(mut tx, _rx)) = datalink::channel(&iface, Default::default()) else {
+        panic!("raw-send: cannot open {ifname}");
+    };
+    println!("ready");
+    let mut sent = 0;
+    for hex in &args[1..] {
+        let frame = from_hex(hex);
+        match tx.send_to(&frame, None) {
+            Some(Ok(())) => sent += 1,
+            other => eprintln!("probe raw-send: {other:?}"),
+        }
+        // Paced: a burst must not overrun the bridge's receive queue and make the test flaky.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!("sent {sent}");
+    0
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of lowercase or uppercase hex (panics on anything else: test input).
+pub fn from_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// `sniff IF MARKER`: prints, as hex, every frame arriving on IF whose bytes contain MARKER,
+/// with the VLAN tag the interface stripped put back in place (from `PACKET_AUXDATA`).
+fn sniff(args: &[String]) -> i32 {
+    let ifname = &args[0];
+    let marker = args[1].as_bytes().to_vec();
+    let index = pnet::datalink::interfaces()
+        .into_iter()
+        .find(|i| &i.name == ifname)
+        .map(|i| i.index)
+        .unwrap_or_else(|| panic!("sniff: no interface {ifname}"));
+    let all = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, all) };
+    assert!(fd >= 0, "sniff: socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let one: libc::c_int = 1;
+    for opt in [8 /* PACKET_AUXDATA */, 23 /* PACKET_IGNORE_OUTGOING */] {
+        // SAFETY: setsockopt(2) reads one c_int from our stack.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "sniff: setsockopt {opt}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: sockaddr_ll is plain integers; all-zero is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    addr.sll_ifindex = index as i32;
+    // SAFETY: bind(2) reads `size_of::<sockaddr_ll>()` bytes of `addr` on our stack.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "sniff: bind: {}", std::io::Error::last_os_error());
+    println!("ready");
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 4 + 65536 + 64];
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf[4..].as_mut_ptr().cast(),
+            iov_len: buf.len() - 4,
+        };
+        // SAFETY: msghdr is plain integers and pointers; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len() as _;
+        // SAFETY: `msg` points at one iovec over `buf[4..]` and at `control`, both borrowed
+        // for the call; the kernel writes at most their lengths.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+        if n < 0 {
+            eprintln!("sniff: {}", std::io::Error::last_os_error());
+            return 1;
+        }
+        let n = n as usize;
+        // struct cmsghdr (16 bytes) + struct tpacket_auxdata: status at 0, TCI at 16, TPID at 18.
+        let c = &control.0;
+        let level = i32::from_ne_bytes([c[8], c[9], c[10], c[11]]);
+        let kind = i32::from_ne_bytes([c[12], c[13], c[14], c[15]]);
+        let status = u32::from_ne_bytes([c[16], c[17], c[18], c[19]]);
+        let (tci, tpid) = (
+            u16::from_ne_bytes([c[32], c[33]]),
+            u16::from_ne_bytes([c[34], c[35]]),
+        );
+        let has_control = msg.msg_controllen as usize >= 36;
+        let frame: &[u8] = if has_control && level == libc::SOL_PACKET && kind == 8 && status & (1 << 4) != 0
+        {
+            let tpid = if status & (1 << 6) != 0 && tpid != 0 {
+                tpid
+            } else {
+                0x8100
+            };
+            buf.copy_within(4..16, 0);
+            buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+            buf[14..16].copy_from_slice(&tci.to_be_bytes());
+            &buf[..n + 4]
+        } else {
+            &buf[4..4 + n]
+        };
+        if frame.windows(marker.len()).any(|w| w == marker.as_slice())
+            && writeln!(out, "{}", to_hex(frame))
+                .and_then(|_| out.flush())
+                .is_err()
+        {
+            return 0;
+        }
+    }
+}
+
+/// `tcp-sink IP PORT`: accepts connections until killed; prints `bytes N` when each ends.
+fn tcp_sink(args: &[String]) -> i32 {
+    let ip: Ipv4Addr = arg(args, 0);
+    let port: u16 = arg(args, 1);
+    let listener = TcpListener::bind((ip, port)).expect("bind");
+    println!("ready");
+    for mut conn in listener.incoming().flatten() {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let mut sum = 0u64;
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            sum = buf[..n]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+        }
+        println!("bytes {total} sum {sum}");
+    }
+    0
+}
+
+/// `tcp-bulk IP PORT BYTES`: sends BYTES of a known pattern on one connection; prints
+/// `sent N sum S SECS` (S: the same running sum the sink computes) or `fail ...`.
+fn tcp_bulk(args: &[String]) -> i32 {
+    let ip: Ipv4Addr = arg(args, 0);
+    let port: u16 = arg(args, 1);
+    let bytes: u64 = arg(args, 2);
+    println!("ready");
+    let start = Instant::now();
+    let result = (|| -> std::io::Result<(u64, u64)> {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(5))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let chunk: Vec<u8> = (0..1u32 << 16)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let (mut sent, mut sum) = (0u64, 0u64);
+        while sent < bytes {
+            let n = (bytes - sent).min(chunk.len() as u64) as usize;
+            s.write_all(&chunk[..n])?;
+            sum = chunk[..n]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+            sent += n as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the sink to close its side: everything was received.
+        let mut rest = [0u8; 16];
+        let _ = s.read(&mut rest);
+        Ok((sent, sum))
+    })();
+    match result {
+        Ok((sent, sum)) => println!("sent {sent} sum {sum} {:.3}", start.elapsed().as_secs_f64()),
+        Err(e) => println!("fail {e}"),
+    }
     0
 }
