@@ -49,6 +49,8 @@ const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 
 /// Receive queue size asked for each packet socket.
 const RECEIVE_QUEUE_BYTES: libc::c_int = 8 << 20;
+/// Send queue size asked for each packet socket (frames sent, not yet consumed by the egress).
+const SEND_QUEUE_BYTES: libc::c_int = 4 << 20;
 
 /// Most frames moved by one `recvmmsg`/`sendmmsg`.
 pub const MAX_BATCH: usize = palisade_dataplane::MAX_BATCH;
@@ -455,22 +457,28 @@ pub fn open(ifname: &str, fanout: Option<Fanout>) -> Result<Port, String> {
         }
     }
     // A deep receive queue rides out the moments the worker is not scheduled (a reload's
-    // compile, a busy core) instead of dropping frames. FORCE needs CAP_NET_ADMIN, which a
-    // bridge has; without it the plain option is capped by net.core.rmem_max.
-    let size: libc::c_int = RECEIVE_QUEUE_BYTES;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a c_int on our stack.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            break;
+    // compile, a busy core) instead of dropping frames; a deep send queue keeps frames that
+    // the egress has not consumed yet (the peer's backlog, softirq deferred to ksoftirqd)
+    // from stalling the worker, and with it the other direction. FORCE needs CAP_NET_ADMIN,
+    // which a bridge has; without it the plain option is capped by net.core.[rw]mem_max.
+    for (force, plain, size) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RECEIVE_QUEUE_BYTES),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SEND_QUEUE_BYTES),
+    ] {
+        for opt in [force, plain] {
+            // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a c_int on our stack.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
         }
     }
     let fd = sock

@@ -7,7 +7,9 @@
 # Environment: PALISADE=path/to/palisade picks a binary; MODES="bridge nft palisade1 palisade2"
 # the configurations (run in that order in every round, so each is measured beside the others);
 # DUR=5 seconds per measurement; STREAMS=4 UDP streams (flows) per measurement; CPUS=0 pins the
-# daemon to those CPUs (taskset list; empty: no pinning) and GEN_CPUS=1 the traffic generator.
+# daemon to those CPUs (taskset list; empty: no pinning) and GEN_CPUS=1 the traffic generator;
+# NICE=-10 runs the daemon and both iperf3 ends at that nice level (on a machine shared with other
+# work, so that they are not starved by it; every configuration gets the same).
 #
 # Topology: h1 (198.18.0.1) -- pa [fw] pb -- h2 (198.18.0.2), each in its own namespace, every
 # interface with the kernel's default offloads (TSO/GSO on veth, rx VLAN offload). fw is, in
@@ -21,7 +23,7 @@
 set -u
 ROUNDS=${1:-3}; DUR=${DUR:-5}; STREAMS=${STREAMS:-4}
 MODES=${MODES:-bridge nft palisade1 palisade2}
-CPUS=${CPUS-}; GEN_CPUS=${GEN_CPUS-}
+CPUS=${CPUS-}; GEN_CPUS=${GEN_CPUS-}; NICE=${NICE:-0}
 B=${PALISADE:-$(dirname "$0")/../../../../target/release/palisade}
 W=$(mktemp -d); P=pf$$
 cleanup() { [ -n "${DPID:-}" ] && kill $DPID 2>/dev/null; wait 2>/dev/null; for n in h1 fw h2; do ip netns del $P-$n 2>/dev/null; done; rm -rf "$W"; }
@@ -51,7 +53,7 @@ nft += ['  }', '}']
 open(f"{w}/rules.toml", "w").write("\n".join(pal) + "\n")
 open(f"{w}/rules.nft", "w").write("\n".join(nft) + "\n")
 EOF
-gen() { if [ -n "$GEN_CPUS" ]; then taskset -c "$GEN_CPUS" "$@"; else "$@"; fi; }
+gen() { if [ -n "$GEN_CPUS" ]; then nice -n "$NICE" taskset -c "$GEN_CPUS" "$@"; else nice -n "$NICE" "$@"; fi; }
 one() {
   local mode=$1 n
   for n in h1 fw h2; do ip netns add $P-$n; ip netns exec $P-$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; ip -n $P-$n link set lo up; done
@@ -66,7 +68,7 @@ one() {
   case $mode in
     palisade*)
       local pin=(); [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
-      ip netns exec $P-fw "${pin[@]}" "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" \
+      ip netns exec $P-fw nice -n "$NICE" "${pin[@]}" "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" \
         --bridge pa,pb --workers "${mode#palisade}" 2>"$W/daemon.log" &
       DPID=$!; for n in $(seq 100); do "$B" status --control "$W/c.sock" >/dev/null 2>&1 && break; sleep 0.1; done ;;
     bridge|nft)
@@ -74,9 +76,9 @@ one() {
       if [ $mode = nft ]; then ip netns exec $P-fw nft -f "$W/rules.nft"; fi ;;
   esac
   sleep 0.5
-  ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+  ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
   local tcp; tcp=$(gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
-  ip netns exec $P-h2 iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
+  ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
   local r0 r1; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
   gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -P "$STREAMS" -t $DUR >/dev/null 2>&1
   r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
