@@ -29,6 +29,9 @@ pub struct SideCounters {
     pub rx_errors: AtomicU64,
     /// Of the frames received, GSO/GRO super-frames (each classified and sent whole).
     pub super_frames: AtomicU64,
+    /// Frames the kernel dropped before the data path saw them: its receive queue
+    /// was full (the workers fell behind).
+    pub rx_dropped: AtomicU64,
 }
 
 impl SideCounters {
@@ -112,6 +115,7 @@ impl DataPathInfo {
                     t.oversize += get(&c.oversize);
                     t.rx_errors += get(&c.rx_errors);
                     t.super_frames += get(&c.super_frames);
+                    t.rx_dropped += get(&c.rx_dropped);
                 }
                 t
             })

@@ -69,7 +69,7 @@ impl Tag {
 }
 
 /// Where a frame sits in its buffer: `buf[start..start + len]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Span {
     /// Offset of the frame's first byte.
     pub start: usize,

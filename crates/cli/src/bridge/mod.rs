@@ -10,10 +10,11 @@
 //! frames of one flow stay in order.
 //!
 //! Layout: [`sys`] opens, reads, writes and waits on packet sockets,
-//! [`worker`] is the per-thread loop. The
+//! [`ring`] is their receive ring, [`worker`] is the per-thread loop. The
 //! decisions themselves (the frame filter, the topology, shadow evaluation,
 //! the data path's control requests) are the `palisade-dataplane` library.
 
+pub mod ring;
 pub mod sys;
 pub mod worker;
 
@@ -95,7 +96,7 @@ impl Bridge {
         for t in self.info.totals() {
             eprintln!(
                 "palisade run: {mode} stopped: {}: rx {} permitted {} denied {} forwarded {} tx_errors {} \
-                 oversize {} rx_errors {} super_frames {}",
+                 oversize {} rx_errors {} super_frames {} rx_dropped {}",
                 t.interface,
                 t.rx,
                 t.permitted,
@@ -104,7 +105,8 @@ impl Bridge {
                 t.tx_errors,
                 t.oversize,
                 t.rx_errors,
-                t.super_frames
+                t.super_frames,
+                t.rx_dropped
             );
         }
     }

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_dataplane::vlan::{self, Span, HEADROOM};
+use palisade_dataplane::vlan::{self, HEADROOM};
 use palisade_dataplane::{Forward, Frame, FrameFilter, SideCounters};
 
-use super::sys::{self, Fanout, Port, RxMeta, VnetHdr};
+use super::sys::{self, Fanout, Port, RxFrame};
 
 /// Frames classified in one call.
 pub const BATCH: usize = sys::MAX_BATCH;
@@ -29,6 +29,8 @@ pub const BATCH: usize = sys::MAX_BATCH;
 pub const FRAME_MAX: usize = 65536 + 14 + 8;
 /// How long a worker waits for frames before looking at the stop flag again.
 const WAIT: Duration = Duration::from_millis(100);
+/// How often the kernel's count of frames dropped on a full ring is read.
+const STATS_EVERY: Duration = Duration::from_millis(200);
 /// How often a vanished interface is looked for again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -119,6 +121,15 @@ impl Side {
     }
 }
 
+/// The ingress side, mutably, and the other side (none on a monitor).
+fn split_sides(sides: &mut [Side], ingress: usize) -> (Option<&mut Side>, Option<&mut Side>) {
+    let (first, rest) = sides.split_at_mut(1.min(sides.len()));
+    match ingress {
+        0 => (first.first_mut(), rest.first_mut()),
+        _ => (rest.first_mut(), first.first_mut()),
+    }
+}
+
 /// Runs one worker until `stop` is set. `first` are the ports opened by the caller
 /// (so that start-up errors reach the user); missing ones are reopened by the loop.
 pub fn run(
@@ -140,13 +151,12 @@ pub fn run(
             logged: None,
         })
         .collect();
-    let mut bufs: Vec<Box<[u8]>> = (0..BATCH)
+    // Frames too long for a ring slot (super-frames) are read into these.
+    let mut big: Vec<Box<[u8]>> = (0..BATCH)
         .map(|_| vec![0u8; HEADROOM + FRAME_MAX].into_boxed_slice())
         .collect();
-    let mut meta = [RxMeta::default(); BATCH];
-    let mut spans = [Span { start: 0, len: 0 }; BATCH];
-    let mut vnet = [VnetHdr::default(); BATCH];
     let mut forward = [Forward::Drop; BATCH];
+    let mut next_stats = Instant::now();
     let mut next_reopen = Instant::now();
 
     while !stop.load(Ordering::Relaxed) {
@@ -164,6 +174,15 @@ pub fn run(
                             side.logged = Some(Logged::Open(msg));
                         }
                     }
+                }
+            }
+        }
+        if Instant::now() >= next_stats {
+            // Frames the kernel dropped because a ring was full: the worker fell behind.
+            next_stats = Instant::now() + STATS_EVERY;
+            for (side, c) in sides.iter().zip(counters.iter()) {
+                if let Some(p) = side.port.as_ref() {
+                    add(&c.rx_dropped, p.drops());
                 }
             }
         }
@@ -186,45 +205,37 @@ pub fn run(
             if !ready[ingress] {
                 continue;
             }
-            // Read a batch: one system call for up to BATCH frames, each behind HEADROOM bytes.
-            let (mut n, mut oversize, mut rx_error) = (0, 0u64, None);
-            if let Some(port) = sides[ingress].port.as_ref() {
-                match port.recv_batch(&mut bufs, HEADROOM, &mut meta) {
-                    Ok((got, truncated)) => (n, oversize) = (got, truncated),
-                    Err(e) => rx_error = Some(e),
-                }
-            }
             let c = &counters[ingress];
-            add(&c.oversize, oversize);
+            let (inside, egress_side) = split_sides(&mut sides, ingress);
+            let Some(port) = inside.and_then(|s| s.port.as_mut()) else {
+                continue;
+            };
+            // Take what the ring holds: no system call but for super-frames.
+            let mut frames: [RxFrame; BATCH] = std::array::from_fn(|_| RxFrame::default());
+            let got = port.receive(&mut big, HEADROOM, &mut frames);
+            let n = got.frames;
+            add(&c.oversize, got.oversize);
+            add(&c.rx_errors, got.rx_errors);
             if n > 0 {
                 // The frames as they were on the wire: stripped tags back in place.
                 let mut super_frames = 0;
-                for i in 0..n {
-                    let m = &meta[i];
-                    let mut span = Span {
-                        start: HEADROOM,
-                        len: m.len,
-                    };
-                    vnet[i] = m.vnet;
-                    if let Some(tag) = m.tag {
-                        if let Some(tagged) = vlan::reinsert(&mut bufs[i], span, tag) {
-                            span = tagged;
-                            vnet[i].shift(vlan::TAG_LEN as isize);
+                for f in frames.iter_mut().take(n) {
+                    if let Some(tag) = f.tag {
+                        if let Some(tagged) = vlan::reinsert(f.buf, f.span, tag) {
+                            f.span = tagged;
+                            f.vnet.shift(vlan::TAG_LEN as isize);
                         }
                     }
-                    spans[i] = span;
-                    super_frames += u64::from(m.vnet.gso_type != 0);
+                    super_frames += u64::from(f.vnet.gso_type != 0);
                 }
                 // Decide the batch in one call.
                 {
-                    let mut frames = [Frame::default(); BATCH];
-                    for ((f, buf), (span, hdr)) in
-                        frames.iter_mut().zip(&bufs).zip(spans.iter().zip(&vnet)).take(n)
-                    {
-                        let gso_size = if hdr.gso_type != 0 { hdr.gso_size } else { 0 };
-                        *f = Frame::super_frame(span.of(buf), gso_size);
+                    let mut batch = [Frame::default(); BATCH];
+                    for (b, f) in batch.iter_mut().zip(&frames).take(n) {
+                        let gso_size = if f.vnet.gso_type != 0 { f.vnet.gso_size } else { 0 };
+                        *b = Frame::super_frame(f.span.of(f.buf), gso_size);
                     }
-                    filter.decide(ingress, &frames[..n], &mut forward[..n]);
+                    filter.decide(ingress, &batch[..n], &mut forward[..n]);
                 }
                 let permitted = forward[..n].iter().filter(|f| f.is_sent()).count() as u64;
                 add(&c.rx, n as u64);
@@ -232,27 +243,29 @@ pub fn run(
                 add(&c.permitted, permitted);
                 add(&c.denied, n as u64 - permitted);
                 if spec.forward {
-                    let egress = 1 - ingress.min(1);
                     let mut which = [0usize; BATCH];
                     let mut m = 0;
-                    for i in (0..n).filter(|&i| forward[i].is_sent()) {
+                    for (i, f) in frames.iter_mut().enumerate().take(n) {
+                        if !forward[i].is_sent() {
+                            continue;
+                        }
                         // The egress port's tagging; the header's offsets follow the tag.
-                        let before = spans[i].len as isize;
-                        if let Some(span) = vlan::retag(&mut bufs[i], spans[i], forward[i]) {
-                            vnet[i].shift(span.len as isize - before);
-                            spans[i] = span;
+                        let before = f.span.len as isize;
+                        if let Some(span) = vlan::retag(f.buf, f.span, forward[i]) {
+                            f.vnet.shift(span.len as isize - before);
+                            f.span = span;
                             which[m] = i;
                             m += 1;
                         }
                     }
-                    let (sent, tx_error) = match sides.get(egress).and_then(|s| s.port.as_ref()) {
-                        Some(out) => out.send_batch(&bufs, &spans, &vnet, &which[..m]),
+                    let (sent, tx_error) = match egress_side.as_ref().and_then(|s| s.port.as_ref()) {
+                        Some(out) => out.send_batch(&frames, &which[..m]),
                         None => (0, None),
                     };
                     let (sent, failed) = (sent as u64, permitted - sent as u64);
                     add(&c.forwarded, sent);
                     add(&c.tx_errors, failed);
-                    if let Some(side) = sides.get_mut(egress) {
+                    if let Some(side) = egress_side {
                         match tx_error {
                             Some(e) if e.per_frame => side.event(spec.id, Problem::FrameRefused, &e.error),
                             Some(e) => side.event(spec.id, Problem::CannotSend, &e.error),
@@ -262,9 +275,12 @@ pub fn run(
                     }
                 }
             }
-            if let Some(e) = rx_error.take_if(|e| e.raw_os_error() == Some(libc::EINVAL)) {
-                // One frame the socket could not describe (its error surfaces on the next read).
-                add(&c.rx_errors, 1);
+            // The frames' borrows of the ring end here (last use above): the slots go back.
+            port.release(got.slots);
+            // Ready but nothing taken: the socket has an error to report (ENETDOWN, ...).
+            let rx_error = if got.slots == 0 { port.take_error() } else { None };
+            if got.rx_errors > 0 {
+                let e = io::Error::from_raw_os_error(libc::EINVAL);
                 sides[ingress].event(spec.id, Problem::Unreadable, &e);
             }
             if let Some(e) = rx_error {

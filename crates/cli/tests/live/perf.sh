@@ -5,7 +5,8 @@
 #   bash crates/cli/tests/live/perf.sh [ROUNDS]
 #
 # Environment: PALISADE=path/to/palisade picks a binary; MODES="bridge nft palisade1 palisade2"
-# the configurations (run in that order in every round, so each is measured beside the others);
+# the configurations (run in that order in every round, so each is measured beside the others;
+# altN runs the binary ALT=path/to/other/palisade with N workers: a before/after in one run);
 # DUR=5 seconds per measurement; STREAMS=4 UDP streams (flows) per measurement; CPUS=0 pins the
 # daemon to those CPUs (taskset list; empty: no pinning) and GEN_CPUS=1 the traffic generator;
 # NICE=-10 runs the daemon and both iperf3 ends at that nice level (on a machine shared with other
@@ -18,8 +19,9 @@
 # has 1,000 rules: 997 that never match the test traffic, in front of the permits.
 # Per configuration and round: iperf3 TCP Gbit/s (one stream), and 64-byte UDP frames per second
 # delivered to h2's interface (iperf3 -u -l 18 -b 0 -P STREAMS from h1; the frames are 60 bytes
-# on the wire plus the 4-byte FCS the wire would add). At the end: the median per configuration
-# and its ratio to the Linux bridge's median.
+# on the wire plus the 4-byte FCS the wire would add), with the daemon's CPU time per frame
+# delivered during it. At the end: the median per configuration and its ratio to the Linux
+# bridge's median.
 set -u
 ROUNDS=${1:-3}; DUR=${DUR:-5}; STREAMS=${STREAMS:-4}
 MODES=${MODES:-bridge nft palisade1 palisade2}
@@ -53,6 +55,9 @@ nft += ['  }', '}']
 open(f"{w}/rules.toml", "w").write("\n".join(pal) + "\n")
 open(f"{w}/rules.nft", "w").write("\n".join(nft) + "\n")
 EOF
+# CPU time (ns) the daemon's threads have used so far (0 without a daemon): with the frames
+# delivered, its cost per frame, which the machine's other load disturbs far less than rates.
+cpu_ns() { local s=0 t; [ -n "${DPID:-}" ] || { echo 0; return; }; for t in /proc/$DPID/task/*/schedstat; do s=$((s + $(cut -d' ' -f1 "$t" 2>/dev/null || echo 0))); done; echo $s; }
 gen() { if [ -n "$GEN_CPUS" ]; then nice -n "$NICE" taskset -c "$GEN_CPUS" "$@"; else nice -n "$NICE" "$@"; fi; }
 one() {
   local mode=$1 n
@@ -66,10 +71,12 @@ one() {
   ip -n $P-h2 neigh replace 198.18.0.1 lladdr 02:00:00:00:01:01 dev eth0 nud permanent
   DPID=
   case $mode in
-    palisade*)
-      local pin=(); [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
-      ip netns exec $P-fw nice -n "$NICE" "${pin[@]}" "$B" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" \
-        --bridge pa,pb --workers "${mode#palisade}" 2>"$W/daemon.log" &
+    palisade*|alt*)
+      local pin=() bin=$B workers=${mode#palisade}; [ -n "$CPUS" ] && pin=(taskset -c "$CPUS")
+      case $mode in alt*) bin=${ALT:?ALT=path/to/palisade for mode $mode}; workers=${mode#alt};; esac
+      rm -rf "$W/state"
+      ip netns exec $P-fw nice -n "$NICE" "${pin[@]}" "$bin" run --config "$W/rules.toml" --control "$W/c.sock" --state-dir "$W/state" \
+        --bridge pa,pb --workers "$workers" 2>"$W/daemon.log" &
       DPID=$!; for n in $(seq 100); do "$B" status --control "$W/c.sock" >/dev/null 2>&1 && break; sleep 0.1; done ;;
     bridge|nft)
       ip -n $P-fw link add br0 type bridge; ip -n $P-fw link set pa master br0; ip -n $P-fw link set pb master br0; ip -n $P-fw link set br0 up
@@ -79,10 +86,11 @@ one() {
   ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
   local tcp; tcp=$(gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
   ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
-  local r0 r1; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
+  local r0 r1 c0 c1 cpu=0; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets); c0=$(cpu_ns)
   gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -P "$STREAMS" -t $DUR >/dev/null 2>&1
-  r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets)
-  echo "$mode tcp_gbps=${tcp:-0} udp64_fps=$(( (r1 - r0) / DUR ))" | tee -a "$W/results"
+  r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets); c1=$(cpu_ns)
+  [ "$r1" -gt "$r0" ] && cpu=$(( (c1 - c0) / (r1 - r0) ))
+  echo "$mode tcp_gbps=${tcp:-0} udp64_fps=$(( (r1 - r0) / DUR )) udp64_daemon_cpu_ns=$cpu" | tee -a "$W/results"
   if [ -n "$DPID" ]; then kill $DPID; wait $DPID 2>/dev/null; grep -h "super_frames" "$W/daemon.log" | sed "s/^/  $mode: /"; fi
   DPID=
   for n in h1 fw h2; do ip netns del $P-$n; done
@@ -94,18 +102,18 @@ rows = {}
 for line in open(sys.argv[1]):
     mode, *kv = line.split()
     d = dict(x.split("=") for x in kv)
-    rows.setdefault(mode, []).append((float(d["tcp_gbps"]), float(d["udp64_fps"])))
+    rows.setdefault(mode, []).append((float(d["tcp_gbps"]), float(d["udp64_fps"]), float(d["udp64_daemon_cpu_ns"])))
 base = rows.get("bridge")
 med = lambda xs: statistics.median(xs)
 for mode, v in rows.items():
-    tcp, udp = med([t for t, _ in v]), med([u for _, u in v])
-    line = f"median {mode}: tcp_gbps={tcp:.2f} udp64_fps={udp:.0f} (n={len(v)})"
+    tcp, udp, cpu = med([t for t, _, _ in v]), med([u for _, u, _ in v]), med([c for _, _, c in v])
+    line = f"median {mode}: tcp_gbps={tcp:.2f} udp64_fps={udp:.0f} udp64_daemon_cpu_ns={cpu:.0f} (n={len(v)})"
     if base:
-        bt, bu = med([t for t, _ in base]), med([u for _, u in base])
+        bt, bu = med([t for t, _, _ in base]), med([u for _, u, _ in base])
         line += f"  vs bridge: tcp {tcp / bt if bt else 0:.2f}x udp64 {udp / bu if bu else 0:.2f}x"
     print(line)
-for one, two in (("palisade1", "palisade2"),):
+for one, two in (("palisade1", "palisade2"), ("alt1", "alt2")):
     if one in rows and two in rows:
-        u1, u2 = med([u for _, u in rows[one]]), med([u for _, u in rows[two]])
+        u1, u2 = med([u for _, u, _ in rows[one]]), med([u for _, u, _ in rows[two]])
         print(f"scaling udp64 {two}/{one}: {u2 / u1 if u1 else 0:.2f}x")
 EOF

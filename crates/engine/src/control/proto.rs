@@ -247,6 +247,10 @@ pub struct InterfaceCounters {
     /// Of the frames received, GSO/GRO super-frames (each decided and sent whole).
     #[serde(default)]
     pub super_frames: u64,
+    /// Frames the kernel dropped before the data path saw them (its receive
+    /// queue was full: the workers fell behind).
+    #[serde(default)]
+    pub rx_dropped: u64,
 }
 
 /// The data path's mode, interfaces and counters.
@@ -541,6 +545,7 @@ mod tests {
                     oversize: 0,
                     rx_errors: 0,
                     super_frames: 2,
+                    rx_dropped: 3,
                 }],
             },
         };
