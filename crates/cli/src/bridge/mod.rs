@@ -178,6 +178,9 @@ pub fn start(
             .wrapping_add(i as u16);
         fanout.push((workers > 1).then_some(sys::Fanout { group }));
     }
+    // Receive rings of 16 MiB per interface in all, at least 1 MiB (512 frames) per worker,
+    // at most 8 MiB: the kernel spreads frames over the workers, so each needs less.
+    let ring_blocks = (16 / workers).clamp(1, ring::MAX_BLOCKS);
     let stop = Arc::new(AtomicBool::new(false));
     let info = Arc::new(DataPathInfo::new(ifaces.clone(), forward, workers));
     let mut bridge = Bridge {
@@ -192,12 +195,13 @@ pub fn start(
         };
         let mut ports = Vec::new();
         for (name, f) in ifaces.iter().zip(&fanout) {
-            ports.push(Some(sys::open(name, *f)?));
+            ports.push(Some(sys::open(name, *f, ring_blocks)?));
         }
         let spec = worker::WorkerSpec {
             ifaces: ifaces.clone(),
             forward,
             fanout: fanout.clone(),
+            ring_blocks,
             id,
         };
         let filter = make_filter(id);

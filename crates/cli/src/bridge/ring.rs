@@ -42,10 +42,10 @@ pub const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// Bytes per slot: header, padding, virtio-net header and a frame of up to
 /// 1,972 bytes (a full-size frame with two VLAN tags fits).
 pub const SLOT_BYTES: usize = 2048;
-/// Bytes per ring block (a power-of-two number of pages, one kernel allocation).
-const BLOCK_BYTES: usize = 1 << 20;
-/// Blocks per ring: 8 MiB, 4,096 slots per socket.
-const BLOCKS: usize = 8;
+/// Bytes per ring block (a power-of-two number of pages, one kernel allocation): 512 slots.
+pub const BLOCK_BYTES: usize = 1 << 20;
+/// Most blocks per ring: 8 MiB, 4,096 slots per socket.
+pub const MAX_BLOCKS: usize = 8;
 
 /// The fields of `struct tpacket2_hdr` a worker needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,10 +108,12 @@ pub struct RxRing {
 unsafe impl Send for RxRing {}
 
 impl RxRing {
-    /// Turns the socket's receive path into a ring: `TPACKET_V2`, frames that do not fit a
-    /// slot also queued whole on the socket, then the ring set up and mapped. Must run after
-    /// `PACKET_VNET_HDR` is set and before the socket is bound.
-    pub fn new(sock: &OwnedFd) -> io::Result<RxRing> {
+    /// Turns the socket's receive path into a ring of `blocks` blocks (1 to [`MAX_BLOCKS`]):
+    /// `TPACKET_V2`, frames that do not fit a slot also queued whole on the socket, then the
+    /// ring set up and mapped. Must run after `PACKET_VNET_HDR` is set and before the socket
+    /// is bound.
+    pub fn new(sock: &OwnedFd, blocks: usize) -> io::Result<RxRing> {
+        let blocks = blocks.clamp(1, MAX_BLOCKS);
         let fd = sock.as_raw_fd();
         for (opt, value) in [(PACKET_VERSION, TPACKET_V2), (PACKET_COPY_THRESH, 1)] {
             // SAFETY: setsockopt(2) reads one c_int from our stack.
@@ -128,10 +130,10 @@ impl RxRing {
                 return Err(io::Error::last_os_error());
             }
         }
-        let slots = BLOCK_BYTES / SLOT_BYTES * BLOCKS;
+        let slots = BLOCK_BYTES / SLOT_BYTES * blocks;
         let req = libc::tpacket_req {
             tp_block_size: BLOCK_BYTES as u32,
-            tp_block_nr: BLOCKS as u32,
+            tp_block_nr: blocks as u32,
             tp_frame_size: SLOT_BYTES as u32,
             tp_frame_nr: slots as u32,
         };
@@ -148,7 +150,7 @@ impl RxRing {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        let len = BLOCK_BYTES * BLOCKS;
+        let len = BLOCK_BYTES * blocks;
         // SAFETY: maps the ring just set up on our socket: a fresh shared mapping of `len`
         // bytes that no Rust object refers to yet; failure is checked below.
         let map = unsafe {

@@ -548,10 +548,11 @@ pub struct Fanout {
     pub group: u16,
 }
 
-/// Opens `ifname` for bridging: promiscuous, own transmissions ignored, optional fanout group.
+/// Opens `ifname` for bridging: promiscuous, own transmissions ignored, optional fanout group,
+/// a receive ring of `ring_blocks` MiB.
 ///
 /// Errors name the interface and the cause (missing interface, no permission, ...).
-pub fn open(ifname: &str, fanout: Option<Fanout>) -> Result<Port, String> {
+pub fn open(ifname: &str, fanout: Option<Fanout>, ring_blocks: usize) -> Result<Port, String> {
     let iface = datalink::interfaces()
         .into_iter()
         .find(|i| i.name == ifname)
@@ -633,7 +634,7 @@ pub fn open(ifname: &str, fanout: Option<Fanout>) -> Result<Port, String> {
             }
         }
     }
-    let ring = RxRing::new(&sock)
+    let ring = RxRing::new(&sock, ring_blocks)
         .map_err(|e| format!("interface {ifname}: cannot set up the receive ring (PACKET_RX_RING): {e}"))?;
     let fd = sock
         .try_clone()

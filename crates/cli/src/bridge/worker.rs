@@ -49,6 +49,8 @@ pub struct WorkerSpec {
     pub forward: bool,
     /// Fanout group per interface, shared by every worker.
     pub fanout: Vec<Option<Fanout>>,
+    /// Size of each receive ring, in MiB blocks.
+    pub ring_blocks: usize,
     /// Worker number, for log lines.
     pub id: usize,
 }
@@ -163,7 +165,7 @@ pub fn run(
         if sides.iter().any(|s| s.port.is_none()) && Instant::now() >= next_reopen {
             next_reopen = Instant::now() + REOPEN_EVERY;
             for side in sides.iter_mut().filter(|s| s.port.is_none()) {
-                match sys::open(&side.name, side.fanout) {
+                match sys::open(&side.name, side.fanout, spec.ring_blocks) {
                     Ok(p) => {
                         side.port = Some(p);
                         side.clear(spec.id);
