@@ -7,7 +7,7 @@
 # Environment: PALISADE=path/to/palisade picks a binary; MODES="bridge nft palisade1 palisade2"
 # the configurations (run in that order in every round, so each is measured beside the others;
 # altN runs the binary ALT=path/to/other/palisade with N workers: a before/after in one run);
-# DUR=5 seconds per measurement; STREAMS=4 UDP streams (flows) per measurement; CPUS=0 pins the
+# TESTS="tcp udp" the measurements to make; DUR=5 seconds per measurement; STREAMS=4 UDP streams (flows) per measurement; CPUS=0 pins the
 # daemon to those CPUs (taskset list; empty: no pinning) and GEN_CPUS=1 the traffic generator;
 # NICE=-10 runs the daemon and both iperf3 ends at that nice level (on a machine shared with other
 # work, so that they are not starved by it; every configuration gets the same).
@@ -20,10 +20,10 @@
 # Per configuration and round: iperf3 TCP Gbit/s (one stream), and 64-byte UDP frames per second
 # delivered to h2's interface (iperf3 -u -l 18 -b 0 -P STREAMS from h1; the frames are 60 bytes
 # on the wire plus the 4-byte FCS the wire would add), with the daemon's CPU time per frame
-# delivered during it. At the end: the median per configuration and its ratio to the Linux
-# bridge's median.
+# delivered during it (and during the TCP test, its CPU time per KB received). At the end: the
+# median per configuration and its ratio to the Linux bridge's median.
 set -u
-ROUNDS=${1:-3}; DUR=${DUR:-5}; STREAMS=${STREAMS:-4}
+ROUNDS=${1:-3}; DUR=${DUR:-5}; STREAMS=${STREAMS:-4}; TESTS=${TESTS:-tcp udp}
 MODES=${MODES:-bridge nft palisade1 palisade2}
 CPUS=${CPUS-}; GEN_CPUS=${GEN_CPUS-}; NICE=${NICE:-0}
 B=${PALISADE:-$(dirname "$0")/../../../../target/release/palisade}
@@ -83,14 +83,22 @@ one() {
       if [ $mode = nft ]; then ip netns exec $P-fw nft -f "$W/rules.nft"; fi ;;
   esac
   sleep 0.5
+  local tcp=0 tcpcpu=0 r0=0 r1=0 c0=0 c1=0 cpu=0
+  if [[ " $TESTS " == *" tcp "* ]]; then
   ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
-  local tcp; tcp=$(gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null)
+  local t0 t1 out; t0=$(cpu_ns)
+  out=$(gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -t $DUR -J 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin)["end"]["sum_received"]; print("%.2f %d" % (r["bits_per_second"]/1e9, r["bytes"]))' 2>/dev/null)
+  t1=$(cpu_ns); tcp=${out% *}; local bytes=${out#* }
+  [ "${bytes:-0}" -gt 0 ] 2>/dev/null && tcpcpu=$(( (t1 - t0) * 1000 / bytes ))
+  fi
+  if [[ " $TESTS " == *" udp "* ]]; then
   ip netns exec $P-h2 nice -n "$NICE" iperf3 -s -D -1 >/dev/null 2>&1; sleep 0.3
-  local r0 r1 c0 c1 cpu=0; r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets); c0=$(cpu_ns)
+  r0=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets); c0=$(cpu_ns)
   gen ip netns exec $P-h1 iperf3 -c 198.18.0.2 -u -l 18 -b 0 -P "$STREAMS" -t $DUR >/dev/null 2>&1
   r1=$(ip netns exec $P-h2 cat /sys/class/net/eth0/statistics/rx_packets); c1=$(cpu_ns)
   [ "$r1" -gt "$r0" ] && cpu=$(( (c1 - c0) / (r1 - r0) ))
-  echo "$mode tcp_gbps=${tcp:-0} udp64_fps=$(( (r1 - r0) / DUR )) udp64_daemon_cpu_ns=$cpu" | tee -a "$W/results"
+  fi
+  echo "$mode tcp_gbps=${tcp:-0} tcp_daemon_cpu_ns_per_kb=$tcpcpu udp64_fps=$(( (r1 - r0) / DUR )) udp64_daemon_cpu_ns=$cpu" | tee -a "$W/results"
   if [ -n "$DPID" ]; then kill $DPID; wait $DPID 2>/dev/null; grep -h "super_frames" "$W/daemon.log" | sed "s/^/  $mode: /"; fi
   DPID=
   for n in h1 fw h2; do ip netns del $P-$n; done
@@ -102,18 +110,18 @@ rows = {}
 for line in open(sys.argv[1]):
     mode, *kv = line.split()
     d = dict(x.split("=") for x in kv)
-    rows.setdefault(mode, []).append((float(d["tcp_gbps"]), float(d["udp64_fps"]), float(d["udp64_daemon_cpu_ns"])))
+    rows.setdefault(mode, []).append((float(d["tcp_gbps"] or 0), float(d["udp64_fps"]), float(d["udp64_daemon_cpu_ns"]), float(d["tcp_daemon_cpu_ns_per_kb"])))
 base = rows.get("bridge")
 med = lambda xs: statistics.median(xs)
 for mode, v in rows.items():
-    tcp, udp, cpu = med([t for t, _, _ in v]), med([u for _, u, _ in v]), med([c for _, _, c in v])
-    line = f"median {mode}: tcp_gbps={tcp:.2f} udp64_fps={udp:.0f} udp64_daemon_cpu_ns={cpu:.0f} (n={len(v)})"
+    tcp, udp, cpu, tcpu = (med([x[i] for x in v]) for i in range(4))
+    line = f"median {mode}: tcp_gbps={tcp:.2f} tcp_daemon_cpu_ns_per_kb={tcpu:.0f} udp64_fps={udp:.0f} udp64_daemon_cpu_ns={cpu:.0f} (n={len(v)})"
     if base:
-        bt, bu = med([t for t, _, _ in base]), med([u for _, u, _ in base])
+        bt, bu = med([x[0] for x in base]), med([x[1] for x in base])
         line += f"  vs bridge: tcp {tcp / bt if bt else 0:.2f}x udp64 {udp / bu if bu else 0:.2f}x"
     print(line)
 for one, two in (("palisade1", "palisade2"), ("alt1", "alt2")):
     if one in rows and two in rows:
-        u1, u2 = med([u for _, u, _ in rows[one]]), med([u for _, u, _ in rows[two]])
+        u1, u2 = med([x[1] for x in rows[one]]), med([x[1] for x in rows[two]])
         print(f"scaling udp64 {two}/{one}: {u2 / u1 if u1 else 0:.2f}x")
 EOF
