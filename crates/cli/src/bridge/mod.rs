@@ -10,10 +10,12 @@
 //! frames of one flow stay in order.
 //!
 //! Layout: [`sys`] opens, reads, writes and waits on packet sockets,
-//! [`ring`] is their receive ring, [`worker`] is the per-thread loop. The
+//! [`ring`] is their receive ring, [`worker`] is the per-thread loop,
+//! [`checksum`] completes the partial SCTP checksums nothing else can. The
 //! decisions themselves (the frame filter, the topology, shadow evaluation,
 //! the data path's control requests) are the `palisade-dataplane` library.
 
+pub mod checksum;
 pub mod ring;
 pub mod sys;
 pub mod worker;

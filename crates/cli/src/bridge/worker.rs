@@ -5,7 +5,8 @@
 //! is classified (the policy sees the frame as it was on the wire), and leaves
 //! with the tagging the filter decided for the egress port; its virtio-net
 //! header (offload super-frame, partial checksum) goes with it, its offsets
-//! moved by the tag. Nothing else in a frame is changed.
+//! moved by the tag. Nothing else in a frame is changed, but for a partial
+//! SCTP checksum, which only the bridge can complete ([`checksum`]).
 //!
 //! Every buffer is allocated once when the worker starts; the loop itself
 //! never allocates. Errors of an interface (down, removed) are logged once per
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use palisade_dataplane::vlan::{self, HEADROOM};
 use palisade_dataplane::{Forward, Frame, FrameFilter, SideCounters};
 
+use super::checksum;
 use super::sys::{self, Fanout, Port, RxFrame};
 
 /// Frames classified in one call.
@@ -256,6 +258,11 @@ pub fn run(
                         if let Some(span) = vlan::retag(f.buf, f.span, forward[i]) {
                             f.vnet.shift(span.len as isize - before);
                             f.span = span;
+                            if f.vnet.flags & sys::NEEDS_CSUM != 0 {
+                                if let Some(bytes) = f.buf.get_mut(span.start..span.start + span.len) {
+                                    checksum::complete_sctp(bytes, &mut f.vnet);
+                                }
+                            }
                             which[m] = i;
                             m += 1;
                         }
