@@ -3,8 +3,8 @@
 //!
 //! pnet binds the socket to the interface, makes it promiscuous and joins
 //! the fanout group. Frames then arrive in a receive ring ([`super::ring`]:
-//! no system call per frame, 38% less CPU per 64-byte frame than `recvmmsg`
-//! measured in the same run) and leave with `sendmmsg`, a whole batch per
+//! no system call per frame, a third less daemon CPU per 64-byte frame than
+//! `recvmmsg` in the same run, see the README) and leave with `sendmmsg`, a whole batch per
 //! system call: pnet's own `next()`/`send_to()` cost two system calls per
 //! frame (a `poll` and the transfer), which measured at a third of the frame
 //! rate.
