@@ -432,6 +432,11 @@ vlan = 20
         assert_eq!(status.frames.denied, 4);
         let acl = &status.acls[0];
         assert_eq!((acl.counters.evaluated, acl.counters.denied), (3, 1), "{acl:?}");
+        let stage = |name: &str| status.stages.iter().find(|s| s.stage == name).map(|s| s.denied);
+        assert_eq!(stage("vlan-filter"), Some(3), "{:?}", status.stages);
+        assert_eq!(stage("vacl-in"), Some(1), "{:?}", status.stages);
+        let bytes: usize = frames.iter().map(Vec::len).sum();
+        assert_eq!(status.bytes, bytes as u64, "every frame's bytes counted");
         drop((f, engine));
         std::fs::remove_dir_all(&dir).unwrap();
     }

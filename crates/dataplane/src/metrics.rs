@@ -7,6 +7,9 @@
 //! | `palisade_interface_forwarded_frames_total` | `interface` (permitted frames that entered on it and were sent out of the other) |
 //! | `palisade_interface_tx_errors_total` | `interface` (permitted frames that entered on it and could not be sent) |
 //! | `palisade_interface_oversize_frames_total` | `interface` (frames too long to handle) |
+//! | `palisade_interface_rx_errors_total` | `interface` (frames the kernel could not hand over) |
+//! | `palisade_interface_rx_dropped_frames_total` | `interface` (frames the kernel dropped: the workers fell behind) |
+//! | `palisade_interface_super_frames_total` | `interface` (GSO/GRO super-frames among the frames received) |
 //!
 //! ```
 //! use palisade_observe::metrics::{Exposition, MetricsSource};
@@ -26,7 +29,7 @@ type Family = (&'static str, &'static str, fn(&SideTotals) -> u64);
 impl MetricsSource for DataPathInfo {
     fn write(&self, out: &mut Exposition) {
         let totals = self.totals();
-        let families: [Family; 6] = [
+        let families: [Family; 9] = [
             (
                 "palisade_interface_rx_frames_total",
                 "Frames received, by interface.",
@@ -56,6 +59,21 @@ impl MetricsSource for DataPathInfo {
                 "palisade_interface_oversize_frames_total",
                 "Frames too long to handle, dropped before classification.",
                 |t| t.oversize,
+            ),
+            (
+                "palisade_interface_rx_errors_total",
+                "Frames the kernel could not hand over (offload super-frames a packet socket cannot describe), dropped.",
+                |t| t.rx_errors,
+            ),
+            (
+                "palisade_interface_rx_dropped_frames_total",
+                "Frames the kernel dropped before the data path saw them (its receive ring was full).",
+                |t| t.rx_dropped,
+            ),
+            (
+                "palisade_interface_super_frames_total",
+                "GSO/GRO super-frames among the frames received, each decided and sent whole.",
+                |t| t.super_frames,
             ),
         ];
         for (name, help, get) in families {
