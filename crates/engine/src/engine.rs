@@ -13,7 +13,7 @@ use palisade_rules::Digest;
 use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
 use crate::events::{ControlEvent, EventKind, EventSink, Outcome};
 use crate::generation::{Compiled, Generation, GenerationState};
-use crate::lkg::{unix_now, Kept, Store, StoreError};
+use crate::lkg::{unix_now, Companion, Kept, KeptError, Outcome as KeptOutcome, Store, StoreError};
 use crate::policy::{Context, Decision, RuleRef, Stage, Verdict};
 use crate::reload::{self, fault, ReloadError, ReloadOptions, ReloadStage};
 use crate::status::{self, LastReload, Status};
@@ -54,6 +54,17 @@ pub enum ReloadSource {
         name: String,
         /// The rule file's bytes.
         bytes: Vec<u8>,
+    },
+    /// A whole generation: a rule file's bytes and its companion files (the
+    /// set files it names, by the names it gives them). The digest covers
+    /// them all and last-known-good keeps them all.
+    Generation {
+        /// Name for `file:line:col` and `source`.
+        name: String,
+        /// The rule file's bytes.
+        bytes: Vec<u8>,
+        /// The companion files, in the order the rule file names them.
+        companions: Vec<Companion>,
     },
 }
 
@@ -195,7 +206,7 @@ impl Engine {
         state_dir: &Path,
         options: EngineOptions,
     ) -> Result<(Engine, BootReport), StoreError> {
-        let store = Store::open(state_dir, options.keep_generations, options.durable)?;
+        let store = Store::open_locked(state_dir, options.keep_generations, options.durable)?;
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(Generation::no_rules()),
             control: Mutex::new(Control {
@@ -346,6 +357,7 @@ impl Engine {
         let cand = reload::build(
             &name,
             bytes,
+            Vec::new(),
             &opts,
             None,
             &SlotRegistry::default(),
@@ -420,7 +432,7 @@ impl Inner {
     }
 
     fn refresh_kept(&self) {
-        let kept = self.store.list().iter().map(|k| k.generation).collect();
+        let kept = self.store.scan().kept.iter().map(|k| k.generation).collect();
         *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = kept;
     }
 
@@ -471,14 +483,23 @@ impl Inner {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
     }
 
-    fn next_number(&self, ctl: &mut Control) -> u64 {
-        let n = ctl
-            .last_number
-            .max(self.current.load().number)
-            .max(self.store.max_generation())
-            + 1;
+    /// A number for a new generation: above every number used in memory and on
+    /// disk, persisted as the high-water mark first.
+    fn next_number(&self, ctl: &mut Control) -> Result<u64, StoreError> {
+        let n = self
+            .store
+            .next_generation(ctl.last_number.max(self.current.load().number))?;
         ctl.last_number = n;
-        n
+        Ok(n)
+    }
+
+    /// Removes old kept generations, never the active one or the newest confirmed one.
+    fn prune(&self) {
+        let mut protect = vec![self.current.load().number];
+        if let Some(k) = self.store.newest(true) {
+            protect.push(k.generation);
+        }
+        self.store.prune(&protect);
     }
 
     fn boot(&self) -> BootReport {
@@ -516,10 +537,11 @@ impl Inner {
                 report.config_error = Some(e);
             }
         }
-        for kept in self.store.list().into_iter().rev().filter(|k| k.confirmed) {
+        for kept in self.store.list().into_iter().rev().filter(|k| k.is_confirmed()) {
             match reload::build(
                 &kept.source,
                 kept.bytes.clone(),
+                kept.companions.clone(),
                 &opts,
                 None,
                 &self.registry,
@@ -598,14 +620,33 @@ impl Inner {
     ) -> Result<ReloadOk, ReloadError> {
         // read
         fault(opts, ReloadStage::Read)?;
-        let (name, bytes) = match source {
-            ReloadSource::Config => read(&self.config)?,
-            ReloadSource::Path(p) => read(&p)?,
-            ReloadSource::Bytes { name, bytes } => (name, bytes),
+        let (name, bytes, companions) = match source {
+            ReloadSource::Config => {
+                let (n, b) = read(&self.config)?;
+                (n, b, Vec::new())
+            }
+            ReloadSource::Path(p) => {
+                let (n, b) = read(&p)?;
+                (n, b, Vec::new())
+            }
+            ReloadSource::Bytes { name, bytes } => (name, bytes, Vec::new()),
+            ReloadSource::Generation {
+                name,
+                bytes,
+                companions,
+            } => (name, bytes, companions),
         };
         let cur = self.current.load_full();
         let active_rescue = cur.rules.as_ref().map(|c| c.rescue_fingerprint);
-        let cand = reload::build(&name, bytes, opts, active_rescue, &self.registry, self.memory_cap)?;
+        let cand = reload::build(
+            &name,
+            bytes,
+            companions,
+            opts,
+            active_rescue,
+            &self.registry,
+            self.memory_cap,
+        )?;
         let compiled = Arc::new(cand.compiled);
         let mut warnings = cand.warnings;
 
@@ -621,21 +662,43 @@ impl Inner {
                 (k.generation, false)
             }
             None => {
-                let number = self.next_number(ctl);
-                let confirmed = opts.confirm_within.is_none();
-                let persisted = fault(opts, ReloadStage::Persist).and_then(|()| {
-                    let kept = Kept::new(number, &compiled.source, compiled.bytes.to_vec(), confirmed);
-                    self.store
-                        .save(&kept)
-                        .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-                });
+                let outcome = match opts.confirm_within {
+                    Some(_) => KeptOutcome::Pending,
+                    None => KeptOutcome::Confirmed,
+                };
+                let persisted = fault(opts, ReloadStage::Persist)
+                    .and_then(|()| {
+                        self.next_number(ctl)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    })
+                    .and_then(|number| {
+                        let kept = Kept::with_companions(
+                            number,
+                            &compiled.source,
+                            compiled.bytes.to_vec(),
+                            compiled.companions.to_vec(),
+                            outcome,
+                        );
+                        self.store
+                            .save(&kept)
+                            .map(|()| number)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    });
                 match persisted {
-                    Ok(()) => (number, true),
+                    Ok(number) => (number, true),
                     Err(e) if persist_required => return Err(e),
                     Err(e) => {
                         let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
                         eprintln!("palisade: WARNING: {msg}");
                         warnings.push(msg);
+                        let above = ctl.last_number.max(cur.number).max(self.store.max_generation());
+                        let number = above.checked_add(1).ok_or_else(|| {
+                            ReloadError::new(
+                                ReloadStage::Persist,
+                                vec!["generation numbers are exhausted".into()],
+                            )
+                        })?;
+                        ctl.last_number = number;
                         (number, false)
                     }
                 }
@@ -673,7 +736,7 @@ impl Inner {
         };
         let digest = compiled.digest;
         self.publish(ctl, Some(compiled), number, state, deadline);
-        self.store.prune();
+        self.prune();
         Ok(ReloadOk {
             generation: number,
             digest,
@@ -690,13 +753,17 @@ impl Inner {
         };
         match to {
             Some(n) => {
-                let kept = self
-                    .store
-                    .load(n)
-                    .map_err(|e| ReloadError::new(ReloadStage::Read, vec![format!("generation {n}: {e}")]))?;
-                let source = ReloadSource::Bytes {
+                let kept = self.store.load(n).map_err(|e| {
+                    let why = match e {
+                        KeptError::NotKept { .. } => e.to_string(),
+                        _ => format!("generation {n} cannot be used: {e}"),
+                    };
+                    ReloadError::new(ReloadStage::Read, vec![why])
+                })?;
+                let source = ReloadSource::Generation {
                     name: kept.source,
                     bytes: kept.bytes,
+                    companions: kept.companions,
                 };
                 self.reload_locked(ctl, source, &opts, true)
             }
@@ -709,7 +776,7 @@ impl Inner {
                         .list()
                         .into_iter()
                         .rev()
-                        .find(|k| k.confirmed && Some(k.digest) != current);
+                        .find(|k| k.is_confirmed() && Some(k.digest) != current);
                     return match older {
                         Some(k) => self.rollback_locked(ctl, Some(k.generation)),
                         None => Err(ReloadError::new(
@@ -718,14 +785,23 @@ impl Inner {
                         )),
                     };
                 };
-                let number = self.next_number(ctl);
+                let number = self
+                    .next_number(ctl)
+                    .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))?;
+                let kept = Kept::with_companions(
+                    number,
+                    &prev.source,
+                    prev.bytes.to_vec(),
+                    prev.companions.to_vec(),
+                    KeptOutcome::Confirmed,
+                );
                 self.store
-                    .save(&Kept::new(number, &prev.source, prev.bytes.to_vec(), true))
+                    .save(&kept)
                     .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))?;
                 ctl.pending = None;
                 let digest = prev.digest;
                 self.publish(ctl, Some(prev), number, GenerationState::Active, None);
-                self.store.prune();
+                self.prune();
                 Ok(ReloadOk {
                     generation: number,
                     digest,
@@ -771,9 +847,24 @@ impl Inner {
     fn revert(&self, ctl: &mut Control) {
         let Some(p) = ctl.pending.take() else { return };
         let from = self.current.load().number;
-        let number = self.next_number(ctl);
+        // A revert happens whatever the disk says: without a persisted number it
+        // takes the next one in memory (and says so).
+        let number = match self.next_number(ctl) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("palisade: warning: revert: {e}");
+                ctl.last_number = ctl.last_number.max(from).saturating_add(1);
+                ctl.last_number
+            }
+        };
         if let Some(rules) = &p.revert_to {
-            let kept = Kept::new(number, &rules.source, rules.bytes.to_vec(), true);
+            let kept = Kept::with_companions(
+                number,
+                &rules.source,
+                rules.bytes.to_vec(),
+                rules.companions.to_vec(),
+                KeptOutcome::Confirmed,
+            );
             if let Err(e) = self.store.save(&kept) {
                 eprintln!("palisade: warning: reverted generation {number} not persisted: {e}");
             }
@@ -783,7 +874,7 @@ impl Inner {
             s => s,
         };
         self.publish(ctl, p.revert_to.clone(), number, state, None);
-        self.store.prune();
+        self.prune();
         let msg = format!(
             "generation {from} was not confirmed in time; reverted to the previous rules as generation {number}"
         );

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use palisade_rules::{Digest, RuleSet};
 
 use crate::counters::Layout;
+use crate::lkg::Companion;
 use crate::policy::Policy;
 
 /// What the engine is running on.
@@ -56,6 +57,8 @@ pub(crate) struct Compiled {
     pub policy: Policy,
     pub ruleset: RuleSet,
     pub bytes: Arc<Vec<u8>>,
+    /// The companion files (set files) of the rule file, carried into last-known-good.
+    pub companions: Arc<Vec<Companion>>,
     pub digest: Digest,
     pub source: String,
     /// Fingerprint of the `[[rescue]]` rules, to refuse silent changes.
@@ -94,7 +97,9 @@ impl Generation {
         self.state
     }
 
-    /// SHA-256 of the rule file's bytes (`None` in the no-rules state).
+    /// The generation's digest (`None` in the no-rules state): SHA-256 of the
+    /// rule file's bytes, or [`palisade_rules::Digest::of_parts`] of the rule
+    /// file and its companion files when it has any.
     pub fn digest(&self) -> Option<Digest> {
         self.rules.as_ref().map(|c| c.digest)
     }
@@ -127,5 +132,11 @@ impl Generation {
     /// The rule file's bytes (`None` in the no-rules state).
     pub fn bytes(&self) -> Option<&[u8]> {
         self.rules.as_ref().map(|c| c.bytes.as_slice())
+    }
+
+    /// The companion files (set files) of the rule file, as they were loaded
+    /// (empty in the no-rules state and for a rule file that names none).
+    pub fn companions(&self) -> &[Companion] {
+        self.rules.as_ref().map_or(&[], |c| c.companions.as_slice())
     }
 }

@@ -1,67 +1,232 @@
 //! Last-known-good: generations persisted in the state directory, never torn.
 //!
-//! Each kept generation is one file, `gen-<number>.lkg`: a header line, one
-//! line of JSON metadata (generation, SHA-256 digest and length of the rule
-//! bytes, source, time, whether it was confirmed), then the rule file's bytes
-//! exactly. A file is written to a temporary name, fsynced, renamed into
-//! place and the directory fsynced, so after a crash at any instant the
-//! directory holds either the complete old set of files or the complete new
-//! one. On reading, a file whose length or digest does not match its
-//! metadata is ignored (it cannot be produced by this writer, but a disk can
-//! still lie). Only the newest `keep` generations are kept.
+//! Each kept generation is one file, `gen-<number>.lkg`: a header line
+//! (`palisade-lkg 2`), one line of JSON metadata (generation, digest, the
+//! length of every part, source, time, outcome), then the rule file's bytes
+//! exactly, followed by the bytes of each *companion* file (the set files a
+//! rule file names) in order. A generation is the rule file plus its
+//! companions: the digest covers them all ([`Digest::of_parts`]), and boot
+//! needs nothing but this one file. Files of the previous format
+//! (`palisade-lkg 1`: one rule file, a `confirmed` flag) are still read.
+//!
+//! A file is written to a temporary name, fsynced, renamed into place and the
+//! directory fsynced, so after a crash at any instant the directory holds
+//! either the complete old set of files or the complete new one. On reading,
+//! a file whose length or digest does not match its metadata, or whose number
+//! is not the one in its name, is ignored (it cannot be produced by this
+//! writer, but a disk can still lie, and a state directory can be tampered with).
+//!
+//! The directory is private and treated as hostile input all the same:
+//!
+//! * it is created (or tightened) to mode 0700 and every file in it is 0600,
+//!   whatever the umask; a state directory that is a symbolic link, or is
+//!   owned by another user, is refused;
+//! * every file is opened with `O_NOFOLLOW | O_NONBLOCK` and checked with
+//!   `fstat` to be a regular file within [`MAX_KEPT_FILE_BYTES`] before it
+//!   is read, so a symlink (to `/dev/zero`, say), a FIFO or a device in place
+//!   of a generation is refused at once, never read or waited on;
+//! * one process at a time: [`Store::open_locked`] takes an exclusive `flock`
+//!   on `lock` (which records the holder's pid for the error message);
+//! * generation numbers only grow: only valid files count, the next number is
+//!   computed with checked arithmetic, and a high-water mark (`high-water`) is
+//!   persisted before a number is handed out, so a number is never reused
+//!   even after the file that carried it was pruned or lost in a crash;
+//! * pruning keeps the newest `keep` generations *and* whatever the caller
+//!   protects (the active generation and the newest confirmed one), whatever
+//!   their numbers.
 //!
 //! ```
-//! use palisade_engine::lkg::{Kept, Store};
+//! use palisade_engine::lkg::{Companion, Kept, Outcome, Store};
 //! let dir = std::env::temp_dir().join(format!("palisade-lkg-doc-{}", std::process::id()));
-//! let store = Store::open(&dir, 10, true).unwrap();
-//! store.save(&Kept::new(7, "edge.toml", b"version = 1\n".to_vec(), true)).unwrap();
-//! store.prune();
+//! let store = Store::open_locked(&dir, 10, true).unwrap();
+//! let n = store.next_generation(0).unwrap();
+//! let sets = vec![Companion { name: "block.txt".into(), bytes: b"192.0.2.0/24\n".to_vec() }];
+//! store.save(&Kept::with_companions(n, "edge.toml", b"version = 1\n".to_vec(), sets, Outcome::Confirmed)).unwrap();
+//! store.prune(&[n]);
 //! let newest = store.newest(true).unwrap();
-//! assert_eq!((newest.generation, newest.bytes.as_slice()), (7, &b"version = 1\n"[..]));
+//! assert_eq!((newest.generation, newest.bytes.as_slice()), (1, &b"version = 1\n"[..]));
+//! assert_eq!(newest.companions[0].name, "block.txt");
+//! drop(store);
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use palisade_rules::Digest;
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &str = "palisade-lkg 1";
+/// The header line of the current format.
+const MAGIC: &str = "palisade-lkg 2";
+/// The header line of the previous format (one rule file, a `confirmed` flag): still read.
+const MAGIC_V1: &str = "palisade-lkg 1";
+/// The header line of the high-water mark file.
+const HWM_MAGIC: &str = "palisade-hwm 1";
+/// Name of the lock file.
+const LOCK_FILE: &str = "lock";
+/// Name of the high-water mark file.
+const HWM_FILE: &str = "high-water";
+/// How long [`Store::open_locked`] waits for another holder of the lock to let go.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// One persisted generation: its metadata and the rule file's bytes.
+/// The largest kept-generation file read (256 MiB: a 16 MiB rule file plus its
+/// set files and metadata). A bigger file is refused without being read.
+pub const MAX_KEPT_FILE_BYTES: u64 = 256 << 20;
+
+/// A file a generation carries besides the rule file (a set file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Companion {
+    /// The name as written in the rule file (e.g. `blocklist.txt`).
+    pub name: String,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What became of a kept generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Active without a confirm window, or confirmed in time: boot may start from it.
+    Confirmed,
+    /// Published with a confirm window that is still open.
+    Pending,
+    /// Its confirm window closed without a confirmation: the rules before it came back.
+    Reverted,
+    /// Never confirmed: replaced while pending, or the engine stopped while it was pending.
+    Unconfirmed,
+}
+
+impl Outcome {
+    /// `confirmed`, `pending`, `reverted` or `unconfirmed`.
+    ///
+    /// ```
+    /// assert_eq!(palisade_engine::lkg::Outcome::Reverted.as_str(), "reverted");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Confirmed => "confirmed",
+            Outcome::Pending => "pending",
+            Outcome::Reverted => "reverted",
+            Outcome::Unconfirmed => "unconfirmed",
+        }
+    }
+}
+
+/// One persisted generation: its metadata, the rule file's bytes and its companions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kept {
     /// The generation number.
     pub generation: u64,
-    /// SHA-256 of `bytes`.
+    /// The generation's digest: [`Digest::of_parts`] of `bytes` and `companions`
+    /// (the rule file's SHA-256 when there is no companion).
     pub digest: Digest,
     /// Where the rules came from (a path, or a note such as `control socket`).
     pub source: String,
     /// When it was saved, seconds since the Unix epoch.
     pub saved_at: u64,
-    /// False while a commit-confirmed reload waits for its confirmation;
-    /// boot never starts from an unconfirmed generation.
-    pub confirmed: bool,
+    /// What became of it; boot starts only from a [`Outcome::Confirmed`] one.
+    pub outcome: Outcome,
     /// The rule file, byte for byte.
     pub bytes: Vec<u8>,
+    /// The companion files, in the order the rule file names them.
+    pub companions: Vec<Companion>,
 }
 
 impl Kept {
-    /// A generation to keep, digest computed, saved now.
+    /// A generation of one rule file to keep, digest computed, saved now;
+    /// `confirmed = false` makes it [`Outcome::Pending`].
+    ///
+    /// ```
+    /// let k = palisade_engine::lkg::Kept::new(3, "r.toml", b"version = 1\n".to_vec(), true);
+    /// assert!(k.is_confirmed());
+    /// assert_eq!(k.digest, palisade_rules::Digest::of(b"version = 1\n"));
+    /// ```
     pub fn new(generation: u64, source: &str, bytes: Vec<u8>, confirmed: bool) -> Self {
+        let outcome = if confirmed {
+            Outcome::Confirmed
+        } else {
+            Outcome::Pending
+        };
+        Kept::with_companions(generation, source, bytes, Vec::new(), outcome)
+    }
+
+    /// A generation of a rule file and its companion files, digest computed, saved now.
+    ///
+    /// ```
+    /// use palisade_engine::lkg::{Companion, Kept, Outcome};
+    /// let c = vec![Companion { name: "s.txt".into(), bytes: b"10.0.0.0/8\n".to_vec() }];
+    /// let k = Kept::with_companions(1, "r.toml", b"x".to_vec(), c, Outcome::Pending);
+    /// assert_eq!(k.digest, palisade_rules::Digest::of_parts(b"x", &[("s.txt", b"10.0.0.0/8\n")]));
+    /// ```
+    pub fn with_companions(
+        generation: u64,
+        source: &str,
+        bytes: Vec<u8>,
+        companions: Vec<Companion>,
+        outcome: Outcome,
+    ) -> Self {
         Kept {
             generation,
-            digest: Digest::of(&bytes),
+            digest: digest_of(&bytes, &companions),
             source: source.to_string(),
             saved_at: unix_now(),
-            confirmed,
+            outcome,
             bytes,
+            companions,
         }
     }
+
+    /// Whether boot may start from it (its outcome is [`Outcome::Confirmed`]).
+    pub fn is_confirmed(&self) -> bool {
+        self.outcome == Outcome::Confirmed
+    }
+
+    /// The metadata alone (what status lists).
+    pub fn info(&self) -> KeptInfo {
+        KeptInfo {
+            generation: self.generation,
+            digest: self.digest,
+            source: self.source.clone(),
+            saved_at: self.saved_at,
+            outcome: self.outcome,
+        }
+    }
+}
+
+/// The digest of a generation's parts ([`Digest::of_parts`]).
+pub fn digest_of(bytes: &[u8], companions: &[Companion]) -> Digest {
+    let parts: Vec<(&str, &[u8])> = companions
+        .iter()
+        .map(|c| (c.name.as_str(), c.bytes.as_slice()))
+        .collect();
+    Digest::of_parts(bytes, &parts)
+}
+
+/// A kept generation's metadata, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptInfo {
+    /// The generation number.
+    pub generation: u64,
+    /// The generation's digest.
+    pub digest: Digest,
+    /// Where the rules came from.
+    pub source: String,
+    /// When it was saved, seconds since the Unix epoch.
+    pub saved_at: u64,
+    /// What became of it.
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompanionMeta {
+    name: String,
+    len: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,7 +236,15 @@ struct Meta {
     len: usize,
     source: String,
     saved_at: u64,
-    confirmed: bool,
+    /// Format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outcome: Option<Outcome>,
+    /// Format 2.
+    #[serde(default)]
+    companions: Vec<CompanionMeta>,
+    /// Format 1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed: Option<bool>,
 }
 
 /// Why the state directory could not be used: names the path and the OS cause.
@@ -97,7 +270,40 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// Why one kept generation could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeptError {
+    /// No file of that generation in the state directory.
+    NotKept {
+        /// The generation asked for.
+        generation: u64,
+    },
+    /// The file is there but is refused (not a regular file, too big, torn, tampered with...).
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl fmt::Display for KeptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeptError::NotKept { generation } => write!(f, "generation {generation} is not kept"),
+            KeptError::Invalid { path, why } => write!(f, "{}: {why}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for KeptError {}
 
 /// The state directory holding kept generations.
 #[derive(Debug, Clone)]
@@ -105,41 +311,187 @@ pub struct Store {
     dir: PathBuf,
     keep: usize,
     durable: bool,
+    /// The exclusive lock on the directory, held while this store (or a clone) lives.
+    lock: Option<Arc<File>>,
+}
+
+/// The effective uid of this process (the owner of `/proc/self`), when known.
+fn effective_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Opens a file of the state directory for reading without following a symlink
+/// and without blocking on a FIFO; checks it is a regular file of at most `max` bytes.
+fn open_regular(path: &Path, max: u64) -> Result<(File, u64), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "is a symbolic link: refused".to_string(),
+            _ => format!("cannot open: {e}"),
+        })?;
+    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file: refused".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "the file is {} bytes, more than the limit of {max} bytes",
+            meta.len()
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads a file checked by [`open_regular`], never past `max` bytes.
+fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    let (file, len) = open_regular(path, max)?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(max + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if data.len() as u64 > max {
+        return Err(format!("grew past the limit of {max} bytes while being read"));
+    }
+    Ok(data)
 }
 
 impl Store {
     /// Opens (creating if needed) the state directory `dir`, keeping the newest
     /// `keep` generations. `durable = false` skips every fsync: only for tests
     /// and benchmarks that must not wait on the disk.
+    ///
+    /// The directory is made mode 0700 whatever the umask; a directory that is
+    /// a symbolic link, is no directory, or is owned by another user is refused.
+    /// Opening does not lock: use [`Store::open_locked`] to write.
     pub fn open(dir: &Path, keep: usize, durable: bool) -> Result<Store, StoreError> {
         let err = |action, error| StoreError {
             path: dir.to_path_buf(),
             action,
             error,
         };
-        fs::create_dir_all(dir).map_err(|e| err("create the state directory", e))?;
-        let meta = fs::metadata(dir).map_err(|e| err("read the state directory", e))?;
-        if !meta.is_dir() {
-            return Err(err(
-                "use as the state directory",
-                io::Error::other("not a directory"),
+        let refuse = |why: String| err("use as the state directory", io::Error::other(why));
+        match fs::symlink_metadata(dir) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent).map_err(|e| err("create the state directory", e))?;
+                }
+                let made = fs::DirBuilder::new().mode(0o700).create(dir);
+                if let Err(e) = made {
+                    if e.kind() != io::ErrorKind::AlreadyExists {
+                        return Err(err("create the state directory", e));
+                    }
+                }
+            }
+            Err(e) => return Err(err("read the state directory", e)),
+        }
+        let meta = fs::symlink_metadata(dir).map_err(|e| err("read the state directory", e))?;
+        if meta.file_type().is_symlink() {
+            return Err(refuse(
+                "is a symbolic link: refused (give the directory's real path)".into(),
             ));
         }
-        let store = Store {
+        if !meta.is_dir() {
+            return Err(refuse("not a directory".into()));
+        }
+        if let Some(me) = effective_uid() {
+            if meta.uid() != me {
+                return Err(refuse(format!(
+                    "owned by uid {}, not by this process (uid {me}): refused",
+                    meta.uid()
+                )));
+            }
+        }
+        // Private whatever the umask (and tighten a directory made by hand).
+        if meta.permissions().mode() & 0o7777 != 0o700 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| err("make the state directory private (mode 0700)", e))?;
+        }
+        Ok(Store {
             dir: dir.to_path_buf(),
             keep: keep.max(1),
             durable,
+            lock: None,
+        })
+    }
+
+    /// [`Store::open`], then takes the directory for this process alone: an
+    /// exclusive `flock` on its `lock` file, held until the store and its clones
+    /// are dropped. A second process fails (after [`LOCK_WAIT`], in case the
+    /// holder is just exiting) with a message naming the holder's pid.
+    /// Leftovers of a write interrupted by a crash are removed.
+    pub fn open_locked(dir: &Path, keep: usize, durable: bool) -> Result<Store, StoreError> {
+        let mut store = Store::open(dir, keep, durable)?;
+        let path = dir.join(LOCK_FILE);
+        let err = |action, error| StoreError {
+            path: path.clone(),
+            action,
+            error,
         };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| err("open the lock file", e))?;
+        if !file
+            .metadata()
+            .map_err(|e| err("stat the lock file", e))?
+            .is_file()
+        {
+            return Err(err("lock", io::Error::other("not a regular file")));
+        }
+        // A process that is exiting (or a fork of ours that has not yet exec'd,
+        // holding a copy of the descriptor) lets go within moments: wait that long.
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        let locked = loop {
+            match file.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = (&file).take(64).read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = match holder.is_empty() {
+                    true => String::new(),
+                    false => format!(" (pid {holder})"),
+                };
+                return Err(StoreError {
+                    path: dir.to_path_buf(),
+                    action: "lock the state directory",
+                    error: io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("it is in use by another palisade process{who}"),
+                    ),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(err("lock", e)),
+        }
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
         // Leftovers of a write interrupted by a crash: never complete, never read.
         if let Ok(entries) = fs::read_dir(dir) {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                if name.starts_with(".gen-") && name.ends_with(".tmp") {
+                if name.starts_with('.') && name.ends_with(".tmp") {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
+        store.lock = Some(Arc::new(file));
         Ok(store)
     }
 
@@ -148,37 +500,28 @@ impl Store {
         &self.dir
     }
 
-    fn path_of(&self, generation: u64) -> PathBuf {
+    /// The path of generation `generation`'s file.
+    pub fn path_of(&self, generation: u64) -> PathBuf {
         self.dir.join(format!("gen-{generation:020}.lkg"))
     }
 
-    /// Persists `kept` atomically (temp file, fsync, rename, fsync directory).
-    /// Old generations stay until [`Store::prune`].
-    pub fn save(&self, kept: &Kept) -> Result<(), StoreError> {
-        let meta = Meta {
-            generation: kept.generation,
-            digest: kept.digest.to_string(),
-            len: kept.bytes.len(),
-            source: kept.source.clone(),
-            saved_at: kept.saved_at,
-            confirmed: kept.confirmed,
-        };
-        let meta = serde_json::to_string(&meta).unwrap_or_default();
-        let final_path = self.path_of(kept.generation);
-        let tmp = self
-            .dir
-            .join(format!(".gen-{:020}.{}.tmp", kept.generation, std::process::id()));
+    /// Writes `data` to `final_path` atomically: a private temporary file
+    /// (mode 0600, never through a symlink), fsync, rename, fsync of the directory.
+    fn write_atomically(&self, final_path: &Path, tag: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
+        let tmp = self.dir.join(format!(".{tag}.{}.tmp", std::process::id()));
         let write = || -> io::Result<()> {
+            let _ = fs::remove_file(&tmp);
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
-            f.write_all(MAGIC.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.write_all(meta.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.write_all(&kept.bytes)?;
+            // 0600 whatever the umask.
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            for p in parts {
+                f.write_all(p)?;
+            }
             if self.durable {
                 f.sync_all()?;
             }
@@ -192,27 +535,68 @@ impl Store {
                 error,
             });
         }
-        if let Err(error) = fs::rename(&tmp, &final_path) {
+        if let Err(error) = fs::rename(&tmp, final_path) {
             let _ = fs::remove_file(&tmp);
             return Err(StoreError {
-                path: final_path,
+                path: final_path.to_path_buf(),
                 action: "rename into place",
                 error,
             });
         }
-        if self.durable {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|error| StoreError {
-                    path: self.dir.clone(),
-                    action: "fsync",
-                    error,
-                })?;
-        }
-        Ok(())
+        self.sync_dir()
     }
 
-    /// Generation numbers of every `gen-*.lkg` file, ascending (validity not checked).
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        if !self.durable {
+            return Ok(());
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|error| StoreError {
+                path: self.dir.clone(),
+                action: "fsync",
+                error,
+            })
+    }
+
+    /// Persists `kept` atomically (temp file, fsync, rename, fsync directory),
+    /// replacing a file of the same generation. Old generations stay until [`Store::prune`].
+    pub fn save(&self, kept: &Kept) -> Result<(), StoreError> {
+        let meta = Meta {
+            generation: kept.generation,
+            digest: kept.digest.to_string(),
+            len: kept.bytes.len(),
+            source: kept.source.clone(),
+            saved_at: kept.saved_at,
+            outcome: Some(kept.outcome),
+            companions: kept
+                .companions
+                .iter()
+                .map(|c| CompanionMeta {
+                    name: c.name.clone(),
+                    len: c.bytes.len(),
+                })
+                .collect(),
+            confirmed: None,
+        };
+        let meta = serde_json::to_string(&meta).unwrap_or_default();
+        let mut parts: Vec<&[u8]> = vec![MAGIC.as_bytes(), b"\n", meta.as_bytes(), b"\n", &kept.bytes];
+        parts.extend(kept.companions.iter().map(|c| c.bytes.as_slice()));
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total as u64 > MAX_KEPT_FILE_BYTES {
+            return Err(StoreError {
+                path: self.path_of(kept.generation),
+                action: "write",
+                error: io::Error::other(format!(
+                    "the generation is {total} bytes, more than the limit of {MAX_KEPT_FILE_BYTES} bytes (MAX_KEPT_FILE_BYTES)"
+                )),
+            });
+        }
+        let tag = format!("gen-{:020}", kept.generation);
+        self.write_atomically(&self.path_of(kept.generation), &tag, &parts)
+    }
+
+    /// Generation numbers of every `gen-*.lkg` name, ascending (validity not checked).
     fn numbers(&self) -> Vec<u64> {
         let mut out: Vec<u64> = fs::read_dir(&self.dir)
             .into_iter()
@@ -220,34 +604,53 @@ impl Store {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("gen-")?.strip_suffix(".lkg")?.parse().ok()
+                let digits = name.strip_prefix("gen-")?.strip_suffix(".lkg")?;
+                digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| digits.parse().ok())?
             })
             .collect();
         out.sort_unstable();
+        out.dedup();
         out
     }
 
-    /// Removes generations beyond the newest `keep` (called once a new one is published).
-    pub fn prune(&self) {
-        let numbers = self.numbers();
-        if numbers.len() > self.keep {
-            for &n in &numbers[..numbers.len() - self.keep] {
-                let _ = fs::remove_file(self.path_of(n));
+    /// Reads and verifies one kept generation.
+    pub fn load(&self, generation: u64) -> Result<Kept, KeptError> {
+        let path = self.path_of(generation);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(KeptError::NotKept { generation });
+            }
+            _ => {}
+        }
+        let invalid = |why: String| KeptError::Invalid {
+            path: path.clone(),
+            why,
+        };
+        let data = read_regular(&path, MAX_KEPT_FILE_BYTES).map_err(invalid)?;
+        let kept = decode(&data).map_err(invalid)?;
+        if kept.generation != generation {
+            return Err(invalid(format!(
+                "carries generation {}, not the {generation} of its name",
+                kept.generation
+            )));
+        }
+        Ok(kept)
+    }
+
+    /// Every kept generation file, valid ones and the reasons others are refused.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
+        for n in self.numbers() {
+            match self.load(n) {
+                Ok(k) => scan.kept.push(k.info()),
+                Err(KeptError::NotKept { .. }) => {} // removed meanwhile
+                Err(e) => scan.refused.push((n, e.to_string())),
             }
         }
-    }
-
-    /// The highest generation number present on disk, valid or not (0 if none),
-    /// so that numbers keep increasing across restarts.
-    pub fn max_generation(&self) -> u64 {
-        self.numbers().last().copied().unwrap_or(0)
-    }
-
-    /// Reads and verifies one kept generation.
-    pub fn load(&self, generation: u64) -> Result<Kept, String> {
-        let path = self.path_of(generation);
-        let data = fs::read(&path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        decode(&data).map_err(|why| format!("{}: {why}", path.display()))
+        scan
     }
 
     /// Every valid kept generation, oldest first.
@@ -264,42 +667,161 @@ impl Store {
             .into_iter()
             .rev()
             .filter_map(|n| self.load(n).ok())
-            .find(|k| k.confirmed || !confirmed_only)
+            .find(|k| k.is_confirmed() || !confirmed_only)
+    }
+
+    /// The high-water mark: the highest generation number this directory has
+    /// handed out, as persisted (0 without a valid mark; a junk file is ignored).
+    pub fn high_water(&self) -> u64 {
+        let Ok(data) = read_regular(&self.dir.join(HWM_FILE), 64) else {
+            return 0;
+        };
+        let text = String::from_utf8_lossy(&data);
+        let mut lines = text.lines();
+        match (lines.next(), lines.next().map(str::parse::<u64>)) {
+            (Some(HWM_MAGIC), Some(Ok(n))) => n,
+            _ => 0,
+        }
+    }
+
+    /// The highest generation number in use: of the valid generation files and
+    /// the high-water mark (0 if none). Junk files (invalid, tampered, named
+    /// with a huge number) do not count.
+    pub fn max_generation(&self) -> u64 {
+        let files = self
+            .numbers()
+            .into_iter()
+            .rev()
+            .find(|&n| self.load(n).is_ok())
+            .unwrap_or(0);
+        files.max(self.high_water())
+    }
+
+    /// Hands out the next generation number, greater than [`Store::max_generation`]
+    /// and than `above` (numbers in use in memory), and persists it as the
+    /// high-water mark before returning it. Fails when the numbers are
+    /// exhausted or the mark cannot be persisted.
+    pub fn next_generation(&self, above: u64) -> Result<u64, StoreError> {
+        let base = self.max_generation().max(above);
+        let n = base.checked_add(1).ok_or_else(|| StoreError {
+            path: self.dir.join(HWM_FILE),
+            action: "hand out a generation number",
+            error: io::Error::other(format!(
+                "generation numbers are exhausted (the highest is {base})"
+            )),
+        })?;
+        self.raise_high_water(n)?;
+        Ok(n)
+    }
+
+    /// Persists `n` as the high-water mark if it is higher than the current one.
+    pub fn raise_high_water(&self, n: u64) -> Result<(), StoreError> {
+        if self.high_water() >= n {
+            return Ok(());
+        }
+        let text = format!("{HWM_MAGIC}\n{n}\n");
+        self.write_atomically(&self.dir.join(HWM_FILE), HWM_FILE, &[text.as_bytes()])
+    }
+
+    /// Removes generations beyond the newest `keep` valid ones, never one in
+    /// `protect` (the active generation, the newest confirmed one), whatever
+    /// their numbers. Files that are not valid generations are left alone.
+    pub fn prune(&self, protect: &[u64]) {
+        let valid: Vec<u64> = self.scan().kept.iter().map(|k| k.generation).collect();
+        if valid.len() <= self.keep {
+            return;
+        }
+        let mut removed = false;
+        for &n in &valid[..valid.len() - self.keep] {
+            if !protect.contains(&n) {
+                let _ = fs::remove_file(self.path_of(n));
+                removed = true;
+            }
+        }
+        if removed {
+            let _ = self.sync_dir();
+        }
     }
 
     /// Removes a kept generation (a persisted candidate that was then not published).
     pub fn remove(&self, generation: u64) {
         let _ = fs::remove_file(self.path_of(generation));
-        if self.durable {
-            let _ = File::open(&self.dir).and_then(|d| d.sync_all());
-        }
+        let _ = self.sync_dir();
     }
 
-    /// Rewrites generation `generation` as confirmed.
-    pub fn mark_confirmed(&self, generation: u64) -> Result<(), StoreError> {
-        match self.load(generation) {
-            Ok(mut k) if !k.confirmed => {
-                k.confirmed = true;
-                self.save(&k)
-            }
-            _ => Ok(()),
+    /// Records what became of generation `generation` (rewrites its file
+    /// atomically and durably); an error when it is not kept or cannot be rewritten.
+    pub fn set_outcome(&self, generation: u64, outcome: Outcome) -> Result<(), StoreError> {
+        let mut k = self.load(generation).map_err(|e| StoreError {
+            path: self.path_of(generation),
+            action: "read",
+            error: io::Error::other(e.to_string()),
+        })?;
+        if k.outcome == outcome {
+            return Ok(());
         }
+        k.outcome = outcome;
+        self.save(&k)
     }
+
+    /// Rewrites generation `generation` as confirmed (durably: Ok only once it is on disk).
+    pub fn mark_confirmed(&self, generation: u64) -> Result<(), StoreError> {
+        self.set_outcome(generation, Outcome::Confirmed)
+    }
+}
+
+/// What [`Store::scan`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// Valid kept generations, oldest first.
+    pub kept: Vec<KeptInfo>,
+    /// Files named as generations that are refused: number and why.
+    pub refused: Vec<(u64, String)>,
 }
 
 fn decode(data: &[u8]) -> Result<Kept, String> {
     let mut parts = data.splitn(3, |&b| b == b'\n');
     let magic = parts.next().unwrap_or_default();
-    if magic != MAGIC.as_bytes() {
-        return Err("not a palisade last-known-good file".into());
-    }
+    let v1 = match magic {
+        m if m == MAGIC.as_bytes() => false,
+        m if m == MAGIC_V1.as_bytes() => true,
+        _ => {
+            return Err(
+                "not a palisade last-known-good file (or of a format this engine does not know)".into(),
+            )
+        }
+    };
     let meta = parts.next().ok_or("metadata missing")?;
-    let bytes = parts.next().ok_or("rule bytes missing")?;
+    let body = parts.next().ok_or("rule bytes missing")?;
     let meta: Meta = serde_json::from_slice(meta).map_err(|e| format!("bad metadata: {e}"))?;
-    if bytes.len() != meta.len {
-        return Err(format!("torn: {} of {} bytes", bytes.len(), meta.len));
+    let outcome = match (v1, meta.outcome, meta.confirmed) {
+        (true, _, Some(true)) => Outcome::Confirmed,
+        (true, _, _) => Outcome::Pending,
+        (false, Some(o), _) => o,
+        (false, None, _) => return Err("bad metadata: no outcome".into()),
+    };
+    if v1 && !meta.companions.is_empty() {
+        return Err("bad metadata: companions in a format 1 file".into());
     }
-    let digest = Digest::of(bytes);
+    let want = meta
+        .companions
+        .iter()
+        .try_fold(meta.len, |sum, c| sum.checked_add(c.len))
+        .ok_or("bad metadata: lengths overflow")?;
+    if body.len() != want {
+        return Err(format!("torn: {} of {want} bytes", body.len()));
+    }
+    let (bytes, mut rest) = body.split_at(meta.len);
+    let mut companions = Vec::with_capacity(meta.companions.len());
+    for c in meta.companions {
+        let (b, r) = rest.split_at(c.len);
+        companions.push(Companion {
+            name: c.name,
+            bytes: b.to_vec(),
+        });
+        rest = r;
+    }
+    let digest = digest_of(bytes, &companions);
     if digest.to_string() != meta.digest {
         return Err("digest mismatch".into());
     }
@@ -308,8 +830,9 @@ fn decode(data: &[u8]) -> Result<Kept, String> {
         digest,
         source: meta.source,
         saved_at: meta.saved_at,
-        confirmed: meta.confirmed,
+        outcome,
         bytes: bytes.to_vec(),
+        companions,
     })
 }
 
@@ -325,21 +848,22 @@ mod tests {
     use super::*;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("palisade-lkg-{tag}-{}", std::process::id()))
+        let p = std::env::temp_dir().join(format!("palisade-lkg-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
     }
 
     #[test]
     fn keeps_only_the_newest_and_rejects_torn_files() {
         let dir = tmpdir("keep");
-        let _ = fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, 3, false).unwrap();
+        let store = Store::open_locked(&dir, 3, false).unwrap();
         for g in 1..=5 {
             store
                 .save(&Kept::new(g, "x", vec![b'a'; g as usize], true))
                 .unwrap();
         }
         assert_eq!(store.list().len(), 5, "nothing is removed before prune");
-        store.prune();
+        store.prune(&[]);
         let gens: Vec<u64> = store.list().iter().map(|k| k.generation).collect();
         assert_eq!(gens, vec![3, 4, 5]);
         // Tear the newest: it must be ignored, the previous one wins.
@@ -347,13 +871,68 @@ mod tests {
         let data = fs::read(&p).unwrap();
         fs::write(&p, &data[..data.len() - 1]).unwrap();
         assert_eq!(store.newest(true).unwrap().generation, 4);
-        assert_eq!(store.max_generation(), 5);
+        assert_eq!(store.max_generation(), 4, "an invalid file does not count");
         // Unconfirmed generations are skipped when asked.
         store.save(&Kept::new(6, "x", b"six".to_vec(), false)).unwrap();
         assert_eq!(store.newest(true).unwrap().generation, 4);
         assert_eq!(store.newest(false).unwrap().generation, 6);
         store.mark_confirmed(6).unwrap();
         assert_eq!(store.newest(true).unwrap().generation, 6);
+        assert!(
+            store.mark_confirmed(99).is_err(),
+            "confirming what is not kept is an error"
+        );
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn companions_round_trip_and_are_covered_by_the_digest() {
+        let dir = tmpdir("companions");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let comps = vec![
+            Companion {
+                name: "block.txt".into(),
+                bytes: b"192.0.2.0/24\n".to_vec(),
+            },
+            Companion {
+                name: "sets/empty.txt".into(),
+                bytes: Vec::new(),
+            },
+        ];
+        let k = Kept::with_companions(1, "r.toml", b"version = 1\n".to_vec(), comps, Outcome::Confirmed);
+        store.save(&k).unwrap();
+        assert_eq!(store.load(1).unwrap(), k);
+        // Flip one byte of a companion: the digest no longer matches, the file is refused.
+        let p = store.path_of(1);
+        let mut data = fs::read(&p).unwrap();
+        let at = data.len() - 2;
+        data[at] ^= 1;
+        fs::write(&p, &data).unwrap();
+        assert!(matches!(store.load(1), Err(KeptError::Invalid { .. })));
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn format_1_files_are_still_read() {
+        let dir = tmpdir("v1");
+        let store = Store::open(&dir, 10, false).unwrap();
+        let bytes = b"version = 1\n";
+        let meta = format!(
+            "{{\"generation\":4,\"digest\":\"{}\",\"len\":{},\"source\":\"old.toml\",\"saved_at\":7,\"confirmed\":true}}",
+            Digest::of(bytes),
+            bytes.len()
+        );
+        let mut data = format!("{MAGIC_V1}\n{meta}\n").into_bytes();
+        data.extend_from_slice(bytes);
+        fs::write(store.path_of(4), &data).unwrap();
+        let k = store.load(4).unwrap();
+        assert_eq!(
+            (k.outcome, k.source.as_str(), k.bytes.as_slice()),
+            (Outcome::Confirmed, "old.toml", &bytes[..])
+        );
+        assert!(k.companions.is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -363,6 +942,21 @@ mod tests {
         fs::write(&path, b"x").unwrap();
         let err = Store::open(&path, 10, true).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("not a directory"), "{err}");
         fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_wrongly_numbered_file_is_refused() {
+        let dir = tmpdir("renamed");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        store.save(&Kept::new(3, "x", b"three".to_vec(), true)).unwrap();
+        fs::rename(store.path_of(3), store.path_of(30)).unwrap();
+        let err = store.load(30).unwrap_err().to_string();
+        assert!(err.contains("carries generation 3"), "{err}");
+        assert_eq!(store.max_generation(), 0);
+        assert_eq!(store.load(3).unwrap_err(), KeptError::NotKept { generation: 3 });
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

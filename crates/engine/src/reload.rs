@@ -18,6 +18,7 @@ use palisade_rules::{Digest, Loaded, RuleSet, Span};
 
 use crate::counters::{self, BindingSlots, Layout, SlotRegistry};
 use crate::generation::Compiled;
+use crate::lkg::Companion;
 use crate::policy::Policy;
 
 /// A stage of the reload pipeline.
@@ -141,13 +142,15 @@ pub(crate) struct Candidate {
 /// The keys per ACL on which the compiled classifier is checked against the reference.
 const SELF_TEST_KEYS: usize = 4096;
 
-/// Runs parse -> validate -> compile -> self-test -> audit on `bytes`.
+/// Runs parse -> validate -> compile -> self-test -> audit on `bytes` (and its
+/// companion files, carried into the candidate and covered by its digest).
 ///
 /// `active_rescue` is the rescue fingerprint of the active generation, if any;
 /// a candidate with a different one is refused unless `opts.allow_rescue_change`.
 pub(crate) fn build(
     file: &str,
     bytes: Vec<u8>,
+    companions: Vec<Companion>,
     opts: &ReloadOptions,
     active_rescue: Option<Digest>,
     registry: &SlotRegistry,
@@ -208,12 +211,18 @@ pub(crate) fn build(
 
     let layout = layout(&policy, registry);
     let warnings = loaded.warnings.iter().map(|d| d.to_string()).collect();
+    // The generation's digest covers its companion files too (the rule file's own SHA-256 without any).
+    let digest = match companions.is_empty() {
+        true => loaded.digest,
+        false => crate::lkg::digest_of(&bytes, &companions),
+    };
     Ok(Candidate {
         compiled: Compiled {
             policy,
             ruleset: loaded.ruleset,
-            digest: loaded.digest,
+            digest,
             bytes: std::sync::Arc::new(bytes),
+            companions: std::sync::Arc::new(companions),
             source: file.to_string(),
             rescue_fingerprint,
             layout,

@@ -112,12 +112,11 @@ fn content(g: u64) -> Vec<u8> {
 #[test]
 fn crash_child_writer() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let store = Store::open(Path::new(&dir), 10, true).unwrap();
-    let mut g = store.max_generation();
+    let store = Store::open_locked(Path::new(&dir), 10, true).unwrap();
     loop {
-        g += 1;
+        let g = store.next_generation(0).unwrap();
         store.save(&Kept::new(g, "crash.toml", content(g), true)).unwrap();
-        store.prune();
+        store.prune(&[g]);
     }
 }
 

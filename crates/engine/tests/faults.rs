@@ -183,7 +183,7 @@ fn an_unconfirmed_reload_reverts_as_a_new_generation_and_a_confirmed_one_stays()
         (st.generation, st.state),
         (ok.generation, GenerationState::Active)
     );
-    assert!(engine.store().load(ok.generation).unwrap().confirmed);
+    assert!(engine.store().load(ok.generation).unwrap().is_confirmed());
 }
 
 #[test]

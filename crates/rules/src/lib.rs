@@ -155,6 +155,37 @@ impl Digest {
         use sha2::Digest as _;
         Digest(sha2::Sha256::digest(bytes).into())
     }
+
+    /// The digest of a generation made of a rule file and named companion
+    /// files (set files, as named in the rule file). With no companion it is
+    /// the rule file's own digest, [`Digest::of`]; otherwise SHA-256 over the
+    /// rule file and every companion, each framed by its length (and name), so
+    /// no two different generations share a digest by moving bytes between parts.
+    ///
+    /// ```
+    /// use palisade_rules::Digest;
+    /// assert_eq!(Digest::of_parts(b"version = 1\n", &[]), Digest::of(b"version = 1\n"));
+    /// let a = Digest::of_parts(b"r", &[("a.txt", b"1\n")]);
+    /// assert_ne!(a, Digest::of_parts(b"r", &[("b.txt", b"1\n")]));
+    /// assert_ne!(a, Digest::of(b"r"));
+    /// ```
+    pub fn of_parts(rule_file: &[u8], companions: &[(&str, &[u8])]) -> Self {
+        use sha2::Digest as _;
+        if companions.is_empty() {
+            return Digest::of(rule_file);
+        }
+        let mut h = sha2::Sha256::new();
+        h.update(b"palisade-generation 1\0");
+        h.update((rule_file.len() as u64).to_be_bytes());
+        h.update(rule_file);
+        for (name, bytes) in companions {
+            h.update((name.len() as u64).to_be_bytes());
+            h.update(name.as_bytes());
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        }
+        Digest(h.finalize().into())
+    }
 }
 
 impl fmt::Display for Digest {
