@@ -252,13 +252,24 @@ pub const MAX_RULES_PER_ACL: usize = 1 << 16;
 /// Reads a rule file's bytes: a regular file of at most [`MAX_RULE_FILE_BYTES`]
 /// (a FIFO or device is refused, so a read never blocks or runs forever).
 ///
+/// The file is opened with `O_NONBLOCK` (opening a FIFO that has no writer
+/// would otherwise wait forever), then checked with `fstat` on the open file
+/// (not the path, which could be swapped in between) before a byte is read.
+///
 /// ```
 /// let e = palisade_rules::read_rule_file(std::path::Path::new("/dev/zero")).unwrap_err();
 /// assert!(e.to_string().contains("not a regular file"), "{e}");
 /// ```
 pub fn read_rule_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path)?;
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        open.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = open.open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
