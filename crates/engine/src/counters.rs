@@ -10,8 +10,16 @@
 //! Each worker handle owns one [`Shard`]: an array of atomics that only its
 //! own thread writes (plain relaxed load + store, no read-modify-write, no
 //! cache line shared with another writer). Status sums all shards.
+//!
+//! Slots are freed when their identity is in no generation that may still
+//! run or come back (the engine decides: every generation in memory and
+//! every kept one), so a daemon that sees thousands of reloads with new rule
+//! ids keeps a bounded number of slots. A freed slot may go to a new identity
+//! later; since a worker's cells can only be written by that worker, the
+//! count the old identity left there is not zeroed but recorded as the slot's
+//! *baseline* and subtracted when status reads it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -86,24 +94,72 @@ pub(crate) fn binding_identity(acl: &str, kind: &str, target: &str, direction: O
     )
 }
 
-/// Hands out counter slots by identity; slots are never reused.
+/// Hands out counter slots by identity; frees the slots of identities no
+/// longer live ([`SlotRegistry::retain`]) for reuse.
 #[derive(Debug, Default)]
 pub(crate) struct SlotRegistry {
-    slots: Mutex<(HashMap<String, u32>, u32)>,
+    slots: Mutex<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Identity -> (first slot, width).
+    map: HashMap<String, (u32, u32)>,
+    /// One past the highest slot ever handed out.
+    next: u32,
+    /// Freed slots by width.
+    free: HashMap<u32, Vec<u32>>,
 }
 
 impl SlotRegistry {
-    /// The slot of `identity`, allocating `width` consecutive slots the first time.
+    /// The slot of `identity`, allocating `width` consecutive slots the first time
+    /// (a freed run of that width when there is one).
     pub(crate) fn slot(&self, identity: &str, width: u32) -> u32 {
         let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, next) = &mut *guard;
-        if let Some(&s) = map.get(identity) {
+        let reg = &mut *guard;
+        if let Some(&(s, _)) = reg.map.get(identity) {
             return s;
         }
-        let s = *next;
-        *next += width;
-        map.insert(identity.to_string(), s);
+        let s = match reg.free.get_mut(&width).and_then(Vec::pop) {
+            Some(s) => s,
+            None => {
+                let s = reg.next;
+                reg.next += width;
+                s
+            }
+        };
+        reg.map.insert(identity.to_string(), (s, width));
         s
+    }
+
+    /// Frees the slots of every identity not in `live`; returns the freed runs (slot, width).
+    pub(crate) fn retain(&self, live: &HashSet<&str>) -> Vec<(u32, u32)> {
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = &mut *guard;
+        let mut freed = Vec::new();
+        reg.map.retain(|id, &mut (s, w)| {
+            let keep = live.contains(id.as_str());
+            if !keep {
+                freed.push((s, w));
+            }
+            keep
+        });
+        for &(s, w) in &freed {
+            reg.free.entry(w).or_default().push(s);
+        }
+        freed
+    }
+
+    /// Identities holding a slot.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).map.len()
+    }
+
+    /// One past the highest slot ever handed out.
+    #[cfg(test)]
+    pub(crate) fn high(&self) -> u32 {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).next
     }
 }
 
@@ -130,6 +186,8 @@ pub(crate) struct Layout {
     pub stages: u32,
     /// One past the highest slot used.
     pub len: usize,
+    /// The identities of every slot above (what keeps them from being freed).
+    pub identities: Arc<[String]>,
 }
 
 impl Layout {
@@ -205,6 +263,8 @@ pub(crate) fn add(cells: &[AtomicU64], slot: u32, n: u64) {
 #[derive(Debug, Default)]
 pub(crate) struct ShardSet {
     shards: Mutex<Vec<Arc<Shard>>>,
+    /// Per slot, what earlier owners of a freed slot counted there (subtracted by [`ShardSet::totals`]).
+    baseline: Mutex<Vec<u64>>,
 }
 
 impl ShardSet {
@@ -218,8 +278,17 @@ impl ShardSet {
         shard
     }
 
-    /// The sum over all shards of each slot, `len` slots long.
+    /// The sum over all shards of each slot, `len` slots long, since the slot's current owner got it.
     pub(crate) fn totals(&self, len: usize) -> Vec<u64> {
+        let mut out = self.raw_totals(len);
+        let baseline = self.baseline.lock().unwrap_or_else(|e| e.into_inner());
+        for (o, b) in out.iter_mut().zip(baseline.iter()) {
+            *o = o.wrapping_sub(*b);
+        }
+        out
+    }
+
+    fn raw_totals(&self, len: usize) -> Vec<u64> {
         let mut out = vec![0u64; len];
         let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
         for shard in shards.iter() {
@@ -229,6 +298,25 @@ impl ShardSet {
             }
         }
         out
+    }
+
+    /// Records the counts in freed slots as their baseline, so the slots' next
+    /// owners start from zero. Only for slots that no running generation uses
+    /// (no worker writes them any more, so their sums are stable).
+    pub(crate) fn release(&self, freed: &[(u32, u32)]) {
+        let Some(end) = freed.iter().map(|&(s, w)| (s + w) as usize).max() else {
+            return;
+        };
+        let raw = self.raw_totals(end);
+        let mut baseline = self.baseline.lock().unwrap_or_else(|e| e.into_inner());
+        if baseline.len() < end {
+            baseline.resize(end, 0);
+        }
+        for &(s, w) in freed {
+            for i in s as usize..(s + w) as usize {
+                baseline[i] = raw[i];
+            }
+        }
     }
 }
 
@@ -261,5 +349,31 @@ mod tests {
         let c2 = s2.grow(4);
         bump(&c2, 1);
         assert_eq!(set.totals(4), vec![0, 3, 0, 1]);
+    }
+
+    #[test]
+    fn freed_slots_are_reused_from_zero() {
+        let r = SlotRegistry::default();
+        let set = ShardSet::default();
+        let shard = set.add();
+        let old = r.slot(&rule_identity("acl", "old"), 1);
+        let kept = r.slot(&rule_identity("acl", "kept"), 1);
+        let cells = shard.grow(2);
+        bump(&cells, old);
+        bump(&cells, old);
+        bump(&cells, kept);
+        let kept_id = rule_identity("acl", "kept");
+        let live: HashSet<&str> = [kept_id.as_str()].into_iter().collect();
+        let freed = r.retain(&live);
+        assert_eq!(freed, vec![(old, 1)]);
+        set.release(&freed);
+        let new = r.slot(&rule_identity("acl", "new"), 1);
+        assert_eq!(new, old, "the freed slot is reused");
+        assert_eq!(r.high(), 2, "no new slot was needed");
+        assert_eq!(set.totals(2)[new as usize], 0, "the new owner starts from zero");
+        assert_eq!(set.totals(2)[kept as usize], 1, "a live slot keeps its count");
+        bump(&cells, new);
+        assert_eq!(set.totals(2)[new as usize], 1);
+        assert_eq!(r.len(), 2);
     }
 }

@@ -1,5 +1,17 @@
 //! The engine: boot, reload, confirm, rollback, status, and worker handles.
+//!
+//! Locks of the control path, and why there are two:
+//!
+//! * `reloads` serializes reloads through their slow part (read, parse,
+//!   validate, compile, self-test, audit), which may take minutes for a huge
+//!   rule set; rollbacks are serialized among themselves by `rollbacks`
+//!   (most need no compile at all: the rules replaced last stay in memory);
+//! * `control` guards what is published (the pending confirm window, the
+//!   numbers, the retired snapshots) and is held only for the short part:
+//!   persist and publish. Confirm, rollback's decision, the commit-confirmed
+//!   timer and status therefore never wait behind a compile.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -11,17 +23,26 @@ use palisade_packet::FlowKey;
 use palisade_rules::Digest;
 
 use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
-use crate::events::{ControlEvent, EventKind, EventSink, Outcome};
+use crate::events::{ControlEvent, EventKind, EventSink, Outcome as EventOutcome};
 use crate::generation::{Compiled, Generation, GenerationState};
-use crate::lkg::{unix_now, Companion, Kept, KeptError, Outcome as KeptOutcome, Store, StoreError};
+use crate::lkg::{unix_now, Companion, Kept, KeptError, KeptInfo, Outcome, Store, StoreError};
 use crate::policy::{Context, Decision, RuleRef, Stage, Verdict};
-use crate::reload::{self, fault, ReloadError, ReloadOptions, ReloadStage};
+use crate::reload::{self, fault, Candidate, ReloadError, ReloadOptions, ReloadStage};
 use crate::status::{self, LastReload, Status};
+
+/// The progress slot of the running reload.
+const RELOAD: usize = 0;
+/// The progress slot of the running rollback.
+const ROLLBACK: usize = 1;
+
+/// How often an in-memory confirmation that could not be persisted is retried.
+const CONFIRM_RETRY: Duration = Duration::from_secs(5);
 
 /// How an [`Engine`] keeps its state.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// How many generations the state directory keeps (default 10).
+    /// How many generations the state directory keeps (default 10); the active
+    /// generation and the newest confirmed one are kept besides, whatever their numbers.
     pub keep_generations: usize,
     /// fsync every persisted generation and the directory (default true). Turn
     /// off only in tests and benchmarks: a crash may then lose the last-known-good.
@@ -29,6 +50,10 @@ pub struct EngineOptions {
     /// Cap on the bytes of one generation's compiled classifiers (default
     /// [`crate::policy::DEFAULT_MEMORY_CAP`]); a rule set past it is refused at stage compile.
     pub memory_cap: usize,
+    /// Boot from the config even when the state directory holds generations
+    /// (default false: boot runs the generation that was active and confirmed
+    /// when the engine stopped, and the config seeds only an empty state directory).
+    pub boot_from_config: bool,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +62,7 @@ impl Default for EngineOptions {
             keep_generations: 10,
             durable: true,
             memory_cap: crate::policy::DEFAULT_MEMORY_CAP,
+            boot_from_config: false,
         }
     }
 }
@@ -66,6 +92,13 @@ pub enum ReloadSource {
         /// The companion files, in the order the rule file names them.
         companions: Vec<Companion>,
     },
+}
+
+/// How a rollback is to be made.
+#[derive(Clone, Debug, Default)]
+pub struct RollbackOptions {
+    /// Commit-confirmed: the rollback reverts by itself unless confirmed within this time.
+    pub confirm_within: Option<Duration>,
 }
 
 /// A reload (or rollback) that made a new generation active.
@@ -98,6 +131,18 @@ pub struct Probe {
     pub rule: String,
 }
 
+/// Where the running generation came from at boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BootSource {
+    /// The generation that was active and confirmed when the engine stopped.
+    StateDirectory,
+    /// The config (an empty state directory, or `boot_from_config`).
+    Config,
+    /// No rules: every frame denied.
+    None,
+}
+
 /// What happened at boot.
 #[derive(Clone, Debug)]
 pub struct BootReport {
@@ -105,9 +150,14 @@ pub struct BootReport {
     pub state: GenerationState,
     /// The generation running (0 with no rules).
     pub generation: u64,
-    /// Why the config was not used, when it was not.
+    /// Where it came from.
+    pub source: BootSource,
+    /// Why the config was not used, when it was tried and refused.
     pub config_error: Option<ReloadError>,
-    /// Kept generations that were tried and refused before one was used.
+    /// Whether the config differs from the generation running (`None` when
+    /// the config could not be read, or nothing runs).
+    pub config_differs: Option<bool>,
+    /// Kept generations (and files named as such) that were refused before one was used.
     pub lkg_errors: Vec<String>,
     /// The config was valid but could not be persisted as last-known-good.
     pub persist_error: Option<String>,
@@ -117,9 +167,12 @@ struct Pending {
     deadline: Instant,
     revert_to: Option<Arc<Compiled>>,
     revert_state: GenerationState,
+    /// Generations published in this window, oldest first: reverted together.
+    chain: Vec<u64>,
 }
 
 struct Control {
+    /// The rules most recently replaced: rollback reuses them instead of compiling again.
     previous: Option<Arc<Compiled>>,
     /// Replaced snapshots, dropped here on the control path once no reader holds
     /// them, so a worker never pays for freeing a whole rule set.
@@ -127,20 +180,45 @@ struct Control {
     pending: Option<Pending>,
     last_number: u64,
     shutdown: bool,
+    /// Counter identities of the kept generations built since boot (their slots stay).
+    kept_ids: HashMap<u64, Arc<[String]>>,
+}
+
+/// What the config file holds, cached by its identity on disk (status stats it, re-reads on change).
+#[derive(Default)]
+struct ConfigSeen {
+    stamp: Option<(u64, u64, u64, i64, i64)>,
+    digest: Option<Digest>,
+    error: Option<String>,
 }
 
 pub(crate) struct Inner {
     pub(crate) current: ArcSwap<Generation>,
     control: Mutex<Control>,
+    /// One reload at a time (held through the slow stages; see the module doc).
+    reloads: Mutex<()>,
+    /// One rollback at a time; independent of `reloads`, so a rollback never
+    /// waits behind a reload's compile (nor a reload behind a rollback's).
+    rollbacks: Mutex<()>,
     wake: Condvar,
     pub(crate) last_reload: Mutex<Option<LastReload>>,
-    /// Valid kept generation numbers, refreshed after every change (status must not read the disk).
-    pub(crate) kept: Mutex<Vec<u64>>,
+    /// Valid kept generations, refreshed after every change (status must not read the disk).
+    pub(crate) kept: Mutex<Vec<KeptInfo>>,
+    /// Files named as kept generations that are refused, with why.
+    pub(crate) refused: Mutex<Vec<String>>,
+    /// The reload running now: stage, source, start.
+    /// Index [`RELOAD`] for the reload, [`ROLLBACK`] for the rollback.
+    pub(crate) progress: Mutex<[Option<status::ReloadProgress>; 2]>,
+    /// A confirmation made in memory whose write to the state directory failed:
+    /// (generation, why); retried by the watchdog. Changed under the control lock,
+    /// read by status without it.
+    unpersisted_confirm: Mutex<Option<(u64, String)>>,
+    config_seen: Mutex<ConfigSeen>,
     registry: SlotRegistry,
     memory_cap: usize,
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Where control events go (see [`crate::events`]).
     events: Mutex<Option<EventSink>>,
 }
@@ -195,12 +273,27 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A candidate ready to publish: freshly built, or rules already compiled in memory.
+enum Ready {
+    Built(Box<Candidate>),
+    InMemory(Arc<Compiled>),
+}
+
 impl Engine {
-    /// Boots an engine: from `config` if it is valid; else from the newest
-    /// valid last-known-good generation in `state_dir` (said loudly on stderr
-    /// and in status); else with no rules, denying every frame.
+    /// Boots an engine and takes its state directory for this process alone
+    /// (a second engine on the same directory fails with a clear error).
     ///
-    /// Fails only when the state directory cannot be created or is not a directory.
+    /// Boot runs the generation that was active and confirmed when the engine
+    /// stopped, from `state_dir` (an unconfirmed one, pending when it stopped,
+    /// is never booted). `config` is booted only when the state directory
+    /// holds no generation, or with [`EngineOptions::boot_from_config`]; a
+    /// config that differs from the running generation is said in the log and
+    /// in status, and applied only by an explicit reload. When the newest
+    /// confirmed generation is unreadable, an older one runs, said loudly
+    /// (state `last-known-good`); with none, every frame is denied.
+    ///
+    /// Fails only when the state directory cannot be used (not a directory, a
+    /// symlink, owned by another user, locked by another process, ...).
     pub fn open(
         config: &Path,
         state_dir: &Path,
@@ -215,10 +308,17 @@ impl Engine {
                 pending: None,
                 last_number: 0,
                 shutdown: false,
+                kept_ids: HashMap::new(),
             }),
+            unpersisted_confirm: Mutex::new(None),
+            reloads: Mutex::new(()),
+            rollbacks: Mutex::new(()),
             wake: Condvar::new(),
             last_reload: Mutex::new(None),
             kept: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
+            progress: Mutex::new([None, None]),
+            config_seen: Mutex::new(ConfigSeen::default()),
             registry: SlotRegistry::default(),
             memory_cap: options.memory_cap,
             shards: ShardSet::default(),
@@ -226,7 +326,7 @@ impl Engine {
             config: config.to_path_buf(),
             events: Mutex::new(None),
         });
-        let report = inner.boot();
+        let report = inner.boot(options.boot_from_config);
         inner.refresh_kept();
         let watchdog = {
             let inner = Arc::clone(&inner);
@@ -240,6 +340,9 @@ impl Engine {
 
     /// Runs the whole pipeline on `source` and, if every stage passes, makes it
     /// the active generation. On error nothing changed.
+    ///
+    /// Reloads run one at a time; their slow stages (read to audit) hold no
+    /// lock that confirm, rollback, the confirm-window timer or status need.
     pub fn reload(&self, source: ReloadSource, opts: &ReloadOptions) -> Result<ReloadOk, ReloadError> {
         self.reload_by(source, opts, None)
     }
@@ -251,10 +354,10 @@ impl Engine {
         opts: &ReloadOptions,
         uid: Option<u32>,
     ) -> Result<ReloadOk, ReloadError> {
-        let mut ctl = self.inner.lock();
-        let res = self.inner.reload_locked(&mut ctl, source, opts, true);
+        let one = self.inner.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let res = self.inner.reload_now(source, opts);
         self.inner.record(&res);
-        drop(ctl);
+        drop(one);
         self.inner.emit_result(EventKind::Reload, uid, &res);
         res
     }
@@ -265,36 +368,62 @@ impl Engine {
     }
 
     /// Confirms a pending commit-confirmed reload; returns its generation.
+    ///
+    /// Answers Ok only once the confirmation is durable in the state directory.
+    /// When that write fails, the generation stays active in memory (its revert
+    /// timer is stopped: the operator confirmed it) but the answer is an error
+    /// that says a restart would boot the previous generation; status shows
+    /// `confirm_persisted: false`, and the write is retried every few seconds
+    /// (and by the next `confirm`).
     pub fn confirm(&self) -> Result<u64, String> {
         self.confirm_by(None)
     }
 
     /// [`Engine::confirm`] on behalf of `uid`, named in its control event.
     pub fn confirm_by(&self, uid: Option<u32>) -> Result<u64, String> {
-        let res = self.confirm_locked();
+        let res = self.confirm_now();
         let (outcome, errors) = match &res {
-            Ok(_) => (Outcome::Ok, Vec::new()),
-            Err(e) => (Outcome::Refused, vec![e.clone()]),
+            Ok(_) => (EventOutcome::Ok, Vec::new()),
+            Err(e) => (EventOutcome::Refused, vec![e.clone()]),
         };
         self.inner.emit(EventKind::Confirm, outcome, uid, None, errors);
         res
     }
 
-    fn confirm_locked(&self) -> Result<u64, String> {
+    fn confirm_now(&self) -> Result<u64, String> {
         let mut ctl = self.inner.lock();
         let cur = self.inner.current.load_full();
-        if ctl.pending.take().is_none() || cur.state != GenerationState::PendingConfirm {
+        let Some(p) = ctl
+            .pending
+            .take_if(|_| cur.state == GenerationState::PendingConfirm)
+        else {
+            // A confirmation that is only in memory: try to make it durable now.
+            let unpersisted = self.inner.unpersisted().clone();
+            if let Some((g, _)) = unpersisted {
+                return match self.inner.store.mark_confirmed(g) {
+                    Ok(()) => {
+                        *self.inner.unpersisted() = None;
+                        drop(ctl);
+                        self.inner.refresh_kept();
+                        Ok(g)
+                    }
+                    Err(e) => {
+                        let msg = self.inner.unpersisted_message(g, &e.to_string());
+                        *self.inner.unpersisted() = Some((g, e.to_string()));
+                        Err(msg)
+                    }
+                };
+            }
             return Err("no reload is waiting for confirmation".into());
+        };
+        let number = cur.number;
+        let persisted = self.inner.store.mark_confirmed(number);
+        // Earlier generations of the same window were replaced before anyone confirmed them.
+        for &g in p.chain.iter().filter(|&&g| g != number) {
+            let _ = self.inner.store.set_outcome(g, Outcome::Unconfirmed);
         }
-        if let Err(e) = self.inner.store.mark_confirmed(cur.number) {
-            eprintln!(
-                "palisade: warning: generation {} confirmed but not marked on disk: {e}",
-                cur.number
-            );
-        }
-        let cur_number = cur.number;
         let old = self.inner.current.swap(Arc::new(Generation {
-            number: cur.number,
+            number,
             state: GenerationState::Active,
             loaded_at: cur.loaded_at,
             confirm_deadline: None,
@@ -302,25 +431,59 @@ impl Engine {
         }));
         drop(cur);
         retire(&mut ctl, old);
+        let res = match persisted {
+            Ok(()) => {
+                *self.inner.unpersisted() = None;
+                Ok(number)
+            }
+            Err(e) => {
+                eprintln!("palisade: WARNING: generation {number} confirmed in memory, NOT on disk: {e}");
+                *self.inner.unpersisted() = Some((number, e.to_string()));
+                Err(self.inner.unpersisted_message(number, &e.to_string()))
+            }
+        };
         self.inner.wake.notify_all();
-        Ok(cur_number)
+        drop(ctl);
+        self.inner.refresh_kept();
+        res
     }
 
-    /// Makes a kept generation active again, as a new generation number:
-    /// `Some(n)` takes generation `n` from the state directory (it is run
-    /// through the whole pipeline again); `None` the rules the active ones
-    /// replaced (after a boot: the newest kept generation with other rules).
-    /// Rescue rules may change (the target was accepted before).
+    /// Makes a kept generation active again, as a new generation number, with
+    /// no confirm window. See [`Engine::rollback_with`].
     pub fn rollback(&self, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
-        self.rollback_by(to, None)
+        self.rollback_with_by(to, &RollbackOptions::default(), None)
     }
 
     /// [`Engine::rollback`] on behalf of `uid`, named in its control event.
     pub fn rollback_by(&self, to: Option<u64>, uid: Option<u32>) -> Result<ReloadOk, ReloadError> {
-        let mut ctl = self.inner.lock();
-        let res = self.inner.rollback_locked(&mut ctl, to);
+        self.rollback_with_by(to, &RollbackOptions::default(), uid)
+    }
+
+    /// Makes a kept generation active again, as a new generation number:
+    /// `Some(n)` takes generation `n` from the state directory ("generation n
+    /// is not kept" when it is not there); `None` the generation that was
+    /// active and confirmed before the current one, skipping reverted,
+    /// unconfirmed and pending ones and those with the current rules. Rescue
+    /// rules may change (the target was accepted before). With
+    /// `opts.confirm_within` it reverts by itself unless confirmed.
+    ///
+    /// A rollback does not wait for a reload that is compiling: both may run
+    /// at once, and whichever finishes last is active.
+    pub fn rollback_with(&self, to: Option<u64>, opts: &RollbackOptions) -> Result<ReloadOk, ReloadError> {
+        self.rollback_with_by(to, opts, None)
+    }
+
+    /// [`Engine::rollback_with`] on behalf of `uid`, named in its control event.
+    pub fn rollback_with_by(
+        &self,
+        to: Option<u64>,
+        opts: &RollbackOptions,
+        uid: Option<u32>,
+    ) -> Result<ReloadOk, ReloadError> {
+        let one = self.inner.rollbacks.lock().unwrap_or_else(|e| e.into_inner());
+        let res = self.inner.rollback_now(to, opts);
         self.inner.record(&res);
-        drop(ctl);
+        drop(one);
         self.inner.emit_result(EventKind::Rollback, uid, &res);
         res
     }
@@ -353,15 +516,14 @@ impl Engine {
             allow_rescue_change: true,
             ..ReloadOptions::default()
         };
-        // A registry of its own: a candidate that is never promoted claims no counter slots.
         let cand = reload::build(
             &name,
             bytes,
             Vec::new(),
             &opts,
             None,
-            &SlotRegistry::default(),
             self.inner.memory_cap,
+            &|_| {},
         )?;
         let c = cand.compiled;
         Ok(CheckedCandidate {
@@ -431,9 +593,28 @@ impl Inner {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn unpersisted_message(&self, generation: u64, why: &str) -> String {
+        let on_disk = self
+            .store
+            .newest(true)
+            .map_or("no rules".to_string(), |k| format!("generation {}", k.generation));
+        format!(
+            "generation {generation} is confirmed in memory but the confirmation is NOT persisted ({why}); \
+             a restart now would boot {on_disk}; retried every {} s, or run confirm again",
+            CONFIRM_RETRY.as_secs()
+        )
+    }
+
+    /// Re-reads the state directory for status (valid generations, refused files).
     fn refresh_kept(&self) {
-        let kept = self.store.scan().kept.iter().map(|k| k.generation).collect();
-        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+        let scan = self.store.scan();
+        let refused = scan
+            .refused
+            .iter()
+            .map(|(n, why)| format!("generation {n}: {why}"))
+            .collect();
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = refused;
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = scan.kept;
     }
 
     /// Hands one control event to the sink, if there is one. The generation and
@@ -441,7 +622,7 @@ impl Inner {
     fn emit(
         &self,
         event: EventKind,
-        outcome: Outcome,
+        outcome: EventOutcome,
         uid: Option<u32>,
         stage: Option<&'static str>,
         errors: Vec<String>,
@@ -463,10 +644,10 @@ impl Inner {
 
     fn emit_result(&self, event: EventKind, uid: Option<u32>, res: &Result<ReloadOk, ReloadError>) {
         match res {
-            Ok(_) => self.emit(event, Outcome::Ok, uid, None, Vec::new()),
+            Ok(_) => self.emit(event, EventOutcome::Ok, uid, None, Vec::new()),
             Err(e) => self.emit(
                 event,
-                Outcome::Refused,
+                EventOutcome::Refused,
                 uid,
                 Some(e.stage.as_str()),
                 e.errors.clone(),
@@ -483,97 +664,539 @@ impl Inner {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry);
     }
 
+    /// Tells status which stage the running reload is in.
+    fn progress(&self, slot: usize, source: &str, stage: Option<ReloadStage>) {
+        let mut all = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = all.get_mut(slot) else { return };
+        *p = stage.map(|stage| status::ReloadProgress {
+            stage,
+            source: source.to_string(),
+            started_at: p
+                .as_ref()
+                .filter(|p| p.source == source)
+                .map_or_else(unix_now, |p| p.started_at),
+        });
+    }
+
+    /// The config's digest (or why it cannot be read), re-read only when the file changed.
+    pub(crate) fn config_digest(&self) -> Result<Digest, String> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = std::fs::metadata(&self.config)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let mut seen = self.config_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if stamp.is_none() || seen.stamp != stamp {
+            let (digest, error) = match read(&self.config) {
+                Ok((_, bytes)) => (Some(Digest::of(&bytes)), None),
+                Err(e) => (None, Some(e.errors.join("; "))),
+            };
+            *seen = ConfigSeen { stamp, digest, error };
+        }
+        match (seen.digest, &seen.error) {
+            (Some(d), _) => Ok(d),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err("not read".into()),
+        }
+    }
+
+    /// Why a confirmation accepted in memory is not on disk, when that is so.
+    pub(crate) fn confirm_error(&self) -> Option<String> {
+        self.unpersisted()
+            .as_ref()
+            .map(|(g, e)| format!("generation {g}: {e}"))
+    }
+
+    fn unpersisted(&self) -> MutexGuard<'_, Option<(u64, String)>> {
+        self.unpersisted_confirm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A number for a new generation: above every number used in memory and on
     /// disk, persisted as the high-water mark first.
-    fn next_number(&self, ctl: &mut Control) -> Result<u64, StoreError> {
-        let n = self
-            .store
-            .next_generation(ctl.last_number.max(self.current.load().number))?;
-        ctl.last_number = n;
-        Ok(n)
+    fn next_number(&self, ctl: &Control) -> Result<u64, StoreError> {
+        let above = ctl.last_number.max(self.current.load().number);
+        self.store.next_generation(above)
     }
 
-    /// Removes old kept generations, never the active one or the newest confirmed one.
-    fn prune(&self) {
-        let mut protect = vec![self.current.load().number];
-        if let Some(k) = self.store.newest(true) {
-            protect.push(k.generation);
+    /// Reads and builds `source` (no control lock held), then persists and publishes it.
+    fn reload_now(&self, source: ReloadSource, opts: &ReloadOptions) -> Result<ReloadOk, ReloadError> {
+        let label = match &source {
+            ReloadSource::Config => self.config.display().to_string(),
+            ReloadSource::Path(p) => p.display().to_string(),
+            ReloadSource::Bytes { name, .. } | ReloadSource::Generation { name, .. } => name.clone(),
+        };
+        self.progress(RELOAD, &label, Some(ReloadStage::Read));
+        let res = self.build_and_publish(source, opts, &label);
+        self.progress(RELOAD, &label, None);
+        res
+    }
+
+    fn build_and_publish(
+        &self,
+        source: ReloadSource,
+        opts: &ReloadOptions,
+        label: &str,
+    ) -> Result<ReloadOk, ReloadError> {
+        fault(opts, ReloadStage::Read)?;
+        let (name, bytes, companions) = match source {
+            ReloadSource::Config => {
+                let (n, b) = read(&self.config)?;
+                (n, b, Vec::new())
+            }
+            ReloadSource::Path(p) => {
+                let (n, b) = read(&p)?;
+                (n, b, Vec::new())
+            }
+            ReloadSource::Bytes { name, bytes } => (name, bytes, Vec::new()),
+            ReloadSource::Generation {
+                name,
+                bytes,
+                companions,
+            } => (name, bytes, companions),
+        };
+        let active_rescue = self.current.load().rules.as_ref().map(|c| c.rescue_fingerprint);
+        let cand = reload::build(
+            &name,
+            bytes,
+            companions,
+            opts,
+            active_rescue,
+            self.memory_cap,
+            &|stage| self.progress(RELOAD, label, Some(stage)),
+        )?;
+        self.progress(RELOAD, label, Some(ReloadStage::Persist));
+        let mut ctl = self.lock();
+        self.finish(&mut ctl, Ready::Built(Box::new(cand)), opts, true)
+    }
+
+    /// Persist and publish (the short part, under the control lock).
+    ///
+    /// `persist_required = false` (boot only) runs the candidate even when it
+    /// cannot be persisted, and reuses the newest confirmed generation's number
+    /// when it has the same digest.
+    fn finish(
+        &self,
+        ctl: &mut Control,
+        ready: Ready,
+        opts: &ReloadOptions,
+        persist_required: bool,
+    ) -> Result<ReloadOk, ReloadError> {
+        let cur = self.current.load_full();
+        let (compiled, mut warnings) = match ready {
+            Ready::Built(cand) => {
+                // The active generation may have changed while this one compiled (a
+                // revert, a rollback): its rescue rules are what must not change silently.
+                let active = cur.rules.as_ref().map(|c| c.rescue_fingerprint);
+                let c = &cand.compiled;
+                reload::check_rescue(&c.source, &c.ruleset, c.rescue_fingerprint, active, opts)?;
+                let mut compiled = cand.compiled;
+                compiled.layout = reload::layout(&compiled.policy, &self.registry);
+                (Arc::new(compiled), cand.warnings)
+            }
+            Ready::InMemory(c) => (c, Vec::new()),
+        };
+
+        // persist (at boot, a config identical to the newest kept generation keeps its
+        // number and file, so restarts neither renumber nor crowd out older generations)
+        let reuse = match persist_required || opts.confirm_within.is_some() {
+            true => None,
+            false => self.store.newest(true).filter(|k| k.digest == compiled.digest),
+        };
+        let outcome = match opts.confirm_within {
+            Some(_) => Outcome::Pending,
+            None => Outcome::Confirmed,
+        };
+        let (number, saved) = match reuse {
+            Some(k) => {
+                ctl.last_number = ctl.last_number.max(k.generation);
+                (k.generation, false)
+            }
+            None => {
+                let persisted = fault(opts, ReloadStage::Persist)
+                    .and_then(|()| {
+                        self.next_number(ctl)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    })
+                    .and_then(|number| {
+                        let kept = Kept::with_companions(
+                            number,
+                            &compiled.source,
+                            compiled.bytes.to_vec(),
+                            compiled.companions.to_vec(),
+                            outcome,
+                        );
+                        self.store
+                            .save(&kept)
+                            .map(|()| number)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    });
+                match persisted {
+                    Ok(number) => {
+                        ctl.last_number = ctl.last_number.max(number);
+                        (number, true)
+                    }
+                    Err(e) if persist_required => return Err(e),
+                    Err(e) => {
+                        let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
+                        eprintln!("palisade: WARNING: {msg}");
+                        warnings.push(msg);
+                        let above = ctl.last_number.max(cur.number).max(self.store.max_generation());
+                        let number = above.checked_add(1).ok_or_else(|| {
+                            ReloadError::new(
+                                ReloadStage::Persist,
+                                vec!["generation numbers are exhausted".into()],
+                            )
+                        })?;
+                        ctl.last_number = number;
+                        (number, false)
+                    }
+                }
+            }
+        };
+
+        // publish
+        if let Err(e) = fault(opts, ReloadStage::Publish) {
+            if saved {
+                self.store.remove(number);
+            }
+            return Err(e);
         }
-        self.store.prune(&protect);
+        let (state, deadline) = match opts.confirm_within {
+            Some(d) => {
+                let (revert_to, revert_state, mut chain) = match ctl.pending.take() {
+                    Some(p) => (p.revert_to, p.revert_state, p.chain),
+                    None => (cur.rules.clone(), cur.state, Vec::new()),
+                };
+                chain.push(number);
+                ctl.pending = Some(Pending {
+                    deadline: Instant::now() + d,
+                    revert_to,
+                    revert_state,
+                    chain,
+                });
+                (
+                    GenerationState::PendingConfirm,
+                    Some(unix_now() + d.as_secs_f64().ceil() as u64),
+                )
+            }
+            None => {
+                // Generations still pending were replaced before anyone confirmed them.
+                if let Some(p) = ctl.pending.take() {
+                    for g in p.chain {
+                        let _ = self.store.set_outcome(g, Outcome::Unconfirmed);
+                    }
+                }
+                if saved {
+                    // A newer confirmed generation is on disk: an older unpersisted confirmation no longer matters.
+                    *self.unpersisted() = None;
+                }
+                (GenerationState::Active, None)
+            }
+        };
+        let digest = compiled.digest;
+        ctl.kept_ids
+            .insert(number, Arc::clone(&compiled.layout.identities));
+        self.publish(ctl, Some(compiled), number, state, deadline);
+        self.prune(ctl);
+        Ok(ReloadOk {
+            generation: number,
+            digest,
+            state,
+            confirm_deadline: deadline,
+            warnings,
+        })
     }
 
-    fn boot(&self) -> BootReport {
+    /// Prunes the state directory (keeping the active generation and the newest
+    /// confirmed one), then frees the counter slots no generation needs any more.
+    fn prune(&self, ctl: &mut Control) {
+        let mut protect = vec![self.current.load().number];
+        protect.extend(self.store.newest_confirmed());
+        self.store.prune(&protect);
+        self.collect_slots(ctl);
+    }
+
+    /// Frees the counter slots of identities in no generation that may run
+    /// again: the current one, the one replaced, a pending window's revert
+    /// target, snapshots readers still hold, and the kept generations.
+    fn collect_slots(&self, ctl: &mut Control) {
+        let kept: HashSet<u64> = self.store.scan().kept.iter().map(|k| k.generation).collect();
+        ctl.kept_ids.retain(|n, _| kept.contains(n));
+        ctl.retired.retain(|g| Arc::strong_count(g) > 1);
+        let cur = self.current.load_full();
+        let mut sets: Vec<Arc<[String]>> = ctl.kept_ids.values().cloned().collect();
+        let mut add = |c: Option<&Arc<Compiled>>| {
+            if let Some(c) = c {
+                sets.push(Arc::clone(&c.layout.identities));
+            }
+        };
+        add(cur.rules.as_ref());
+        add(ctl.previous.as_ref());
+        add(ctl.pending.as_ref().and_then(|p| p.revert_to.as_ref()));
+        for g in &ctl.retired {
+            add(g.rules.as_ref());
+        }
+        let live: HashSet<&str> = sets
+            .iter()
+            .flat_map(|ids| ids.iter().map(String::as_str))
+            .collect();
+        let freed = self.registry.retain(&live);
+        self.shards.release(&freed);
+    }
+
+    fn rollback_now(&self, to: Option<u64>, ropts: &RollbackOptions) -> Result<ReloadOk, ReloadError> {
+        let opts = ReloadOptions {
+            allow_rescue_change: true,
+            confirm_within: ropts.confirm_within,
+            ..ReloadOptions::default()
+        };
+        let kept_list = || {
+            let kept: Vec<String> = self
+                .store
+                .scan()
+                .kept
+                .iter()
+                .map(|k| k.generation.to_string())
+                .collect();
+            match kept.is_empty() {
+                true => "none".to_string(),
+                false => kept.join(", "),
+            }
+        };
+        let cur = self.current.load_full();
+        let target = match to {
+            Some(n) => self.store.load(n).map_err(|e| {
+                let why = match e {
+                    KeptError::NotKept { .. } => format!("{e} (kept: {})", kept_list()),
+                    _ => format!("generation {n} cannot be used: {e}"),
+                };
+                ReloadError::new(ReloadStage::Read, vec![why])
+            })?,
+            None => {
+                let candidates: Vec<KeptInfo> = self
+                    .store
+                    .scan()
+                    .kept
+                    .into_iter()
+                    .rev()
+                    .filter(|k| {
+                        k.outcome == Outcome::Confirmed
+                            && k.generation < cur.number
+                            && Some(k.digest) != cur.digest()
+                    })
+                    .collect();
+                let mut errors = Vec::new();
+                let mut found = None;
+                for k in candidates {
+                    match self.store.load(k.generation) {
+                        Ok(kept) => {
+                            found = Some(kept);
+                            break;
+                        }
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                match found {
+                    Some(k) => k,
+                    None => {
+                        errors.insert(
+                            0,
+                            format!(
+                                "no earlier confirmed generation with other rules than generation {} to roll back to (kept: {})",
+                                cur.number,
+                                kept_list()
+                            ),
+                        );
+                        return Err(ReloadError::new(ReloadStage::Read, errors));
+                    }
+                }
+            }
+        };
+        let label = format!("generation {}", target.generation);
+        // The rules replaced last are still compiled in memory: no need to build them again.
+        let in_memory = self.lock().previous.clone().filter(|p| p.digest == target.digest);
+        let ready = match in_memory {
+            Some(c) => Ready::InMemory(c),
+            None => {
+                self.progress(ROLLBACK, &label, Some(ReloadStage::Parse));
+                let built = reload::build(
+                    &target.source,
+                    target.bytes,
+                    target.companions,
+                    &opts,
+                    None,
+                    self.memory_cap,
+                    &|stage| self.progress(ROLLBACK, &label, Some(stage)),
+                );
+                self.progress(ROLLBACK, &label, None);
+                Ready::Built(Box::new(built?))
+            }
+        };
+        let mut ctl = self.lock();
+        self.finish(&mut ctl, ready, &opts, true)
+    }
+
+    fn boot(&self, boot_from_config: bool) -> BootReport {
         let mut ctl = self.lock();
         let mut report = BootReport {
             state: GenerationState::NoRules,
             generation: 0,
+            source: BootSource::None,
             config_error: None,
+            config_differs: None,
             lkg_errors: Vec::new(),
             persist_error: None,
         };
-        let opts = ReloadOptions::default();
-        match self.reload_locked(&mut ctl, ReloadSource::Config, &opts, false) {
-            Ok(ok) => {
-                self.record(&Ok(ok.clone()));
-                report.state = ok.state;
-                report.generation = ok.generation;
-                report.persist_error = ok
-                    .warnings
-                    .iter()
-                    .find(|w| w.starts_with("not persisted"))
-                    .cloned();
-                return report;
-            }
-            Err(e) => {
-                eprintln!(
-                    "palisade: ERROR: config {} refused at stage {}; not running it:",
-                    self.config.display(),
-                    e.stage
-                );
-                for line in &e.errors {
-                    eprintln!("palisade:   {line}");
-                }
-                self.record(&Err(e.clone()));
-                report.config_error = Some(e);
+        let scan = self.store.scan();
+        ctl.last_number = self.store.max_generation();
+        for (n, why) in &scan.refused {
+            let msg = format!("kept generation file {n} refused: {why}");
+            eprintln!("palisade: WARNING: {msg}");
+            report.lkg_errors.push(msg);
+        }
+        // A generation still pending when the engine stopped was never confirmed: it never boots.
+        for k in scan.kept.iter().filter(|k| k.outcome == Outcome::Pending) {
+            eprintln!(
+                "palisade: generation {} was waiting for confirmation when the engine stopped: not booted",
+                k.generation
+            );
+            if let Err(e) = self.store.set_outcome(k.generation, Outcome::Unconfirmed) {
+                eprintln!("palisade: warning: cannot record it as unconfirmed: {e}");
             }
         }
-        for kept in self.store.list().into_iter().rev().filter(|k| k.is_confirmed()) {
-            match reload::build(
-                &kept.source,
-                kept.bytes.clone(),
-                kept.companions.clone(),
-                &opts,
-                None,
-                &self.registry,
-                self.memory_cap,
-            ) {
-                Ok(c) => {
+        let opts = ReloadOptions::default();
+        let mut config_tried = false;
+        let try_config = |ctl: &mut Control, report: &mut BootReport| -> bool {
+            let built = read(&self.config).and_then(|(name, bytes)| {
+                reload::build(&name, bytes, Vec::new(), &opts, None, self.memory_cap, &|_| {})
+            });
+            match built.and_then(|cand| self.finish(ctl, Ready::Built(Box::new(cand)), &opts, false)) {
+                Ok(ok) => {
+                    self.record(&Ok(ok.clone()));
                     eprintln!(
-                        "palisade: WARNING: running on LAST-KNOWN-GOOD generation {} ({}, digest {}), not on the config",
-                        kept.generation, kept.source, kept.digest
+                        "palisade: booted generation {} from the config {} (digest {})",
+                        ok.generation,
+                        self.config.display(),
+                        ok.digest
                     );
-                    ctl.last_number = ctl.last_number.max(kept.generation);
-                    self.publish(
-                        &mut ctl,
-                        Some(Arc::new(c.compiled)),
-                        kept.generation,
-                        GenerationState::LastKnownGood,
+                    report.state = ok.state;
+                    report.generation = ok.generation;
+                    report.source = BootSource::Config;
+                    report.config_differs = Some(false);
+                    report.persist_error = ok
+                        .warnings
+                        .iter()
+                        .find(|w| w.starts_with("not persisted"))
+                        .cloned();
+                    true
+                }
+                Err(e) => {
+                    eprintln!(
+                        "palisade: ERROR: config {} refused at stage {}; not running it:",
+                        self.config.display(),
+                        e.stage
+                    );
+                    for line in &e.errors {
+                        eprintln!("palisade:   {line}");
+                    }
+                    self.record(&Err(e.clone()));
+                    report.config_error = Some(e);
+                    false
+                }
+            }
+        };
+        if boot_from_config || scan.kept.is_empty() {
+            config_tried = true;
+            if !boot_from_config && !scan.refused.is_empty() {
+                eprintln!(
+                    "palisade: WARNING: the state directory {} holds no usable generation ({} refused file(s)); booting the config",
+                    self.store.dir().display(),
+                    scan.refused.len()
+                );
+            }
+            if try_config(&mut ctl, &mut report) {
+                return report;
+            }
+        }
+        // The newest confirmed generation is what ran when the engine stopped.
+        let newest_refused = scan.refused.iter().map(|(n, _)| *n).max().unwrap_or(0);
+        let mut first = true;
+        for info in scan.kept.iter().rev().filter(|k| k.outcome == Outcome::Confirmed) {
+            let built = self
+                .store
+                .load(info.generation)
+                .map_err(|e| ReloadError::new(ReloadStage::Read, vec![e.to_string()]))
+                .and_then(|k| {
+                    reload::build(
+                        &k.source,
+                        k.bytes,
+                        k.companions,
+                        &opts,
                         None,
-                    );
-                    report.state = GenerationState::LastKnownGood;
-                    report.generation = kept.generation;
+                        self.memory_cap,
+                        &|_| {},
+                    )
+                });
+            match built {
+                Ok(cand) => {
+                    let mut compiled = cand.compiled;
+                    compiled.layout = reload::layout(&compiled.policy, &self.registry);
+                    let compiled = Arc::new(compiled);
+                    let newest = first && newest_refused < info.generation && report.config_error.is_none();
+                    let state = match newest {
+                        true => GenerationState::Active,
+                        false => GenerationState::LastKnownGood,
+                    };
+                    if newest {
+                        eprintln!(
+                            "palisade: booted generation {} from the state directory ({}, digest {}): the generation that was active when the engine stopped",
+                            info.generation, info.source, info.digest
+                        );
+                    } else {
+                        eprintln!(
+                            "palisade: WARNING: running on LAST-KNOWN-GOOD generation {} ({}, digest {}): a newer generation or the config could not be used",
+                            info.generation, info.source, info.digest
+                        );
+                    }
+                    ctl.kept_ids
+                        .insert(info.generation, Arc::clone(&compiled.layout.identities));
+                    self.publish(&mut ctl, Some(compiled), info.generation, state, None);
+                    report.state = state;
+                    report.generation = info.generation;
+                    report.source = BootSource::StateDirectory;
+                    report.config_differs = self.config_digest().ok().map(|d| d != info.digest);
+                    if report.config_differs == Some(true) && !config_tried {
+                        eprintln!(
+                            "palisade: the config {} differs from generation {}: it is not applied; apply it with `palisade reload` (no file) or SIGHUP",
+                            self.config.display(),
+                            info.generation
+                        );
+                    }
+                    if !config_tried {
+                        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(LastReload::ok(info.generation));
+                    }
                     return report;
                 }
                 Err(e) => {
+                    first = false;
                     let why = format!(
                         "kept generation {} refused at stage {}: {}",
-                        kept.generation,
+                        info.generation,
                         e.stage,
                         e.errors.join("; ")
                     );
                     eprintln!("palisade: {why}");
                     report.lkg_errors.push(why);
                 }
+            }
+        }
+        if !config_tried {
+            eprintln!(
+                "palisade: WARNING: no usable generation in the state directory {}; booting the config",
+                self.store.dir().display()
+            );
+            if try_config(&mut ctl, &mut report) {
+                return report;
             }
         }
         eprintln!(
@@ -611,231 +1234,50 @@ impl Inner {
         self.wake.notify_all();
     }
 
-    fn reload_locked(
-        &self,
-        ctl: &mut Control,
-        source: ReloadSource,
-        opts: &ReloadOptions,
-        persist_required: bool,
-    ) -> Result<ReloadOk, ReloadError> {
-        // read
-        fault(opts, ReloadStage::Read)?;
-        let (name, bytes, companions) = match source {
-            ReloadSource::Config => {
-                let (n, b) = read(&self.config)?;
-                (n, b, Vec::new())
-            }
-            ReloadSource::Path(p) => {
-                let (n, b) = read(&p)?;
-                (n, b, Vec::new())
-            }
-            ReloadSource::Bytes { name, bytes } => (name, bytes, Vec::new()),
-            ReloadSource::Generation {
-                name,
-                bytes,
-                companions,
-            } => (name, bytes, companions),
-        };
-        let cur = self.current.load_full();
-        let active_rescue = cur.rules.as_ref().map(|c| c.rescue_fingerprint);
-        let cand = reload::build(
-            &name,
-            bytes,
-            companions,
-            opts,
-            active_rescue,
-            &self.registry,
-            self.memory_cap,
-        )?;
-        let compiled = Arc::new(cand.compiled);
-        let mut warnings = cand.warnings;
-
-        // persist (at boot, a config identical to the newest kept generation keeps its
-        // number and file, so restarts neither renumber nor crowd out older generations)
-        let reuse = match persist_required || opts.confirm_within.is_some() {
-            true => None,
-            false => self.store.newest(true).filter(|k| k.digest == compiled.digest),
-        };
-        let (number, saved) = match reuse {
-            Some(k) => {
-                ctl.last_number = ctl.last_number.max(k.generation);
-                (k.generation, false)
-            }
-            None => {
-                let outcome = match opts.confirm_within {
-                    Some(_) => KeptOutcome::Pending,
-                    None => KeptOutcome::Confirmed,
-                };
-                let persisted = fault(opts, ReloadStage::Persist)
-                    .and_then(|()| {
-                        self.next_number(ctl)
-                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-                    })
-                    .and_then(|number| {
-                        let kept = Kept::with_companions(
-                            number,
-                            &compiled.source,
-                            compiled.bytes.to_vec(),
-                            compiled.companions.to_vec(),
-                            outcome,
-                        );
-                        self.store
-                            .save(&kept)
-                            .map(|()| number)
-                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-                    });
-                match persisted {
-                    Ok(number) => (number, true),
-                    Err(e) if persist_required => return Err(e),
-                    Err(e) => {
-                        let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
-                        eprintln!("palisade: WARNING: {msg}");
-                        warnings.push(msg);
-                        let above = ctl.last_number.max(cur.number).max(self.store.max_generation());
-                        let number = above.checked_add(1).ok_or_else(|| {
-                            ReloadError::new(
-                                ReloadStage::Persist,
-                                vec!["generation numbers are exhausted".into()],
-                            )
-                        })?;
-                        ctl.last_number = number;
-                        (number, false)
-                    }
-                }
-            }
-        };
-
-        // publish
-        if let Err(e) = fault(opts, ReloadStage::Publish) {
-            if saved {
-                self.store.remove(number);
-            }
-            return Err(e);
-        }
-        let (state, deadline) = match opts.confirm_within {
-            Some(d) => {
-                let (revert_to, revert_state) = match ctl.pending.take() {
-                    Some(p) => (p.revert_to, p.revert_state),
-                    None => (cur.rules.clone(), cur.state),
-                };
-                ctl.pending = Some(Pending {
-                    deadline: Instant::now() + d,
-                    revert_to,
-                    revert_state,
-                });
-                self.wake.notify_all();
-                (
-                    GenerationState::PendingConfirm,
-                    Some(unix_now() + d.as_secs_f64().ceil() as u64),
-                )
-            }
-            None => {
-                ctl.pending = None;
-                (GenerationState::Active, None)
-            }
-        };
-        let digest = compiled.digest;
-        self.publish(ctl, Some(compiled), number, state, deadline);
-        self.prune();
-        Ok(ReloadOk {
-            generation: number,
-            digest,
-            state,
-            confirm_deadline: deadline,
-            warnings,
-        })
-    }
-
-    fn rollback_locked(&self, ctl: &mut Control, to: Option<u64>) -> Result<ReloadOk, ReloadError> {
-        let opts = ReloadOptions {
-            allow_rescue_change: true,
-            ..ReloadOptions::default()
-        };
-        match to {
-            Some(n) => {
-                let kept = self.store.load(n).map_err(|e| {
-                    let why = match e {
-                        KeptError::NotKept { .. } => e.to_string(),
-                        _ => format!("generation {n} cannot be used: {e}"),
-                    };
-                    ReloadError::new(ReloadStage::Read, vec![why])
-                })?;
-                let source = ReloadSource::Generation {
-                    name: kept.source,
-                    bytes: kept.bytes,
-                    companions: kept.companions,
-                };
-                self.reload_locked(ctl, source, &opts, true)
-            }
-            None => {
-                let Some(prev) = ctl.previous.clone() else {
-                    // Nothing replaced since boot: the newest kept generation with other rules.
-                    let current = self.current.load().digest();
-                    let older = self
-                        .store
-                        .list()
-                        .into_iter()
-                        .rev()
-                        .find(|k| k.is_confirmed() && Some(k.digest) != current);
-                    return match older {
-                        Some(k) => self.rollback_locked(ctl, Some(k.generation)),
-                        None => Err(ReloadError::new(
-                            ReloadStage::Read,
-                            vec!["no previous generation to roll back to".into()],
-                        )),
-                    };
-                };
-                let number = self
-                    .next_number(ctl)
-                    .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))?;
-                let kept = Kept::with_companions(
-                    number,
-                    &prev.source,
-                    prev.bytes.to_vec(),
-                    prev.companions.to_vec(),
-                    KeptOutcome::Confirmed,
-                );
-                self.store
-                    .save(&kept)
-                    .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))?;
-                ctl.pending = None;
-                let digest = prev.digest;
-                self.publish(ctl, Some(prev), number, GenerationState::Active, None);
-                self.prune();
-                Ok(ReloadOk {
-                    generation: number,
-                    digest,
-                    state: GenerationState::Active,
-                    confirm_deadline: None,
-                    warnings: Vec::new(),
-                })
-            }
-        }
-    }
-
-    /// Reverts unconfirmed reloads when their window closes.
+    /// Reverts unconfirmed reloads when their window closes, frees what
+    /// readers released, and retries an unpersisted confirmation.
     fn watchdog(&self) {
         let mut ctl = self.lock();
+        let mut next_retry = Instant::now() + CONFIRM_RETRY;
         loop {
             if ctl.shutdown {
                 return;
             }
+            let before = ctl.retired.len();
             ctl.retired.retain(|g| Arc::strong_count(g) > 1);
-            let idle = match ctl.retired.is_empty() {
+            if ctl.retired.len() < before && ctl.retired.is_empty() {
+                // The last reader of a replaced generation let go: its counter slots may be free now.
+                self.collect_slots(&mut ctl);
+            }
+            let unpersisted = self.unpersisted().clone();
+            if let Some((g, _)) = unpersisted {
+                if Instant::now() >= next_retry {
+                    next_retry = Instant::now() + CONFIRM_RETRY;
+                    match self.store.mark_confirmed(g) {
+                        Ok(()) => {
+                            eprintln!("palisade: the confirmation of generation {g} is persisted now");
+                            *self.unpersisted() = None;
+                            self.refresh_kept();
+                        }
+                        Err(e) => *self.unpersisted() = Some((g, e.to_string())),
+                    }
+                }
+            }
+            let mut wait = match ctl.retired.is_empty() {
                 true => Duration::from_secs(3600),
                 false => Duration::from_millis(200),
             };
-            let wait = match &ctl.pending {
-                None => idle,
-                Some(p) => {
-                    let now = Instant::now();
-                    if now >= p.deadline {
-                        self.revert(&mut ctl);
-                        continue;
-                    }
-                    (p.deadline - now).min(idle)
+            if self.unpersisted().is_some() {
+                wait = wait.min(next_retry.saturating_duration_since(Instant::now()));
+            }
+            if let Some(p) = &ctl.pending {
+                let now = Instant::now();
+                if now >= p.deadline {
+                    self.revert(&mut ctl);
+                    continue;
                 }
-            };
+                wait = wait.min(p.deadline - now);
+            }
             ctl = self
                 .wake
                 .wait_timeout(ctl, wait)
@@ -853,20 +1295,28 @@ impl Inner {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("palisade: warning: revert: {e}");
-                ctl.last_number = ctl.last_number.max(from).saturating_add(1);
-                ctl.last_number
+                ctl.last_number.max(from).saturating_add(1)
             }
         };
+        ctl.last_number = ctl.last_number.max(number);
         if let Some(rules) = &p.revert_to {
             let kept = Kept::with_companions(
                 number,
                 &rules.source,
                 rules.bytes.to_vec(),
                 rules.companions.to_vec(),
-                KeptOutcome::Confirmed,
+                Outcome::Confirmed,
             );
-            if let Err(e) = self.store.save(&kept) {
-                eprintln!("palisade: warning: reverted generation {number} not persisted: {e}");
+            match self.store.save(&kept) {
+                Ok(()) => {
+                    ctl.kept_ids.insert(number, Arc::clone(&rules.layout.identities));
+                }
+                Err(e) => eprintln!("palisade: warning: reverted generation {number} not persisted: {e}"),
+            }
+        }
+        for &g in &p.chain {
+            if let Err(e) = self.store.set_outcome(g, Outcome::Reverted) {
+                eprintln!("palisade: warning: generation {g} not recorded as reverted: {e}");
             }
         }
         let state = match p.revert_state {
@@ -874,7 +1324,7 @@ impl Inner {
             s => s,
         };
         self.publish(ctl, p.revert_to.clone(), number, state, None);
-        self.prune();
+        self.prune(ctl);
         let msg = format!(
             "generation {from} was not confirmed in time; reverted to the previous rules as generation {number}"
         );
@@ -883,7 +1333,7 @@ impl Inner {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastReload::failed(
             &ReloadError::new(ReloadStage::Confirm, vec![msg]),
         ));
-        self.emit(EventKind::Revert, Outcome::Ok, None, None, Vec::new());
+        self.emit(EventKind::Revert, EventOutcome::Ok, None, None, Vec::new());
     }
 }
 
@@ -895,7 +1345,8 @@ fn retire(ctl: &mut Control, old: Arc<Generation>) {
 
 fn read(path: &Path) -> Result<(String, Vec<u8>), ReloadError> {
     let name = path.display().to_string();
-    // Bounded: a regular file of at most MAX_RULE_FILE_BYTES (never a FIFO or device).
+    // Bounded and non-blocking: a regular file of at most MAX_RULE_FILE_BYTES
+    // (a FIFO or device is refused at once, never waited on).
     match palisade_rules::read_rule_file(path) {
         Ok(bytes) => Ok((name, bytes)),
         Err(e) => Err(ReloadError::new(

@@ -15,8 +15,10 @@
 //! readers never block and never see two generations within one batch.
 //! Every stage before the swap works on a private candidate, so a refused
 //! update changes nothing: not the rules, not the digest, not the counters.
-//! Boot prefers the config, then the newest last-known-good generation, then
-//! "no rules" (every frame denied, control path open): never "allow all".
+//! Boot runs the generation that was active and confirmed when the engine
+//! stopped (from the state directory); the config only seeds an empty state
+//! directory and is applied later by an explicit reload. With neither, "no
+//! rules" (every frame denied, control path open): never "allow all".
 //!
 //! ```
 //! use palisade_engine::{Engine, EngineOptions, ReloadOptions, ReloadSource, ReloadStage};
@@ -29,6 +31,10 @@
 //! let rules = b"version = 1\n[[port]]\nname = \"lan1\"\n".to_vec();
 //! let ok = engine.reload(ReloadSource::Bytes { name: "push.toml".into(), bytes: rules }, &ReloadOptions::default()).unwrap();
 //! assert_eq!((ok.generation, engine.status().state), (1, palisade_engine::GenerationState::Active));
+//! drop(engine);
+//! // A restart runs what was active, not the (missing) config.
+//! let (engine, _) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), EngineOptions::default()).unwrap();
+//! assert_eq!((engine.status().generation, engine.status().state), (1, palisade_engine::GenerationState::Active));
 //! drop(engine);
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
@@ -47,7 +53,8 @@ pub mod reload;
 pub mod status;
 
 pub use engine::{
-    Batch, BootReport, CheckedCandidate, Engine, EngineOptions, Probe, ReloadOk, ReloadSource, WorkerHandle,
+    Batch, BootReport, BootSource, CheckedCandidate, Engine, EngineOptions, Probe, ReloadOk, ReloadSource,
+    RollbackOptions, WorkerHandle,
 };
 pub use generation::{Generation, GenerationState};
 pub use reload::{ReloadError, ReloadOptions, ReloadStage};

@@ -50,6 +50,7 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -313,6 +314,29 @@ pub struct Store {
     durable: bool,
     /// The exclusive lock on the directory, held while this store (or a clone) lives.
     lock: Option<Arc<File>>,
+    /// What [`Store::info`] found per file, by the file's identity on disk: a
+    /// scan re-reads (and re-verifies) only files that changed since.
+    seen: Arc<std::sync::Mutex<Seen>>,
+}
+
+/// Per generation number: the file's stamp when it was last verified, and what that found.
+type Seen = HashMap<u64, (Stamp, Result<KeptInfo, String>)>;
+
+/// A file's identity and state on disk (`lstat`): inode, size, modification
+/// and change times (the change time cannot be set back by a writer).
+type Stamp = (u64, u64, u64, i64, i64, i64, i64, u32);
+
+fn stamp(m: &fs::Metadata) -> Stamp {
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.mode(),
+    )
 }
 
 /// The effective uid of this process (the owner of `/proc/self`), when known.
@@ -414,6 +438,7 @@ impl Store {
             keep: keep.max(1),
             durable,
             lock: None,
+            seen: Arc::default(),
         })
     }
 
@@ -430,12 +455,18 @@ impl Store {
             action,
             error,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
+        // Made if missing (a read-only state directory still boots, from what it holds).
+        let _ = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        // Held read-only: a descriptor open for writing would keep the file
+        // system from being remounted read-only.
+        let file = OpenOptions::new()
+            .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| err("open the lock file", e))?;
@@ -479,8 +510,15 @@ impl Store {
             Err(fs::TryLockError::Error(e)) => return Err(err("lock", e)),
         }
         let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
-        let _ = file.set_len(0);
-        let _ = writeln!(file, "{}", std::process::id());
+        // The holder's pid, for the message a second process gets (best effort).
+        if let Ok(mut w) = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            let _ = writeln!(w, "{}", std::process::id());
+        }
         // Leftovers of a write interrupted by a crash: never complete, never read.
         if let Ok(entries) = fs::read_dir(dir) {
             for e in entries.flatten() {
@@ -640,12 +678,44 @@ impl Store {
         Ok(kept)
     }
 
+    /// The metadata of one kept generation, verified like [`Store::load`] (the
+    /// whole file read and its digest checked) unless the file is unchanged
+    /// since it was last verified.
+    pub fn info(&self, generation: u64) -> Result<KeptInfo, KeptError> {
+        let path = self.path_of(generation);
+        let st = match fs::symlink_metadata(&path) {
+            Ok(m) => stamp(&m),
+            Err(_) => {
+                self.seen_map().remove(&generation);
+                return Err(KeptError::NotKept { generation });
+            }
+        };
+        if let Some((s, r)) = self.seen_map().get(&generation) {
+            if *s == st {
+                return r.clone().map_err(|why| KeptError::Invalid { path, why });
+            }
+        }
+        let r = match self.load(generation) {
+            Ok(k) => Ok(k.info()),
+            Err(KeptError::Invalid { why, .. }) => Err(why),
+            Err(e @ KeptError::NotKept { .. }) => return Err(e),
+        };
+        self.seen_map().insert(generation, (st, r.clone()));
+        r.map_err(|why| KeptError::Invalid { path, why })
+    }
+
+    fn seen_map(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Every kept generation file, valid ones and the reasons others are refused.
     pub fn scan(&self) -> Scan {
         let mut scan = Scan::default();
-        for n in self.numbers() {
-            match self.load(n) {
-                Ok(k) => scan.kept.push(k.info()),
+        let numbers = self.numbers();
+        self.seen_map().retain(|n, _| numbers.binary_search(n).is_ok());
+        for n in numbers {
+            match self.info(n) {
+                Ok(k) => scan.kept.push(k),
                 Err(KeptError::NotKept { .. }) => {} // removed meanwhile
                 Err(e) => scan.refused.push((n, e.to_string())),
             }
@@ -663,11 +733,22 @@ impl Store {
 
     /// The newest valid kept generation (only confirmed ones when `confirmed_only`).
     pub fn newest(&self, confirmed_only: bool) -> Option<Kept> {
-        self.numbers()
-            .into_iter()
+        self.scan()
+            .kept
+            .iter()
             .rev()
-            .filter_map(|n| self.load(n).ok())
-            .find(|k| k.is_confirmed() || !confirmed_only)
+            .filter(|k| k.outcome == Outcome::Confirmed || !confirmed_only)
+            .find_map(|k| self.load(k.generation).ok())
+    }
+
+    /// The number of the newest valid confirmed generation, if any.
+    pub fn newest_confirmed(&self) -> Option<u64> {
+        self.scan()
+            .kept
+            .iter()
+            .rev()
+            .find(|k| k.outcome == Outcome::Confirmed)
+            .map(|k| k.generation)
     }
 
     /// The high-water mark: the highest generation number this directory has
@@ -688,12 +769,7 @@ impl Store {
     /// the high-water mark (0 if none). Junk files (invalid, tampered, named
     /// with a huge number) do not count.
     pub fn max_generation(&self) -> u64 {
-        let files = self
-            .numbers()
-            .into_iter()
-            .rev()
-            .find(|&n| self.load(n).is_ok())
-            .unwrap_or(0);
+        let files = self.scan().kept.last().map_or(0, |k| k.generation);
         files.max(self.high_water())
     }
 

@@ -134,6 +134,8 @@ pub(crate) fn fault(opts: &ReloadOptions, stage: ReloadStage) -> Result<(), Relo
 }
 
 /// A candidate that passed every stage up to persisting, with its warnings.
+/// Its counter layout is left empty: the engine assigns slots when it
+/// publishes (under its control lock, so slot collection never races a build).
 pub(crate) struct Candidate {
     pub compiled: Compiled,
     pub warnings: Vec<String>,
@@ -147,50 +149,37 @@ const SELF_TEST_KEYS: usize = 4096;
 ///
 /// `active_rescue` is the rescue fingerprint of the active generation, if any;
 /// a candidate with a different one is refused unless `opts.allow_rescue_change`.
+/// `progress` is told each stage as it starts.
 pub(crate) fn build(
     file: &str,
     bytes: Vec<u8>,
     companions: Vec<Companion>,
     opts: &ReloadOptions,
     active_rescue: Option<Digest>,
-    registry: &SlotRegistry,
     memory_cap: usize,
+    progress: &dyn Fn(ReloadStage),
 ) -> Result<Candidate, ReloadError> {
     // parse: TOML syntax, kept as a raw table for the independent audit.
+    progress(ReloadStage::Parse);
     fault(opts, ReloadStage::Parse)?;
     let raw = parse_raw(file, &bytes).map_err(|e| ReloadError::new(ReloadStage::Parse, vec![e]))?;
 
     // validate: the rule language, this engine's version, the rescue rules.
+    progress(ReloadStage::Validate);
     fault(opts, ReloadStage::Validate)?;
     let loaded = palisade_rules::parse(file, &bytes)
         .map_err(|d| ReloadError::new(ReloadStage::Validate, d.iter().map(|d| d.to_string()).collect()))?;
     let rescue_fingerprint = rescue_fingerprint(&loaded.ruleset);
-    if let Some(active) = active_rescue {
-        if active != rescue_fingerprint && !opts.allow_rescue_change {
-            let at = loaded
-                .ruleset
-                .rescue
-                .first()
-                .map_or(Span { line: 1, col: 1 }, |r| r.span);
-            return Err(ReloadError::new(
-                ReloadStage::Validate,
-                vec![format!(
-                    "{file}:{}:{}: the [[rescue]] rules differ from the active generation's ({} rule(s) now); \
-                     changing or removing them needs --allow-rescue-change",
-                    at.line,
-                    at.col,
-                    loaded.ruleset.rescue.len()
-                )],
-            ));
-        }
-    }
+    check_rescue(file, &loaded.ruleset, rescue_fingerprint, active_rescue, opts)?;
 
     // compile.
+    progress(ReloadStage::Compile);
     fault(opts, ReloadStage::Compile)?;
     let policy = Policy::compile_with_cap(&loaded.ruleset, memory_cap)
         .map_err(|e| ReloadError::new(ReloadStage::Compile, vec![locate_policy_error(&loaded, &e)]))?;
 
     // self-test.
+    progress(ReloadStage::SelfTest);
     fault(opts, ReloadStage::SelfTest)?;
     let mut errors: Vec<String> = policy
         .check_expects(&loaded)
@@ -203,13 +192,13 @@ pub(crate) fn build(
     }
 
     // audit: counted from the raw TOML, independently of the rules crate and the compiler.
+    progress(ReloadStage::Audit);
     fault(opts, ReloadStage::Audit)?;
     let errors = audit(file, &raw, &loaded.ruleset, &policy);
     if !errors.is_empty() {
         return Err(ReloadError::new(ReloadStage::Audit, errors));
     }
 
-    let layout = layout(&policy, registry);
     let warnings = loaded.warnings.iter().map(|d| d.to_string()).collect();
     // The generation's digest covers its companion files too (the rule file's own SHA-256 without any).
     let digest = match companions.is_empty() {
@@ -225,10 +214,39 @@ pub(crate) fn build(
             companions: std::sync::Arc::new(companions),
             source: file.to_string(),
             rescue_fingerprint,
-            layout,
+            layout: Layout::default(),
         },
         warnings,
     })
+}
+
+/// Refuses a candidate whose rescue rules (fingerprint `candidate`) differ from
+/// the active generation's (`active`) unless `opts.allow_rescue_change`.
+pub(crate) fn check_rescue(
+    file: &str,
+    ruleset: &RuleSet,
+    candidate: Digest,
+    active: Option<Digest>,
+    opts: &ReloadOptions,
+) -> Result<(), ReloadError> {
+    let Some(active) = active else { return Ok(()) };
+    if active == candidate || opts.allow_rescue_change {
+        return Ok(());
+    }
+    let at = ruleset
+        .rescue
+        .first()
+        .map_or(Span { line: 1, col: 1 }, |r| r.span);
+    Err(ReloadError::new(
+        ReloadStage::Validate,
+        vec![format!(
+            "{file}:{}:{}: the [[rescue]] rules differ from the active generation's ({} rule(s) now); \
+             changing or removing them needs --allow-rescue-change",
+            at.line,
+            at.col,
+            ruleset.rescue.len()
+        )],
+    ))
 }
 
 /// What the audit counts, straight from the TOML document (not from the rules crate's model).
@@ -435,44 +453,53 @@ fn audit(file: &str, raw: &RawFile, rs: &RuleSet, policy: &Policy) -> Vec<String
 
 /// Counter slots of a policy: by identity, so counters follow rules across reloads.
 pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
+    let mut identities: Vec<String> = Vec::new();
+    let mut slot = |id: String, width: u32| {
+        let s = registry.slot(&id, width);
+        identities.push(id);
+        s
+    };
+    let acl_rules = policy
+        .acls()
+        .iter()
+        .map(|a| {
+            let mut v: Vec<u32> = a
+                .rule_ids
+                .iter()
+                .map(|id| slot(counters::rule_identity(&a.name, id), counters::RULE_WIDTH))
+                .collect();
+            v.push(slot(counters::default_identity(&a.name), counters::RULE_WIDTH));
+            v
+        })
+        .collect();
+    let rescue = policy
+        .rescue_ids()
+        .iter()
+        .map(|id| slot(counters::rescue_identity(id), counters::RULE_WIDTH))
+        .collect();
+    let bindings = policy
+        .bindings()
+        .iter()
+        .map(|b| {
+            let acl = policy.acls().get(b.acl as usize).map_or("", |a| a.name.as_str());
+            let id =
+                counters::binding_identity(acl, b.kind.as_str(), &b.target, b.direction.map(|d| d.as_str()));
+            BindingSlots { base: slot(id, 3) }
+        })
+        .collect();
+    let total = slot(counters::TOTAL_IDENTITY.to_string(), counters::TOTAL_WIDTH);
+    let stages = slot(
+        counters::STAGES_IDENTITY.to_string(),
+        2 * counters::STAGES.len() as u32,
+    );
     let mut l = Layout {
-        acl_rules: policy
-            .acls()
-            .iter()
-            .map(|a| {
-                let mut v: Vec<u32> = a
-                    .rule_ids
-                    .iter()
-                    .map(|id| registry.slot(&counters::rule_identity(&a.name, id), counters::RULE_WIDTH))
-                    .collect();
-                v.push(registry.slot(&counters::default_identity(&a.name), counters::RULE_WIDTH));
-                v
-            })
-            .collect(),
-        rescue: policy
-            .rescue_ids()
-            .iter()
-            .map(|id| registry.slot(&counters::rescue_identity(id), counters::RULE_WIDTH))
-            .collect(),
-        bindings: policy
-            .bindings()
-            .iter()
-            .map(|b| {
-                let acl = policy.acls().get(b.acl as usize).map_or("", |a| a.name.as_str());
-                let id = counters::binding_identity(
-                    acl,
-                    b.kind.as_str(),
-                    &b.target,
-                    b.direction.map(|d| d.as_str()),
-                );
-                BindingSlots {
-                    base: registry.slot(&id, 3),
-                }
-            })
-            .collect(),
-        total: registry.slot(counters::TOTAL_IDENTITY, counters::TOTAL_WIDTH),
-        stages: registry.slot(counters::STAGES_IDENTITY, 2 * counters::STAGES.len() as u32),
+        acl_rules,
+        rescue,
+        bindings,
+        total,
+        stages,
         len: 0,
+        identities: identities.into(),
     };
     l.fix_len();
     l

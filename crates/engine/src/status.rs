@@ -4,11 +4,13 @@
 //! bindings) comes from one load of the published [`crate::Generation`];
 //! counters are summed over every worker's shard at that generation's slots.
 //! Only `last_reload` (which may describe a refused reload that never became
-//! a generation) and `kept` come from elsewhere.
+//! a generation), `reloading`, `kept`, `config` and the confirmation's
+//! persistence come from elsewhere. Status never waits for a reload.
 
 use serde::{Deserialize, Serialize};
 
 use crate::generation::GenerationState;
+use crate::lkg::Outcome;
 use crate::policy::{BindingKind, Verdict};
 use crate::reload::ReloadStage;
 use palisade_rules::Direction;
@@ -49,8 +51,68 @@ pub struct Status {
     pub acls: Vec<AclStatus>,
     /// The last reload, confirm-window revert or boot load: refused ones included.
     pub last_reload: Option<LastReload>,
-    /// Generation numbers kept in the state directory (valid files only), oldest first.
-    pub kept: Vec<u64>,
+    /// The reload (or else the rollback) running now, if any: its stage and since when.
+    #[serde(default)]
+    pub reloading: Option<ReloadProgress>,
+    /// False when a confirmation was accepted in memory but could not be
+    /// written to the state directory (a restart would boot the generation before it).
+    #[serde(default = "yes")]
+    pub confirm_persisted: bool,
+    /// Why the confirmation is not persisted, when it is not.
+    #[serde(default)]
+    pub confirm_error: Option<String>,
+    /// The config file and whether it differs from the running generation.
+    #[serde(default)]
+    pub config: ConfigStatus,
+    /// Generations kept in the state directory (valid files only), oldest first.
+    pub kept: Vec<KeptStatus>,
+    /// Files in the state directory named as generations but refused, with why.
+    #[serde(default)]
+    pub kept_refused: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A reload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadProgress {
+    /// The stage it is in (`read`, `parse`, `validate`, `compile`, `self-test`, `audit`, `persist`).
+    pub stage: ReloadStage,
+    /// What is being loaded.
+    pub source: String,
+    /// When it started, seconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// The config file, compared with the running generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// Its path.
+    pub path: String,
+    /// SHA-256 of its bytes (`null` when it cannot be read).
+    pub digest: Option<String>,
+    /// Why it cannot be read.
+    pub error: Option<String>,
+    /// Whether it differs from the running generation: it is then not
+    /// enforced; `palisade reload` without a file (or SIGHUP) applies it.
+    pub differs: bool,
+}
+
+/// One kept generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptStatus {
+    /// Its number.
+    pub generation: u64,
+    /// Its digest.
+    pub digest: String,
+    /// Where its rules came from.
+    pub source: String,
+    /// When it was saved (RFC 3339, UTC).
+    pub time: String,
+    /// `confirmed`, `pending`, `reverted` or `unconfirmed`.
+    pub outcome: Outcome,
 }
 
 /// Evaluated / permitted / denied frame counts.
@@ -178,7 +240,37 @@ pub(crate) fn build(inner: &Inner) -> Status {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let kept = inner.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let kept = inner
+        .kept
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|k| KeptStatus {
+            generation: k.generation,
+            digest: k.digest.to_string(),
+            source: k.source.clone(),
+            time: rfc3339(k.saved_at),
+            outcome: k.outcome,
+        })
+        .collect();
+    let kept_refused = inner.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let reloading = {
+        let p = inner.progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.iter().flatten().next().cloned()
+    };
+    let confirm_error = inner.confirm_error();
+    let config = {
+        let (digest, error) = match inner.config_digest() {
+            Ok(d) => (Some(d), None),
+            Err(e) => (None, Some(e)),
+        };
+        ConfigStatus {
+            path: inner.config.display().to_string(),
+            digest: digest.map(|d| d.to_string()),
+            error,
+            differs: digest != gen.digest(),
+        }
+    };
     let mut status = Status {
         generation: gen.number(),
         digest: gen.digest().map(|d| d.to_string()),
@@ -194,7 +286,12 @@ pub(crate) fn build(inner: &Inner) -> Status {
         stages: Vec::new(),
         acls: Vec::new(),
         last_reload,
+        reloading,
+        confirm_persisted: confirm_error.is_none(),
+        confirm_error,
+        config,
         kept,
+        kept_refused,
     };
     let Some(c) = gen.rules.as_deref() else {
         return status;

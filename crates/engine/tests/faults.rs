@@ -6,8 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use palisade_engine::lkg::Store;
 use palisade_engine::policy::Decision;
-use palisade_engine::{Engine, EngineOptions, GenerationState, ReloadOptions, ReloadSource, ReloadStage};
+use palisade_engine::{
+    BootSource, Engine, EngineOptions, GenerationState, ReloadOptions, ReloadSource, ReloadStage,
+};
 
 /// The parts of status a refused reload must not touch.
 fn fingerprint(engine: &Engine) -> String {
@@ -194,7 +197,7 @@ fn rollback_goes_back_as_a_new_generation() {
     let b = engine
         .reload(bytes("b.toml", &rules_b()), &ReloadOptions::default())
         .unwrap();
-    let kept = engine.status().kept;
+    let kept: Vec<u64> = engine.status().kept.iter().map(|k| k.generation).collect();
     assert!(
         kept.contains(&b.generation) && kept.contains(&a.generation),
         "{kept:?}"
@@ -204,18 +207,26 @@ fn rollback_goes_back_as_a_new_generation() {
     assert_eq!(Some(back.digest.to_string()), a.digest);
     let again = engine.rollback(Some(b.generation)).unwrap();
     assert_eq!(again.digest, b.digest);
-    // After a restart nothing was replaced in memory: rollback takes the newest other kept one.
+    // After a restart the same generation runs (B, not the config A), and rollback
+    // takes the one confirmed before it (A).
     drop(engine);
     let engine = engine_with(&dir, &rules_a(), false);
+    assert_eq!(engine.status().generation, again.generation);
     let after_boot = engine.rollback(None).unwrap();
-    assert_eq!(after_boot.digest, b.digest);
+    assert_eq!(Some(after_boot.digest.to_string()), a.digest);
     let err = engine.rollback(Some(9999)).unwrap_err();
     assert_eq!(err.stage, ReloadStage::Read);
+    assert!(
+        err.errors[0].starts_with("generation 9999 is not kept (kept: "),
+        "{:?}",
+        err.errors
+    );
     assert_eq!(engine.status().generation, after_boot.generation);
 }
 
 #[test]
-fn boot_runs_on_last_known_good_when_the_config_is_missing_empty_or_corrupt() {
+fn boot_runs_the_kept_generation_whatever_the_config_and_last_known_good_loudly_when_the_newest_is_unreadable(
+) {
     let dir = TempDir::new("boot");
     let keys = packets();
     let (gen_a, va) = {
@@ -223,9 +234,11 @@ fn boot_runs_on_last_known_good_when_the_config_is_missing_empty_or_corrupt() {
         (engine.status(), verdicts(&engine, &keys))
     };
     let config = dir.join("rules.toml");
+    let b_text = rules_b();
     for (what, content) in [
         ("empty", Some("")),
         ("corrupt", Some("version = 1\n[[acl\n")),
+        ("other rules", Some(b_text.as_str())),
         ("missing", None),
     ] {
         match content {
@@ -233,17 +246,65 @@ fn boot_runs_on_last_known_good_when_the_config_is_missing_empty_or_corrupt() {
             None => std::fs::remove_file(&config).unwrap(),
         }
         let (engine, boot) = Engine::open(&config, &dir.join("state"), EngineOptions::default()).unwrap();
-        assert_eq!(boot.state, GenerationState::LastKnownGood, "{what}");
-        assert!(boot.config_error.is_some(), "{what}");
-        let st = engine.status();
-        assert_eq!(st.state, GenerationState::LastKnownGood, "{what}");
-        assert_eq!(st.digest, gen_a.digest, "{what}");
+        assert_eq!(boot.state, GenerationState::Active, "{what}");
+        assert_eq!(boot.source, BootSource::StateDirectory, "{what}");
         assert!(
-            !st.last_reload.as_ref().unwrap().ok,
-            "{what}: status says the config was refused"
+            boot.config_error.is_none(),
+            "{what}: the config is not even tried"
         );
+        let st = engine.status();
+        assert_eq!(
+            (st.state, st.generation),
+            (GenerationState::Active, gen_a.generation),
+            "{what}"
+        );
+        assert_eq!(st.digest, gen_a.digest, "{what}");
+        assert!(st.config.differs, "{what}: status says the config differs");
         assert_eq!(verdicts(&engine, &keys), va, "{what}");
     }
+    // With --boot-from-config, a broken config falls back to last-known-good, loudly.
+    std::fs::write(&config, "version = 1\n[[acl\n").unwrap();
+    let opts = EngineOptions {
+        boot_from_config: true,
+        ..EngineOptions::default()
+    };
+    let (engine, boot) = Engine::open(&config, &dir.join("state"), opts).unwrap();
+    assert_eq!(boot.state, GenerationState::LastKnownGood);
+    assert!(boot.config_error.is_some());
+    assert_eq!(engine.status().state, GenerationState::LastKnownGood);
+    assert!(
+        !engine.status().last_reload.unwrap().ok,
+        "status says the config was refused"
+    );
+    drop(engine);
+    // The newest generation unreadable: the one before it runs, as last-known-good.
+    std::fs::write(&config, rules_b()).unwrap();
+    let b = {
+        let (engine, _) = Engine::open(&config, &dir.join("state"), EngineOptions::default()).unwrap();
+        engine
+            .reload(ReloadSource::Config, &ReloadOptions::default())
+            .unwrap()
+    };
+    let newest = Store::open(&dir.join("state"), 10, true)
+        .unwrap()
+        .path_of(b.generation);
+    let mut data = std::fs::read(&newest).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0x20;
+    std::fs::write(&newest, &data).unwrap();
+    let (engine, boot) = Engine::open(&config, &dir.join("state"), EngineOptions::default()).unwrap();
+    assert_eq!(boot.state, GenerationState::LastKnownGood);
+    assert!(
+        boot.lkg_errors.iter().any(|e| e.contains("digest mismatch")),
+        "{:?}",
+        boot.lkg_errors
+    );
+    let st = engine.status();
+    assert_eq!(
+        (st.state, st.digest),
+        (GenerationState::LastKnownGood, gen_a.digest)
+    );
+    assert_eq!(st.kept_refused.len(), 1, "{:?}", st.kept_refused);
 }
 
 /// Mounts a tiny tmpfs (root only); `None` when that is not possible here.
@@ -320,8 +381,16 @@ fn restarting_on_an_unchanged_config_keeps_its_generation_number() {
     let first = engine_with(&dir, &rules_a(), false).status().generation;
     let again = engine_with(&dir, &rules_a(), false);
     assert_eq!(again.status().generation, first);
+    assert!(!again.status().config.differs);
     assert_eq!(again.store().list().len(), 1, "no duplicate kept generation");
     drop(again);
-    let changed = engine_with(&dir, &rules_b(), false).status().generation;
-    assert!(changed > first);
+    // A changed config is not applied by a restart, only by an explicit reload.
+    let changed = engine_with(&dir, &rules_b(), false);
+    assert_eq!(changed.status().generation, first);
+    assert!(changed.status().config.differs);
+    let ok = changed
+        .reload(ReloadSource::Config, &ReloadOptions::default())
+        .unwrap();
+    assert!(ok.generation > first);
+    assert!(!changed.status().config.differs);
 }

@@ -189,3 +189,51 @@ pub fn verdicts(engine: &Engine, keys: &[FlowKey]) -> Vec<Verdict> {
     b.classify(keys, &ctx, &mut out);
     out.iter().map(|d| d.verdict).collect()
 }
+
+/// Runs `f` on a thread and fails the test if it has not returned within `secs`
+/// (a hang is a failure, not a stuck CI run).
+pub fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {secs} s"),
+    }
+}
+
+/// Makes a FIFO at `path` with `mkfifo`.
+pub fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// An engine on `dir/rules.toml` (not rewritten) and `dir/state`.
+pub fn reopen(dir: &TempDir) -> (Engine, palisade_engine::BootReport) {
+    let opts = EngineOptions {
+        durable: false,
+        ..EngineOptions::default()
+    };
+    Engine::open(&dir.join("rules.toml"), &dir.join("state"), opts).unwrap()
+}
+
+/// Rule set A with `n` extra rules whose ids start with `tag` (a variant with new rule ids).
+pub fn with_ids(tag: &str, n: usize) -> String {
+    let mut extra = String::new();
+    for i in 0..n {
+        extra += &format!(
+            "  [[acl.rule]]\n  id = \"{tag}-{i}\"\n  action = \"deny\"\n  proto = \"udp\"\n  dst_port = {}\n",
+            2000 + i
+        );
+    }
+    rules_a().replacen(
+        "  [[acl.rule]]\n  id = \"web\"",
+        &format!("{extra}  [[acl.rule]]\n  id = \"web\""),
+        1,
+    )
+}

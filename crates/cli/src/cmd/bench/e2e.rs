@@ -192,6 +192,7 @@ pub(super) fn bench(args: &Args) -> Result<ExitCode, Failure> {
         durable: false,
         keep_generations: 1,
         memory_cap: args.memory_cap_mib.saturating_mul(1 << 20),
+        ..EngineOptions::default()
     };
     let t0 = Instant::now();
     let opened = Engine::open(rules_path, &state, options);
