@@ -216,3 +216,63 @@ fn bad_input_exits_2() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+#[test]
+fn explains_every_packet_an_expect_can_describe_arp_ethertype_and_malformed() {
+    // ARP: permitted by lan1-in's rule "arp" (as the [[expect]] of office.toml says).
+    let v = json(&["--port", "lan1", "arp 10.0.10.5 -> 10.0.10.1"]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["rule"].as_str()),
+        (Some("permit"), Some("arp")),
+        "{v}"
+    );
+    assert_eq!(v["packet"], "arp");
+    // Another ethertype (LLDP): the Port ACL's default.
+    let v = json(&["--port", "lan1", "ethertype 0x88cc"]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["stage"].as_str()),
+        (Some("deny"), Some("pacl")),
+        "{v}"
+    );
+    assert_eq!(v["packet"], "ethertype 0x88cc");
+    let named = json(&["--port", "lan1", "ethertype lldp"]);
+    assert_eq!(named["packet"], v["packet"]);
+    // A malformed frame gets defaults.malformed at stage malformed.
+    let v = json(&["--port", "lan1", "tcp 10.0.10.5 -> 198.51.100.7:443 malformed"]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["stage"].as_str()),
+        (Some("deny"), Some("malformed")),
+        "{v}"
+    );
+    let v = json(&["--port", "lan1", "malformed"]);
+    assert_eq!(v["stage"], "malformed", "{v}");
+    // Mistakes are usage errors that say what is expected.
+    let rules = office();
+    for bad in [
+        "arp 2001:db8::1 -> 2001:db8::2",
+        "ethertype 0x10000",
+        "ethertype 0x0800",
+        "arp 10.0.0.1 ->",
+    ] {
+        let out = palisade(&["explain", &rules, "--port", "lan1", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad), "{bad}");
+    }
+}
+
+#[test]
+fn every_example_in_explains_help_runs() {
+    let help = String::from_utf8(palisade(&["explain", "--help"]).stdout).unwrap();
+    let examples: Vec<&str> = help.split('\'').skip(1).step_by(2).collect();
+    assert!(examples.len() >= 6, "{help}");
+    let rules = office();
+    for ex in examples {
+        let out = palisade(&["explain", &rules, "--port", "lan1", ex]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "help example '{ex}' does not run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -253,7 +253,14 @@ impl PacketBuilder {
 
 /// Parses the one-line packet syntax of `palisade explain`:
 ///
-/// `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F] [vlan V] [fragment first|non-first] [dscp D]`
+/// `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F] [vlan V] [fragment first|non-first] [dscp D] [malformed]`
+///
+/// and, for frames without an IP header (every packet an `[[expect]]` can
+/// describe): `arp [SRC -> DST] [vlan V] [malformed]` (the IPv4 addresses an
+/// ARP frame asks about; rules never match them, an ARP frame has no IP
+/// header) and `ethertype N [vlan V] [malformed]` (N a number, `0x` hex, or
+/// a name: arp, lldp, mpls, pppoe). `malformed` makes the frame one that
+/// cannot be parsed far enough (it gets the rule set's `malformed` verdict).
 ///
 /// IPv6 addresses with a port are written `[2001:db8::1]:53`. `icmp` with
 /// IPv6 addresses means ICMPv6. A TCP packet without `flags` is a SYN; an
@@ -268,10 +275,108 @@ impl PacketBuilder {
 /// let k = palisade_rules::parse_packet_spec("icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0").unwrap();
 /// assert_eq!(k.icmp(), Some((8, 0)));
 /// assert!(palisade_rules::parse_packet_spec("tcp 10.0.0.1 -> ").is_err());
+/// let arp = palisade_rules::parse_packet_spec("arp 10.0.0.1 -> 10.0.0.2").unwrap();
+/// assert_eq!((arp.ethertype, arp.ip_family()), (0x0806, None));
+/// let lldp = palisade_rules::parse_packet_spec("ethertype 0x88cc vlan 20").unwrap();
+/// assert_eq!((lldp.ethertype, lldp.outer_vlan), (0x88cc, 20));
+/// let bad = palisade_rules::parse_packet_spec("udp 10.0.0.1 -> 10.0.0.2:53 malformed").unwrap();
+/// assert!(!bad.status.is_ok());
 /// ```
 pub fn parse_packet_spec(text: &str) -> Result<FlowKey, String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let [proto, src, arrow, dst, rest @ ..] = words.as_slice() else {
+    let all: Vec<&str> = text.split_whitespace().collect();
+    // `malformed` is a word without a value, anywhere after the packet.
+    let malformed = all.iter().any(|w| w.eq_ignore_ascii_case("malformed"));
+    let words: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|w| !w.eq_ignore_ascii_case("malformed"))
+        .collect();
+    if let Some(first) = words.first() {
+        let first = first.to_ascii_lowercase();
+        if first == "arp" || first == "ethertype" || (words.is_empty() && malformed) {
+            return parse_l2_spec(text, &words, malformed);
+        }
+    } else if malformed {
+        return parse_l2_spec(text, &words, malformed);
+    }
+    let mut k = parse_ip_spec(text, &words)?;
+    if malformed {
+        k.status = ParseStatus::Truncated(match k.ip_version {
+            6 => Layer::Ipv6,
+            _ => Layer::Ipv4,
+        });
+    }
+    Ok(k)
+}
+
+/// `arp [SRC -> DST] [vlan V]`, `ethertype N [vlan V]`, or nothing (with `malformed`).
+fn parse_l2_spec(text: &str, words: &[&str], malformed: bool) -> Result<FlowKey, String> {
+    let usage = || {
+        format!(
+            "packet \"{text}\": expected `arp [SRC -> DST] [vlan V] [malformed]` or `ethertype N [vlan V] [malformed]`"
+        )
+    };
+    let mut b = PacketBuilder {
+        malformed,
+        ..PacketBuilder::default()
+    };
+    let rest = match words {
+        [] => &[][..],
+        [w, rest @ ..] if w.eq_ignore_ascii_case("arp") => {
+            b.ethertype = Some(0x0806);
+            match rest {
+                [src, "->", dst, rest @ ..] => {
+                    for a in [src, dst] {
+                        match parse_addr(a) {
+                            Ok((IpFamily::V4, _)) => {}
+                            _ => {
+                                return Err(format!(
+                                    "packet \"{text}\": ARP asks about IPv4 addresses, not \"{a}\""
+                                ))
+                            }
+                        }
+                    }
+                    rest
+                }
+                rest => rest,
+            }
+        }
+        [w, n, rest @ ..] if w.eq_ignore_ascii_case("ethertype") => {
+            let parsed = match n.strip_prefix("0x").or_else(|| n.strip_prefix("0X")) {
+                Some(hex) => u16::from_str_radix(hex, 16).ok(),
+                None => n.parse::<u16>().ok().or_else(|| names::ethertype(n)),
+            };
+            let et = parsed.ok_or_else(|| {
+                format!("packet \"{text}\": ethertype \"{n}\" is not a number 0-0xffff or a name (arp, lldp, mpls, pppoe)")
+            })?;
+            if matches!(et, 0x0800 | 0x86dd) {
+                return Err(format!(
+                    "packet \"{text}\": ethertype 0x{et:04x} carries IP: write the packet as `PROTO SRC -> DST`"
+                ));
+            }
+            b.ethertype = Some(et);
+            rest
+        }
+        _ => return Err(usage()),
+    };
+    match rest {
+        [] => {}
+        [v, n] if v.eq_ignore_ascii_case("vlan") => {
+            let vid = n
+                .parse::<u16>()
+                .ok()
+                .filter(|&n| n <= 4094)
+                .ok_or_else(|| format!("packet \"{text}\": vlan \"{n}\" is not a number 0-4094"))?;
+            b.vlan = Some(vid);
+        }
+        _ => return Err(usage()),
+    }
+    b.build().map_err(|e| format!("packet \"{text}\": {e}"))
+}
+
+/// `PROTO SRC[:PORT] -> DST[:PORT] [...]` (see [`parse_packet_spec`]).
+fn parse_ip_spec(text: &str, words: &[&str]) -> Result<FlowKey, String> {
+    let [proto, src, arrow, dst, rest @ ..] = words else {
         return Err(format!(
             "packet \"{text}\": expected `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F]`"
         ));
@@ -391,6 +496,9 @@ pub fn format_packet(k: &FlowKey) -> String {
             if k.vlan_count > 0 {
                 s.push_str(&format!(" vlan {}", k.outer_vlan));
             }
+            if !k.status.is_ok() {
+                s.push_str(" malformed");
+            }
             return s;
         }
     };
@@ -426,6 +534,9 @@ pub fn format_packet(k: &FlowKey) -> String {
     }
     if k.dscp != 0 {
         s.push_str(&format!(" dscp {}", k.dscp));
+    }
+    if !k.status.is_ok() {
+        s.push_str(" malformed");
     }
     s
 }
@@ -471,6 +582,11 @@ mod tests {
             "icmp 10.0.0.1 -> 10.0.0.2 type 3 code 4",
             "icmpv6 2001:db8::1 -> 2001:db8::2 type 128 code 0",
             "udp [2001:db8::1]:53 -> [2001:db8::2]:53 vlan 20",
+            "arp",
+            "arp vlan 20",
+            "ethertype 0x88cc",
+            "ethertype 0x88cc vlan 20 malformed",
+            "udp 10.0.0.1:53 -> 10.0.0.2:53 malformed",
         ] {
             let k = parse_packet_spec(s).unwrap();
             assert_eq!(format_packet(&k), s);

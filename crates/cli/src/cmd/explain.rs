@@ -5,8 +5,11 @@
 //! written in the rule file. PACKET reads like
 //! `tcp 10.0.0.1:1234 -> 192.0.2.1:443`, `udp [2001:db8::1]:53 -> [2001:db8::2]:53`,
 //! `icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0`, optionally followed by
-//! `flags syn,ack` (a TCP packet without flags is a SYN). `--vlan V` sends it
-//! tagged with VLAN V (default: untagged, so it takes the port's VLAN).
+//! `flags syn,ack` (a TCP packet without flags is a SYN); frames without an
+//! IP header as `arp 10.0.0.1 -> 10.0.0.2` or `ethertype 0x88cc`; and any of
+//! them followed by `malformed` (a frame that cannot be parsed far enough).
+//! Every packet an `[[expect]]` can describe can be explained. `--vlan V`
+//! sends it tagged with VLAN V (default: untagged, so it takes the port's VLAN).
 //!
 //! `--json` prints one object: `verdict`, `stage`, `acl` (null when no ACL
 //! decided), `rule` (null when no rule decided), `packet`, `vlan` and
@@ -42,8 +45,12 @@ pub struct Args {
     /// One JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// The packet, quoted: 'tcp 10.0.0.1:1234 -> 192.0.2.1:443 [flags syn,ack]'.
-    #[arg(allow_hyphen_values = true)]
+    /// The packet, quoted. Examples: 'tcp 10.0.0.1:1234 -> 192.0.2.1:443',
+    /// 'tcp 10.0.0.1:1234 -> 192.0.2.1:443 flags syn,ack',
+    /// 'udp [2001:db8::1]:53 -> [2001:db8::2]:53', 'icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0',
+    /// 'arp 10.0.0.1 -> 10.0.0.2', 'ethertype 0x88cc', 'udp 10.0.0.1 -> 10.0.0.2:53 malformed'.
+    /// After the addresses: type T, code C, flags F, vlan V, fragment first|non-first, dscp D, malformed.
+    #[arg(allow_hyphen_values = true, value_name = "PACKET")]
     pub packet: String,
 }
 
