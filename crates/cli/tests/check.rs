@@ -160,3 +160,30 @@ fn fuzz_corpus_replays_through_compile() {
     }
     assert!(n >= 10);
 }
+
+#[test]
+fn strict_makes_warnings_fail() {
+    // Valid, with one warning (the second rule is shadowed by the first).
+    let text = "version = 1\n[[port]]\nname = \"p\"\n[[acl]]\nname = \"a\"\n  [[acl.rule]]\n  action = \"deny\"\n  proto = \"tcp\"\n\
+                  [[acl.rule]]\n  action = \"permit\"\n  proto = \"tcp\"\n  dst_port = 22\n[[bind]]\nacl = \"a\"\nport = \"p\"\n";
+    let path = tmp("strict.toml", text);
+    let p = path.to_str().unwrap();
+    let out = palisade(&["check", p]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = palisade(&["check", "--strict", p]);
+    assert_eq!(out.status.code(), Some(1), "--strict: a warning fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("refused by --strict: 1 warning"),
+        "{err}"
+    );
+    // Without warnings --strict passes.
+    let out = palisade(&["check", "--strict", repo("rules/office.toml").to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,6 +11,10 @@ use palisade_rules::{LoadError, Loaded};
 pub struct Args {
     /// The rule file.
     pub rules: PathBuf,
+    /// Warnings fail too (exit 1): a shadowed rule, an unbound ACL, an SVI for
+    /// a VLAN no port carries.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Loads and compiles a rule file for the commands that need a policy;
@@ -79,11 +83,12 @@ pub fn run(args: Args) -> ExitCode {
     }
     let rs = &loaded.ruleset;
     let expects = rs.expects.len();
-    println!(
-        "{}: {}",
-        loaded.file,
-        if failures.is_empty() { "valid" } else { "invalid" }
-    );
+    let verdict = match (failures.is_empty(), args.strict && !loaded.warnings.is_empty()) {
+        (false, _) => "invalid",
+        (true, true) => "valid, but refused by --strict (warnings)",
+        (true, false) => "valid",
+    };
+    println!("{}: {verdict}", loaded.file);
     println!("  version:    {}", rs.version);
     if let Some(r) = &rs.requires {
         println!("  requires:   {r} (engine {})", palisade_rules::ENGINE_VERSION);
@@ -101,17 +106,25 @@ pub fn run(args: Args) -> ExitCode {
     );
     println!("  warnings:   {}", loaded.warnings.len());
     println!("digest: {}", loaded.digest);
-    if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if !failures.is_empty() {
         eprintln!(
             "{}: invalid: {} [[expect]] vector{} failed",
             loaded.file,
             failures.len(),
             plural(failures.len())
         );
-        ExitCode::from(1)
+        return ExitCode::from(1);
     }
+    if args.strict && !loaded.warnings.is_empty() {
+        eprintln!(
+            "{}: refused by --strict: {} warning{}",
+            loaded.file,
+            loaded.warnings.len(),
+            plural(loaded.warnings.len())
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 fn plural(n: usize) -> &'static str {
