@@ -41,6 +41,89 @@ enum Command {
     Rollback(cmd::control::RollbackArgs),
     /// Make the running engine reopen its log files (as SIGUSR1 does; for logrotate).
     LogReopen(cmd::observe::LogReopenArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Manpage(ManpageArgs),
+}
+
+/// Arguments of `palisade completions`.
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+/// The shells completions are made for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Shell {
+    /// `palisade completions bash > /usr/share/bash-completion/completions/palisade`
+    Bash,
+    /// `palisade completions zsh > /usr/share/zsh/vendor-completions/_palisade`
+    Zsh,
+    /// `palisade completions fish > /usr/share/fish/vendor_completions.d/palisade.fish`
+    Fish,
+}
+
+/// Arguments of `palisade manpage`.
+#[derive(clap::Args, Debug)]
+struct ManpageArgs {
+    /// Write palisade.1 and palisade-COMMAND.1 for every command into DIR
+    /// instead of printing palisade(1).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
+}
+
+/// Prints the completion script for `shell`.
+fn completions(args: CompletionsArgs) -> ExitCode {
+    use clap::CommandFactory;
+    let shell = match args.shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "palisade", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// Prints palisade(1), or writes every page into `--dir`.
+fn manpage(args: ManpageArgs) -> ExitCode {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = args.dir else {
+        let mut out = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+            eprintln!("palisade manpage: {e}");
+            return ExitCode::from(2);
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&out);
+        return ExitCode::SUCCESS;
+    };
+    let mut pages = vec![("palisade".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("palisade-{}", sub.get_name());
+        pages.push((
+            name.clone(),
+            sub.clone()
+                .bin_name(name.replace('-', " "))
+                .version(env!("CARGO_PKG_VERSION")),
+        ));
+    }
+    for (name, page) in pages {
+        let file = format!("{name}.1");
+        let mut out = Vec::new();
+        let written = clap_mangen::Man::new(page)
+            .title(name.to_uppercase())
+            .render(&mut out)
+            .and_then(|()| std::fs::write(dir.join(&file), &out));
+        if let Err(e) = written {
+            eprintln!("palisade manpage: {}: {e}", dir.join(&file).display());
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -65,5 +148,7 @@ fn main() -> ExitCode {
         Command::Confirm(args) => cmd::control::confirm(args),
         Command::Rollback(args) => cmd::control::rollback(args),
         Command::LogReopen(args) => cmd::observe::log_reopen(args),
+        Command::Completions(args) => completions(args),
+        Command::Manpage(args) => manpage(args),
     }
 }
