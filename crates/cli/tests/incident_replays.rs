@@ -117,9 +117,12 @@ fn an_update_requiring_a_newer_engine_is_refused_and_rescue_traffic_still_passes
     assert_eq!(d.probe("lan1", WEB, None), "deny");
 }
 
-/// Incident 3: a fault elsewhere reset firewalls to unprotected.
+/// Incident 3: a fault elsewhere reset firewalls to unprotected. A restart
+/// runs what ran, whatever became of the config; asked to boot the config
+/// (`--boot-from-config`) and it is broken, or the newest kept generation is
+/// unreadable: the last-known-good runs, said loudly.
 #[test]
-fn boot_with_the_config_missing_empty_or_corrupt_runs_on_last_known_good() {
+fn boot_with_the_config_missing_empty_or_corrupt_runs_what_ran() {
     let mut d = Daemon::new("incident3");
     d.write("rules.toml", EDGE);
     d.start();
@@ -137,6 +140,21 @@ fn boot_with_the_config_missing_empty_or_corrupt_runs_on_last_known_good() {
             None => std::fs::remove_file(d.config()).unwrap(),
         }
         d.start();
+        let st = d.status();
+        assert_eq!(st["state"], "active", "{what}");
+        assert_eq!(
+            (&st["generation"], &st["digest"]),
+            (&good["generation"], &good["digest"]),
+            "{what}"
+        );
+        assert_eq!(
+            st["config"]["differs"], true,
+            "{what}: status says the config differs"
+        );
+        assert_edge_enforced(&d);
+        d.stop();
+        // Asked to boot from the broken config: last-known-good, loudly.
+        d.start_with(&["--boot-from-config"], None);
         let st = d.status();
         assert_eq!(st["state"], "last-known-good", "{what}");
         assert_eq!(st["digest"], good["digest"], "{what}");
@@ -199,4 +217,61 @@ fn an_unconfirmed_reload_reverts_by_itself() {
     assert_eq!(d.probe("lan1", WEB, None), "deny");
     assert_eq!(code(&d.cli(&["confirm"])), 1, "nothing left to confirm");
     let _ = json!(null);
+}
+
+/// "What status reports is what the wire sees": QinQ frames that the data
+/// path drops (their outer VLAN is carried by neither side, and no L3
+/// interface joins them) are counted by the engine too: in its frames, at
+/// stage vlan-filter. Before, the data path counted +N denied and the engine +0.
+#[test]
+fn qinq_frames_the_data_path_drops_are_counted_by_the_engine() {
+    use palisade_dataplane::{EngineFilter, Forward, Frame, FrameFilter, ShadowSlot};
+    use palisade_engine::{Engine, EngineOptions};
+
+    let dir = temp_dir("qinq");
+    std::fs::write(dir.join("rules.toml"), EDGE).unwrap();
+    let (engine, _) = Engine::open(
+        &dir.join("rules.toml"),
+        &dir.join("state"),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    // Bridged lan1 (access VLAN 10) and wan0 (a routed port).
+    let mut filter = EngineFilter::new(
+        engine.handle(),
+        vec!["lan1".into(), "wan0".into()],
+        0,
+        std::sync::Arc::new(ShadowSlot::default()),
+    );
+    let frame = |outer: u16| {
+        let vid = |v| etherparse::VlanId::try_new(v).unwrap();
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .double_vlan(vid(outer), vid(10))
+            .ipv4([10, 0, 10, 5], [198, 51, 100, 7], 64)
+            .udp(40000, 53)
+            .write(&mut out, b"q")
+            .unwrap();
+        out
+    };
+    let bufs: Vec<Vec<u8>> = (0..1000).map(|i| frame(100 + (i % 3) as u16)).collect();
+    assert!(
+        bufs.iter().all(|b| palisade_packet::parse(b).vlan_count == 2),
+        "QinQ frames"
+    );
+    let frames: Vec<Frame<'_>> = bufs.iter().map(|b| Frame::new(b)).collect();
+    let mut out = vec![Forward::AsReceived; frames.len()];
+    let mut data_path_denied = 0;
+    for (frames, out) in frames.chunks(64).zip(out.chunks_mut(64)) {
+        filter.decide(0, frames, out);
+        data_path_denied += out.iter().filter(|f| !f.is_sent()).count() as u64;
+    }
+    assert_eq!(data_path_denied, 1000, "the data path drops them all");
+    let st = engine.status();
+    assert_eq!(st.frames.evaluated, 1000, "the engine counts every frame decided");
+    assert_eq!(st.frames.denied, data_path_denied);
+    let at = |stage: &str| st.stages.iter().find(|s| s.stage == stage).unwrap().denied;
+    assert_eq!(at("vlan-filter"), 1000, "{:?}", st.stages);
+    drop((filter, engine));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,27 +1,36 @@
 //! `palisade run`: the engine daemon.
 //!
-//! Boots the engine (config, else last-known-good, else no rules: deny all),
-//! serves the control socket, and reloads from `--config` on SIGHUP. SIGUSR1
-//! reopens the log files (`--log`, `--log-pcap`: logrotate). SIGTERM and
-//! SIGINT remove the socket and exit. Without data-path flags it runs the
-//! control plane alone.
+//! Boots the engine (the generation that was active and confirmed when it
+//! stopped, from `--state-dir`; `--config` seeds an empty state directory, or
+//! boots with `--boot-from-config`; with neither, no rules: deny all), serves
+//! the control socket, and applies `--config` on SIGHUP. SIGUSR1 reopens the
+//! log files (`--log`, `--log-pcap`: logrotate). SIGTERM and SIGINT remove the
+//! socket and exit. Without data-path flags it runs the control plane alone.
+//! Every argument is checked before the state directory is touched: a bad
+//! command line changes nothing on disk.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use palisade_engine::{control, Engine, EngineOptions, ReloadOptions, ReloadSource};
+use palisade_engine::{control, BootSource, Engine, EngineOptions, ReloadOptions, ReloadSource};
 
 /// Arguments of `palisade run`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The rule file: loaded at boot and again on SIGHUP.
+    /// The rule file: seeds an empty state directory; applied again on SIGHUP
+    /// or `palisade reload` without a file (never by a restart alone).
     #[arg(long, value_name = "RULES")]
     pub config: PathBuf,
+    /// Boot from --config even when the state directory holds generations (by
+    /// default a restart runs the generation that was active and confirmed).
+    #[arg(long)]
+    pub boot_from_config: bool,
     /// Path of the control socket (created with mode 0600).
     #[arg(long, value_name = "SOCK")]
     pub control: PathBuf,
-    /// Directory keeping the last-known-good generations.
+    /// Directory keeping the last-known-good generations (made mode 0700; one
+    /// daemon per directory).
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
     /// Cap on the bytes of one generation's compiled classifiers; a rule set
@@ -44,15 +53,26 @@ pub fn run(args: Args) -> ExitCode {
     // Before any thread exists, so every thread inherits the mask and the
     // signals are taken only by `sigwait` below.
     let signals = signals::block();
-    let idle = match std::time::Duration::try_from_secs_f64(args.idle_timeout) {
-        Ok(d) if !d.is_zero() => d,
-        _ => {
-            eprintln!("palisade: --idle-timeout must be a positive number of seconds");
+    let idle = match validate(&args) {
+        Ok(idle) => idle,
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before the engine (a log file that cannot be opened is refused before the
+    // state directory is touched), and before the data path and the control
+    // socket: the first logged frame and the first control event have somewhere to go.
+    let logger = match crate::cmd::observe::start_logger(&args.observe) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("palisade: {e}");
             return ExitCode::from(2);
         }
     };
     let options = EngineOptions {
         memory_cap: args.memory_cap,
+        boot_from_config: args.boot_from_config,
         ..EngineOptions::default()
     };
     let (engine, boot) = match Engine::open(&args.config, &args.state_dir, options) {
@@ -62,21 +82,25 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let from = match boot.source {
+        BootSource::StateDirectory => "from the state directory",
+        BootSource::Config => "from --config",
+        _ => "no rules",
+    };
     eprintln!(
-        "palisade: booted: generation {} ({})",
+        "palisade: booted: generation {} ({}, {from})",
         boot.generation,
         boot.state.as_str()
     );
+    if boot.config_differs == Some(true) {
+        eprintln!(
+            "palisade: --config {} differs from the running generation and is NOT applied; \
+             apply it with `palisade reload --control {}` (no file) or SIGHUP",
+            args.config.display(),
+            args.control.display()
+        );
+    }
     let engine = Arc::new(engine);
-    // Before the data path and the control socket: the first logged frame and the first
-    // control event have somewhere to go.
-    let logger = match crate::cmd::observe::start_logger(&args.observe) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("palisade: {e}");
-            return ExitCode::from(2);
-        }
-    };
     engine.set_event_sink(Some(logger.event_sink()));
     // The data path starts before the control socket opens: a client that reaches the
     // socket knows frames are being filtered. Kept alive until exit (drop stops the workers).
@@ -135,6 +159,49 @@ pub fn run(args: Args) -> ExitCode {
     // The workers are stopped: what they queued reaches the log before the process ends.
     logger.flush(std::time::Duration::from_secs(2));
     code
+}
+
+/// Checks every argument before anything is written: the idle timeout, the
+/// data-path interfaces (they must exist), the memory cap, the control
+/// socket's directory. Returns the idle timeout.
+fn validate(args: &Args) -> Result<std::time::Duration, String> {
+    let idle = match std::time::Duration::try_from_secs_f64(args.idle_timeout) {
+        Ok(d) if !d.is_zero() => d,
+        _ => return Err("--idle-timeout must be a positive number of seconds".into()),
+    };
+    if args.memory_cap == 0 {
+        return Err("--memory-cap must be a positive number of bytes".into());
+    }
+    if let Some((ifaces, _)) = args.live.interfaces()? {
+        for name in &ifaces {
+            if crate::bridge::sys::link_state(name).is_none() {
+                return Err(format!("interface {name}: no such interface"));
+            }
+        }
+    }
+    let dir = match args.control.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if args.control.file_name().is_none() {
+        return Err(format!("--control {}: not a socket path", args.control.display()));
+    }
+    if !dir.is_dir() {
+        return Err(format!(
+            "--control {}: the directory {} does not exist",
+            args.control.display(),
+            dir.display()
+        ));
+    }
+    if let Some(addr) = &args.observe.metrics {
+        if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()) {
+            return Err(format!("--metrics {addr}: not an address to listen on: {e}"));
+        }
+    }
+    if args.state_dir.as_os_str().is_empty() {
+        return Err("--state-dir must not be empty".into());
+    }
+    Ok(idle)
 }
 
 fn wait_for_signals(

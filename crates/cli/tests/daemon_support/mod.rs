@@ -50,20 +50,52 @@ impl Daemon {
 
     /// Starts `palisade run` and waits until the socket answers.
     pub fn start(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
-        let log = std::fs::File::create(self.dir.join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
+        self.start_with(&[], None);
+    }
+
+    /// The `palisade run` command line of this daemon, plus `extra` arguments.
+    pub fn run_command(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
             .arg("--config")
             .arg(self.config())
             .arg("--control")
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.state())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+            .args(extra);
+        cmd
+    }
+
+    /// Starts `palisade run` with `extra` arguments (under `umask` when given,
+    /// through `sh -c 'umask U; exec ...'`) and waits until the socket answers.
+    /// The log is appended to, so restarts keep the earlier lines.
+    pub fn start_with(&mut self, extra: &[&str], umask: Option<&str>) {
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
             .unwrap();
+        let mut cmd = match umask {
+            None => self.run_command(extra),
+            Some(u) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {u}; exec \"$0\" \"$@\""))
+                    .arg(BIN)
+                    .arg("run")
+                    .arg("--config")
+                    .arg(self.config())
+                    .arg("--control")
+                    .arg(self.socket())
+                    .arg("--state-dir")
+                    .arg(self.state())
+                    .args(extra);
+                sh
+            }
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(20) {
@@ -86,6 +118,14 @@ impl Daemon {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: nothing runs on the way out) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
