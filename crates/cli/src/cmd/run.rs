@@ -26,7 +26,8 @@ pub struct Args {
     /// default a restart runs the generation that was active and confirmed).
     #[arg(long)]
     pub boot_from_config: bool,
-    /// Path of the control socket (created with mode 0600).
+    /// Path of the control socket (mode 0600, never reachable before; a socket
+    /// another daemon answers on is not replaced).
     #[arg(long, value_name = "SOCK")]
     pub control: PathBuf,
     /// Directory keeping the last-known-good generations (made mode 0700; one
@@ -163,7 +164,8 @@ pub fn run(args: Args) -> ExitCode {
 
 /// Checks every argument before anything is written: the idle timeout, the
 /// data-path interfaces (they must exist), the memory cap, the control
-/// socket's directory. Returns the idle timeout.
+/// socket's directory, and that no daemon answers on the socket already.
+/// Returns the idle timeout.
 fn validate(args: &Args) -> Result<std::time::Duration, String> {
     let idle = match std::time::Duration::try_from_secs_f64(args.idle_timeout) {
         Ok(d) if !d.is_zero() => d,
@@ -197,6 +199,12 @@ fn validate(args: &Args) -> Result<std::time::Duration, String> {
         if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()) {
             return Err(format!("--metrics {addr}: not an address to listen on: {e}"));
         }
+    }
+    if control::answers(&args.control) {
+        return Err(format!(
+            "--control {}: another daemon answers on this socket; refusing to replace it",
+            args.control.display()
+        ));
     }
     if args.state_dir.as_os_str().is_empty() {
         return Err("--state-dir must not be empty".into());

@@ -34,8 +34,9 @@
 //! a connection that does not complete a request line within
 //! [`IDLE_TIMEOUT`] (idle, or trickling bytes) is closed. Malformed requests
 //! never stop the server. The socket file is created with mode 0600 (bound
-//! under a temporary name, restricted, then renamed into place, so it is
-//! never reachable with wider permissions).
+//! inside a private 0700 directory, restricted, then renamed into place, so
+//! it is never reachable with wider permissions whatever the umask), and a
+//! socket another daemon answers on is never replaced ([`bind`]).
 //!
 //! ```
 //! use palisade_engine::control::{handle, Request, Response};
@@ -63,6 +64,6 @@ pub use proto::{
     StatusReply,
 };
 pub use server::{
-    bind, handle, handle_as, handle_line, parse_request, serve, serve_connection, serve_connection_with,
-    serve_with, Extension, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST,
+    answers, bind, handle, handle_as, handle_line, parse_request, serve, serve_connection,
+    serve_connection_with, serve_with, Extension, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST,
 };

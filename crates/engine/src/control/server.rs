@@ -143,34 +143,92 @@ fn generation_reply(res: Result<crate::ReloadOk, crate::ReloadError>) -> Respons
     }
 }
 
-/// Binds the control socket at `path` with mode 0600, replacing a stale socket
-/// (but never a regular file or directory).
+/// Binds the control socket at `path` with mode 0600.
+///
+/// The socket is never reachable by anyone else before its mode is final: it
+/// is bound inside a private directory (mode 0700, made next to `path`),
+/// restricted to 0600 there, and only then renamed into place; the umask
+/// plays no part. A socket at `path` that answers (another daemon serving
+/// it) is never replaced: that is an error naming it. A stale socket (nobody
+/// listening) is replaced; anything else at `path` is an error.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{}: exists and is not a socket", path.display()),
-            ));
-        }
-    }
+    refuse_live_socket(path)?;
     let file = path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a socket path", path.display()),
+            )
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let private = parent.join(format!(".{file}.{}.{nonce:09}.d", std::process::id()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     }
-    Ok(listener)
+    let placed = (|| {
+        // Ours and private whatever the umask (made by us just now: create fails on anything already there).
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        let tmp = private.join(&file);
+        let listener = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        // Checked again right before the rename: a daemon that started meanwhile is not replaced.
+        refuse_live_socket(path)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(private.join(&file));
+    let _ = std::fs::remove_dir(&private);
+    placed
+}
+
+/// Fails when `path` is a socket that answers, or something other than a
+/// socket; removes a stale socket.
+fn refuse_live_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{}: exists and is not a socket", path.display()),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: another daemon answers on this socket; refusing to replace it",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{}: cannot tell whether another daemon serves this socket: {e}",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// Whether a daemon answers on the socket at `path` (for a check before
+/// anything else is started).
+pub fn answers(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && UnixStream::connect(path).is_ok()
 }
 
 /// Serves connections on `listener` until the process ends, one thread per
