@@ -263,3 +263,94 @@ fn a_fifo_or_device_as_rule_file_is_refused_at_once_and_sighup_on_a_fifo_config_
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn rollback_with_a_confirm_window_reverts_by_itself() {
+    let mut d = Daemon::new("rollback-window");
+    d.write("rules.toml", EDGE);
+    d.start();
+    let b = d.write("b.toml", &edge_b());
+    assert_eq!(code(&d.cli(&["reload", b.to_str().unwrap()])), 0);
+    let out = d.cli(&["rollback", "--confirm-within", "2"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("reverts at"), "{}", text(&out));
+    let st = d.status();
+    assert_eq!(
+        (&st["state"], &st["digest"]),
+        (&json!("pending-confirm"), &json!(sha256_hex(EDGE.as_bytes())))
+    );
+    let back = wait_for(&d, 20, "the rollback reverts", |s| s["state"] == "active");
+    assert_eq!(
+        back["digest"],
+        sha256_hex(edge_b().as_bytes()),
+        "back to B, by itself"
+    );
+    assert_eq!(code(&d.cli(&["rollback", "--confirm-within", "-1"])), 2);
+}
+
+#[test]
+fn status_text_lists_kept_generations_and_says_the_config_differs() {
+    let mut d = Daemon::new("status-text");
+    d.write("rules.toml", EDGE);
+    d.start();
+    let b = d.write("b.toml", &edge_b());
+    assert_eq!(code(&d.cli(&["reload", b.to_str().unwrap()])), 0);
+    let human = text(&d.cli(&["status"]));
+    assert!(human.contains("DIFFERS from the running rules"), "{human}");
+    assert!(
+        human.contains("palisade reload --control SOCK (no file), or SIGHUP"),
+        "{human}"
+    );
+    assert!(human.contains("kept generations"), "{human}");
+    assert!(human.contains("b.toml") && human.contains("confirmed"), "{human}");
+}
+
+/// Rule set EDGE plus an ACL of `n` rules with ids `tag-N` (seconds of validating and compiling).
+fn big(n: usize, tag: &str) -> String {
+    let mut t = String::from(EDGE);
+    t += "\n[[acl]]\nname = \"big\"\ndefault = \"permit\"\n";
+    for i in 0..n {
+        t += &format!(
+            "  [[acl.rule]]\n  id = \"{tag}-{i}\"\n  action = \"deny\"\n  proto = \"tcp\"\n  src = \"10.{}.{}.0/24\"\n  dst_port = {}\n",
+            (i / 256) % 256,
+            i % 256,
+            1 + (i * 7919) % 65000
+        );
+    }
+    t += "[[bind]]\nacl = \"big\"\ninterface = \"lan\"\ndirection = \"in\"\n";
+    t
+}
+
+#[test]
+fn a_long_reload_reports_progress_and_a_client_that_gives_up_is_told_it_goes_on() {
+    let mut d = Daemon::new("long-reload");
+    d.write("rules.toml", EDGE);
+    d.start();
+    let before = d.status()["generation"].as_u64().unwrap();
+    // Gives up after 1 s: exit 3, and the message says the reload goes on.
+    let first = d.write("big1.toml", &big(12_000, "a"));
+    let t0 = Instant::now();
+    let out = d.cli(&["reload", first.to_str().unwrap(), "--timeout", "1"]);
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(t0.elapsed() < Duration::from_secs(15), "gave up on time");
+    let msg = text(&out);
+    assert!(
+        msg.contains("gave up waiting after") && msg.contains("goes on"),
+        "{msg}"
+    );
+    // ...and it did go on.
+    let st = wait_for(&d, 300, "the abandoned reload becomes active", |s| {
+        s["digest"] == sha256_hex(&std::fs::read(&first).unwrap())
+    });
+    assert!(st["generation"].as_u64().unwrap() > before);
+    // Without --timeout the client waits as long as the daemon works, saying what it does.
+    let second = d.write("big2.toml", &big(12_000, "b"));
+    let out = d.cli(&["reload", second.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("the daemon is working on") && msg.contains("stage "),
+        "{msg}"
+    );
+    assert_eq!(d.status()["digest"], sha256_hex(&std::fs::read(&second).unwrap()));
+}

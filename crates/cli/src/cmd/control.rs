@@ -1,7 +1,13 @@
 //! `palisade status/reload/confirm/rollback`: clients of the control socket.
 //!
 //! Exit codes: 0 done (for `reload`: the new generation is active), 1 refused
-//! (the stage and every error are printed), 2 the socket could not be reached.
+//! (the stage and every error are printed), 2 the socket could not be reached,
+//! 3 `--timeout` passed while the daemon was still working (the reload goes
+//! on; the message says where it stands).
+//!
+//! `reload` and `rollback` wait as long as the daemon works on them (a huge
+//! rule set compiles for minutes), printing its progress to stderr every few
+//! seconds; `--timeout SECS` gives up earlier.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +48,10 @@ pub struct ReloadArgs {
     /// Make the shadow candidate active through the normal reload pipeline.
     #[arg(long, conflicts_with = "rules")]
     pub promote: bool,
+    /// Give up waiting after SECS seconds (the reload goes on in the daemon;
+    /// default: wait as long as the daemon works on it).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
     /// Print the daemon's reply as JSON.
     #[arg(long)]
     pub json: bool,
@@ -61,9 +71,16 @@ pub struct RollbackArgs {
     /// The daemon's control socket.
     #[arg(long, value_name = "SOCK")]
     pub control: PathBuf,
-    /// The kept generation to go back to (default: the previous rules).
+    /// The kept generation to go back to (default: the one that was active
+    /// and confirmed before the current one; reverted ones are skipped).
     #[arg(long = "to", value_name = "GENERATION")]
     pub to: Option<u64>,
+    /// Revert by itself unless `palisade confirm` follows within SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub confirm_within: Option<f64>,
+    /// Give up waiting after SECS seconds (the rollback goes on in the daemon).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
     /// Print the daemon's reply as JSON.
     #[arg(long)]
     pub json: bool,
@@ -83,11 +100,54 @@ pub(crate) fn fail(client: &Client, e: ClientError, what: &str) -> ExitCode {
             }
             ExitCode::from(1)
         }
+        e @ ClientError::GaveUp { .. } => {
+            eprintln!("palisade: {what}: {e}");
+            ExitCode::from(3)
+        }
         other => {
             eprintln!("palisade: {}: {other}", client.socket().display());
             ExitCode::from(2)
         }
     }
+}
+
+/// A positive number of seconds given for `flag`, or the message saying it is not.
+fn seconds(flag: &str, secs: Option<f64>) -> Result<Option<std::time::Duration>, ExitCode> {
+    match secs {
+        None => Ok(None),
+        Some(s) => match std::time::Duration::try_from_secs_f64(s) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            _ => {
+                eprintln!("palisade: {flag} must be a positive number of seconds");
+                Err(ExitCode::from(2))
+            }
+        },
+    }
+}
+
+/// Sends a reload or rollback and waits as long as the daemon works on it,
+/// telling the operator what it is doing when it takes a while.
+fn call_long(
+    client: &Client,
+    req: &Request,
+    limit: Option<std::time::Duration>,
+) -> Result<GenerationReply, ClientError> {
+    let mut shown: Option<(palisade_engine::ReloadStage, u64)> = None;
+    client.call_long::<GenerationReply>(req, limit, |p, waited| {
+        let secs = waited.as_secs();
+        // From the first look (after a second), then on every new stage and every 10 s.
+        let due = match shown {
+            None => true,
+            Some((stage, at)) => stage != p.stage || secs >= at + 10,
+        };
+        if due {
+            eprintln!(
+                "palisade: the daemon is working on {}: stage {} ({secs} s)",
+                p.source, p.stage
+            );
+            shown = Some((p.stage, secs));
+        }
+    })
 }
 
 /// Prints a value as pretty JSON.
@@ -139,10 +199,49 @@ fn render_status(st: &Status) -> String {
         GenerationState::LastKnownGood => {
             let _ = writeln!(
                 o,
-                "RUNNING ON LAST-KNOWN-GOOD: the config was missing or invalid at boot"
+                "RUNNING ON LAST-KNOWN-GOOD: a newer generation or the config asked for could not be used at boot"
             );
         }
         _ => {}
+    }
+    if !st.confirm_persisted {
+        let _ = writeln!(
+            o,
+            "CONFIRMATION NOT PERSISTED: {}; a restart now would boot the generation before it (palisade confirm retries)",
+            st.confirm_error.as_deref().unwrap_or("the state directory refused the write")
+        );
+    }
+    let c = &st.config;
+    if c.differs {
+        match (&c.digest, &c.error) {
+            (Some(d), _) => {
+                let _ = writeln!(
+                    o,
+                    "config     {} (digest {d}) DIFFERS from the running rules and is not applied; \
+                     apply it with: palisade reload --control SOCK (no file), or SIGHUP",
+                    c.path
+                );
+            }
+            (None, e) => {
+                let _ = writeln!(
+                    o,
+                    "config     {}: {}",
+                    c.path,
+                    e.as_deref().unwrap_or("cannot be read")
+                );
+            }
+        }
+    } else if !c.path.is_empty() {
+        let _ = writeln!(o, "config     {} (the running rules)", c.path);
+    }
+    if let Some(p) = &st.reloading {
+        let _ = writeln!(
+            o,
+            "reloading  {}: stage {} (since {})",
+            p.source,
+            p.stage,
+            palisade_engine::status::rfc3339(p.started_at)
+        );
     }
     let f = &st.frames;
     let _ = writeln!(
@@ -181,6 +280,32 @@ fn render_status(st: &Status) -> String {
             let _ = writeln!(o, "  rule {}: {} hits", r.id, r.hits);
         }
         let _ = writeln!(o, "  default: {} hits", c.default_hits);
+    }
+    let decided: Vec<String> = st
+        .stages
+        .iter()
+        .filter(|s| s.permitted + s.denied > 0)
+        .map(|s| format!("{} {}/{}", s.stage, s.permitted, s.denied))
+        .collect();
+    if !decided.is_empty() {
+        let _ = writeln!(o, "stages     {} (permitted/denied)", decided.join(", "));
+    }
+    if !st.kept.is_empty() {
+        let _ = writeln!(o, "kept generations (state directory):");
+        for k in &st.kept {
+            let _ = writeln!(
+                o,
+                "  {:>6}  {:<11}  {}  {}  {}",
+                k.generation,
+                k.outcome.as_str(),
+                k.time,
+                k.digest.get(..16).unwrap_or(&k.digest),
+                k.source
+            );
+        }
+    }
+    for r in &st.kept_refused {
+        let _ = writeln!(o, "  REFUSED  {r}");
     }
     if let Some(lr) = &st.last_reload {
         if lr.ok {
@@ -247,12 +372,13 @@ pub fn reload(args: ReloadArgs) -> ExitCode {
         },
         false => None,
     };
-    if let Some(secs) = args.confirm_within {
-        if !(secs.is_finite() && secs > 0.0) {
-            eprintln!("palisade: --confirm-within must be a positive number of seconds");
-            return ExitCode::from(2);
-        }
+    if let Err(code) = seconds("--confirm-within", args.confirm_within) {
+        return code;
     }
+    let limit = match seconds("--timeout", args.timeout) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     // The daemon reads the file itself: send a path it can resolve.
     let path = args.rules.as_ref().or(promoted.as_ref()).map(|rules| {
         std::path::absolute(rules)
@@ -267,7 +393,7 @@ pub fn reload(args: ReloadArgs) -> ExitCode {
         confirm_within: args.confirm_within,
         allow_rescue_change: args.allow_rescue_change,
     };
-    let res = client.call::<GenerationReply>(&req);
+    let res = call_long(&client, &req, limit);
     if promoted.is_some() && res.is_ok() {
         crate::cmd::shadow::clear(&client);
     }
@@ -289,7 +415,18 @@ pub fn confirm(args: ConfirmArgs) -> ExitCode {
 /// Runs `palisade rollback`.
 pub fn rollback(args: RollbackArgs) -> ExitCode {
     let client = Client::new(&args.control);
-    let res = client.call::<GenerationReply>(&Request::Rollback { to: args.to });
+    if let Err(code) = seconds("--confirm-within", args.confirm_within) {
+        return code;
+    }
+    let limit = match seconds("--timeout", args.timeout) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let req = Request::Rollback {
+        to: args.to,
+        confirm_within: args.confirm_within,
+    };
+    let res = call_long(&client, &req, limit);
     report_reload(&client, res, args.json)
 }
 
@@ -320,5 +457,37 @@ mod tests {
         assert!(text.contains("rule dns: 3 hits"), "{text}");
         assert!(text.contains("REFUSED at stage validate"), "{text}");
         assert!(text.contains("r.toml:3:1: bad"), "{text}");
+    }
+
+    #[test]
+    fn status_text_lists_kept_generations_and_says_when_the_config_differs() {
+        let st: Status = serde_json::from_value(serde_json::json!({
+            "generation": 6, "digest": "cd", "source": "pushed.toml", "state": "active",
+            "loaded_at": "t0", "confirm_deadline": null, "engine_version": "0.1.0",
+            "rescue": 0, "rescue_hits": [], "frames": {"evaluated": 0, "permitted": 0, "denied": 0},
+            "acls": [], "last_reload": null,
+            "confirm_persisted": false, "confirm_error": "generation 6: No space left on device",
+            "config": {"path": "/etc/palisade/rules.toml", "digest": "ab", "error": null, "differs": true},
+            "reloading": {"stage": "compile", "source": "big.toml", "started_at": 0},
+            "kept": [{"generation": 5, "digest": "ab", "source": "/etc/palisade/rules.toml",
+                      "time": "2026-01-01T00:00:00Z", "outcome": "confirmed"},
+                     {"generation": 6, "digest": "cd", "source": "pushed.toml",
+                      "time": "2026-01-01T00:01:00Z", "outcome": "reverted"}],
+            "kept_refused": ["generation 9: not a regular file: refused"]
+        }))
+        .unwrap();
+        let text = render_status(&st);
+        assert!(text.contains("DIFFERS from the running rules"), "{text}");
+        assert!(
+            text.contains("palisade reload --control SOCK (no file), or SIGHUP"),
+            "{text}"
+        );
+        assert!(text.contains("CONFIRMATION NOT PERSISTED"), "{text}");
+        assert!(text.contains("reloading  big.toml: stage compile"), "{text}");
+        assert!(
+            text.contains("reverted") && text.contains("pushed.toml"),
+            "{text}"
+        );
+        assert!(text.contains("REFUSED  generation 9"), "{text}");
     }
 }

@@ -10,7 +10,7 @@
 //! | `{"cmd":"status"}` | `"status"`: the [`crate::Status`] ([`StatusReply`]) |
 //! | `{"cmd":"reload"}` (from the config), `{"cmd":"reload","path":"/abs/rules.toml"}`, or `{"cmd":"reload","name":"x.toml","text":"..."}`; optional `"confirm_within"` (seconds), `"allow_rescue_change"` | `"generation"`, `"digest"`, `"state"`, `"confirm_deadline"`, `"warnings"` ([`GenerationReply`]); refused: `"stage"`, `"errors"` |
 //! | `{"cmd":"confirm"}` | `"generation"` ([`ConfirmReply`]) |
-//! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}` | as reload |
+//! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}`; optional `"confirm_within"` (seconds) | as reload |
 //! | `{"cmd":"probe","port":"lan1","packet":"tcp 10.0.0.1:1234 -> 192.0.2.1:443","route":"lan:wan"}` | `"verdict"`, `"stage"`, `"acl"`, `"rule"`, `"generation"` (not counted; [`ProbeReply`]) |
 //! | `{"cmd":"data-path"}` | `"data_path"`: mode, workers, per-interface counters ([`DataPathReply`]) |
 //! | `{"cmd":"shadow","path":"/abs/candidate.toml"}`, `{"cmd":"shadow-status"}` | `"shadow"`: the candidate's report or `null` ([`ShadowReply`]); refused like a reload |
@@ -37,6 +37,12 @@
 //! inside a private 0700 directory, restricted, then renamed into place, so
 //! it is never reachable with wider permissions whatever the umask), and a
 //! socket another daemon answers on is never replaced ([`bind`]).
+//!
+//! A reload or rollback may take minutes (a huge rule set compiles for a
+//! while); the reply comes when it is done. Meanwhile `status` answers at
+//! once and says what is running (`reloading`: stage, source, start), which
+//! is how [`Client::call_long`] reports progress, waits as long as the daemon
+//! works, and tells a caller that gives up whether the reload went on.
 //!
 //! ```
 //! use palisade_engine::control::{handle, Request, Response};

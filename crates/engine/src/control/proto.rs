@@ -19,10 +19,11 @@ use crate::status::Status;
 ///
 /// ```
 /// use palisade_engine::control::Request;
-/// let line = serde_json::to_string(&Request::Rollback { to: Some(7) }).unwrap();
+/// let req = Request::Rollback { to: Some(7), confirm_within: None };
+/// let line = serde_json::to_string(&req).unwrap();
 /// assert_eq!(line, r#"{"cmd":"rollback","to":7}"#);
 /// let back: Request = serde_json::from_str(&line).unwrap();
-/// assert_eq!(back, Request::Rollback { to: Some(7) });
+/// assert_eq!(back, req);
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
@@ -62,9 +63,12 @@ pub enum Request {
     },
     /// Roll back to the previous or a kept generation.
     Rollback {
-        /// The kept generation; the previous rules when absent.
+        /// The kept generation; when absent, the one confirmed before the current one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<u64>,
+        /// Commit-confirmed window in seconds: the rollback reverts by itself unless confirmed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm_within: Option<f64>,
     },
     /// The data path's mode, interfaces and counters (served by the data path).
     DataPath,
@@ -469,7 +473,20 @@ mod tests {
                 json!({"cmd": "reload", "text": "version = 1", "name": "x.toml"}),
             ),
             (Request::Confirm, json!({"cmd": "confirm"})),
-            (Request::Rollback { to: None }, json!({"cmd": "rollback"})),
+            (
+                Request::Rollback {
+                    to: None,
+                    confirm_within: None,
+                },
+                json!({"cmd": "rollback"}),
+            ),
+            (
+                Request::Rollback {
+                    to: Some(4),
+                    confirm_within: Some(2.0),
+                },
+                json!({"cmd": "rollback", "to": 4, "confirm_within": 2.0}),
+            ),
             (
                 Request::Probe {
                     port: "lan1".into(),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, ReloadSource};
+use crate::engine::{Engine, ReloadSource, RollbackOptions};
 use crate::reload::ReloadOptions;
 
 use super::proto::{ConfirmReply, ErrorReply, GenerationReply, ProbeReply, Request, Response, StatusReply};
@@ -74,14 +74,9 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
                 },
                 (None, None) => ReloadSource::Config,
             };
-            let confirm_within = match confirm_within {
-                None => None,
-                Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-                Some(s) => {
-                    return Response::error(format!(
-                        "confirm_within must be a positive number of seconds, not {s}"
-                    ))
-                }
+            let confirm_within = match window(confirm_within) {
+                Ok(w) => w,
+                Err(e) => return e,
             };
             let opts = ReloadOptions {
                 confirm_within,
@@ -94,7 +89,13 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
             Ok(generation) => Response::Confirmed(ConfirmReply { generation }),
             Err(e) => Response::error(e),
         },
-        Request::Rollback { to } => generation_reply(engine.rollback_by(to, uid)),
+        Request::Rollback { to, confirm_within } => {
+            let confirm_within = match window(confirm_within) {
+                Ok(w) => w,
+                Err(e) => return e,
+            };
+            generation_reply(engine.rollback_with_by(to, &RollbackOptions { confirm_within }, uid))
+        }
         Request::Probe { port, packet, route } => {
             let key = match palisade_rules::parse_packet_spec(&packet) {
                 Ok(k) => k,
@@ -127,6 +128,17 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
                 None => Response::error(format!("{cmd}: this daemon has {missing}")),
             }
         }
+    }
+}
+
+/// A commit-confirmed window in seconds, checked.
+fn window(secs: Option<f64>) -> Result<Option<Duration>, Response> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(Response::error(format!(
+            "confirm_within must be a positive number of seconds, not {s}"
+        ))),
     }
 }
 
