@@ -222,10 +222,14 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
         IpFamily::V6 => FlowKey::new().with_ipv6(src, dst),
     };
     // Protocol: the rule's, or a plausible one that carries what the rule needs.
-    let proto = match rule.proto {
+    // A listed protocol (one of them, by salt) is a corner too.
+    let listed = rule
+        .proto
+        .or_else(|| rule.protos.get(salt % rule.protos.len().max(1)).copied());
+    let proto = match listed {
         Some(p) if outside == Some(4) => p.wrapping_add(1),
         Some(p) => p,
-        None if rule.icmp_type.is_some() || rule.icmp_code.is_some() => {
+        None if rule.matches_icmp() => {
             if family == IpFamily::V6 {
                 58
             } else {
@@ -258,9 +262,13 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
         key = key.with_ports(sp, dp);
     }
     let off = outside == Some(5);
-    if rule.icmp_type.is_some() || rule.icmp_code.is_some() || matches!(proto, 1 | 58) {
-        let t = rule.icmp_type.unwrap_or(if hi(4) { 255 } else { 0 });
-        let c = rule.icmp_code.unwrap_or(if hi(5) { 255 } else { 0 });
+    if rule.matches_icmp() || matches!(proto, 1 | 58) {
+        let pick = |one: Option<u8>, list: &[u8], high: bool| {
+            one.or_else(|| list.get(salt % list.len().max(1)).copied())
+                .unwrap_or(if high { 255 } else { 0 })
+        };
+        let t = pick(rule.icmp_type, &rule.icmp_types, hi(4));
+        let c = pick(rule.icmp_code, &rule.icmp_codes, hi(5));
         key = key.with_icmp(if off { t.wrapping_add(1) } else { t }, c);
     }
     if let Some(f) = rule.tcp_flags {

@@ -11,6 +11,8 @@
 //!   never carry ports, so they can never match a port-specific rule.
 //! * ICMP type/code match only keys that carry ICMP/ICMPv6 type and code;
 //!   TCP flags only keys that carry TCP flags: `(flags & mask) == value`.
+//! * Protocol, ICMP type and ICMP code take one value or a list of several
+//!   (`protos`, `icmp_types`, `icmp_codes`): the key's value must be one of them.
 //! * `vlan` matches the key's `outer_vlan` (the policy stamps the port's
 //!   access VLAN into untagged keys).
 
@@ -250,6 +252,15 @@ pub struct RuleMatch {
     pub dscp: Vec<u8>,
     /// Ethertype after the last VLAN tag.
     pub ethertype: Option<u16>,
+    /// Protocols, when the rule lists several (`proto = ["tcp", "udp"]`): the
+    /// key's protocol must be one of them. Empty = no list. One value is
+    /// always written in `proto` instead, so a constraint has one form.
+    pub protos: Vec<u8>,
+    /// ICMP / ICMPv6 types, when the rule lists several: the key's type must
+    /// be one of them. Empty = no list (see `protos`).
+    pub icmp_types: Vec<u8>,
+    /// ICMP / ICMPv6 codes, when the rule lists several. Empty = no list.
+    pub icmp_codes: Vec<u8>,
 }
 
 impl RuleMatch {
@@ -274,7 +285,24 @@ impl RuleMatch {
             fragment: None,
             dscp: Vec::new(),
             ethertype: None,
+            protos: Vec::new(),
+            icmp_types: Vec::new(),
+            icmp_codes: Vec::new(),
         }
+    }
+
+    /// Whether the rule constrains the ICMP / ICMPv6 type or code (one value or a list).
+    ///
+    /// ```
+    /// let mut r = palisade_classify::RuleMatch::any();
+    /// r.icmp_types = vec![0, 8];
+    /// assert!(r.matches_icmp());
+    /// ```
+    pub fn matches_icmp(&self) -> bool {
+        self.icmp_type.is_some()
+            || self.icmp_code.is_some()
+            || !self.icmp_types.is_empty()
+            || !self.icmp_codes.is_empty()
     }
 
     /// Whether the rule constrains anything at L3 or above (and so needs an IP header).
@@ -290,10 +318,10 @@ impl RuleMatch {
             || !self.src.is_empty()
             || !self.dst.is_empty()
             || self.proto.is_some()
+            || !self.protos.is_empty()
             || !self.src_port.is_empty()
             || !self.dst_port.is_empty()
-            || self.icmp_type.is_some()
-            || self.icmp_code.is_some()
+            || self.matches_icmp()
             || self.tcp_flags.is_some()
             || self.fragment.is_some()
             || !self.dscp.is_empty()
@@ -343,6 +371,11 @@ impl RuleMatch {
                 return false;
             }
         }
+        if !self.protos.is_empty()
+            && (!present.has(Present::L4_PROTO) || !self.protos.contains(&key.l4_proto))
+        {
+            return false;
+        }
         if !self.src_port.is_empty() || !self.dst_port.is_empty() {
             let Some((sp, dp)) = key.ports() else {
                 return false;
@@ -354,11 +387,16 @@ impl RuleMatch {
                 return false;
             }
         }
-        if self.icmp_type.is_some() || self.icmp_code.is_some() {
+        if self.matches_icmp() {
             let Some((t, c)) = key.icmp() else {
                 return false;
             };
             if self.icmp_type.is_some_and(|want| want != t) || self.icmp_code.is_some_and(|want| want != c) {
+                return false;
+            }
+            if (!self.icmp_types.is_empty() && !self.icmp_types.contains(&t))
+                || (!self.icmp_codes.is_empty() && !self.icmp_codes.contains(&c))
+            {
                 return false;
             }
         }
@@ -395,5 +433,8 @@ impl RuleMatch {
             + (self.src_port.capacity() + self.dst_port.capacity()) * core::mem::size_of::<PortRange>()
             + self.vlan.capacity() * 2
             + self.dscp.capacity()
+            + self.protos.capacity()
+            + self.icmp_types.capacity()
+            + self.icmp_codes.capacity()
     }
 }

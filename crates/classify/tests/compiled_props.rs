@@ -84,7 +84,7 @@ prop_compose! {
     ) -> RuleMatch {
         let mut r = RuleMatch {
             family, src, dst, proto, src_port, dst_port, icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp,
-            ethertype,
+            ethertype, ..RuleMatch::any()
         };
         if plain {
             r.family = None;
@@ -146,6 +146,32 @@ prop_compose! {
             None => k.present.0 &= !Present::DSCP,
         }
         k
+    }
+}
+
+prop_compose! {
+    /// A rule whose protocol, ICMP type or ICMP code may be a list of several
+    /// values (`proto = ["tcp", "udp"]`), otherwise plain or full like [`rule`].
+    fn list_rule()(
+        mut r in rule(),
+        protos in opt(prop::collection::vec(prop_oneof![proto(), Just(6u8), Just(17u8), Just(1u8), Just(58u8)], 2..5), 0.5),
+        icmp_types in opt(prop::collection::vec(0u8..4, 2..4), 0.2),
+        icmp_codes in opt(prop::collection::vec(0u8..2, 2..3), 0.15),
+    ) -> RuleMatch {
+        let list = |v: Option<Vec<u8>>| {
+            let mut v = v.unwrap_or_default();
+            v.sort_unstable();
+            v.dedup();
+            if v.len() < 2 { v.clear(); }
+            v
+        };
+        r.protos = list(protos);
+        if !r.protos.is_empty() { r.proto = None; }
+        r.icmp_types = list(icmp_types);
+        if !r.icmp_types.is_empty() { r.icmp_type = None; }
+        r.icmp_codes = list(icmp_codes);
+        if !r.icmp_codes.is_empty() { r.icmp_code = None; }
+        r
     }
 }
 
@@ -220,6 +246,19 @@ proptest! {
         rules in prop::collection::vec(rule(), 0..60),
         keys in prop::collection::vec(key(), 0..200),
     ) {
+        check_equal(&rules, &keys, &bitsets())?;
+        check_equal(&rules, &keys, &deep())?;
+        check_equal(&rules, &keys, &wide())?;
+    }
+
+    /// Lists of protocols and ICMP types/codes: the rule's box spans the
+    /// list, and the exact check picks the listed values (a list rule is never "plain").
+    #[test]
+    fn compiled_equals_linear_with_protocol_and_icmp_lists(
+        rules in prop::collection::vec(list_rule(), 1..80),
+        keys in prop::collection::vec(key(), 0..200),
+    ) {
+        prop_assume!(rules.iter().any(|r| !r.protos.is_empty() || !r.icmp_types.is_empty() || !r.icmp_codes.is_empty()));
         check_equal(&rules, &keys, &bitsets())?;
         check_equal(&rules, &keys, &deep())?;
         check_equal(&rules, &keys, &wide())?;

@@ -187,3 +187,41 @@ fn strict_makes_warnings_fail() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn lists_of_protocols_and_icmp_types_check_and_explain() {
+    // Before: `proto = ["tcp", "udp"]` failed with "expected an integer, found array".
+    let text = "version = 1\n[[port]]\nname = \"p\"\n[[acl]]\nname = \"a\"\n\
+                  [[acl.rule]]\n  id = \"dns\"\n  action = \"permit\"\n  proto = [\"tcp\", \"udp\"]\n  dst_port = 53\n\
+                  [[acl.rule]]\n  id = \"ping\"\n  action = \"permit\"\n  proto = [\"icmp\", \"icmpv6\"]\n  icmp_type = [8, 128]\n\
+                [[bind]]\nacl = \"a\"\nport = \"p\"\n\
+                [[expect]]\nport = \"p\"\npacket = { proto = \"udp\", src = \"10.0.0.1\", dst = \"10.0.0.2\", dst_port = 53 }\nverdict = \"permit\"\nrule = \"dns\"\n\
+                [[expect]]\nport = \"p\"\npacket = { proto = \"tcp\", src = \"10.0.0.1\", dst = \"10.0.0.2\", dst_port = 53 }\nverdict = \"permit\"\nrule = \"dns\"\n\
+                [[expect]]\nport = \"p\"\npacket = { proto = \"sctp\", src = \"10.0.0.1\", dst = \"10.0.0.2\" }\nverdict = \"deny\"\n\
+                [[expect]]\nport = \"p\"\npacket = { proto = \"icmpv6\", src = \"2001:db8::1\", dst = \"2001:db8::2\", icmp_type = 128 }\nverdict = \"permit\"\nrule = \"ping\"\n\
+                [[expect]]\nport = \"p\"\npacket = { proto = \"icmp\", src = \"10.0.0.1\", dst = \"10.0.0.2\", icmp_type = 3 }\nverdict = \"deny\"\n";
+    let path = tmp("lists.toml", text);
+    let p = path.to_str().unwrap();
+    let out = palisade(&["check", "--strict", p]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("expects:    5 (5 passed, 0 failed)"));
+    let out = palisade(&[
+        "explain",
+        p,
+        "--port",
+        "p",
+        "--json",
+        "udp 10.0.0.1:5000 -> 10.0.0.2:53",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["verdict"].as_str(), v["rule"].as_str()),
+        (Some("permit"), Some("dns")),
+        "{v}"
+    );
+}

@@ -44,9 +44,10 @@
 //!   (`true` logs the frames the default decides), and `[[acl.rule]]`s.
 //! * `[[acl.rule]]`: `action` (required), `id`, and match keys:
 //!   `src`/`dst` (address, prefix, list, or `"any"`; IPv4 and IPv6; host
-//!   bits must be zero), `proto` (name, 0-255, or `"any"`), `src_port`/
-//!   `dst_port` (number, `"lo-hi"`, or a list of both), `icmp_type`,
-//!   `icmp_code`, `tcp_flags` (`"syn,!ack"`: listed flags must be set, `!`
+//!   bits must be zero), `proto` (name, 0-255, `"any"`, or a list of
+//!   names and numbers: `["tcp", "udp"]`), `src_port`/`dst_port` (number,
+//!   `"lo-hi"`, or a list of both), `icmp_type` and `icmp_code` (0-255 or a
+//!   list), `tcp_flags` (`"syn,!ack"`: listed flags must be set, `!`
 //!   flags clear, others ignored), `vlan` (numbers or ranges), `fragment`
 //!   (`"none"`, `"first"`, `"non-first"`, `"any"`), `dscp` (0-63 or `ef`,
 //!   `afXY`, `csN`, `be`; list allowed), `ethertype` (`"arp"`, `"ipv4"`,
@@ -54,7 +55,9 @@
 //!   (`true` logs the frames the rule decides, rate-limited). A key left out
 //!   matches anything. A rule that can never match (IPv4 `src` with IPv6
 //!   `dst`, ports with `proto = "icmp"`, `icmp_type` with `proto = "tcp"`,
-//!   ports on non-first fragments, ...) is an error.
+//!   ports on non-first fragments, ports with `proto = ["icmp", "gre"]`, ...)
+//!   is an error; a listed protocol that can never match while the others can
+//!   (`proto = ["tcp", "icmp"]` with `dst_port`) is a warning.
 //! * `[[bind]]`: `acl` and exactly one of `port` (Port ACL), `vlan` (VLAN
 //!   ACL) or `interface` with `direction = "in" | "out"` (Routed ACL). One
 //!   ACL per port, per VLAN, per interface and direction.

@@ -429,7 +429,15 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
         };
     }
     if let Some(v) = f.get("proto") {
-        m.proto = proto(cx, ctx, v).flatten();
+        match v.get_ref() {
+            // A list: any of these protocols (one value keeps the scalar form).
+            DeValue::Array(_) => {
+                let items = list(cx, ctx, "proto", v).unwrap_or_default();
+                let protos: Option<Vec<u8>> = items.iter().map(|e| proto(cx, ctx, e).flatten()).collect();
+                (m.proto, m.protos) = one_or_list(protos.unwrap_or_default());
+            }
+            _ => m.proto = proto(cx, ctx, v).flatten(),
+        }
     }
     for (key, slot) in [("src_port", &mut m.src_port), ("dst_port", &mut m.dst_port)] {
         if let Some(v) = f.get(key) {
@@ -443,11 +451,23 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
                 .collect();
         }
     }
-    if let Some(v) = f.get("icmp_type") {
-        m.icmp_type = int_in(cx, ctx, "icmp_type", v, 0, 255).map(|n| n as u8);
-    }
-    if let Some(v) = f.get("icmp_code") {
-        m.icmp_code = int_in(cx, ctx, "icmp_code", v, 0, 255).map(|n| n as u8);
+    for (key, one, many) in [
+        ("icmp_type", &mut m.icmp_type, &mut m.icmp_types),
+        ("icmp_code", &mut m.icmp_code, &mut m.icmp_codes),
+    ] {
+        if let Some(v) = f.get(key) {
+            match v.get_ref() {
+                DeValue::Array(_) => {
+                    let items = list(cx, ctx, key, v).unwrap_or_default();
+                    let values: Option<Vec<u8>> = items
+                        .iter()
+                        .map(|e| int_in(cx, ctx, key, e, 0, 255).map(|n| n as u8))
+                        .collect();
+                    (*one, *many) = one_or_list(values.unwrap_or_default());
+                }
+                _ => *one = int_in(cx, ctx, key, v, 0, 255).map(|n| n as u8),
+            }
+        }
     }
     if let Some(v) = f.get("tcp_flags") {
         m.tcp_flags = tcp_flags(cx, ctx, v);
@@ -492,6 +512,9 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
         cx.error(off(key), format!("{ctx}: {msg}: the rule can never match"));
         return None;
     }
+    if let Some((key, msg)) = validate::dead_list_members(&m) {
+        cx.warn(off(key), format!("{ctx}: {msg}"));
+    }
     if m.proto == Some(1) && !families(&m).contains(&IpFamily::V4) {
         cx.warn(
             off("proto"),
@@ -499,6 +522,18 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
         );
     }
     Some(m)
+}
+
+/// A list of values as the matcher keeps it: sorted and deduplicated; a
+/// single value as the scalar (`(Some(v), [])`), several as the list (`(None, list)`).
+fn one_or_list(mut values: Vec<u8>) -> (Option<u8>, Vec<u8>) {
+    values.sort_unstable();
+    values.dedup();
+    match values.as_slice() {
+        [] => (None, Vec::new()),
+        [one] => (Some(*one), Vec::new()),
+        _ => (None, values),
+    }
 }
 
 /// The families a rule can match, judged from `family`, `src` and `dst`.

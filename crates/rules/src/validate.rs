@@ -48,35 +48,31 @@ pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
     } else {
         "dst_port"
     };
-    let icmp = m.icmp_type.is_some() || m.icmp_code.is_some();
-    let icmp_key = if m.icmp_type.is_some() {
+    let icmp = m.matches_icmp();
+    let icmp_key = if m.icmp_type.is_some() || !m.icmp_types.is_empty() {
         "icmp_type"
     } else {
         "icmp_code"
     };
-    if let Some(p) = m.proto {
-        if ports && !names::has_ports(p) {
+    // One protocol or a list: the rule can match only if one of them carries what it asks for.
+    if let Some(protos) = protos_of(m) {
+        let shown = protos_label(&protos);
+        if ports && !protos.iter().any(|&p| names::has_ports(p)) {
             return Some((
                 port_key,
-                format!(
-                    "{port_key} needs proto tcp or udp (the only ports the parser reads), but proto is {}",
-                    proto_label(p)
-                ),
+                format!("{port_key} needs proto tcp or udp (the only ports the parser reads), but proto is {shown}"),
             ));
         }
-        if icmp && !names::is_icmp(p) {
+        if icmp && !protos.iter().any(|&p| names::is_icmp(p)) {
             return Some((
                 icmp_key,
-                format!(
-                    "{icmp_key} needs proto icmp or icmpv6, but proto is {}",
-                    proto_label(p)
-                ),
+                format!("{icmp_key} needs proto icmp or icmpv6, but proto is {shown}"),
             ));
         }
-        if m.tcp_flags.is_some() && p != 6 {
+        if m.tcp_flags.is_some() && !protos.contains(&6) {
             return Some((
                 "tcp_flags",
-                format!("tcp_flags needs proto tcp, but proto is {}", proto_label(p)),
+                format!("tcp_flags needs proto tcp, but proto is {shown}"),
             ));
         }
     }
@@ -96,6 +92,77 @@ pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
         ));
     }
     None
+}
+
+/// The protocols a rule is limited to (`None`: any).
+pub(crate) fn protos_of(m: &RuleMatch) -> Option<Vec<u8>> {
+    match (m.proto, m.protos.is_empty()) {
+        (Some(p), _) => Some(vec![p]),
+        (None, false) => Some(m.protos.clone()),
+        (None, true) => None,
+    }
+}
+
+/// `tcp`, or `[tcp, udp]` for a list.
+fn protos_label(protos: &[u8]) -> String {
+    match protos {
+        [one] => proto_label(*one),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(|&p| proto_label(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A protocol of a list that can never match what the rest of the rule asks
+/// for (`proto = ["tcp", "icmp"]` with `dst_port`): the rule still matches
+/// through the others, so this is a warning, with the key it concerns.
+pub(crate) fn dead_list_members(m: &RuleMatch) -> Option<(&'static str, String)> {
+    if m.protos.is_empty() {
+        return None;
+    }
+    let ports = !m.src_port.is_empty() || !m.dst_port.is_empty();
+    let dead: Vec<u8> = m
+        .protos
+        .iter()
+        .copied()
+        .filter(|&p| {
+            (ports && !names::has_ports(p))
+                || (m.matches_icmp() && !names::is_icmp(p))
+                || (m.tcp_flags.is_some() && p != 6)
+        })
+        .collect();
+    if dead.is_empty() {
+        return None;
+    }
+    Some((
+        "proto",
+        format!(
+            "proto {} in the list can never match what the rule also asks for (ports, ICMP type/code or TCP flags)",
+            protos_label(&dead)
+        ),
+    ))
+}
+
+/// The values a rule is limited to for one field given as a scalar or a list (`None`: any).
+fn values_of(one: Option<u8>, many: &[u8]) -> Option<Vec<u8>> {
+    match (one, many.is_empty()) {
+        (Some(v), _) => Some(vec![v]),
+        (None, false) => Some(many.to_vec()),
+        (None, true) => None,
+    }
+}
+
+/// Whether `a`'s constraint (scalar or list) admits every value `b`'s admits.
+fn values_cover(a: Option<Vec<u8>>, b: Option<Vec<u8>>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => b.iter().all(|x| a.contains(x)),
+    }
 }
 
 fn names_of(fams: &[IpFamily]) -> String {
@@ -147,15 +214,19 @@ pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
     if !list_covers(&a.vlan, &b.vlan) || !list_covers(&a.dscp, &b.dscp) {
         return false;
     }
-    if a.proto.is_some() && a.proto != b.proto {
+    if !values_cover(protos_of(a), protos_of(b)) {
         return false;
     }
     if !ranges_cover(&a.src_port, &b.src_port) || !ranges_cover(&a.dst_port, &b.dst_port) {
         return false;
     }
-    if (a.icmp_type.is_some() && a.icmp_type != b.icmp_type)
-        || (a.icmp_code.is_some() && a.icmp_code != b.icmp_code)
-    {
+    if !values_cover(
+        values_of(a.icmp_type, &a.icmp_types),
+        values_of(b.icmp_type, &b.icmp_types),
+    ) || !values_cover(
+        values_of(a.icmp_code, &a.icmp_codes),
+        values_of(b.icmp_code, &b.icmp_codes),
+    ) {
         return false;
     }
     if let Some(fa) = a.tcp_flags {

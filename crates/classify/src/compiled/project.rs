@@ -165,6 +165,12 @@ impl RuleBox {
             lo[4] = p as u32;
             hi[4] = p as u32;
         }
+        if let (Some(&min), Some(&max)) = (rule.protos.iter().min(), rule.protos.iter().max()) {
+            // A list of protocols: its hull narrows the box; the listed values
+            // themselves are checked by the reference (`protos` is not indexed).
+            lo[4] = min as u32;
+            hi[4] = max as u32;
+        }
         for d in 2..DIMS {
             let w = hi[d] as u64 - lo[d] as u64 + 1;
             width_bits[d] = 63 - w.leading_zeros();
@@ -179,7 +185,7 @@ impl RuleBox {
         if family == IpFamily::V4 && (rule.family.is_some() || !rule.src.is_empty() || !rule.dst.is_empty()) {
             req |= REQ_V4;
         }
-        if rule.proto.is_some() {
+        if rule.proto.is_some() || !rule.protos.is_empty() {
             req |= REQ_PROTO;
         }
         req |= inside;
@@ -267,6 +273,28 @@ mod tests {
             "icmp_code",
             RuleMatch {
                 icmp_code: Some(0),
+                ..base.clone()
+            },
+        ));
+        cases.push((
+            "a list of protocols",
+            RuleMatch {
+                proto: None,
+                protos: alloc::vec![6, 17],
+                ..base.clone()
+            },
+        ));
+        cases.push((
+            "a list of ICMP types",
+            RuleMatch {
+                icmp_types: alloc::vec![0, 8],
+                ..base.clone()
+            },
+        ));
+        cases.push((
+            "a list of ICMP codes",
+            RuleMatch {
+                icmp_codes: alloc::vec![0, 1],
                 ..base.clone()
             },
         ));

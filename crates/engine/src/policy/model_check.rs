@@ -29,10 +29,13 @@ fn model_matches(m: &RuleMatch, k: &FlowKey) -> bool {
         || !m.src.is_empty()
         || !m.dst.is_empty()
         || m.proto.is_some()
+        || !m.protos.is_empty()
         || !m.src_port.is_empty()
         || !m.dst_port.is_empty()
         || m.icmp_type.is_some()
         || m.icmp_code.is_some()
+        || !m.icmp_types.is_empty()
+        || !m.icmp_codes.is_empty()
         || m.tcp_flags.is_some()
         || m.fragment.is_some()
         || !m.dscp.is_empty();
@@ -63,6 +66,9 @@ fn model_matches(m: &RuleMatch, k: &FlowKey) -> bool {
     if m.proto.is_some() && (!has(Present::L4_PROTO) || m.proto != Some(k.l4_proto)) {
         return false;
     }
+    if !m.protos.is_empty() && (!has(Present::L4_PROTO) || !m.protos.contains(&k.l4_proto)) {
+        return false;
+    }
     let in_ranges = |rs: &[PortRange], p: u16| rs.is_empty() || rs.iter().any(|r| r.lo <= p && p <= r.hi);
     if (!m.src_port.is_empty() || !m.dst_port.is_empty())
         && (!has(Present::PORTS)
@@ -71,10 +77,13 @@ fn model_matches(m: &RuleMatch, k: &FlowKey) -> bool {
     {
         return false;
     }
-    if (m.icmp_type.is_some() || m.icmp_code.is_some())
+    let icmp_lists = !m.icmp_types.is_empty() || !m.icmp_codes.is_empty();
+    if (m.icmp_type.is_some() || m.icmp_code.is_some() || icmp_lists)
         && (!has(Present::ICMP)
             || m.icmp_type.is_some_and(|t| t != k.icmp_type)
-            || m.icmp_code.is_some_and(|c| c != k.icmp_code))
+            || m.icmp_code.is_some_and(|c| c != k.icmp_code)
+            || (!m.icmp_types.is_empty() && !m.icmp_types.contains(&k.icmp_type))
+            || (!m.icmp_codes.is_empty() && !m.icmp_codes.contains(&k.icmp_code)))
     {
         return false;
     }
@@ -245,10 +254,35 @@ fn rule_match() -> impl Strategy<Value = RuleMatch> {
             prop::collection::vec(prop_oneof![Just(0u8), Just(46)], 0..2),
             prop::option::weighted(0.05, Just(0x0806u16)),
         ),
+        // Lists of protocols / ICMP types / codes (replacing the single value when drawn).
+        (
+            prop::option::weighted(
+                0.2,
+                prop::collection::vec(prop_oneof![Just(6u8), Just(17), Just(1), Just(58)], 2..4),
+            ),
+            prop::option::weighted(0.15, prop::collection::vec(0u8..4, 2..4)),
+            prop::option::weighted(0.1, prop::collection::vec(0u8..2, 2..3)),
+        ),
     )
         .prop_map(
-            |((family, src, dst, proto, sp, dp), (it, ic, flags, vlan, fragment, dscp, ethertype))| {
+            |((family, src, dst, proto, sp, dp), (it, ic, flags, vlan, fragment, dscp, ethertype), lists)| {
+                let list = |v: Option<Vec<u8>>| {
+                    let mut v = v.unwrap_or_default();
+                    v.sort_unstable();
+                    v.dedup();
+                    if v.len() < 2 {
+                        v.clear();
+                    }
+                    v
+                };
+                let (protos, icmp_types, icmp_codes) = (list(lists.0), list(lists.1), list(lists.2));
+                let proto = if protos.is_empty() { proto } else { None };
+                let it = if icmp_types.is_empty() { it } else { None };
+                let ic = if icmp_codes.is_empty() { ic } else { None };
                 RuleMatch {
+                    protos,
+                    icmp_types,
+                    icmp_codes,
                     family,
                     src,
                     dst,
