@@ -22,7 +22,7 @@ use arc_swap::{ArcSwap, Guard};
 use palisade_packet::FlowKey;
 use palisade_rules::Digest;
 
-use crate::counters::{add, bump, stage_index, Shard, ShardSet, SlotRegistry};
+use crate::counters::{add, bump, stage_index, Layout, Shard, ShardSet, SlotRegistry};
 use crate::events::{ControlEvent, EventKind, EventSink, Outcome as EventOutcome};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Companion, Kept, KeptError, KeptInfo, Outcome, Store, StoreError};
@@ -215,6 +215,8 @@ pub(crate) struct Inner {
     unpersisted_confirm: Mutex<Option<(u64, String)>>,
     config_seen: Mutex<ConfigSeen>,
     registry: SlotRegistry,
+    /// The all-frames and per-stage counter slots, counted with no rules too.
+    pub(crate) base: Layout,
     memory_cap: usize,
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
@@ -300,6 +302,7 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, BootReport), StoreError> {
         let store = Store::open_locked(state_dir, options.keep_generations, options.durable)?;
+        let registry = SlotRegistry::default();
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(Generation::no_rules()),
             control: Mutex::new(Control {
@@ -319,7 +322,8 @@ impl Engine {
             refused: Mutex::new(Vec::new()),
             progress: Mutex::new([None, None]),
             config_seen: Mutex::new(ConfigSeen::default()),
-            registry: SlotRegistry::default(),
+            base: reload::base_layout(&registry),
+            registry,
             memory_cap: options.memory_cap,
             shards: ShardSet::default(),
             store,
@@ -935,6 +939,7 @@ impl Inner {
         for g in &ctl.retired {
             add(g.rules.as_ref());
         }
+        sets.push(Arc::clone(&self.base.identities));
         let live: HashSet<&str> = sets
             .iter()
             .flat_map(|ids| ids.iter().map(String::as_str))
@@ -1337,6 +1342,15 @@ impl Inner {
     }
 }
 
+/// Counts one denied frame of `len` bytes in `layout`'s all-frames and per-stage counters.
+#[inline]
+fn count_denied(cells: &[AtomicU64], layout: &Layout, stage: Stage, len: u64) {
+    bump(cells, layout.total);
+    bump(cells, layout.total + 2);
+    add(cells, layout.total + 3, len);
+    bump(cells, layout.stages + 2 * stage_index(stage) + 1);
+}
+
 /// Keeps a replaced snapshot until no reader holds it (see `Control::retired`).
 fn retire(ctl: &mut Control, old: Arc<Generation>) {
     ctl.retired.retain(|g| Arc::strong_count(g) > 1);
@@ -1404,7 +1418,11 @@ impl WorkerHandle {
     #[inline]
     pub fn batch(&mut self) -> Batch<'_> {
         let gen = self.inner.current.load();
-        let need = gen.rules.as_ref().map_or(0, |c| c.layout.len);
+        let need = gen
+            .rules
+            .as_ref()
+            .map_or(0, |c| c.layout.len)
+            .max(self.inner.base.len);
         if self.cells.len() < need {
             // Once per new generation, never per frame.
             self.cells = self.shard.grow(need);
@@ -1412,6 +1430,7 @@ impl WorkerHandle {
         Batch {
             gen,
             cells: &self.cells,
+            base: &self.inner.base,
         }
     }
 
@@ -1431,6 +1450,8 @@ impl WorkerHandle {
 pub struct Batch<'h> {
     gen: Guard<Arc<Generation>>,
     cells: &'h [AtomicU64],
+    /// Where frames are counted when the snapshot has no rules.
+    base: &'h Layout,
 }
 
 impl Batch<'_> {
@@ -1482,8 +1503,10 @@ impl Batch<'_> {
     pub fn classify_frames(&mut self, keys: &[FlowKey], lens: &[usize], ctx: &Context, out: &mut [Decision]) {
         let cells = self.cells;
         let Some(c) = self.gen.rules.as_deref() else {
-            for o in out.iter_mut().take(keys.len()) {
+            // No rules: every frame denied, and counted.
+            for (i, o) in out.iter_mut().take(keys.len()).enumerate() {
                 *o = Decision::default();
+                count_denied(cells, self.base, o.stage, lens.get(i).map_or(0, |&n| n as u64));
             }
             return;
         };
@@ -1552,22 +1575,26 @@ impl Batch<'_> {
     pub fn refuse(&mut self, keys: &[FlowKey], lens: &[usize], stage: Stage, out: &mut [Decision]) {
         let n = keys.len().min(out.len());
         let cells = self.cells;
-        let Some(c) = self.gen.rules.as_deref() else {
-            out[..n].fill(Decision::default());
-            return;
+        let rules = self.gen.rules.as_deref();
+        // With no rules every frame is denied as ever (stage context), and counted all the same.
+        let decision = match rules {
+            None => Decision::default(),
+            Some(_) => Decision {
+                verdict: Verdict::Deny,
+                stage,
+                acl: None,
+                rule: RuleRef::None,
+            },
         };
-        let layout = &c.layout;
-        out[..n].fill(Decision {
-            verdict: Verdict::Deny,
-            stage,
-            acl: None,
-            rule: RuleRef::None,
-        });
+        out[..n].fill(decision);
+        let layout = rules.map_or(self.base, |c| &c.layout);
         for i in 0..n {
-            bump(cells, layout.total);
-            bump(cells, layout.total + 2);
-            add(cells, layout.total + 3, lens.get(i).map_or(0, |&l| l as u64));
-            bump(cells, layout.stages + 2 * stage_index(stage) + 1);
+            count_denied(
+                cells,
+                layout,
+                decision.stage,
+                lens.get(i).map_or(0, |&l| l as u64),
+            );
         }
     }
 }

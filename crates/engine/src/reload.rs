@@ -451,6 +451,25 @@ fn audit(file: &str, raw: &RawFile, rs: &RuleSet, policy: &Policy) -> Vec<String
     errors
 }
 
+/// The all-frames and per-stage counter slots alone: where frames are counted
+/// when no rule set runs (every layout shares these identities, so the counts carry on).
+pub(crate) fn base_layout(registry: &SlotRegistry) -> Layout {
+    let total = registry.slot(counters::TOTAL_IDENTITY, counters::TOTAL_WIDTH);
+    let stages = registry.slot(counters::STAGES_IDENTITY, 2 * counters::STAGES.len() as u32);
+    let mut l = Layout {
+        total,
+        stages,
+        identities: vec![
+            counters::TOTAL_IDENTITY.to_string(),
+            counters::STAGES_IDENTITY.to_string(),
+        ]
+        .into(),
+        ..Layout::default()
+    };
+    l.fix_len();
+    l
+}
+
 /// Counter slots of a policy: by identity, so counters follow rules across reloads.
 pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
     let mut identities: Vec<String> = Vec::new();

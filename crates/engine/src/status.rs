@@ -293,7 +293,30 @@ pub(crate) fn build(inner: &Inner) -> Status {
         kept,
         kept_refused,
     };
+    let stage_counts = |totals: &[u64], base: u32| {
+        let at = |slot: usize| totals.get(slot).copied().unwrap_or(0);
+        crate::counters::STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageCounts {
+                stage: s.as_str().to_owned(),
+                permitted: at(base as usize + 2 * i),
+                denied: at(base as usize + 2 * i + 1),
+            })
+            .collect()
+    };
     let Some(c) = gen.rules.as_deref() else {
+        // No rules: frames are still counted (every one denied).
+        let b = &inner.base;
+        let totals = inner.shards.totals(b.len);
+        let at = |slot: u32| totals.get(slot as usize).copied().unwrap_or(0);
+        status.frames = Counts {
+            evaluated: at(b.total),
+            permitted: at(b.total + 1),
+            denied: at(b.total + 2),
+        };
+        status.bytes = at(b.total + 3);
+        status.stages = stage_counts(&totals, b.stages);
         return status;
     };
     let totals = inner.shards.totals(c.layout.len);
@@ -305,15 +328,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
     };
     status.frames = counts(c.layout.total);
     status.bytes = at(c.layout.total + 3);
-    status.stages = crate::counters::STAGES
-        .iter()
-        .enumerate()
-        .map(|(i, s)| StageCounts {
-            stage: s.as_str().to_owned(),
-            permitted: at(c.layout.stages + 2 * i as u32),
-            denied: at(c.layout.stages + 2 * i as u32 + 1),
-        })
-        .collect();
+    status.stages = stage_counts(&totals, c.layout.stages);
     status.rescue = c.policy.rescue_count();
     status.rescue_hits = c
         .policy

@@ -135,18 +135,29 @@ fn no_rules_denies_everything_and_keeps_the_control_path_open() {
     let ctx = palisade_engine::policy::Context { port: 0, route: None };
     h.classify_batch(&keys, &ctx, &mut out);
     assert!(out.iter().all(|d| d.verdict == Verdict::Deny));
+    // Frames a data path cannot even place (no rule set, no port) are counted too.
+    h.batch()
+        .refuse(&keys, &[], palisade_engine::policy::Stage::Context, &mut out);
     let st = engine.status();
     assert_eq!((st.state, st.generation), (GenerationState::NoRules, 0));
     assert_eq!(
         st.last_reload.as_ref().and_then(|l| l.stage),
         Some(ReloadStage::Read)
     );
-    // A valid push brings it up.
+    let n = 2 * keys.len() as u64;
+    assert_eq!(
+        (st.frames.evaluated, st.frames.denied),
+        (n, n),
+        "denied with no rules, and counted"
+    );
+    assert_eq!(st.stages.iter().map(|s| s.denied).sum::<u64>(), n);
+    // A valid push brings it up; the all-frames counters carry on.
     let ok = engine
         .reload(bytes("a.toml", &rules_a()), &ReloadOptions::default())
         .unwrap();
     assert_eq!(ok.state, GenerationState::Active);
     assert_eq!(verdicts(&engine, &keys).last(), Some(&Verdict::Permit));
+    assert_eq!(engine.status().frames.evaluated, n + keys.len() as u64);
 }
 
 #[test]
