@@ -428,10 +428,15 @@ impl Store {
                 )));
             }
         }
-        // Private whatever the umask (and tighten a directory made by hand).
+        // Private whatever the umask (and tighten a directory made by hand). On a
+        // read-only file system nobody can change it anyway: boot still reads it.
         if meta.permissions().mode() & 0o7777 != 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| err("make the state directory private (mode 0700)", e))?;
+            match fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+                Err(e) if e.raw_os_error() != Some(libc::EROFS) => {
+                    return Err(err("make the state directory private (mode 0700)", e));
+                }
+                _ => {}
+            }
         }
         Ok(Store {
             dir: dir.to_path_buf(),
