@@ -1,1 +1,3 @@
 //! Shared helpers for Palisade's criterion benches (see the `[[bench]]` targets).
+
+pub mod prefixes;

@@ -3,7 +3,7 @@
 //! A compiled classifier cuts the key space at rule boundaries, so its bugs
 //! live at those boundaries: the lowest and highest address of a prefix, the
 //! ends of a port range and their neighbours, the exact protocol, ICMP, flag,
-//! VLAN, fragment and DSCP values. [`corner_keys`] produces such keys for a
+//! VLAN, fragment and DSCP values, and the set bits a rule tests. [`corner_keys`] produces such keys for a
 //! rule list, plus a few just outside each rule, for self-tests (compiled
 //! against reference) and for generating benchmark traces.
 
@@ -254,8 +254,10 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
             _ => base,
         }
     };
-    let carries_ports =
-        matches!(proto, 6 | 17 | 132 | 33) || !rule.src_port.is_empty() || !rule.dst_port.is_empty();
+    let carries_ports = matches!(proto, 6 | 17 | 132 | 33)
+        || !rule.src_port.is_empty()
+        || !rule.dst_port.is_empty()
+        || rule.sets.needs_ports;
     if outside != Some(6) && carries_ports {
         let sp = port(&rule.src_port, hi(2), if outside == Some(2) { -1 } else { 0 });
         let dp = port(&rule.dst_port, hi(3), if outside == Some(3) { 1 } else { 0 });
@@ -310,6 +312,9 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
             key.present.0 &= !(Present::PORTS | Present::TCP_FLAGS | Present::ICMP);
         }
     }
+    // Set tests: the bits the rule asks for, one of them flipped when pushed outside.
+    let tested = rule.sets.member | rule.sets.non_member;
+    key.set_bits = rule.sets.member ^ if off { tested & tested.wrapping_neg() } else { 0 };
     if let Some(et) = rule.ethertype {
         let is_ip = matches!(et, 0x0800 | 0x86dd);
         if !is_ip && !rule.needs_ip() {

@@ -36,11 +36,15 @@ mod corner;
 mod leaf;
 mod linear;
 mod matcher;
+pub mod set;
 
 pub use compiled::{AddressLookup, BuildConfig, BuildError, CompiledClassifier};
 pub use corner::{corner_keys, ipv6_edge_keys};
 pub use linear::LinearClassifier;
 pub use matcher::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch, TcpFlagsMatch};
+pub use set::{
+    AddrList, CompiledSet, Membership, MembershipError, PortList, SetField, SetMatch, MAX_SET_TESTS,
+};
 
 /// A rule's position in its list (0-based); the answer of a classifier.
 pub type RuleIndex = u32;

@@ -15,10 +15,16 @@
 //!   (`protos`, `icmp_types`, `icmp_codes`): the key's value must be one of them.
 //! * `vlan` matches the key's `outer_vlan` (the policy stamps the port's
 //!   access VLAN into untagged keys).
+//! * Set requirements ([`SetMatch`]) match the key's `set_bits`, written by
+//!   [`crate::Membership::fill`]; like a prefix or port list, a set test
+//!   matches only keys that carry its field (an IP header, ports), for "in"
+//!   and "not in" alike.
 
 use alloc::vec::Vec;
 
 use palisade_packet::{FlowKey, FragmentState, Present};
+
+use crate::set::SetMatch;
 
 /// IP address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -261,6 +267,8 @@ pub struct RuleMatch {
     pub icmp_types: Vec<u8>,
     /// ICMP / ICMPv6 codes, when the rule lists several. Empty = no list.
     pub icmp_codes: Vec<u8>,
+    /// Set requirements (none by default): bits of [`FlowKey::set_bits`].
+    pub sets: SetMatch,
 }
 
 impl RuleMatch {
@@ -288,6 +296,11 @@ impl RuleMatch {
             protos: Vec::new(),
             icmp_types: Vec::new(),
             icmp_codes: Vec::new(),
+            sets: SetMatch {
+                member: 0,
+                non_member: 0,
+                needs_ports: false,
+            },
         }
     }
 
@@ -325,6 +338,7 @@ impl RuleMatch {
             || self.tcp_flags.is_some()
             || self.fragment.is_some()
             || !self.dscp.is_empty()
+            || !self.sets.is_any()
     }
 
     /// The reference semantics: whether this rule matches `key`.
@@ -365,6 +379,14 @@ impl RuleMatch {
         }
         if !self.dst.is_empty() && !self.dst.iter().any(|p| p.contains(family, key.dst_ip)) {
             return false;
+        }
+        if !self.sets.is_any() {
+            if self.sets.needs_ports && !present.has(Present::PORTS) {
+                return false;
+            }
+            if !self.sets.holds(key.set_bits) {
+                return false;
+            }
         }
         if let Some(proto) = self.proto {
             if !present.has(Present::L4_PROTO) || key.l4_proto != proto {

@@ -3,7 +3,7 @@
 
 use palisade_classify::{
     corner_keys, BuildConfig, Classifier, CompiledClassifier, FragmentMatch, IpFamily, LinearClassifier,
-    PortRange, Prefix, RuleMatch, TcpFlagsMatch,
+    PortRange, Prefix, RuleMatch, SetMatch, TcpFlagsMatch,
 };
 use palisade_packet::{FlowKey, FragmentState, Present};
 use proptest::prelude::*;
@@ -81,10 +81,14 @@ prop_compose! {
         ethertype in opt(prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]), 0.05),
         // Most rules are plain 5-tuple rules, as in real rule sets.
         plain in prop::bool::weighted(0.6),
+        // Set tests over four bits of the key's set_bits ("in" and "not in" apart).
+        sets in opt((0u32..16, 0u32..16, any::<bool>()).prop_map(|(m, n, p)| SetMatch {
+            member: m, non_member: n & !m, needs_ports: p,
+        }), 0.25),
     ) -> RuleMatch {
         let mut r = RuleMatch {
             family, src, dst, proto, src_port, dst_port, icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp,
-            ethertype, ..RuleMatch::any()
+            ethertype, sets: sets.unwrap_or_default(), ..RuleMatch::any()
         };
         if plain {
             r.family = None;
@@ -101,6 +105,7 @@ prop_compose! {
             r.fragment = None;
             r.dscp.clear();
             r.ethertype = None;
+            r.sets = SetMatch::default();
         }
         r
     }
@@ -117,6 +122,7 @@ prop_compose! {
         vlan in opt(0u16..4, 0.3),
         frag in 0u8..6,
         dscp in opt(0u8..4, 0.8),
+        set_bits in 0u32..16,
     ) -> FlowKey {
         let mut k = match fam {
             0..=5 => FlowKey::new().with_ipv4(s4.to_be_bytes(), d4.to_be_bytes()),
@@ -145,6 +151,7 @@ prop_compose! {
             Some(d) => k = k.with_dscp(d),
             None => k.present.0 &= !Present::DSCP,
         }
+        k.set_bits = set_bits;
         k
     }
 }

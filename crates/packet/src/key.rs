@@ -178,7 +178,15 @@ pub struct FlowKey {
     pub present: Present,
     /// How far the parse got.
     pub status: ParseStatus,
+    /// Set membership, written by the policy before the ACL stages (the parser
+    /// leaves it 0): bit `i` is set when the field that the generation's set
+    /// test `i` looks at (source or destination address or port) is in that
+    /// test's set. Its meaning belongs to one generation, like rule indices.
+    pub set_bits: u32,
 }
+
+// The key is one cache line; the set bits took 4 of its spare bytes.
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 64);
 
 impl FlowKey {
     /// An empty key: nothing present, status ok.
@@ -207,6 +215,7 @@ impl FlowKey {
             more_fragments: false,
             present: Present(0),
             status: ParseStatus::Ok,
+            set_bits: 0,
         }
     }
 

@@ -296,6 +296,7 @@ fn rule_match() -> impl Strategy<Value = RuleMatch> {
                     fragment,
                     dscp,
                     ethertype,
+                    sets: Default::default(),
                 }
             },
         )

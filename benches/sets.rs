@@ -1,0 +1,125 @@
+//! Named sets: building a million-prefix set and looking it up for batches.
+//!
+//! The set is `prefixes::bgp_like(1_000_000, 5, ..)`: a routing table's
+//! length mix, 5% IPv6. Groups:
+//!
+//! * `set_build_1m`: `AddrList::from_prefixes` (sort, dedup) and
+//!   `CompiledSet::addresses` (merge, trie, index) from the same prefixes;
+//!   the memory of the compiled set is printed once at start.
+//! * `set_lookup`: `Membership::fill` of one source-address test over 4096
+//!   keys in batches of 64 (95% IPv4; half of the keys inside an element,
+//!   half random), against the same fill on a 100-prefix set (cache
+//!   resident, the same-run baseline) and a plain copy of the keys.
+//!   Criterion's throughput line is lookups per second.
+//!
+//! Run: `cargo bench -p palisade-benches --bench sets`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use palisade_benches::prefixes::{bgp_like, inside, Rng};
+use palisade_classify::{AddrList, CompiledSet, IpFamily, Membership, Prefix, SetField};
+use palisade_packet::FlowKey;
+
+const KEYS: usize = 4096;
+const BATCH: usize = 64;
+
+/// Keys whose source is inside an element of `prefixes` half of the time.
+fn traffic(prefixes: &[Prefix], seed: u64) -> Vec<FlowKey> {
+    let mut rng = Rng(seed);
+    (0..KEYS)
+        .map(|_| {
+            let p = prefixes[rng.below(prefixes.len() as u64) as usize];
+            let hit = rng.below(2) == 0;
+            let dst = [198, 18, 0, 1];
+            match p.family {
+                IpFamily::V4 => {
+                    let a = if hit {
+                        inside(&mut rng, &p) as u32
+                    } else {
+                        rng.bits() as u32
+                    };
+                    FlowKey::new()
+                        .with_ipv4(a.to_be_bytes(), dst)
+                        .with_proto(6)
+                        .with_ports(40000, 443)
+                }
+                IpFamily::V6 => {
+                    let a = if hit {
+                        inside(&mut rng, &p)
+                    } else {
+                        (0x2001u128 << 112) | rng.bits() as u128
+                    };
+                    FlowKey::new()
+                        .with_ipv6(a, 1)
+                        .with_proto(6)
+                        .with_ports(40000, 443)
+                }
+            }
+        })
+        .collect()
+}
+
+fn fill_all(m: &Membership, keys: &[FlowKey], buf: &mut [FlowKey]) {
+    for (chunk, out) in keys.chunks(BATCH).zip(buf.chunks_mut(BATCH)) {
+        out.copy_from_slice(chunk);
+        m.fill(out);
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let prefixes = bgp_like(1_000_000, 5, 0x5e75);
+    let list = AddrList::from_prefixes(prefixes.iter().copied());
+    let big = Arc::new(CompiledSet::addresses(&list));
+    println!(
+        "1M set: {} elements ({} IPv4, {} IPv6), compiled {} bytes ({:.1} MiB)",
+        list.len(),
+        list.v4_len(),
+        list.v6_len(),
+        big.memory_bytes(),
+        big.memory_bytes() as f64 / (1 << 20) as f64
+    );
+
+    let mut g = c.benchmark_group("set_build_1m");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.bench_function("addr_list_from_prefixes", |b| {
+        b.iter(|| black_box(AddrList::from_prefixes(black_box(&prefixes).iter().copied())))
+    });
+    g.bench_function("compiled_set_addresses", |b| {
+        b.iter(|| black_box(CompiledSet::addresses(black_box(&list))))
+    });
+    g.finish();
+
+    let small_prefixes: Vec<Prefix> = prefixes.iter().step_by(10_000).copied().collect();
+    let small = Arc::new(CompiledSet::addresses(&AddrList::from_prefixes(
+        small_prefixes.iter().copied(),
+    )));
+    let keys = traffic(&prefixes, 7);
+    let small_keys = traffic(&small_prefixes, 7);
+    let m_big = Membership::new(vec![(big, SetField::Src)]).unwrap();
+    let m_small = Membership::new(vec![(small, SetField::Src)]).unwrap();
+    let mut buf = vec![FlowKey::new(); KEYS];
+
+    let mut g = c.benchmark_group("set_lookup");
+    g.throughput(Throughput::Elements(KEYS as u64));
+    g.sample_size(50).measurement_time(Duration::from_secs(3));
+    g.bench_function("fill_1m_set", |b| {
+        b.iter(|| fill_all(&m_big, black_box(&keys), &mut buf))
+    });
+    g.bench_function("fill_100_prefix_set", |b| {
+        b.iter(|| fill_all(&m_small, black_box(&small_keys), &mut buf))
+    });
+    g.bench_function("copy_keys_only", |b| {
+        b.iter(|| fill_all(&Membership::default(), black_box(&keys), &mut buf))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
