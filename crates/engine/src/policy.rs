@@ -61,6 +61,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use palisade_classify::{BuildConfig, BuildError, Classifier, CompiledClassifier, RuleMatch, NO_MATCH};
 use palisade_packet::FlowKey;
@@ -397,12 +398,14 @@ const NONE: u32 = u32::MAX;
 /// Number of VLAN ids (0-4095).
 const VLANS: usize = 4096;
 
+#[derive(Clone)]
 struct CompiledAcl {
-    classifier: BoxedClassifier,
+    classifier: Arc<BoxedClassifier>,
     actions: Box<[Verdict]>,
     default: Verdict,
 }
 
+#[derive(Clone)]
 struct PortEntry {
     /// Access/native VLAN, 0 when none.
     vlan: u16,
@@ -412,6 +415,7 @@ struct PortEntry {
     pacl: u32,
 }
 
+#[derive(Clone)]
 struct InterfaceEntry {
     /// SVI VLAN, 0 for a routed port.
     vlan: u16,
@@ -420,9 +424,13 @@ struct InterfaceEntry {
 }
 
 /// An immutable, compiled rule set: the data-path view of one generation.
+///
+/// Cloning shares the compiled classifiers and sets (a set change clones
+/// the policy and replaces one set).
+#[derive(Clone)]
 pub struct Policy {
     malformed: Verdict,
-    rescue: BoxedClassifier,
+    rescue: Arc<BoxedClassifier>,
     rescue_ids: Vec<String>,
     acls: Vec<CompiledAcl>,
     acl_info: Vec<AclInfo>,
@@ -435,6 +443,8 @@ pub struct Policy {
     interface_by_name: HashMap<String, InterfaceId>,
     /// VLAN id -> VLAN ACL binding, or NONE.
     vacl: Box<[u32]>,
+    /// Set tests, looked up for every key before the stages.
+    sets: sets::PolicySets,
 }
 
 impl fmt::Debug for Policy {
@@ -476,7 +486,16 @@ impl Policy {
     /// assert!(e.to_string().contains("memory cap of 16 bytes"), "{e}");
     /// ```
     pub fn compile_with_cap(rs: &RuleSet, memory_cap: usize) -> Result<Policy, PolicyError> {
-        let mut used = 0usize;
+        // Sets first: the ACLs' rules see long address lists as set tests.
+        let (set_tables, mut acl_matchers) =
+            sets::PolicySets::build(rs).map_err(|cause| err(None, format!("sets: {cause}")))?;
+        let mut used = set_tables.memory_bytes();
+        if used > memory_cap {
+            return Err(err(
+                None,
+                format!("compiled sets reach {used} bytes, more than the memory cap of {memory_cap} bytes"),
+            ));
+        }
         let mut charge = |acl: Option<&str>, c: &BoxedClassifier| -> Result<(), PolicyError> {
             used = used.saturating_add(c.memory_bytes());
             if used > memory_cap {
@@ -548,16 +567,16 @@ impl Policy {
         let mut acl_by_name: HashMap<&str, AclId> = HashMap::new();
         let mut acls = Vec::with_capacity(rs.acls.len());
         let mut acl_info = Vec::with_capacity(rs.acls.len());
-        for a in &rs.acls {
+        for (ai, a) in rs.acls.iter().enumerate() {
             if acl_by_name.insert(&a.name, acls.len() as AclId).is_some() {
                 return Err(err(None, format!("duplicate acl \"{}\"", a.name)));
             }
-            let matchers = a.rules.iter().map(|r| r.matcher.clone()).collect();
+            let matchers = acl_matchers.get_mut(ai).map(std::mem::take).unwrap_or_default();
             let classifier =
                 build_classifier(matchers, memory_cap).map_err(|cause| err(Some(&a.name), cause))?;
             charge(Some(&a.name), &classifier)?;
             acls.push(CompiledAcl {
-                classifier,
+                classifier: Arc::new(classifier),
                 actions: a.rules.iter().map(|r| Verdict::from(r.action)).collect(),
                 default: a.default.into(),
             });
@@ -640,7 +659,7 @@ impl Policy {
 
         Ok(Policy {
             malformed: rs.defaults.malformed.into(),
-            rescue,
+            rescue: Arc::new(rescue),
             rescue_ids,
             acls,
             acl_info,
@@ -652,6 +671,7 @@ impl Policy {
             interface_info,
             interface_by_name,
             vacl,
+            sets: set_tables,
         })
     }
 
@@ -766,15 +786,56 @@ impl Policy {
     }
 
     /// Evaluates a batch with one context; `out[i]` receives the decision for
-    /// `keys[i]` (only `min(keys.len(), out.len())` are written).
+    /// `keys[i]` (only `min(keys.len(), out.len())` are written). The set
+    /// tests are looked up for [`SET_BATCH`] keys at a time before the stages.
     pub fn evaluate_batch(&self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) {
-        for (k, o) in keys.iter().zip(out.iter_mut()) {
-            *o = self.evaluate(k, ctx);
+        let mut buf = [FlowKey::new(); SET_BATCH];
+        for (chunk, outs) in keys.chunks(SET_BATCH).zip(out.chunks_mut(SET_BATCH)) {
+            for (k, o) in self.with_sets(chunk, &mut buf).iter().zip(outs.iter_mut()) {
+                *o = self.evaluate_filled(k, ctx, |_| {});
+            }
         }
     }
 
+    /// Whether the policy has set tests (else [`Policy::fill_sets`] does nothing).
+    #[inline]
+    pub fn has_sets(&self) -> bool {
+        !self.sets.membership.is_empty()
+    }
+
+    /// Looks up every set test for a whole batch, writing each key's
+    /// `set_bits` (what [`Policy::evaluate`] does for one key before the
+    /// stages). Never allocates, never panics.
+    #[inline]
+    pub fn fill_sets(&self, keys: &mut [FlowKey]) {
+        self.sets.membership.fill(keys);
+    }
+
+    /// `keys` with their set bits looked up: `keys` itself when the policy
+    /// has no set tests, else a copy in `buf` (at most `buf.len()` keys).
+    #[inline]
+    pub fn with_sets<'k>(&self, keys: &'k [FlowKey], buf: &'k mut [FlowKey]) -> &'k [FlowKey] {
+        if !self.has_sets() {
+            return keys;
+        }
+        let n = keys.len().min(buf.len());
+        let out = &mut buf[..n];
+        out.copy_from_slice(&keys[..n]);
+        self.fill_sets(out);
+        out
+    }
+
     /// Evaluates one key and calls `trace` once per ACL evaluated, in order.
-    pub fn evaluate_traced<F: FnMut(&StageEvent)>(
+    pub fn evaluate_traced<F: FnMut(&StageEvent)>(&self, key: &FlowKey, ctx: &Context, trace: F) -> Decision {
+        let mut k = *key;
+        self.fill_sets(std::slice::from_mut(&mut k));
+        self.evaluate_filled(&k, ctx, trace)
+    }
+
+    /// [`Policy::evaluate_traced`] for a key whose set bits
+    /// [`Policy::fill_sets`] has written (the batch path looks sets up for
+    /// many keys at once, then evaluates them one by one).
+    pub fn evaluate_filled<F: FnMut(&StageEvent)>(
         &self,
         key: &FlowKey,
         ctx: &Context,
@@ -924,7 +985,7 @@ impl Policy {
                     "{}: expected {expected}, got {} ({})",
                     palisade_rules::format_packet(&e.packet),
                     d.verdict,
-                    self.describe(&d)
+                    self.describe_with_sets(&d, &e.packet)
                 )));
             }
         }
@@ -945,6 +1006,119 @@ impl Policy {
     }
 }
 
+/// Set tests: what they look at, and which decided.
+impl Policy {
+    /// The set tests, in bit order (named sets first, then rules' long lists).
+    pub fn set_tests(&self) -> &[SetTestInfo] {
+        &self.sets.tests
+    }
+
+    /// Bytes of the compiled sets.
+    pub fn sets_memory_bytes(&self) -> usize {
+        self.sets.memory_bytes()
+    }
+
+    /// The set tests of rule `rule` of ACL `acl` and how `key` fared in each,
+    /// one line a test: `src 203.0.113.9 in set "blocklist"`, `dst_port 22
+    /// not in set "ssh"`, or for a long list compiled as a set, `src 10.0.0.5
+    /// in its src list (40 elements)`. Empty for a rule without set tests.
+    pub fn set_reasons(&self, acl: Option<AclId>, rule: RuleRef, key: &FlowKey) -> Vec<String> {
+        let (Some(acl), RuleRef::Rule(i)) = (acl, rule) else {
+            return Vec::new();
+        };
+        let Some(m) = self
+            .sets
+            .rule_sets
+            .get(acl as usize)
+            .and_then(|r| r.get(i as usize))
+        else {
+            return Vec::new();
+        };
+        let mut k = *key;
+        self.fill_sets(std::slice::from_mut(&mut k));
+        let mut out = Vec::new();
+        for (bit, t) in self.sets.tests.iter().enumerate().take(32) {
+            let mask = 1u32 << bit;
+            if (m.member | m.non_member) & mask == 0 {
+                continue;
+            }
+            let value = match t.field {
+                palisade_classify::SetField::Src | palisade_classify::SetField::Dst => {
+                    let a = if t.field == palisade_classify::SetField::Src {
+                        k.src_ip
+                    } else {
+                        k.dst_ip
+                    };
+                    match k.ip_family() {
+                        Some(4) => std::net::Ipv4Addr::from(a as u32).to_string(),
+                        Some(6) => std::net::Ipv6Addr::from(a).to_string(),
+                        _ => "(no address)".into(),
+                    }
+                }
+                palisade_classify::SetField::SrcPort => {
+                    k.ports().map_or("(no port)".into(), |p| p.0.to_string())
+                }
+                palisade_classify::SetField::DstPort => {
+                    k.ports().map_or("(no port)".into(), |p| p.1.to_string())
+                }
+            };
+            let inside = if k.set_bits & mask != 0 { "in" } else { "not in" };
+            let field = t.field.as_str();
+            out.push(if t.anonymous {
+                format!(
+                    "{field} {value} {inside} its {field} list ({} elements)",
+                    t.elements
+                )
+            } else {
+                format!("{field} {value} {inside} set \"{}\"", t.set)
+            });
+        }
+        out
+    }
+
+    /// [`Policy::describe`], followed by the deciding rule's set tests on `key`.
+    pub fn describe_with_sets(&self, d: &Decision, key: &FlowKey) -> String {
+        let mut s = self.describe(d);
+        for r in self.set_reasons(d.acl, d.rule, key) {
+            s.push_str(", ");
+            s.push_str(&r);
+        }
+        s
+    }
+
+    /// This policy with named set `index` (of its rule set's `sets`)
+    /// recompiled from `elements`: every classifier and every other set is
+    /// shared, so only the changed set is built. Fails past `memory_cap`.
+    pub fn with_set(
+        &self,
+        index: usize,
+        elements: &palisade_rules::SetElements,
+        memory_cap: usize,
+    ) -> Result<Policy, PolicyError> {
+        let set = Arc::new(sets::compile(elements));
+        let tables = self
+            .sets
+            .with_named(index, set)
+            .map_err(|cause| err(None, format!("sets: {cause}")))?;
+        let classifiers: usize = self
+            .acls
+            .iter()
+            .map(|a| a.classifier.memory_bytes())
+            .sum::<usize>()
+            + self.rescue.memory_bytes();
+        let used = classifiers.saturating_add(tables.memory_bytes());
+        if used > memory_cap {
+            return Err(err(
+                None,
+                format!("compiled sets reach {used} bytes, more than the memory cap of {memory_cap} bytes"),
+            ));
+        }
+        let mut p = self.clone();
+        p.sets = tables;
+        Ok(p)
+    }
+}
+
 fn bindings_acl(bindings: &[BindingInfo], id: u32) -> AclId {
     bindings.get(id as usize).map_or(0, |b| b.acl)
 }
@@ -962,7 +1136,9 @@ const fn fixed(verdict: Verdict, stage: Stage) -> Decision {
 impl Policy {
     /// The compiled classifier's first-match answer for ACL `acl` on `key`
     /// (a rule index or `NO_MATCH`; `None` for an unknown ACL), with no VLAN
-    /// stamping: the reload self-test compares it with the reference classifier.
+    /// stamping and the key's set bits as given (look them up with
+    /// [`Policy::fill_sets`]): the reload self-test compares it with the
+    /// reference classifier.
     pub fn acl_first_match(&self, acl: AclId, key: &FlowKey) -> Option<u32> {
         self.acls.get(acl as usize).map(|a| a.classifier.classify(key))
     }
@@ -972,6 +1148,12 @@ impl Policy {
         self.rescue.classify(key)
     }
 }
+
+mod sets;
+pub use sets::{SetTestInfo, ANONYMOUS_MIN};
+
+/// Keys whose set tests the batch paths look up together (a 4 KiB stack buffer).
+pub const SET_BATCH: usize = 64;
 
 #[cfg(test)]
 mod model_check;

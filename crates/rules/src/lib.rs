@@ -61,6 +61,21 @@
 //! * `[[bind]]`: `acl` and exactly one of `port` (Port ACL), `vlan` (VLAN
 //!   ACL) or `interface` with `direction = "in" | "out"` (Routed ACL). One
 //!   ACL per port, per VLAN, per interface and direction.
+//! * `[[set]]`: `name` (letters, digits, `_`, `-`, `.`), `elements` (a
+//!   list) and/or `file` (one element a line, `#` comments, a path relative
+//!   to the rule file), optional `kind = "address" | "port"`. An address set
+//!   holds IPv4 and IPv6 addresses and prefixes together; a port set holds
+//!   ports and `"lo-hi"` ranges. Overlapping elements are merged, not errors;
+//!   an element of the other kind, or a bad one, is an error at its own
+//!   `file:line:col` (in the set file for its lines). Rules refer to a set in
+//!   `src`, `dst`, `src_port` or `dst_port` as `"@name"` (in the set) or
+//!   `"!@name"` (not in it), alone in the key; like a prefix or port list, a
+//!   reference matches only frames that carry the field. Each distinct
+//!   (set, field) pair is one set test, at most [`MAX_SET_TESTS`] (32) per
+//!   rule set. A rescue rule cannot use a set. Sets are not expanded into
+//!   rules: they compile to membership structures looked up once per frame
+//!   (see `palisade_classify::set`), so a million-prefix set costs a frame
+//!   about as much as a small one. An unused set is a warning.
 //! * `[[rescue]]`: the match keys of a rule (no `action`), optional `id`;
 //!   always permitted, before every stage. A rescue rule matching everything
 //!   is refused.
@@ -77,11 +92,19 @@
 //!   frame over its rule's limit is decided as without logging; only the
 //!   record is dropped (and counted).
 //!
+//! A rule file and its set files are one generation: [`Loaded::digest`]
+//! covers them all, and [`Loaded::files`] carries the set files' bytes for
+//! the engine to keep. [`load`] reads set files from beside the rule file;
+//! [`parse_with`] takes them from any [`SetFiles`] source (a kept
+//! generation's copy at a last-known-good boot); [`change_set`] makes the
+//! generation that `palisade set add|del` publishes.
+//!
 //! Errors: TOML syntax, unknown keys (with a "did you mean"), wrong types,
 //! out-of-range numbers, reversed ranges, bad prefixes, duplicate names or
 //! rule ids, dangling references, two targets in one binding, a Routed
-//! binding without `direction`. Warnings: a rule shadowed by an earlier rule
-//! of its ACL, an ACL bound nowhere, an SVI for a VLAN no port carries.
+//! binding without `direction`, unknown or mistyped sets, bad set elements.
+//! Warnings: a rule shadowed by an earlier rule of its ACL, an ACL bound
+//! nowhere, an SVI for a VLAN no port carries, a set no rule uses.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -91,9 +114,15 @@ mod names;
 mod packet;
 mod parse;
 mod semver;
+mod sets;
 mod validate;
 
 pub use packet::{format_packet, parse_packet_spec};
+pub use sets::{
+    change_set, parse_element_lines, resolve_set_file, CompanionFile, DiskFiles, KeptFiles, SetChange,
+    SetChangeError, SetDef, SetElements, SetFileRef, SetFiles, SetKind, SetOp, SetTest, MAX_SET_FILE_BYTES,
+    MAX_SET_TESTS,
+};
 
 pub use model::{
     AclDef, AclRule, Action, BindTarget, BindingDef, Defaults, Direction, ExpectDef, InterfaceDef,
@@ -197,7 +226,7 @@ impl fmt::Display for Digest {
     }
 }
 
-/// A parsed and validated rule file.
+/// A parsed and validated rule file, with its set files: one generation's source.
 #[derive(Clone, Debug)]
 pub struct Loaded {
     /// The file name as given.
@@ -206,8 +235,16 @@ pub struct Loaded {
     pub ruleset: RuleSet,
     /// Warnings (the set is still valid).
     pub warnings: Vec<Diagnostic>,
-    /// SHA-256 of the file bytes.
+    /// The generation's digest: SHA-256 of the rule file's bytes when it has
+    /// no set files; else SHA-256 of the manifest
+    /// `palisade-generation 1\nrules <rules_digest>\n` followed by
+    /// `file <digest> <name>\n` per set file in name order, so that it covers
+    /// the rule file and every set file.
     pub digest: Digest,
+    /// SHA-256 of the rule file's bytes alone.
+    pub rules_digest: Digest,
+    /// The set files read, each once, in the order the `[[set]]`s name them.
+    pub files: Vec<CompanionFile>,
 }
 
 /// Why [`load`] failed.
@@ -264,6 +301,11 @@ pub const MAX_RULES_PER_ACL: usize = 1 << 16;
 /// assert!(e.to_string().contains("not a regular file"), "{e}");
 /// ```
 pub fn read_rule_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_bounded(path, MAX_RULE_FILE_BYTES, "MAX_RULE_FILE_BYTES")
+}
+
+/// Reads a regular file of at most `max` bytes (`limit` names the limit in the error).
+pub(crate) fn read_bounded(path: &Path, max: usize, limit: &str) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut open = std::fs::OpenOptions::new();
     open.read(true);
@@ -283,22 +325,21 @@ pub fn read_rule_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let too_big = |n: u64| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("the file is {n} bytes, more than the limit of {MAX_RULE_FILE_BYTES} bytes (MAX_RULE_FILE_BYTES)"),
+            format!("the file is {n} bytes, more than the limit of {max} bytes ({limit})"),
         )
     };
-    if meta.len() > MAX_RULE_FILE_BYTES as u64 {
+    if meta.len() > max as u64 {
         return Err(too_big(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_RULE_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > MAX_RULE_FILE_BYTES {
+    file.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
         return Err(too_big(bytes.len() as u64)); // it grew while being read
     }
     Ok(bytes)
 }
 
-/// Reads and parses a rule file.
+/// Reads and parses a rule file, and its set files from beside it ([`DiskFiles`]).
 ///
 /// ```
 /// let err = palisade_rules::load(std::path::Path::new("/nonexistent.toml")).unwrap_err();
@@ -310,7 +351,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         path: name.clone(),
         error,
     })?;
-    parse(&name, &bytes).map_err(LoadError::Invalid)
+    parse_with(&name, &bytes, &DiskFiles).map_err(LoadError::Invalid)
 }
 
 /// Parses and validates the bytes of a rule file named `file`.
@@ -324,6 +365,23 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 /// assert_eq!(errs[0].to_string(), "bad.toml:4:1: unknown key \"defualt\" in [[acl]] (did you mean \"default\"?)");
 /// ```
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
+    parse_with(file, bytes, &KeptFiles::default())
+}
+
+/// [`parse`], reading the set files that `[[set]]`s name from `files`: a
+/// [`DiskFiles`] resolves them beside `file` (as [`load`] does), a
+/// [`KeptFiles`] takes them from memory (a kept generation). Errors in a set
+/// file are located in it: `blocklist.txt:7:1: set "blocklist": ...`.
+///
+/// ```
+/// use palisade_rules::KeptFiles;
+/// let rules = b"version = 1\n[[set]]\nname = \"bl\"\nfile = \"bl.txt\"\n\
+///     [[acl]]\nname = \"a\"\n[[acl.rule]]\naction = \"deny\"\nsrc = \"!@bl\"\n";
+/// let files = KeptFiles::new([("bl.txt".to_string(), b"10.0.0.0/8\n# comment\n10.0.0.1/24\n".to_vec())]);
+/// let errs = palisade_rules::parse_with("etc/r.toml", rules, &files).unwrap_err();
+/// assert_eq!(errs[0].to_string(), "etc/bl.txt:3:1: set \"bl\": prefix \"10.0.0.1/24\" has host bits set (did you mean 10.0.0.0/24?)");
+/// ```
+pub fn parse_with(file: &str, bytes: &[u8], files: &dyn SetFiles) -> Result<Loaded, Vec<Diagnostic>> {
     if bytes.len() > MAX_RULE_FILE_BYTES {
         return Err(vec![Diagnostic {
             file: file.to_owned(),
@@ -350,6 +408,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
         }
     };
     let mut cx = parse::Cx::new(file, text);
+    cx.sets.files = Some(files);
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         // The TOML parser recovers and goes on, but after the first error on
@@ -380,9 +439,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
                 format!("TOML syntax: {hidden} more lines with errors not shown"),
             );
         }
-        return Err(finish(cx.diags).1);
+        return Err(finish(file, cx.diags).1);
     }
-    let (ruleset, locs) = parse::document(&mut cx, &root);
+    let (ruleset, mut locs) = parse::document(&mut cx, &root);
     for a in ruleset.acls.iter().filter(|a| a.rules.len() > MAX_RULES_PER_ACL) {
         cx.diags.push(Diagnostic {
             file: file.to_owned(),
@@ -396,20 +455,31 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Loaded, Vec<Diagnostic>> {
         });
     }
     parse::resolve(&mut cx, &ruleset, &locs);
-    let (warnings, errors) = finish(cx.diags);
+    let (warnings, errors) = finish(file, cx.diags);
     if !errors.is_empty() {
         return Err(errors);
     }
+    let files = std::mem::take(&mut locs.set_files);
     Ok(Loaded {
         file: file.to_owned(),
         ruleset,
         warnings,
-        digest,
+        digest: sets::generation_digest(digest, &files),
+        rules_digest: digest,
+        files,
     })
 }
 
-/// Sorts diagnostics by position and splits them into (warnings, errors).
-fn finish(mut diags: Vec<Diagnostic>) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-    diags.sort_by_key(|d| (d.span.line, d.span.col));
+/// Sorts diagnostics by position (the rule file's first, then each set
+/// file's) and splits them into (warnings, errors).
+fn finish(file: &str, mut diags: Vec<Diagnostic>) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    diags.sort_by(|a, b| {
+        (a.file != file, &a.file, a.span.line, a.span.col).cmp(&(
+            b.file != file,
+            &b.file,
+            b.span.line,
+            b.span.col,
+        ))
+    });
     diags.into_iter().partition(|d| d.severity == Severity::Warning)
 }

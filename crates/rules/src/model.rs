@@ -260,4 +260,9 @@ pub struct RuleSet {
     pub rescue: Vec<RescueDef>,
     /// `[[expect]]`s.
     pub expects: Vec<ExpectDef>,
+    /// `[[set]]`s, in file order.
+    pub sets: Vec<crate::SetDef>,
+    /// The set tests the rules make: test `i` is bit `i` of a key's set
+    /// membership and of the rules' `RuleMatch::sets`.
+    pub set_tests: Vec<crate::SetTest>,
 }

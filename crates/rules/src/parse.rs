@@ -27,6 +27,8 @@ pub(crate) struct Cx<'s> {
     line_starts: Vec<usize>,
     pub diags: Vec<Diagnostic>,
     seen: std::collections::HashSet<(u32, u32, String)>,
+    /// The `[[set]]`s and the set tests of the rules read so far.
+    pub sets: crate::sets::Scope<'s>,
 }
 
 impl<'s> Cx<'s> {
@@ -39,7 +41,13 @@ impl<'s> Cx<'s> {
             line_starts,
             diags: Vec::new(),
             seen: std::collections::HashSet::new(),
+            sets: crate::sets::Scope::default(),
         }
+    }
+
+    /// The rule file's name, as given.
+    pub fn file(&self) -> &'s str {
+        self.file
     }
 
     /// Line and column (1-based, column in characters) of a byte offset.
@@ -86,7 +94,7 @@ impl<'s> Cx<'s> {
 
 /// A table whose keys were checked against an allow-list.
 pub(crate) struct Fields<'a, 'i> {
-    t: &'a DeTable<'i>,
+    pub(crate) t: &'a DeTable<'i>,
     pub(crate) at: usize,
 }
 
@@ -97,7 +105,7 @@ impl<'a, 'i> Fields<'a, 'i> {
 }
 
 /// Closest allowed key to a misspelt one (edit distance <= 2).
-fn suggest<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn suggest<'k>(key: &str, allowed: &[&'k str]) -> Option<&'k str> {
     fn dist(a: &str, b: &str) -> usize {
         let b: Vec<char> = b.chars().collect();
         let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -146,7 +154,7 @@ pub(crate) fn fields<'a, 'i>(
 }
 
 /// The elements of an array of tables (`[[name]]`).
-fn table_array<'a, 'i>(cx: &mut Cx, root: &'a DeTable<'i>, name: &str) -> Vec<&'a V<'i>> {
+pub(crate) fn table_array<'a, 'i>(cx: &mut Cx, root: &'a DeTable<'i>, name: &str) -> Vec<&'a V<'i>> {
     match root.get(name) {
         None => Vec::new(),
         Some(v) => match v.get_ref() {
@@ -165,7 +173,7 @@ fn table_array<'a, 'i>(cx: &mut Cx, root: &'a DeTable<'i>, name: &str) -> Vec<&'
     }
 }
 
-fn string<'a>(cx: &mut Cx, ctx: &str, key: &str, v: &'a V) -> Option<&'a str> {
+pub(crate) fn string<'a>(cx: &mut Cx, ctx: &str, key: &str, v: &'a V) -> Option<&'a str> {
     match v.get_ref() {
         DeValue::String(s) => Some(s.as_ref()),
         other => {
@@ -178,7 +186,7 @@ fn string<'a>(cx: &mut Cx, ctx: &str, key: &str, v: &'a V) -> Option<&'a str> {
     }
 }
 
-fn name(cx: &mut Cx, ctx: &str, key: &str, v: &V) -> Option<String> {
+pub(crate) fn name(cx: &mut Cx, ctx: &str, key: &str, v: &V) -> Option<String> {
     let s = string(cx, ctx, key, v)?;
     if s.trim().is_empty() {
         cx.error(v.span().start, format!("{ctx}: {key} must not be empty"));
@@ -285,7 +293,7 @@ fn prefixes(cx: &mut Cx, ctx: &str, key: &str, v: &V) -> Option<Vec<Prefix>> {
 }
 
 /// Parses `lo-hi` or a single number with bounds.
-fn range_text(text: &str, max: u32, what: &str) -> Result<(u32, u32), String> {
+pub(crate) fn range_text(text: &str, max: u32, what: &str) -> Result<(u32, u32), String> {
     let num = |t: &str| {
         t.trim()
             .parse::<u32>()
@@ -408,10 +416,14 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
     let mut m = RuleMatch::any();
     let off = |k: &str| f.get(k).map_or(f.at, |v| v.span().start);
     if let Some(v) = f.get("src") {
-        m.src = prefixes(cx, ctx, "src", v).unwrap_or_default();
+        if !crate::sets::reference(cx, ctx, "src", v, &mut m) {
+            m.src = prefixes(cx, ctx, "src", v).unwrap_or_default();
+        }
     }
     if let Some(v) = f.get("dst") {
-        m.dst = prefixes(cx, ctx, "dst", v).unwrap_or_default();
+        if !crate::sets::reference(cx, ctx, "dst", v, &mut m) {
+            m.dst = prefixes(cx, ctx, "dst", v).unwrap_or_default();
+        }
     }
     if let Some(v) = f.get("family") {
         m.family = match string(cx, ctx, "family", v) {
@@ -439,8 +451,15 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
             _ => m.proto = proto(cx, ctx, v).flatten(),
         }
     }
+    let port_sets: Vec<&str> = ["src_port", "dst_port"]
+        .into_iter()
+        .filter(|k| {
+            f.get(k)
+                .is_some_and(|v| crate::sets::reference(cx, ctx, k, v, &mut m))
+        })
+        .collect();
     for (key, slot) in [("src_port", &mut m.src_port), ("dst_port", &mut m.dst_port)] {
-        if let Some(v) = f.get(key) {
+        if let Some(v) = f.get(key).filter(|_| !port_sets.contains(&key)) {
             *slot = ranges(cx, ctx, key, v, 0, 65535)
                 .unwrap_or_default()
                 .into_iter()
@@ -617,6 +636,8 @@ pub(crate) struct Locs {
     pub rescue_id: Vec<Option<usize>>,
     pub expect_port: Vec<usize>,
     pub expect_route: Vec<(usize, usize)>,
+    /// The set files read (handed to `Loaded::files`).
+    pub set_files: Vec<crate::CompanionFile>,
 }
 
 /// Parses the whole document into a model; errors go to `cx`.
@@ -633,6 +654,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
         "bind",
         "rescue",
         "expect",
+        "set",
         "description",
         "logging",
     ];
@@ -764,6 +786,8 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             span: cx.span(at),
         });
     }
+
+    crate::sets::parse_sets(cx, root);
 
     let mut acls = Vec::new();
     for (i, v) in table_array(cx, root, "acl").into_iter().enumerate() {
@@ -940,6 +964,12 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             None => ctx0,
         };
         let m = rule_match(cx, &ctx, &f);
+        if m.as_ref().is_some_and(|m| !m.sets.is_any()) {
+            cx.error(
+                f.at,
+                format!("{ctx}: a rescue rule cannot use a set: its addresses and ports belong in the rule file, where changing them needs --allow-rescue-change"),
+            );
+        }
         if m.as_ref()
             .is_some_and(|m| !m.needs_ip() && m.vlan.is_empty() && m.ethertype.is_none())
         {
@@ -1023,6 +1053,8 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
         });
     }
 
+    let (sets, set_tests, set_files) = crate::sets::finish(cx);
+    locs.set_files = set_files;
     (
         RuleSet {
             version,
@@ -1035,6 +1067,8 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             bindings,
             rescue,
             expects,
+            sets,
+            set_tests,
         },
         locs,
     )
@@ -1154,6 +1188,8 @@ fn empty_ruleset() -> RuleSet {
         bindings: Vec::new(),
         rescue: Vec::new(),
         expects: Vec::new(),
+        sets: Vec::new(),
+        set_tests: Vec::new(),
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
             }
         }
     }
-    let ports = !m.src_port.is_empty() || !m.dst_port.is_empty();
+    let ports = !m.src_port.is_empty() || !m.dst_port.is_empty() || m.sets.needs_ports;
     let port_key = if m.dst_port.is_empty() {
         "src_port"
     } else {
@@ -218,6 +218,11 @@ pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
         return false;
     }
     if !ranges_cover(&a.src_port, &b.src_port) || !ranges_cover(&a.dst_port, &b.dst_port) {
+        return false;
+    }
+    // A set test of `a` covers `b` only when `b` makes the same test (the
+    // sets' contents change without a reload, so nothing else is known).
+    if a.sets.member & !b.sets.member != 0 || a.sets.non_member & !b.sets.non_member != 0 {
         return false;
     }
     if !values_cover(

@@ -426,6 +426,8 @@ fn ruleset() -> impl Strategy<Value = RuleSet> {
                     })
                     .collect(),
                 expects: vec![],
+                sets: vec![],
+                set_tests: vec![],
             }
         })
 }
