@@ -104,8 +104,35 @@ pub fn run(args: Args) -> ExitCode {
         expects - failures.len(),
         failures.len()
     );
+    if !rs.sets.is_empty() {
+        println!("  sets:       {}", rs.sets.len());
+        for set in &rs.sets {
+            let file = set.file.as_ref().map_or(String::new(), |f| {
+                format!(", file {} (sha256 {})", f.name, f.digest)
+            });
+            println!(
+                "    {}: {} {} element{}{file}",
+                set.name,
+                set.elements.len(),
+                set.elements.kind().as_str(),
+                plural(set.elements.len())
+            );
+        }
+        let tests = policy.set_tests();
+        let anonymous = tests.iter().filter(|t| t.anonymous).count();
+        println!(
+            "  set tests:  {} of {} ({anonymous} for rules' long lists)",
+            tests.len(),
+            palisade_rules::MAX_SET_TESTS
+        );
+    }
     println!("  warnings:   {}", loaded.warnings.len());
-    println!("digest: {}", loaded.digest);
+    if loaded.files.is_empty() {
+        println!("digest: {}", loaded.digest);
+    } else {
+        println!("digest: {} (the rule file and its set files)", loaded.digest);
+        println!("rules digest: {}", loaded.rules_digest);
+    }
     if !failures.is_empty() {
         eprintln!(
             "{}: invalid: {} [[expect]] vector{} failed",

@@ -11,9 +11,13 @@
 //! Every packet an `[[expect]]` can describe can be explained. `--vlan V`
 //! sends it tagged with VLAN V (default: untagged, so it takes the port's VLAN).
 //!
+//! A rule that tests sets says how the packet fared in each:
+//! `src 203.0.113.9 in set "blocklist"`, `dst_port 22 not in set "ssh"`.
+//!
 //! `--json` prints one object: `verdict`, `stage`, `acl` (null when no ACL
-//! decided), `rule` (null when no rule decided), `packet`, `vlan` and
-//! `stages` (one entry per stage on the path).
+//! decided), `rule` (null when no rule decided), `sets` (the deciding
+//! rule's set tests, as above), `packet`, `vlan` and `stages` (one entry
+//! per stage on the path).
 //!
 //! Exit codes: 0 explained (whatever the verdict), 1 invalid rule file,
 //! 2 usage (bad packet, unknown port or interface).
@@ -97,6 +101,7 @@ pub fn run(args: Args) -> ExitCode {
     let steps = walk(&loaded, &policy, &key, &ctx, vlan, d.stage, &events);
     let acl = policy.acl_name(d.acl);
     let rule = policy.rule_name(&d);
+    let sets = policy.set_reasons(d.acl, d.rule, &key);
     if args.json {
         let stages: Vec<serde_json::Value> = steps
             .iter()
@@ -116,6 +121,7 @@ pub fn run(args: Args) -> ExitCode {
             "stage": d.stage.as_str(),
             "acl": json_opt(acl),
             "rule": json_opt(Some(rule)),
+            "sets": sets,
             "packet": palisade_rules::format_packet(&key),
             "port": args.port,
             "vlan": vlan,
@@ -153,6 +159,9 @@ pub fn run(args: Args) -> ExitCode {
     }
     if !rule.is_empty() {
         decided.push_str(&format!(", rule {rule}"));
+    }
+    for s in &sets {
+        decided.push_str(&format!(", {s}"));
     }
     decided.push(')');
     println!("{decided}");
@@ -323,8 +332,13 @@ fn walk(
                     } else {
                         format!("(#{n}) ")
                     };
+                    let sets: String = policy
+                        .set_reasons(Some(e.acl), e.rule, key)
+                        .iter()
+                        .map(|s| format!("; {s}"))
+                        .collect();
                     format!(
-                        "{index}{}",
+                        "{index}{}{sets}",
                         span.map_or(String::new(), |s| format!(
                             "at {}:{}:{}",
                             loaded.file, s.line, s.col
