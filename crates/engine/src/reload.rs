@@ -141,8 +141,19 @@ pub(crate) struct Candidate {
     pub warnings: Vec<String>,
 }
 
-/// The keys per ACL on which the compiled classifier is checked against the reference.
+/// The most keys per ACL on which the compiled classifier is checked against the reference.
 const SELF_TEST_KEYS: usize = 4096;
+/// The fewest (even for the largest ACL).
+const SELF_TEST_MIN_KEYS: usize = 256;
+/// Rule checks the reference may spend per ACL: its scan is O(rules) per key,
+/// so a large ACL gets fewer keys (16,384 rules: 512 keys) and the self-test
+/// stays a small part of a reload instead of growing with rules x keys.
+const SELF_TEST_BUDGET: usize = 8 << 20;
+
+/// The number of self-test keys for an ACL of `rules` rules.
+fn self_test_keys(rules: usize) -> usize {
+    (SELF_TEST_BUDGET / rules.max(1)).clamp(SELF_TEST_MIN_KEYS, SELF_TEST_KEYS)
+}
 
 /// Runs parse -> validate -> compile -> self-test -> audit on `bytes` (and its
 /// companion files, carried into the candidate and covered by its digest).
@@ -370,7 +381,7 @@ fn self_test_classifiers(loaded: &Loaded, policy: &Policy) -> Vec<String> {
         };
         let rules: Vec<RuleMatch> = def.rules.iter().map(|r| r.matcher.clone()).collect();
         let reference = LinearClassifier::new(rules);
-        for mut key in corner_keys(reference.rules(), SELF_TEST_KEYS) {
+        for mut key in corner_keys(reference.rules(), self_test_keys(reference.rules().len())) {
             // The sets' real answers (a long list compiled as a set is a list to the reference).
             policy.fill_sets(std::slice::from_mut(&mut key));
             let want = reference.classify(&key);
@@ -386,7 +397,7 @@ fn self_test_classifiers(loaded: &Loaded, policy: &Policy) -> Vec<String> {
     }
     let rescue: Vec<RuleMatch> = loaded.ruleset.rescue.iter().map(|r| r.matcher.clone()).collect();
     let reference = LinearClassifier::new(rescue);
-    for key in corner_keys(reference.rules(), SELF_TEST_KEYS) {
+    for key in corner_keys(reference.rules(), self_test_keys(reference.rules().len())) {
         let (want, got) = (reference.classify(&key), policy.rescue_first_match(&key));
         if got != want {
             errors.push(format!(

@@ -115,6 +115,7 @@ mod packet;
 mod parse;
 mod semver;
 mod sets;
+mod shadow;
 mod validate;
 
 pub use packet::{format_packet, parse_packet_spec};

@@ -172,13 +172,16 @@ fn names_of(fams: &[IpFamily]) -> String {
         .join(" or ")
 }
 
-/// Warns about every rule that an earlier rule of the same ACL fully covers.
+/// Warns about every rule that an earlier rule of the same ACL fully covers,
+/// naming the first such rule (found through [`crate::shadow::Index`], not
+/// by comparing every pair).
 pub(crate) fn shadowing(cx: &mut Cx, acl: &AclDef, locs: &[(usize, Option<usize>)]) {
+    let all: Vec<&RuleMatch> = acl.rules.iter().map(|r| &r.matcher).collect();
+    let mut index = crate::shadow::Index::default();
     for (j, later) in acl.rules.iter().enumerate() {
-        let Some(i) = acl.rules[..j]
-            .iter()
-            .position(|earlier| covers(&earlier.matcher, &later.matcher))
-        else {
+        let first = index.first_cover(&later.matcher, &all);
+        index.insert(j, &later.matcher);
+        let Some(i) = first else {
             continue;
         };
         let label = |n: usize| match &acl.rules[n].id {
