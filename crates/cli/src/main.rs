@@ -45,6 +45,8 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Manpage(ManpageArgs),
+    /// Add elements to a set of the running rule set, or remove them (`set add|del`).
+    Set(cmd::set::Args),
 }
 
 /// Arguments of `palisade completions`.
@@ -150,5 +152,6 @@ fn main() -> ExitCode {
         Command::LogReopen(args) => cmd::observe::log_reopen(args),
         Command::Completions(args) => completions(args),
         Command::Manpage(args) => manpage(args),
+        Command::Set(args) => cmd::set::run(args),
     }
 }

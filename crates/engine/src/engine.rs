@@ -116,6 +116,24 @@ pub struct ReloadOk {
     pub warnings: Vec<String>,
 }
 
+/// A set change ([`Engine::change_set`]) that went through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetChanged {
+    /// The set.
+    pub set: String,
+    /// Elements added or removed; 0 when there was nothing to do (then no
+    /// new generation was made and `reload` describes the active one).
+    pub changed: usize,
+    /// Elements of the set now.
+    pub elements: usize,
+    /// The set file written through.
+    pub file: PathBuf,
+    /// SHA-256 of the set file now.
+    pub file_digest: Digest,
+    /// The generation made active (number, digest over every file, state).
+    pub reload: ReloadOk,
+}
+
 /// The decision of [`Engine::probe`], with names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Probe {
@@ -169,6 +187,9 @@ struct Pending {
     revert_state: GenerationState,
     /// Generations published in this window, oldest first: reverted together.
     chain: Vec<u64>,
+    /// Set files written through since the confirm window opened: a revert
+    /// writes them back as `revert_to` has them.
+    written: Vec<String>,
 }
 
 struct Control {
@@ -218,6 +239,8 @@ pub(crate) struct Inner {
     /// The all-frames and per-stage counter slots, counted with no rules too.
     pub(crate) base: Layout,
     memory_cap: usize,
+    /// fsync what is written (kept generations, set files written through).
+    durable: bool,
     pub(crate) shards: ShardSet,
     pub(crate) store: Store,
     pub(crate) config: PathBuf,
@@ -325,6 +348,7 @@ impl Engine {
             base: reload::base_layout(&registry),
             registry,
             memory_cap: options.memory_cap,
+            durable: options.durable,
             shards: ShardSet::default(),
             store,
             config: config.to_path_buf(),
@@ -369,6 +393,78 @@ impl Engine {
     /// Sets (or with `None` removes) the receiver of [`crate::events::ControlEvent`]s.
     pub fn set_event_sink(&self, sink: Option<EventSink>) {
         *self.inner.events.lock().unwrap_or_else(|e| e.into_inner()) = sink;
+    }
+
+    /// Adds elements to (or removes them from) set `set` of the active rule
+    /// set: a new generation through the whole pipeline (validated, the one
+    /// set recompiled, self-tested with the `[[expect]]`s, persisted,
+    /// published atomically; `opts.confirm_within` opens a confirm window like
+    /// a reload's), and the set's file written through atomically so that a
+    /// later reload or restart keeps it (restored if the window reverts). A
+    /// bad element changes nothing and is named in the error.
+    ///
+    /// ```
+    /// use palisade_engine::{Engine, ReloadOptions};
+    /// use palisade_rules::SetOp;
+    /// let dir = std::env::temp_dir().join(format!("palisade-doc-set-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("bl.txt"), "203.0.113.0/24\n").unwrap();
+    /// std::fs::write(dir.join("r.toml"), "version = 1\n[[port]]\nname = \"p\"\n[[set]]\nname = \"bl\"\nfile = \"bl.txt\"\n\
+    ///     [[acl]]\nname = \"a\"\ndefault = \"permit\"\n[[acl.rule]]\naction = \"deny\"\nsrc = \"@bl\"\n[[bind]]\nacl = \"a\"\nport = \"p\"\n").unwrap();
+    /// let (engine, boot) = Engine::open(&dir.join("r.toml"), &dir.join("state"), Default::default()).unwrap();
+    /// let ch = engine.change_set("bl", SetOp::Add, &["198.51.100.7".into()], &ReloadOptions::default()).unwrap();
+    /// assert_eq!((ch.changed, ch.elements, ch.reload.generation), (1, 2, boot.generation + 1));
+    /// assert_eq!(std::fs::read_to_string(dir.join("bl.txt")).unwrap(), "203.0.113.0/24\n198.51.100.7\n");
+    /// let probe = palisade_rules::parse_packet_spec("tcp 198.51.100.7:1 -> 10.0.0.1:80").unwrap();
+    /// assert_eq!(engine.probe("p", None, &probe).unwrap().rule, "#1");
+    /// // A bad element refuses the whole change.
+    /// let e = engine.change_set("bl", SetOp::Add, &["10.0.0.9".into(), "nope".into()], &ReloadOptions::default()).unwrap_err();
+    /// assert!(e.errors[0].contains("element \"nope\""), "{e}");
+    /// assert_eq!(engine.status().generation, ch.reload.generation);
+    /// drop(engine);
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn change_set(
+        &self,
+        set: &str,
+        op: palisade_rules::SetOp,
+        elements: &[String],
+        opts: &ReloadOptions,
+    ) -> Result<SetChanged, ReloadError> {
+        self.change_set_by(set, op, elements, opts, None)
+    }
+
+    /// [`Engine::change_set`] on behalf of `uid`, named in its control event
+    /// (a set change that changes nothing emits none).
+    pub fn change_set_by(
+        &self,
+        set: &str,
+        op: palisade_rules::SetOp,
+        elements: &[String],
+        opts: &ReloadOptions,
+        uid: Option<u32>,
+    ) -> Result<SetChanged, ReloadError> {
+        // One reload (or set change) at a time: a reload never publishes set
+        // files older than a set change it ran beside.
+        let one = self.inner.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let label = format!("set {set}");
+        self.inner.progress(RELOAD, &label, Some(ReloadStage::Validate));
+        let res = self.inner.change_set(set, op, elements, opts, &label);
+        self.inner.progress(RELOAD, &label, None);
+        let generation = match &res {
+            Ok(ch) if ch.changed == 0 => None,
+            Ok(ch) => Some(Ok(ch.reload.clone())),
+            Err(e) => Some(Err(e.clone())),
+        };
+        match &generation {
+            Some(r) => self.inner.record(r),
+            None => self.inner.refresh_kept(),
+        }
+        drop(one);
+        if let Some(r) = &generation {
+            self.inner.emit_result(EventKind::SetChange, uid, r);
+        }
+        res
     }
 
     /// Confirms a pending commit-confirmed reload; returns its generation.
@@ -523,7 +619,7 @@ impl Engine {
         let cand = reload::build(
             &name,
             bytes,
-            Vec::new(),
+            &palisade_rules::DiskFiles,
             &opts,
             None,
             self.inner.memory_cap,
@@ -741,27 +837,32 @@ impl Inner {
         label: &str,
     ) -> Result<ReloadOk, ReloadError> {
         fault(opts, ReloadStage::Read)?;
-        let (name, bytes, companions) = match source {
+        // Set files: from disk beside the rule file, or a whole generation's own.
+        let (name, bytes, kept) = match source {
             ReloadSource::Config => {
                 let (n, b) = read(&self.config)?;
-                (n, b, Vec::new())
+                (n, b, None)
             }
             ReloadSource::Path(p) => {
                 let (n, b) = read(&p)?;
-                (n, b, Vec::new())
+                (n, b, None)
             }
-            ReloadSource::Bytes { name, bytes } => (name, bytes, Vec::new()),
+            ReloadSource::Bytes { name, bytes } => (name, bytes, None),
             ReloadSource::Generation {
                 name,
                 bytes,
                 companions,
-            } => (name, bytes, companions),
+            } => (name, bytes, Some(kept_files(companions))),
+        };
+        let set_files: &dyn palisade_rules::SetFiles = match &kept {
+            Some(k) => k,
+            None => &palisade_rules::DiskFiles,
         };
         let active_rescue = self.current.load().rules.as_ref().map(|c| c.rescue_fingerprint);
         let cand = reload::build(
             &name,
             bytes,
-            companions,
+            set_files,
             opts,
             active_rescue,
             self.memory_cap,
@@ -769,10 +870,11 @@ impl Inner {
         )?;
         self.progress(RELOAD, label, Some(ReloadStage::Persist));
         let mut ctl = self.lock();
-        self.finish(&mut ctl, Ready::Built(Box::new(cand)), opts, true)
+        self.finish(&mut ctl, Ready::Built(Box::new(cand)), opts, true, None)
     }
 
-    /// Persist and publish (the short part, under the control lock).
+    /// Persist and publish (the short part, under the control lock); a set
+    /// change's file is written through beside the persist (`write_through`).
     ///
     /// `persist_required = false` (boot only) runs the candidate even when it
     /// cannot be persisted, and reuses the newest confirmed generation's number
@@ -783,6 +885,7 @@ impl Inner {
         ready: Ready,
         opts: &ReloadOptions,
         persist_required: bool,
+        write_through: Option<&palisade_rules::CompanionFile>,
     ) -> Result<ReloadOk, ReloadError> {
         let cur = self.current.load_full();
         let (compiled, mut warnings) = match ready {
@@ -799,83 +902,83 @@ impl Inner {
             Ready::InMemory(c) => (c, Vec::new()),
         };
 
-        // persist (at boot, a config identical to the newest kept generation keeps its
-        // number and file, so restarts neither renumber nor crowd out older generations)
-        let reuse = match persist_required || opts.confirm_within.is_some() {
-            true => None,
-            false => self.store.newest(true).filter(|k| k.digest == compiled.digest),
-        };
-        let outcome = match opts.confirm_within {
-            Some(_) => Outcome::Pending,
-            None => Outcome::Confirmed,
-        };
-        let (number, saved) = match reuse {
-            Some(k) => {
-                ctl.last_number = ctl.last_number.max(k.generation);
-                (k.generation, false)
-            }
-            None => {
-                let persisted = fault(opts, ReloadStage::Persist)
-                    .and_then(|()| {
-                        self.next_number(ctl)
-                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-                    })
-                    .and_then(|number| {
-                        let kept = Kept::with_companions(
-                            number,
-                            &compiled.source,
-                            compiled.bytes.to_vec(),
-                            compiled.companions.to_vec(),
-                            outcome,
-                        );
-                        self.store
-                            .save(&kept)
-                            .map(|()| number)
-                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
-                    });
-                match persisted {
-                    Ok(number) => {
-                        ctl.last_number = ctl.last_number.max(number);
-                        (number, true)
-                    }
-                    Err(e) if persist_required => return Err(e),
-                    Err(e) => {
-                        let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
-                        eprintln!("palisade: WARNING: {msg}");
-                        warnings.push(msg);
-                        let above = ctl.last_number.max(cur.number).max(self.store.max_generation());
-                        let number = above.checked_add(1).ok_or_else(|| {
-                            ReloadError::new(
-                                ReloadStage::Persist,
-                                vec!["generation numbers are exhausted".into()],
-                            )
-                        })?;
-                        ctl.last_number = number;
-                        (number, false)
-                    }
+        // persist, and beside it write through (a set change): the set's file,
+        // atomically, so that a later reload or restart keeps the change; the
+        // two writes' fsyncs overlap instead of queueing
+        let durable = self.durable;
+        let (persisted, written) = std::thread::scope(|scope| {
+            let writer = write_through
+                .map(|f| scope.spawn(move || crate::setfile::write_atomic(&f.path, &f.bytes, durable)));
+            let persisted = self.persist(ctl, &cur, &compiled, opts, persist_required, &mut warnings);
+            let written = writer.map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")))
+            });
+            (persisted, written)
+        });
+        // A refused commit puts the set file back as the active generation has it.
+        let restore = || {
+            let old = write_through.and_then(|f| {
+                cur.rules
+                    .as_ref()
+                    .and_then(|r| r.files.iter().find(|o| o.name == f.name))
+            });
+            if let Some(old) = old {
+                if let Err(e) = crate::setfile::write_atomic(&old.path, &old.bytes, durable) {
+                    eprintln!(
+                        "palisade: warning: set file {} not restored: {e}",
+                        old.path.display()
+                    );
                 }
             }
         };
+        let (number, saved) = match persisted {
+            Ok(x) => x,
+            Err(e) => {
+                if matches!(written, Some(Ok(()))) {
+                    restore();
+                }
+                return Err(e);
+            }
+        };
+        if let (Some(Err(e)), Some(file)) = (&written, write_through) {
+            if saved {
+                self.store.remove(number);
+            }
+            return Err(ReloadError::new(
+                ReloadStage::Persist,
+                vec![format!("{}: cannot write the set file: {e}", file.path.display())],
+            ));
+        }
 
         // publish
         if let Err(e) = fault(opts, ReloadStage::Publish) {
             if saved {
                 self.store.remove(number);
             }
+            if written.is_some() {
+                restore();
+            }
             return Err(e);
         }
         let (state, deadline) = match opts.confirm_within {
             Some(d) => {
-                let (revert_to, revert_state, mut chain) = match ctl.pending.take() {
-                    Some(p) => (p.revert_to, p.revert_state, p.chain),
-                    None => (cur.rules.clone(), cur.state, Vec::new()),
+                let (revert_to, revert_state, mut chain, mut written) = match ctl.pending.take() {
+                    Some(p) => (p.revert_to, p.revert_state, p.chain, p.written),
+                    None => (cur.rules.clone(), cur.state, Vec::new(), Vec::new()),
                 };
                 chain.push(number);
+                if let Some(f) = write_through {
+                    if !written.contains(&f.name) {
+                        written.push(f.name.clone());
+                    }
+                }
                 ctl.pending = Some(Pending {
                     deadline: Instant::now() + d,
                     revert_to,
                     revert_state,
                     chain,
+                    written,
                 });
                 (
                     GenerationState::PendingConfirm,
@@ -908,6 +1011,186 @@ impl Inner {
             confirm_deadline: deadline,
             warnings,
         })
+    }
+
+    /// Persists `compiled` as a kept generation (or, at boot, reuses the newest
+    /// kept one with its digest): its number, and whether a file was saved.
+    fn persist(
+        &self,
+        ctl: &mut Control,
+        cur: &Generation,
+        compiled: &Compiled,
+        opts: &ReloadOptions,
+        persist_required: bool,
+        warnings: &mut Vec<String>,
+    ) -> Result<(u64, bool), ReloadError> {
+        // (at boot, a config identical to the newest kept generation keeps its
+        // number and file, so restarts neither renumber nor crowd out older generations)
+        let reuse = match persist_required || opts.confirm_within.is_some() {
+            true => None,
+            false => self.store.newest(true).filter(|k| k.digest == compiled.digest),
+        };
+        let outcome = match opts.confirm_within {
+            Some(_) => Outcome::Pending,
+            None => Outcome::Confirmed,
+        };
+        let persisted = match reuse {
+            Some(k) => {
+                ctl.last_number = ctl.last_number.max(k.generation);
+                (k.generation, false)
+            }
+            None => {
+                let persisted = fault(opts, ReloadStage::Persist)
+                    .and_then(|()| {
+                        self.next_number(ctl)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    })
+                    .and_then(|number| {
+                        let kept = Kept::with_companions(
+                            number,
+                            &compiled.source,
+                            compiled.bytes.to_vec(),
+                            companions_of(&compiled.files),
+                            outcome,
+                        );
+                        self.store
+                            .save(&kept)
+                            .map(|()| number)
+                            .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
+                    });
+                match persisted {
+                    Ok(number) => {
+                        ctl.last_number = ctl.last_number.max(number);
+                        (number, true)
+                    }
+                    Err(e) if persist_required => return Err(e),
+                    Err(e) => {
+                        let msg = format!("not persisted as last-known-good: {}", e.errors.join("; "));
+                        eprintln!("palisade: WARNING: {msg}");
+                        warnings.push(msg);
+                        let above = ctl.last_number.max(cur.number).max(self.store.max_generation());
+                        let number = above.checked_add(1).ok_or_else(|| {
+                            ReloadError::new(
+                                ReloadStage::Persist,
+                                vec!["generation numbers are exhausted".into()],
+                            )
+                        })?;
+                        ctl.last_number = number;
+                        (number, false)
+                    }
+                }
+            }
+        };
+        Ok(persisted)
+    }
+
+    /// Builds a set change on the active generation (no control lock held
+    /// while it compiles), then persists, writes through and publishes it.
+    fn change_set(
+        &self,
+        set: &str,
+        op: palisade_rules::SetOp,
+        elements: &[String],
+        opts: &ReloadOptions,
+        label: &str,
+    ) -> Result<SetChanged, ReloadError> {
+        // validate: the elements against the active generation's set.
+        fault(opts, ReloadStage::Validate)?;
+        let cur = self.current.load_full();
+        let Some(c) = cur.rules.clone() else {
+            return Err(ReloadError::new(
+                ReloadStage::Validate,
+                vec!["no rule set is active: load one before changing its sets".into()],
+            ));
+        };
+        let loaded = palisade_rules::Loaded {
+            file: c.source.clone(),
+            ruleset: c.ruleset.clone(),
+            warnings: Vec::new(),
+            digest: c.digest,
+            rules_digest: c.rules_digest,
+            files: c.files.clone(),
+        };
+        let ch = palisade_rules::change_set(&loaded, set, op, elements).map_err(|e| {
+            ReloadError::new(
+                ReloadStage::Validate,
+                e.to_string().lines().map(str::to_owned).collect(),
+            )
+        })?;
+        drop(loaded);
+        let def = &ch.loaded.ruleset.sets[ch.set];
+        let changed = |reload: ReloadOk| SetChanged {
+            set: set.to_owned(),
+            changed: ch.changed,
+            elements: def.elements.len(),
+            file: ch.file.path.clone(),
+            file_digest: ch.file.digest,
+            reload,
+        };
+        if ch.changed == 0 {
+            return Ok(changed(ReloadOk {
+                generation: cur.number,
+                digest: c.digest,
+                state: cur.state,
+                confirm_deadline: cur.confirm_deadline,
+                warnings: Vec::new(),
+            }));
+        }
+
+        // compile: only the changed set; every classifier is shared.
+        self.progress(RELOAD, label, Some(ReloadStage::Compile));
+        fault(opts, ReloadStage::Compile)?;
+        let policy = c
+            .policy
+            .with_set(ch.set, &def.elements, self.memory_cap)
+            .map_err(|e| ReloadError::new(ReloadStage::Compile, vec![format!("{}: {e}", c.source)]))?;
+
+        // self-test: the [[expect]]s (they may depend on the set) and the new set against its elements.
+        self.progress(RELOAD, label, Some(ReloadStage::SelfTest));
+        fault(opts, ReloadStage::SelfTest)?;
+        let mut errors: Vec<String> = policy
+            .check_expects(&ch.loaded)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let compiled_set = policy.named_set(ch.set);
+        if let Some(why) = compiled_set.and_then(|s| crate::setfile::self_test(s, &def.elements, &ch.touched))
+        {
+            errors.push(format!("set \"{set}\": {why}"));
+        }
+        if !errors.is_empty() {
+            return Err(ReloadError::new(ReloadStage::SelfTest, errors));
+        }
+        fault(opts, ReloadStage::Audit)?;
+
+        let file = ch.file.clone();
+        let compiled = Arc::new(Compiled {
+            policy,
+            ruleset: ch.loaded.ruleset.clone(),
+            bytes: Arc::clone(&c.bytes),
+            digest: ch.loaded.digest,
+            rules_digest: c.rules_digest,
+            files: ch.loaded.files.clone(),
+            source: c.source.clone(),
+            rescue_fingerprint: c.rescue_fingerprint,
+            layout: c.layout.clone(),
+        });
+        self.progress(RELOAD, label, Some(ReloadStage::Persist));
+        let mut ctl = self.lock();
+        // A rollback or a confirm-window revert may have replaced the rules this
+        // change was made on while it compiled: publishing it would undo that.
+        let now = self.current.load_full();
+        if !now.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &c)) {
+            return Err(ReloadError::new(
+                ReloadStage::Publish,
+                vec![format!(
+                    "the active generation changed (to {}) while the set change was made; nothing changed, try again",
+                    now.number
+                )],
+            ));
+        }
+        let ok = self.finish(&mut ctl, Ready::InMemory(compiled), opts, true, Some(&file))?;
+        Ok(changed(ok))
     }
 
     /// Prunes the state directory (keeping the active generation and the newest
@@ -1026,7 +1309,7 @@ impl Inner {
                 let built = reload::build(
                     &target.source,
                     target.bytes,
-                    target.companions,
+                    &kept_files(target.companions),
                     &opts,
                     None,
                     self.memory_cap,
@@ -1037,7 +1320,7 @@ impl Inner {
             }
         };
         let mut ctl = self.lock();
-        self.finish(&mut ctl, ready, &opts, true)
+        self.finish(&mut ctl, ready, &opts, true, None)
     }
 
     fn boot(&self, boot_from_config: bool) -> BootReport {
@@ -1072,9 +1355,17 @@ impl Inner {
         let mut config_tried = false;
         let try_config = |ctl: &mut Control, report: &mut BootReport| -> bool {
             let built = read(&self.config).and_then(|(name, bytes)| {
-                reload::build(&name, bytes, Vec::new(), &opts, None, self.memory_cap, &|_| {})
+                reload::build(
+                    &name,
+                    bytes,
+                    &palisade_rules::DiskFiles,
+                    &opts,
+                    None,
+                    self.memory_cap,
+                    &|_| {},
+                )
             });
-            match built.and_then(|cand| self.finish(ctl, Ready::Built(Box::new(cand)), &opts, false)) {
+            match built.and_then(|cand| self.finish(ctl, Ready::Built(Box::new(cand)), &opts, false, None)) {
                 Ok(ok) => {
                     self.record(&Ok(ok.clone()));
                     eprintln!(
@@ -1134,7 +1425,7 @@ impl Inner {
                     reload::build(
                         &k.source,
                         k.bytes,
-                        k.companions,
+                        &kept_files(k.companions),
                         &opts,
                         None,
                         self.memory_cap,
@@ -1309,7 +1600,7 @@ impl Inner {
                 number,
                 &rules.source,
                 rules.bytes.to_vec(),
-                rules.companions.to_vec(),
+                companions_of(&rules.files),
                 Outcome::Confirmed,
             );
             match self.store.save(&kept) {
@@ -1328,6 +1619,16 @@ impl Inner {
             GenerationState::PendingConfirm => GenerationState::Active,
             s => s,
         };
+        // Set files written through during the window get their old contents back.
+        let restore = p.revert_to.as_ref().map_or(&[][..], |r| r.files.as_slice());
+        for f in restore.iter().filter(|f| p.written.contains(&f.name)) {
+            if let Err(e) = crate::setfile::write_atomic(&f.path, &f.bytes, self.durable) {
+                eprintln!(
+                    "palisade: warning: set file {} not restored on revert: {e}",
+                    f.path.display()
+                );
+            }
+        }
         self.publish(ctl, p.revert_to.clone(), number, state, None);
         self.prune(ctl);
         let msg = format!(
@@ -1606,4 +1907,14 @@ impl Batch<'_> {
             );
         }
     }
+}
+
+/// A kept generation's companion files, as the rules crate reads set files.
+fn kept_files(companions: Vec<Companion>) -> palisade_rules::KeptFiles {
+    palisade_rules::KeptFiles::new(companions.into_iter().map(|c| (c.name, c.bytes)))
+}
+
+/// The set files of a generation as last-known-good keeps them.
+fn companions_of(files: &[palisade_rules::CompanionFile]) -> Vec<Companion> {
+    files.iter().map(Companion::of).collect()
 }

@@ -2,8 +2,8 @@
 //!
 //! Every action that can change (or refuses to change) what the data path
 //! enforces produces exactly one [`ControlEvent`]: a reload (made active or
-//! refused), a confirm, a rollback, and the revert of an unconfirmed reload
-//! when its window closes. The engine emits them itself, so no front end can
+//! refused), a confirm, a rollback, a set change, and the revert of an
+//! unconfirmed reload when its window closes. The engine emits them itself, so no front end can
 //! forget one; a front end names who asked (the uid of a control client) by
 //! calling the `*_by` methods of [`crate::Engine`].
 //!
@@ -47,10 +47,12 @@ pub enum EventKind {
     Rollback,
     /// An unconfirmed reload reverted by the engine when its window closed.
     Revert,
+    /// A set change (`palisade set add|del`): a new generation like a reload.
+    SetChange,
 }
 
 impl EventKind {
-    /// `reload`, `confirm`, `rollback` or `revert`.
+    /// `reload`, `confirm`, `rollback`, `revert` or `set-change`.
     ///
     /// ```
     /// assert_eq!(palisade_engine::events::EventKind::Revert.as_str(), "revert");
@@ -61,6 +63,7 @@ impl EventKind {
             EventKind::Confirm => "confirm",
             EventKind::Rollback => "rollback",
             EventKind::Revert => "revert",
+            EventKind::SetChange => "set-change",
         }
     }
 }

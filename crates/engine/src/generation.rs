@@ -57,9 +57,12 @@ pub(crate) struct Compiled {
     pub policy: Policy,
     pub ruleset: RuleSet,
     pub bytes: Arc<Vec<u8>>,
-    /// The companion files (set files) of the rule file, carried into last-known-good.
-    pub companions: Arc<Vec<Companion>>,
+    /// The generation's digest (over the rule file and its set files).
     pub digest: Digest,
+    /// SHA-256 of the rule file alone.
+    pub rules_digest: Digest,
+    /// The set files, with their bytes.
+    pub files: Vec<palisade_rules::CompanionFile>,
     pub source: String,
     /// Fingerprint of the `[[rescue]]` rules, to refuse silent changes.
     pub rescue_fingerprint: Digest,
@@ -99,7 +102,7 @@ impl Generation {
 
     /// The generation's digest (`None` in the no-rules state): SHA-256 of the
     /// rule file's bytes, or [`palisade_rules::Digest::of_parts`] of the rule
-    /// file and its companion files when it has any.
+    /// file and its set files (companion files) when it has any.
     pub fn digest(&self) -> Option<Digest> {
         self.rules.as_ref().map(|c| c.digest)
     }
@@ -135,8 +138,14 @@ impl Generation {
     }
 
     /// The companion files (set files) of the rule file, as they were loaded
-    /// (empty in the no-rules state and for a rule file that names none).
-    pub fn companions(&self) -> &[Companion] {
-        self.rules.as_ref().map_or(&[], |c| c.companions.as_slice())
+    /// and as last-known-good keeps them (empty in the no-rules state and for
+    /// a rule file that names none).
+    pub fn companions(&self) -> Vec<Companion> {
+        self.files().iter().map(crate::lkg::Companion::of).collect()
+    }
+
+    /// The set files of the generation, with their bytes (empty in the no-rules state).
+    pub fn files(&self) -> &[palisade_rules::CompanionFile] {
+        self.rules.as_ref().map_or(&[], |c| c.files.as_slice())
     }
 }

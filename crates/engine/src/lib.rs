@@ -50,11 +50,12 @@ pub mod generation;
 pub mod lkg;
 pub mod policy;
 pub mod reload;
+mod setfile;
 pub mod status;
 
 pub use engine::{
     Batch, BootReport, BootSource, CheckedCandidate, Engine, EngineOptions, Probe, ReloadOk, ReloadSource,
-    RollbackOptions, WorkerHandle,
+    RollbackOptions, SetChanged, WorkerHandle,
 };
 pub use generation::{Generation, GenerationState};
 pub use reload::{ReloadError, ReloadOptions, ReloadStage};

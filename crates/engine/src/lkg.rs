@@ -88,6 +88,16 @@ pub struct Companion {
     pub bytes: Vec<u8>,
 }
 
+impl Companion {
+    /// A set file as a generation carries it.
+    pub(crate) fn of(file: &palisade_rules::CompanionFile) -> Self {
+        Companion {
+            name: file.name.clone(),
+            bytes: file.bytes.to_vec(),
+        }
+    }
+}
+
 /// What became of a kept generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

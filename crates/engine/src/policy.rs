@@ -1018,6 +1018,11 @@ impl Policy {
         self.sets.memory_bytes()
     }
 
+    /// The compiled named set `index` (of the rule set's `sets`).
+    pub fn named_set(&self, index: usize) -> Option<&palisade_classify::CompiledSet> {
+        self.sets.named.get(index).map(|s| &**s)
+    }
+
     /// The set tests of rule `rule` of ACL `acl` and how `key` fared in each,
     /// one line a test: `src 203.0.113.9 in set "blocklist"`, `dst_port 22
     /// not in set "ssh"`, or for a long list compiled as a set, `src 10.0.0.5

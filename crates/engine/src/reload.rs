@@ -18,7 +18,6 @@ use palisade_rules::{Digest, Loaded, RuleSet, Span};
 
 use crate::counters::{self, BindingSlots, Layout, SlotRegistry};
 use crate::generation::Compiled;
-use crate::lkg::Companion;
 use crate::policy::Policy;
 
 /// A stage of the reload pipeline.
@@ -155,8 +154,10 @@ fn self_test_keys(rules: usize) -> usize {
     (SELF_TEST_BUDGET / rules.max(1)).clamp(SELF_TEST_MIN_KEYS, SELF_TEST_KEYS)
 }
 
-/// Runs parse -> validate -> compile -> self-test -> audit on `bytes` (and its
-/// companion files, carried into the candidate and covered by its digest).
+/// Runs parse -> validate -> compile -> self-test -> audit on `bytes` and the
+/// set files it names, read through `set_files` (from disk for a reload, from
+/// a kept generation's companion files at boot or rollback); they are carried
+/// into the candidate and covered by its digest.
 ///
 /// `active_rescue` is the rescue fingerprint of the active generation, if any;
 /// a candidate with a different one is refused unless `opts.allow_rescue_change`.
@@ -164,7 +165,7 @@ fn self_test_keys(rules: usize) -> usize {
 pub(crate) fn build(
     file: &str,
     bytes: Vec<u8>,
-    companions: Vec<Companion>,
+    set_files: &dyn palisade_rules::SetFiles,
     opts: &ReloadOptions,
     active_rescue: Option<Digest>,
     memory_cap: usize,
@@ -178,7 +179,7 @@ pub(crate) fn build(
     // validate: the rule language, this engine's version, the rescue rules.
     progress(ReloadStage::Validate);
     fault(opts, ReloadStage::Validate)?;
-    let loaded = palisade_rules::parse(file, &bytes)
+    let loaded = palisade_rules::parse_with(file, &bytes, set_files)
         .map_err(|d| ReloadError::new(ReloadStage::Validate, d.iter().map(|d| d.to_string()).collect()))?;
     let rescue_fingerprint = rescue_fingerprint(&loaded.ruleset);
     check_rescue(file, &loaded.ruleset, rescue_fingerprint, active_rescue, opts)?;
@@ -211,18 +212,14 @@ pub(crate) fn build(
     }
 
     let warnings = loaded.warnings.iter().map(|d| d.to_string()).collect();
-    // The generation's digest covers its companion files too (the rule file's own SHA-256 without any).
-    let digest = match companions.is_empty() {
-        true => loaded.digest,
-        false => crate::lkg::digest_of(&bytes, &companions),
-    };
     Ok(Candidate {
         compiled: Compiled {
             policy,
             ruleset: loaded.ruleset,
-            digest,
+            digest: loaded.digest,
+            rules_digest: loaded.rules_digest,
+            files: loaded.files,
             bytes: std::sync::Arc::new(bytes),
-            companions: std::sync::Arc::new(companions),
             source: file.to_string(),
             rescue_fingerprint,
             layout: Layout::default(),

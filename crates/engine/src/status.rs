@@ -23,7 +23,8 @@ use crate::reload::ReloadError;
 pub struct Status {
     /// Generation number (0 with no rules).
     pub generation: u64,
-    /// SHA-256 of the active rule file, lowercase hex (`null` with no rules).
+    /// The active generation's digest, lowercase hex (`null` with no rules):
+    /// SHA-256 of the rule file, or with set files of them all.
     pub digest: Option<String>,
     /// Where the active rules came from (`null` with no rules).
     pub source: Option<String>,
@@ -69,6 +70,9 @@ pub struct Status {
     /// Files in the state directory named as generations but refused, with why.
     #[serde(default)]
     pub kept_refused: Vec<String>,
+    /// Every named set of the generation, in file order.
+    #[serde(default)]
+    pub sets: Vec<SetStatus>,
 }
 
 fn yes() -> bool {
@@ -113,6 +117,21 @@ pub struct KeptStatus {
     pub time: String,
     /// `confirmed`, `pending`, `reverted` or `unconfirmed`.
     pub outcome: Outcome,
+}
+
+/// One named set of the active generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStatus {
+    /// The set's name.
+    pub name: String,
+    /// `address` or `port`.
+    pub kind: String,
+    /// Elements (as listed, duplicates once).
+    pub elements: usize,
+    /// Its file as the rule file names it (`null` without one).
+    pub file: Option<String>,
+    /// SHA-256 of the file's bytes in this generation (`null` without one).
+    pub file_digest: Option<String>,
 }
 
 /// Evaluated / permitted / denied frame counts.
@@ -292,6 +311,7 @@ pub(crate) fn build(inner: &Inner) -> Status {
         config,
         kept,
         kept_refused,
+        sets: Vec::new(),
     };
     let stage_counts = |totals: &[u64], base: u32| {
         let at = |slot: usize| totals.get(slot).copied().unwrap_or(0);
@@ -319,6 +339,18 @@ pub(crate) fn build(inner: &Inner) -> Status {
         status.stages = stage_counts(&totals, b.stages);
         return status;
     };
+    status.sets = c
+        .ruleset
+        .sets
+        .iter()
+        .map(|s| SetStatus {
+            name: s.name.clone(),
+            kind: s.elements.kind().as_str().into(),
+            elements: s.elements.len(),
+            file: s.file.as_ref().map(|f| f.name.clone()),
+            file_digest: s.file.as_ref().map(|f| f.digest.to_string()),
+        })
+        .collect();
     let totals = inner.shards.totals(c.layout.len);
     let at = |slot: u32| totals.get(slot as usize).copied().unwrap_or(0);
     let counts = |base: u32| Counts {

@@ -865,6 +865,8 @@ pub struct SetChange {
     pub file: CompanionFile,
     /// How many elements were added or removed (0: nothing to do).
     pub changed: usize,
+    /// The elements added or removed.
+    pub touched: SetElements,
 }
 
 /// Applies `op` with `elements` to set `set` of `loaded`, without touching
@@ -981,6 +983,7 @@ pub fn change_set(
     let mut new_def = def.clone();
     let mut bytes: Vec<u8>;
     let changed;
+    let touched: Vec<Element>;
     match op {
         SetOp::Add => {
             // Only elements not yet listed are appended (a repeated add changes nothing).
@@ -1016,6 +1019,7 @@ pub fn change_set(
                 }
             }
             changed = fresh.len();
+            touched = fresh.iter().map(|(e, _)| *e).collect();
             bytes = Vec::with_capacity(
                 old.bytes.len() + fresh.iter().map(|(_, t)| t.len() + 1).sum::<usize>() + 1,
             );
@@ -1053,6 +1057,7 @@ pub fn change_set(
                 }
             }
             changed = gone.len();
+            touched = gone.iter().copied().collect();
             // Drop every line that lists a removed element; keep the rest byte for byte.
             bytes = Vec::with_capacity(old.bytes.len());
             for line in old.bytes.split_inclusive(|&b| b == b'\n') {
@@ -1100,10 +1105,25 @@ pub fn change_set(
         }
     }
     new.digest = generation_digest(new.rules_digest, &new.files);
+    let touched = match kind {
+        SetKind::Addresses => SetElements::Addresses(Arc::new(AddrList::from_prefixes(
+            touched.iter().filter_map(|e| match e {
+                Element::Addr(a) => Some(*a),
+                Element::Port(_) => None,
+            }),
+        ))),
+        SetKind::Ports => SetElements::Ports(Arc::new(PortList::from_ranges(touched.iter().filter_map(
+            |e| match e {
+                Element::Port(r) => Some(*r),
+                Element::Addr(_) => None,
+            },
+        )))),
+    };
     Ok(SetChange {
         loaded: new,
         set: index,
         file,
         changed,
+        touched,
     })
 }

@@ -250,6 +250,17 @@ fn render_status(st: &Status) -> String {
         f.evaluated, f.permitted, f.denied
     );
     let _ = writeln!(o, "rescue     {} rule(s)", st.rescue);
+    for set in &st.sets {
+        let file = match (&set.file, &set.file_digest) {
+            (Some(f), Some(d)) => format!(", file {f} (sha256 {d})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "set {} ({}): {} elements{file}",
+            set.name, set.kind, set.elements
+        );
+    }
     for acl in &st.acls {
         let c = &acl.counters;
         let _ = writeln!(

@@ -11,4 +11,5 @@ pub mod explain;
 pub mod inspect;
 pub mod observe;
 pub mod run;
+pub mod set;
 pub mod shadow;

@@ -12,13 +12,14 @@
 //! | `{"cmd":"confirm"}` | `"generation"` ([`ConfirmReply`]) |
 //! | `{"cmd":"rollback"}` or `{"cmd":"rollback","to":7}`; optional `"confirm_within"` (seconds) | as reload |
 //! | `{"cmd":"probe","port":"lan1","packet":"tcp 10.0.0.1:1234 -> 192.0.2.1:443","route":"lan:wan"}` | `"verdict"`, `"stage"`, `"acl"`, `"rule"`, `"generation"` (not counted; [`ProbeReply`]) |
+//! | `{"cmd":"set","set":"blocklist","op":"add","elements":["203.0.113.9"]}` (`op` `add` or `del`; optional `"confirm_within"`) | `"set"`, `"changed"`, `"elements"`, `"file"`, `"file_digest"`, `"generation"`, `"digest"`, `"state"`, `"confirm_deadline"` ([`SetReply`]); refused like a reload |
 //! | `{"cmd":"data-path"}` | `"data_path"`: mode, workers, per-interface counters ([`DataPathReply`]) |
 //! | `{"cmd":"shadow","path":"/abs/candidate.toml"}`, `{"cmd":"shadow-status"}` | `"shadow"`: the candidate's report or `null` ([`ShadowReply`]); refused like a reload |
 //! | `{"cmd":"shadow-clear"}` | nothing but `"ok"` |
 //! | `{"cmd":"log-reopen"}` | nothing but `"ok"`: the log files were reopened (as on SIGUSR1) |
 //! | `{"cmd":"observe"}` | `"observe"`: logging and metrics figures, the last control events ([`ObserveReply`]) |
 //!
-//! The engine answers the first five itself; the data-path requests are
+//! The engine answers the first six itself; the data-path requests are
 //! answered by the [`Extension`] a data path installs (see the
 //! `palisade-dataplane` crate), and without one they fail with "this daemon
 //! has no data path"; `log-reopen` and `observe` likewise by the logger's
@@ -66,8 +67,8 @@ pub use observe::{EventReport, LogReport, MetricsReport, ObserveReply, ObserveRe
 pub use peer::peer_uid;
 pub use proto::{
     read_reply, ConfirmReply, DataPathReply, DataPathReport, ErrorReply, GenerationReply, InterfaceCounters,
-    ProbeReply, Reply, Request, Response, ShadowAcl, ShadowExample, ShadowReply, ShadowReport, ShadowRule,
-    StatusReply,
+    ProbeReply, Reply, Request, Response, SetAction, SetReply, ShadowAcl, ShadowExample, ShadowReply,
+    ShadowReport, ShadowRule, StatusReply,
 };
 pub use server::{
     answers, bind, handle, handle_as, handle_line, parse_request, serve, serve_connection,

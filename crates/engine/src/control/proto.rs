@@ -70,6 +70,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         confirm_within: Option<f64>,
     },
+    /// Add elements to a set of the active rule set, or remove them: a new
+    /// generation, the set's file written through.
+    Set {
+        /// The set's name.
+        set: String,
+        /// `add` or `del`.
+        op: SetAction,
+        /// The elements, as a set file lists them (`203.0.113.0/24`, `22`, `1000-2000`).
+        elements: Vec<String>,
+        /// Commit-confirmed window in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirm_within: Option<f64>,
+    },
     /// The data path's mode, interfaces and counters (served by the data path).
     DataPath,
     /// Evaluate a candidate rule file beside the active generation (served by the data path).
@@ -104,6 +117,7 @@ impl Request {
             Request::Confirm => "confirm",
             Request::Probe { .. } => "probe",
             Request::Rollback { .. } => "rollback",
+            Request::Set { .. } => "set",
             Request::DataPath => "data-path",
             Request::Shadow { .. } => "shadow",
             Request::ShadowStatus => "shadow-status",
@@ -112,6 +126,55 @@ impl Request {
             Request::Observe => "observe",
         }
     }
+}
+
+/// What a `set` request does to its set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetAction {
+    /// Add the elements (those already listed are skipped).
+    Add,
+    /// Remove the elements (each must be listed in the set's file).
+    Del,
+}
+
+impl From<SetAction> for palisade_rules::SetOp {
+    fn from(a: SetAction) -> Self {
+        match a {
+            SetAction::Add => palisade_rules::SetOp::Add,
+            SetAction::Del => palisade_rules::SetOp::Del,
+        }
+    }
+}
+
+/// The reply to a `set` request that went through.
+///
+/// ```
+/// use palisade_engine::control::SetReply;
+/// let r: SetReply = serde_json::from_str(r#"{"ok":true,"set":"bl","changed":0,"elements":3,"file":"bl.txt",
+///     "file_digest":"ab","generation":2,"digest":"cd","state":"active","confirm_deadline":null}"#).unwrap();
+/// assert_eq!(r.changed, 0);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetReply {
+    /// The set.
+    pub set: String,
+    /// Elements added or removed (0: nothing to do, no new generation).
+    pub changed: usize,
+    /// Elements of the set now.
+    pub elements: usize,
+    /// The set file, as written through.
+    pub file: String,
+    /// SHA-256 of the set file now.
+    pub file_digest: String,
+    /// The active generation (the new one when something changed).
+    pub generation: u64,
+    /// Its digest (over the rule file and its set files).
+    pub digest: String,
+    /// `active` or `pending-confirm`.
+    pub state: GenerationState,
+    /// When it reverts unless confirmed (RFC 3339, UTC).
+    pub confirm_deadline: Option<String>,
 }
 
 /// A failed request: `{"ok":false,"error":...}`, with the stage and every
@@ -360,6 +423,8 @@ pub enum Response {
     Confirmed(ConfirmReply),
     /// `probe`.
     Probe(ProbeReply),
+    /// `set`.
+    Set(Box<SetReply>),
     /// `data-path`.
     DataPath(DataPathReply),
     /// `shadow`, `shadow-status`.
@@ -385,6 +450,7 @@ impl Response {
             Response::Generation(r) => (true, serde_json::to_value(r)),
             Response::Confirmed(r) => (true, serde_json::to_value(r)),
             Response::Probe(r) => (true, serde_json::to_value(r)),
+            Response::Set(r) => (true, serde_json::to_value(r)),
             Response::DataPath(r) => (true, serde_json::to_value(r)),
             Response::Shadow(r) => (true, serde_json::to_value(r)),
             Response::Observe(r) => (true, serde_json::to_value(r)),
@@ -494,6 +560,15 @@ mod tests {
                     route: Some("lan:wan".into()),
                 },
                 json!({"cmd": "probe", "port": "lan1", "packet": "udp 10.0.0.1:1 -> 10.0.0.2:53", "route": "lan:wan"}),
+            ),
+            (
+                Request::Set {
+                    set: "bl".into(),
+                    op: SetAction::Del,
+                    elements: vec!["203.0.113.0/24".into()],
+                    confirm_within: None,
+                },
+                json!({"cmd": "set", "set": "bl", "op": "del", "elements": ["203.0.113.0/24"]}),
             ),
             (Request::DataPath, json!({"cmd": "data-path"})),
             (

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use crate::engine::{Engine, ReloadSource, RollbackOptions};
 use crate::reload::ReloadOptions;
 
-use super::proto::{ConfirmReply, ErrorReply, GenerationReply, ProbeReply, Request, Response, StatusReply};
+use super::proto::{
+    ConfirmReply, ErrorReply, GenerationReply, ProbeReply, Request, Response, SetReply, StatusReply,
+};
 
 /// The longest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 1 << 20;
@@ -84,6 +86,35 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
                 fail_at: None,
             };
             generation_reply(engine.reload_by(source, &opts, uid))
+        }
+        Request::Set {
+            set,
+            op,
+            elements,
+            confirm_within,
+        } => {
+            let confirm_within = match window(confirm_within) {
+                Ok(w) => w,
+                Err(e) => return e,
+            };
+            let opts = ReloadOptions {
+                confirm_within,
+                ..ReloadOptions::default()
+            };
+            match engine.change_set_by(&set, op.into(), &elements, &opts, uid) {
+                Ok(ch) => Response::Set(Box::new(SetReply {
+                    set: ch.set,
+                    changed: ch.changed,
+                    elements: ch.elements,
+                    file: ch.file.display().to_string(),
+                    file_digest: ch.file_digest.to_string(),
+                    generation: ch.reload.generation,
+                    digest: ch.reload.digest.to_string(),
+                    state: ch.reload.state,
+                    confirm_deadline: ch.reload.confirm_deadline.map(crate::status::rfc3339),
+                })),
+                Err(e) => Response::Error(ErrorReply::from(&e)),
+            }
         }
         Request::Confirm => match engine.confirm_by(uid) {
             Ok(generation) => Response::Confirmed(ConfirmReply { generation }),
