@@ -11,6 +11,12 @@
 //!   half random), against the same fill on a 100-prefix set (cache
 //!   resident, the same-run baseline) and a plain copy of the keys.
 //!   Criterion's throughput line is lookups per second.
+//! * `set_change_1m`: `Engine::change_set` on a running engine whose rule
+//!   set has that million-prefix set in a file: adding 1 element and adding
+//!   10,000 (each measured after the previous ones were removed again, not
+//!   measured), through the whole pipeline with fsync, the set file written
+//!   through; against a reload of the same rule set (what a change costs
+//!   without `set add`: read, parse, build everything again).
 //!
 //! Run: `cargo bench -p palisade-benches --bench sets`.
 
@@ -18,10 +24,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use palisade_benches::prefixes::{bgp_like, inside, Rng};
 use palisade_classify::{AddrList, CompiledSet, IpFamily, Membership, Prefix, SetField};
+use palisade_engine::{Engine, EngineOptions, ReloadOptions, ReloadSource};
 use palisade_packet::FlowKey;
+use palisade_rules::SetOp;
 
 const KEYS: usize = 4096;
 const BATCH: usize = 64;
@@ -117,9 +125,74 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+fn text_of(p: &Prefix) -> String {
+    match p.family {
+        IpFamily::V4 => format!("{}/{}", std::net::Ipv4Addr::from(p.addr as u32), p.len),
+        IpFamily::V6 => format!("{}/{}", std::net::Ipv6Addr::from(p.addr), p.len),
+    }
+}
+
+fn set_change(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("palisade-bench-sets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = bgp_like(1_000_000, 5, 0x5e75);
+    let mut file = String::new();
+    for p in &list {
+        file.push_str(&text_of(p));
+        file.push('\n');
+    }
+    std::fs::write(dir.join("bl.txt"), file).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "version = 1\n[[port]]\nname = \"wan0\"\n[[set]]\nname = \"bl\"\nfile = \"bl.txt\"\n[[acl]]\nname = \"in\"\n\
+         default = \"permit\"\n[[acl.rule]]\naction = \"deny\"\nsrc = \"@bl\"\n[[bind]]\nacl = \"in\"\nport = \"wan0\"\n",
+    )
+    .unwrap();
+    let (engine, _) = Engine::open(
+        &dir.join("rules.toml"),
+        &dir.join("state"),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let opts = ReloadOptions::default();
+    // Elements no generated prefix lists (198.18.0.0/15 is for benchmarks).
+    let one = vec!["198.18.0.1".to_string()];
+    let many: Vec<String> = (0..10_000u32)
+        .map(|i| format!("198.19.{}.{}", i / 256, i % 256))
+        .collect();
+
+    let mut g = c.benchmark_group("set_change_1m");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("add_1_element", |b| {
+        b.iter_batched(
+            || {
+                let _ = engine.change_set("bl", SetOp::Del, &one, &opts);
+            },
+            |()| black_box(engine.change_set("bl", SetOp::Add, &one, &opts).unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("add_10000_elements", |b| {
+        b.iter_batched(
+            || {
+                let _ = engine.change_set("bl", SetOp::Del, &many, &opts);
+            },
+            |()| black_box(engine.change_set("bl", SetOp::Add, &many, &opts).unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("baseline_reload_whole_set", |b| {
+        b.iter(|| black_box(engine.reload(ReloadSource::Config, &opts).unwrap()))
+    });
+    g.finish();
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = bench
+    targets = bench, set_change
 }
 criterion_main!(benches);

@@ -126,6 +126,46 @@ proptest! {
     }
 
     #[test]
+    fn updated_sets_equal_a_scan_of_the_changed_list(
+        list in prop::collection::vec(long_prefix(), 300..2000),
+        steps in prop::collection::vec(
+            (any::<bool>(), prop::collection::vec(prefix(), 1..6), prop::collection::vec(0usize..2000, 0..6)),
+            1..6,
+        ),
+        extra4 in prop::collection::vec(v4_addr(), 32),
+    ) {
+        let mut elements = AddrList::from_prefixes(list.iter().copied());
+        let mut set = CompiledSet::addresses(&elements);
+        let mut probe_list = list.clone();
+        for (add, more, drop) in steps {
+            let listed: Vec<Prefix> = elements.iter().collect();
+            let touched: Vec<Prefix> = if add {
+                more.iter().copied().filter(|p| !elements.lists(p)).collect()
+            } else {
+                drop.iter().filter_map(|&i| listed.get(i).copied()).collect()
+            };
+            let touched = AddrList::from_prefixes(touched);
+            if add {
+                elements.extend(touched.iter());
+            } else {
+                let gone: Vec<Prefix> = touched.iter().collect();
+                elements.remove_all(&gone);
+            }
+            probe_list.extend(touched.iter());
+            set = set.updated(&elements, &touched);
+            let now: Vec<Prefix> = elements.iter().collect();
+            for (family, addr) in probes(&probe_list, &extra4, &[]) {
+                prop_assert_eq!(
+                    set.contains_addr(family, addr),
+                    naive_addr(&now, family, addr),
+                    "{:?} {:#x}", family, addr
+                );
+            }
+            prop_assert_eq!(set.elements(), elements.len());
+        }
+    }
+
+    #[test]
     fn port_sets_equal_a_scan_of_their_elements(
         ranges in prop::collection::vec(
             prop_oneof![

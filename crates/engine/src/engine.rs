@@ -1142,7 +1142,7 @@ impl Inner {
         fault(opts, ReloadStage::Compile)?;
         let policy = c
             .policy
-            .with_set(ch.set, &def.elements, self.memory_cap)
+            .with_set(ch.set, &def.elements, &ch.touched, self.memory_cap)
             .map_err(|e| ReloadError::new(ReloadStage::Compile, vec![format!("{}: {e}", c.source)]))?;
 
         // self-test: the [[expect]]s (they may depend on the set) and the new set against its elements.

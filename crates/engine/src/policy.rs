@@ -1091,16 +1091,25 @@ impl Policy {
         s
     }
 
-    /// This policy with named set `index` (of its rule set's `sets`)
-    /// recompiled from `elements`: every classifier and every other set is
-    /// shared, so only the changed set is built. Fails past `memory_cap`.
+    /// This policy with named set `index` (of its rule set's `sets`) now
+    /// holding `elements`, after the elements `touched` were added or removed:
+    /// every classifier and every other set is shared, and only the parts of
+    /// the changed set that `touched` reaches are rebuilt. Fails past `memory_cap`.
     pub fn with_set(
         &self,
         index: usize,
         elements: &palisade_rules::SetElements,
+        touched: &palisade_rules::SetElements,
         memory_cap: usize,
     ) -> Result<Policy, PolicyError> {
-        let set = Arc::new(sets::compile(elements));
+        let set = Arc::new(match (self.sets.named.get(index), elements, touched) {
+            (
+                Some(old),
+                palisade_rules::SetElements::Addresses(list),
+                palisade_rules::SetElements::Addresses(changed),
+            ) if !old.is_ports() => old.updated(list, changed),
+            _ => sets::compile(elements),
+        });
         let tables = self
             .sets
             .with_named(index, set)

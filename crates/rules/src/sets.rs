@@ -154,7 +154,7 @@ pub struct SetTest {
 }
 
 /// A file of a generation besides the rule file: a set file, with its bytes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct CompanionFile {
     /// The path as written in the rule file.
     pub name: String,
@@ -164,6 +164,66 @@ pub struct CompanionFile {
     pub bytes: Arc<Vec<u8>>,
     /// SHA-256 of the bytes.
     pub digest: Digest,
+    /// The SHA-256 state after the bytes, not finalized: appending to a big
+    /// set file (`set add`) hashes only what is appended.
+    tail: Option<Arc<sha2::Sha256>>,
+}
+
+impl PartialEq for CompanionFile {
+    /// Same name, place and digest (the bytes are what the digest says).
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.path == other.path && self.digest == other.digest
+    }
+}
+
+impl Eq for CompanionFile {}
+
+impl CompanionFile {
+    /// A file and its digest.
+    ///
+    /// ```
+    /// let f = palisade_rules::CompanionFile::new("bl.txt".into(), "/etc/bl.txt".into(), b"10.0.0.0/8\n".to_vec());
+    /// assert_eq!(f.digest, palisade_rules::Digest::of(b"10.0.0.0/8\n"));
+    /// ```
+    pub fn new(name: String, path: PathBuf, bytes: Vec<u8>) -> Self {
+        Self::hashed(name, path, Arc::new(bytes))
+    }
+
+    fn hashed(name: String, path: PathBuf, bytes: Arc<Vec<u8>>) -> Self {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(bytes.as_slice());
+        let tail = h.clone();
+        CompanionFile {
+            name,
+            path,
+            digest: Digest(h.finalize().into()),
+            bytes,
+            tail: Some(Arc::new(tail)),
+        }
+    }
+
+    /// This file with `more` appended: the digest continues from the saved
+    /// state when there is one, so only `more` is hashed.
+    fn appended(&self, more: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let mut bytes = Vec::with_capacity(self.bytes.len() + more.len());
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(more);
+        let Some(tail) = &self.tail else {
+            return Self::hashed(self.name.clone(), self.path.clone(), Arc::new(bytes));
+        };
+        let mut h = (**tail).clone();
+        h.update(more);
+        let tail = h.clone();
+        CompanionFile {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            digest: Digest(h.finalize().into()),
+            bytes: Arc::new(bytes),
+            tail: Some(Arc::new(tail)),
+        }
+    }
 }
 
 impl fmt::Debug for CompanionFile {
@@ -483,7 +543,8 @@ fn set_file(cx: &mut Cx, ctx: &str, v: &V, p: &mut Parsed) {
             return;
         }
     };
-    let digest = Digest::of(&bytes);
+    let file = CompanionFile::hashed(name.clone(), path.clone(), Arc::clone(&bytes));
+    let digest = file.digest;
     let display = path.display().to_string();
     let before = p.addrs.len() + p.ports.len();
     let errors = parse_file_elements(ctx, &display, &bytes, |el, text| {
@@ -500,12 +561,7 @@ fn set_file(cx: &mut Cx, ctx: &str, v: &V, p: &mut Parsed) {
         elements,
     });
     if !cx.sets.companions.iter().any(|c| c.name == name) {
-        cx.sets.companions.push(CompanionFile {
-            name,
-            path,
-            bytes,
-            digest,
-        });
+        cx.sets.companions.push(file);
     }
 }
 
@@ -981,7 +1037,7 @@ pub fn change_set(
     }
 
     let mut new_def = def.clone();
-    let mut bytes: Vec<u8>;
+    let file: CompanionFile;
     let changed;
     let touched: Vec<Element>;
     match op {
@@ -1020,17 +1076,19 @@ pub fn change_set(
             }
             changed = fresh.len();
             touched = fresh.iter().map(|(e, _)| *e).collect();
-            bytes = Vec::with_capacity(
-                old.bytes.len() + fresh.iter().map(|(_, t)| t.len() + 1).sum::<usize>() + 1,
-            );
-            bytes.extend_from_slice(&old.bytes);
-            if !bytes.is_empty() && !bytes.ends_with(b"\n") && changed > 0 {
-                bytes.push(b'\n');
+            let mut more = Vec::with_capacity(fresh.iter().map(|(_, t)| t.len() + 1).sum::<usize>() + 1);
+            if !old.bytes.is_empty() && !old.bytes.ends_with(b"\n") && changed > 0 {
+                more.push(b'\n');
             }
             for (_, t) in &fresh {
-                bytes.extend_from_slice(t.as_bytes());
-                bytes.push(b'\n');
+                more.extend_from_slice(t.as_bytes());
+                more.push(b'\n');
             }
+            file = if changed == 0 {
+                old.clone()
+            } else {
+                old.appended(&more)
+            };
         }
         SetOp::Del => {
             let gone: std::collections::HashSet<Element> = parsed.iter().map(|(e, _)| *e).collect();
@@ -1059,7 +1117,7 @@ pub fn change_set(
             changed = gone.len();
             touched = gone.iter().copied().collect();
             // Drop every line that lists a removed element; keep the rest byte for byte.
-            bytes = Vec::with_capacity(old.bytes.len());
+            let mut bytes = Vec::with_capacity(old.bytes.len());
             for line in old.bytes.split_inclusive(|&b| b == b'\n') {
                 let text = std::str::from_utf8(line).unwrap_or("");
                 let el = text.split('#').next().unwrap_or("").trim();
@@ -1068,28 +1126,15 @@ pub fn change_set(
                     bytes.extend_from_slice(line);
                 }
             }
+            file = CompanionFile::hashed(old.name.clone(), old.path.clone(), Arc::new(bytes));
         }
     }
-    if bytes.len() > MAX_SET_FILE_BYTES {
+    if file.bytes.len() > MAX_SET_FILE_BYTES {
         return Err(SetChangeError::TooBig {
             set: set.to_owned(),
-            bytes: bytes.len(),
+            bytes: file.bytes.len(),
         });
     }
-    let file = CompanionFile {
-        name: old.name.clone(),
-        path: old.path.clone(),
-        digest: if changed == 0 {
-            old.digest
-        } else {
-            Digest::of(&bytes)
-        },
-        bytes: if changed == 0 {
-            Arc::clone(&old.bytes)
-        } else {
-            Arc::new(bytes)
-        },
-    };
     if let Some(f) = new_def.file.as_mut() {
         f.digest = file.digest;
         f.elements = match op {

@@ -79,6 +79,14 @@ impl AddrList {
     /// ```
     pub fn extend(&mut self, prefixes: impl IntoIterator<Item = Prefix>) -> usize {
         let before = self.len();
+        let prefixes = prefixes.into_iter();
+        if prefixes.size_hint().1.is_some_and(|n| n <= 16) {
+            // A few into a long list: one shift each beats a pass over the whole list.
+            for p in prefixes {
+                self.insert(p);
+            }
+            return self.len() - before;
+        }
         for p in prefixes {
             let p = normalized(p);
             match p.family {
@@ -246,6 +254,45 @@ impl AddrList {
             .chain(self.v6.iter().map(|&(a, l)| Prefix::v6(a, l)))
     }
 
+    /// The /16 blocks the IPv4 elements touch, ascending.
+    pub(crate) fn v4_blocks(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for &c in &self.v4 {
+            let (lo, hi) = v4_prefix(c).range();
+            out.extend((lo as u32 >> 16)..=(hi as u32 >> 16));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// How the IPv4 elements cover /16 block `b`; for a partly covered one,
+    /// its merged intervals in `pieces`. A binary search per prefix length up
+    /// to 16 and one range of the list: no scan of the whole list.
+    pub(crate) fn v4_block(&self, b: u32, pieces: &mut Vec<(u32, u32)>) -> Block {
+        let start = b << 16;
+        for len in 0..=16u8 {
+            let net = start & Prefix::mask_of(IpFamily::V4, len) as u32;
+            if self.v4.binary_search(&((net as u64) << 8 | len as u64)).is_ok() {
+                return Block::Full;
+            }
+        }
+        let lo = self.v4.partition_point(|&c| c < (start as u64) << 8);
+        let hi = self
+            .v4
+            .partition_point(|&c| c <= ((start | 0xffff) as u64) << 8 | 0xff);
+        pieces.clear();
+        for &c in self.v4.get(lo..hi).unwrap_or(&[]) {
+            let (a, z) = v4_prefix(c).range();
+            push_merged(pieces, a as u32, z as u32);
+        }
+        match pieces.as_slice() {
+            [] => Block::Empty,
+            [(a, z)] if *a == start && *z == start | 0xffff => Block::Full,
+            _ => Block::Part,
+        }
+    }
+
     /// The IPv4 elements as merged, sorted, disjoint and non-adjacent intervals.
     pub(crate) fn v4_intervals(&self) -> Vec<(u32, u32)> {
         let mut out: Vec<(u32, u32)> = Vec::new();
@@ -265,6 +312,16 @@ impl AddrList {
         }
         out
     }
+}
+
+/// How a list covers one /16 block.
+pub(crate) enum Block {
+    /// Not at all.
+    Empty,
+    /// Wholly.
+    Full,
+    /// Partly (the intervals are given apart).
+    Part,
 }
 
 /// Appends `[lo, hi]` to intervals sorted by start, merging it with the last

@@ -197,6 +197,44 @@ impl CompiledSet {
         }
     }
 
+    /// The set for `list`, which is this set's list after the elements
+    /// `touched` were added or removed: for a large IPv4 part only the /16
+    /// blocks they touch are recomputed (the rest of the trie is copied), so
+    /// a change to a million-prefix set costs a copy and a few blocks, not a
+    /// build. The answers equal [`CompiledSet::addresses`]`(list)`.
+    ///
+    /// ```
+    /// use palisade_classify::{AddrList, CompiledSet, IpFamily, Prefix};
+    /// let mut list = AddrList::from_prefixes((0..2000u32).map(|i| Prefix::v4((0x0a00_0000 + (i << 8)).to_be_bytes(), 24)));
+    /// let old = CompiledSet::addresses(&list);
+    /// let added = AddrList::from_prefixes([Prefix::v4([192, 0, 2, 1], 32)]);
+    /// list.extend(added.iter());
+    /// let new = old.updated(&list, &added);
+    /// assert!(new.contains_addr(IpFamily::V4, 0xc000_0201) && !old.contains_addr(IpFamily::V4, 0xc000_0201));
+    /// assert!(new.contains_addr(IpFamily::V4, 0x0a00_0105));
+    /// ```
+    pub fn updated(&self, list: &AddrList, touched: &AddrList) -> CompiledSet {
+        match &self.kind {
+            Kind::Addrs { v4, v6 } => {
+                let v4 = if touched.v4_len() == 0 {
+                    v4.clone()
+                } else {
+                    v4.updated(list, touched)
+                };
+                let v6 = if touched.v6_len() == 0 {
+                    v6.clone()
+                } else {
+                    v6::V6::build(&list.v6_intervals())
+                };
+                CompiledSet {
+                    kind: Kind::Addrs { v4, v6 },
+                    elements: list.len(),
+                }
+            }
+            Kind::Ports(_) => CompiledSet::addresses(list),
+        }
+    }
+
     /// Compiles a port set.
     ///
     /// ```

@@ -44,9 +44,14 @@ pub(crate) enum V4 {
 pub(crate) struct Trie {
     /// Per /16: 0 none of it, 1 all of it, n >= 2 node n - 2.
     top: Box<[u32; TOP]>,
-    nodes: Box<[u64]>,
-    leaves: Box<[u64]>,
+    nodes: Vec<u64>,
+    leaves: Vec<u64>,
+    /// Words of `nodes` and `leaves` no block refers to any more (left by updates).
+    garbage: usize,
 }
+
+/// Past this many blocks touched, an update rebuilds the whole trie.
+const UPDATE_MAX_BLOCKS: usize = 4096;
 
 impl V4 {
     /// Builds from sorted, disjoint, non-adjacent intervals.
@@ -58,6 +63,18 @@ impl V4 {
             };
         }
         V4::Trie(Trie::build(iv))
+    }
+
+    /// The structure for `list` after its elements `touched` were added or
+    /// removed: the trie's blocks they touch recomputed, or a full build.
+    pub(crate) fn updated(&self, list: &super::AddrList, touched: &super::AddrList) -> V4 {
+        if let V4::Trie(t) = self {
+            let blocks = touched.v4_blocks();
+            if let Some(t) = t.updated(list, &blocks) {
+                return V4::Trie(t);
+            }
+        }
+        V4::build(&list.v4_intervals())
     }
 
     /// Whether `a` is in the set.
@@ -83,49 +100,94 @@ impl V4 {
 
 impl Trie {
     fn build(iv: &[(u32, u32)]) -> Trie {
-        let mut top: Box<[u32; TOP]> = vec![0u32; TOP]
+        let top: Box<[u32; TOP]> = vec![0u32; TOP]
             .into_boxed_slice()
             .try_into()
             .unwrap_or_else(|_| Box::new([0u32; TOP]));
-        let mut nodes: Vec<u64> = Vec::new();
-        let mut leaves: Vec<u64> = Vec::new();
+        let mut t = Trie {
+            top,
+            nodes: Vec::new(),
+            leaves: Vec::new(),
+            garbage: 0,
+        };
         let mut scratch16 = Vec::new();
         let mut scratch24 = Vec::new();
         sweep(iv, 16, &mut scratch16, &mut |step| match step {
             Step::Full(first, last) => {
-                for e in top.iter_mut().take(last as usize + 1).skip(first as usize) {
+                for e in t.top.iter_mut().take(last as usize + 1).skip(first as usize) {
                     *e = 1;
                 }
             }
             Step::Part(unit, pieces) => {
-                let node = nodes.len() / NODE_WORDS;
-                if let Some(e) = top.get_mut(unit as usize) {
-                    *e = node as u32 + 2;
+                let e = t.push_node(pieces, &mut scratch24);
+                if let Some(slot) = t.top.get_mut(unit as usize) {
+                    *slot = e;
                 }
-                let mut full = [0u64; 4];
-                let mut part = [0u64; 4];
-                let first_leaf = leaves.len() / LEAF_WORDS;
-                sweep(pieces, 8, &mut scratch24, &mut |step| match step {
-                    Step::Full(a, b) => set_range(&mut full, a & 255, b & 255),
-                    Step::Part(unit24, bits) => {
-                        set_range(&mut part, unit24 & 255, unit24 & 255);
-                        let mut leaf = [0u64; 4];
-                        for &(lo, hi) in bits {
-                            set_range(&mut leaf, lo & 255, hi & 255);
-                        }
-                        leaves.extend_from_slice(&leaf);
-                    }
-                });
-                nodes.extend_from_slice(&full);
-                nodes.extend_from_slice(&part);
-                nodes.push(first_leaf as u64);
             }
         });
-        Trie {
-            top,
-            nodes: nodes.into_boxed_slice(),
-            leaves: leaves.into_boxed_slice(),
+        t
+    }
+
+    /// Appends the node of a partly covered /16 (its intervals `pieces`);
+    /// returns the top-table entry that refers to it.
+    fn push_node(&mut self, pieces: &[(u32, u32)], scratch: &mut Vec<(u32, u32)>) -> u32 {
+        let node = self.nodes.len() / NODE_WORDS;
+        let mut full = [0u64; 4];
+        let mut part = [0u64; 4];
+        let first_leaf = self.leaves.len() / LEAF_WORDS;
+        let leaves = &mut self.leaves;
+        sweep(pieces, 8, scratch, &mut |step| match step {
+            Step::Full(a, b) => set_range(&mut full, a & 255, b & 255),
+            Step::Part(unit24, bits) => {
+                set_range(&mut part, unit24 & 255, unit24 & 255);
+                let mut leaf = [0u64; 4];
+                for &(lo, hi) in bits {
+                    set_range(&mut leaf, lo & 255, hi & 255);
+                }
+                leaves.extend_from_slice(&leaf);
+            }
+        });
+        self.nodes.extend_from_slice(&full);
+        self.nodes.extend_from_slice(&part);
+        self.nodes.push(first_leaf as u64);
+        node as u32 + 2
+    }
+
+    /// Words a node and its leaves take (for garbage accounting).
+    fn node_words(&self, entry: u32) -> usize {
+        let at = (entry.saturating_sub(2)) as usize * NODE_WORDS;
+        let parts = self
+            .nodes
+            .get(at + 4..at + 8)
+            .map_or(0, |p| p.iter().map(|w| w.count_ones() as usize).sum());
+        NODE_WORDS + parts * LEAF_WORDS
+    }
+
+    /// The trie with the /16 blocks `blocks` recomputed from `list`'s IPv4
+    /// elements (every other block shared as it was); `None` when a full
+    /// rebuild is the better deal (too many blocks, too much garbage).
+    fn updated(&self, list: &super::AddrList, blocks: &[u32]) -> Option<Trie> {
+        if blocks.len() > UPDATE_MAX_BLOCKS {
+            return None;
         }
+        let mut t = self.clone();
+        let mut scratch = Vec::new();
+        let mut pieces = Vec::new();
+        for &b in blocks {
+            let old = t.top.get(b as usize).copied().unwrap_or(0);
+            if old >= 2 {
+                t.garbage += t.node_words(old);
+            }
+            let entry = match list.v4_block(b, &mut pieces) {
+                super::elements::Block::Empty => 0,
+                super::elements::Block::Full => 1,
+                super::elements::Block::Part => t.push_node(&pieces, &mut scratch),
+            };
+            if let Some(slot) = t.top.get_mut(b as usize) {
+                *slot = entry;
+            }
+        }
+        (t.garbage <= (t.nodes.len() + t.leaves.len()) / 2).then_some(t)
     }
 
     #[inline]
