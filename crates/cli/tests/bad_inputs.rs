@@ -308,6 +308,15 @@ fn control_case(kind: &str, socket: &Path) -> String {
             }
             "every client answered".to_string()
         }
+        "set-unknown" => {
+            let reply = ask(
+                socket,
+                r#"{"cmd":"set","set":"blocklist","op":"add","elements":["203.0.113.9"]}"#,
+            )
+            .unwrap();
+            assert_eq!(reply["ok"], false, "{reply}");
+            reply.to_string()
+        }
         other => panic!("unknown control case {other}"),
     }
 }
