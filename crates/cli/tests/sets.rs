@@ -200,19 +200,26 @@ fn daemon_held_at(d: &Daemon, path: &Path, syscalls: &str) -> Child {
         .arg("--state-dir")
         .arg(d.state())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(d.dir.join("daemon.log")).unwrap())
         .spawn()
         .expect("strace (the CI installs it)")
 }
 
-/// The daemon strace runs (strace's only child).
+/// The daemon strace runs: the child of strace that is `palisade` (strace
+/// may fork a helper first, which is not it).
 fn traced_pid(strace: &Child) -> u32 {
     let t0 = Instant::now();
     loop {
         let children =
             std::fs::read_to_string(format!("/proc/{}/task/{}/children", strace.id(), strace.id()))
                 .unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+        let daemon = children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "palisade")
+            });
+        if let Some(pid) = daemon {
             return pid;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "strace started no daemon");
@@ -242,12 +249,12 @@ fn kill_9_during_the_write_through_leaves_the_old_or_the_new_file_whole() {
             tmp.clone()
         };
         let mut strace = daemon_held_at(&d, &held, syscalls);
-        let daemon = traced_pid(&strace);
         let t0 = Instant::now();
         while d.ask(serde_json::json!({"cmd": "status"})).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(20), "the daemon did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let daemon = traced_pid(&strace);
         // (Boot fsyncs only the state directory, which `-P` does not match.)
         std::thread::sleep(Duration::from_millis(200));
         let sock = d.socket();
@@ -259,6 +266,16 @@ fn kill_9_during_the_write_through_leaves_the_old_or_the_new_file_whole() {
                 .unwrap()
         });
         std::thread::sleep(Duration::from_millis(1500));
+        let alive = Path::new(&format!("/proc/{daemon}")).exists();
+        if !alive {
+            let st = strace.try_wait();
+            let out = client.join().unwrap();
+            panic!(
+                "held at {syscalls}: the daemon is gone before the kill (strace {st:?}, client {}); log:\n{}",
+                text(&out),
+                d.log()
+            );
+        }
         assert!(Command::new("kill")
             .args(["-9", &daemon.to_string()])
             .status()
