@@ -208,8 +208,10 @@ struct Control {
 /// What the config file holds, cached by its identity on disk (status stats it, re-reads on change).
 #[derive(Default)]
 struct ConfigSeen {
-    stamp: Option<(u64, u64, u64, i64, i64)>,
+    stamp: Option<FileStamp>,
     digest: Option<Digest>,
+    /// The running generation's set files as they are on disk, by path.
+    set_files: HashMap<PathBuf, (Option<FileStamp>, Digest)>,
     error: Option<String>,
 }
 
@@ -780,23 +782,52 @@ impl Inner {
 
     /// The config's digest (or why it cannot be read), re-read only when the file changed.
     pub(crate) fn config_digest(&self) -> Result<Digest, String> {
-        use std::os::unix::fs::MetadataExt;
-        let stamp = std::fs::metadata(&self.config)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let stamp = file_stamp(&self.config);
         let mut seen = self.config_seen.lock().unwrap_or_else(|e| e.into_inner());
         if stamp.is_none() || seen.stamp != stamp {
             let (digest, error) = match read(&self.config) {
                 Ok((_, bytes)) => (Some(Digest::of(&bytes)), None),
                 Err(e) => (None, Some(e.errors.join("; "))),
             };
-            *seen = ConfigSeen { stamp, digest, error };
+            seen.stamp = stamp;
+            seen.digest = digest;
+            seen.error = error;
         }
-        match (seen.digest, &seen.error) {
-            (Some(d), _) => Ok(d),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Err("not read".into()),
+        let rules = match (seen.digest, &seen.error) {
+            (Some(d), _) => d,
+            (None, Some(e)) => return Err(e.clone()),
+            (None, None) => return Err("not read".into()),
+        };
+        // The same rule file as the running generation: its set files on disk
+        // count too (a set file edited since is a config that differs).
+        let cur = self.current.load();
+        let Some(c) = cur
+            .rules
+            .as_ref()
+            .filter(|c| c.rules_digest == rules && !c.files.is_empty())
+        else {
+            return Ok(rules);
+        };
+        let mut parts = Vec::with_capacity(c.files.len());
+        for f in &c.files {
+            let stamp = file_stamp(&f.path);
+            let known = seen
+                .set_files
+                .get(&f.path)
+                .filter(|(s, _)| stamp.is_some() && *s == stamp);
+            let digest = match known {
+                Some((_, d)) => *d,
+                None => {
+                    let bytes = palisade_rules::SetFiles::read(&palisade_rules::DiskFiles, &f.name, &f.path)
+                        .map_err(|e| format!("set file {}: {e}", f.path.display()))?;
+                    let d = Digest::of(&bytes);
+                    seen.set_files.insert(f.path.clone(), (stamp, d));
+                    d
+                }
+            };
+            parts.push((f.name.as_str(), digest));
         }
+        Ok(Digest::of_manifest(rules, &parts))
     }
 
     /// Why a confirmation accepted in memory is not on disk, when that is so.
@@ -1046,13 +1077,16 @@ impl Inner {
                             .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
                     })
                     .and_then(|number| {
-                        let kept = Kept::with_companions(
-                            number,
-                            &compiled.source,
-                            compiled.bytes.to_vec(),
-                            companions_of(&compiled.files),
+                        // (the digest is known: a big set file is not hashed again)
+                        let kept = Kept {
+                            generation: number,
+                            digest: compiled.digest,
+                            source: compiled.source.clone(),
+                            saved_at: unix_now(),
                             outcome,
-                        );
+                            bytes: compiled.bytes.to_vec(),
+                            companions: companions_of(&compiled.files),
+                        };
                         self.store
                             .save(&kept)
                             .map(|()| number)
@@ -1917,4 +1951,15 @@ fn kept_files(companions: Vec<Companion>) -> palisade_rules::KeptFiles {
 /// The set files of a generation as last-known-good keeps them.
 fn companions_of(files: &[palisade_rules::CompanionFile]) -> Vec<Companion> {
     files.iter().map(Companion::of).collect()
+}
+
+/// A file's identity and version on disk: device, inode, size, mtime.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+/// The [`FileStamp`] of `path`, if it can be stat'ed.
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }

@@ -191,9 +191,9 @@ impl Digest {
 
     /// The digest of a generation made of a rule file and named companion
     /// files (set files, as named in the rule file). With no companion it is
-    /// the rule file's own digest, [`Digest::of`]; otherwise SHA-256 over the
-    /// rule file and every companion, each framed by its length (and name), so
-    /// no two different generations share a digest by moving bytes between parts.
+    /// the rule file's own digest, [`Digest::of`]; otherwise SHA-256 of a
+    /// manifest of the parts' names and digests ([`Digest::of_manifest`]), so
+    /// a change to any part, or to a name, changes it.
     ///
     /// ```
     /// use palisade_rules::Digest;
@@ -203,21 +203,38 @@ impl Digest {
     /// assert_ne!(a, Digest::of(b"r"));
     /// ```
     pub fn of_parts(rule_file: &[u8], companions: &[(&str, &[u8])]) -> Self {
-        use sha2::Digest as _;
         if companions.is_empty() {
             return Digest::of(rule_file);
         }
-        let mut h = sha2::Sha256::new();
-        h.update(b"palisade-generation 1\0");
-        h.update((rule_file.len() as u64).to_be_bytes());
-        h.update(rule_file);
-        for (name, bytes) in companions {
-            h.update((name.len() as u64).to_be_bytes());
-            h.update(name.as_bytes());
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
+        let parts: Vec<(&str, Digest)> = companions.iter().map(|(n, b)| (*n, Digest::of(b))).collect();
+        Digest::of_manifest(Digest::of(rule_file), &parts)
+    }
+
+    /// [`Digest::of_parts`] from the parts' own SHA-256s: the rule file's
+    /// digest when there is no companion, else SHA-256 of the manifest
+    /// `palisade-generation 1\nrules <digest>\n` followed by
+    /// `file <digest> <name length> <name>\n` per companion in name order.
+    /// A changed set file is hashed once, never the whole generation again.
+    ///
+    /// ```
+    /// use palisade_rules::Digest;
+    /// let (r, s) = (b"version = 1\n", b"10.0.0.0/8\n");
+    /// assert_eq!(
+    ///     Digest::of_manifest(Digest::of(r), &[("s.txt", Digest::of(s))]),
+    ///     Digest::of_parts(r, &[("s.txt", s)])
+    /// );
+    /// ```
+    pub fn of_manifest(rule_file: Digest, companions: &[(&str, Digest)]) -> Self {
+        if companions.is_empty() {
+            return rule_file;
         }
-        Digest(h.finalize().into())
+        let mut sorted: Vec<&(&str, Digest)> = companions.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let mut manifest = format!("palisade-generation 1\nrules {rule_file}\n");
+        for (name, digest) in sorted {
+            manifest.push_str(&format!("file {digest} {} {name}\n", name.len()));
+        }
+        Digest::of(manifest.as_bytes())
     }
 }
 
@@ -236,11 +253,9 @@ pub struct Loaded {
     pub ruleset: RuleSet,
     /// Warnings (the set is still valid).
     pub warnings: Vec<Diagnostic>,
-    /// The generation's digest: SHA-256 of the rule file's bytes when it has
-    /// no set files; else SHA-256 of the manifest
-    /// `palisade-generation 1\nrules <rules_digest>\n` followed by
-    /// `file <digest> <name>\n` per set file in name order, so that it covers
-    /// the rule file and every set file.
+    /// The generation's digest, [`Digest::of_parts`] of the rule file and its
+    /// set files (the rule file's SHA-256 when it names none): the digest
+    /// last-known-good keeps and checks, covering every file.
     pub digest: Digest,
     /// SHA-256 of the rule file's bytes alone.
     pub rules_digest: Digest,

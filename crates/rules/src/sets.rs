@@ -783,20 +783,11 @@ pub(crate) fn finish(cx: &mut Cx) -> (Vec<crate::SetDef>, Vec<SetTest>, Vec<Comp
     (defs, tests, files)
 }
 
-/// The digest of a generation: of the rule file alone when it has no set
-/// files, else of a manifest naming the rule file's digest and each set
-/// file's name and digest (so a change to any of them changes it).
+/// The digest of a generation ([`Digest::of_parts`] of the rule file and its
+/// set files), from the digests already known.
 pub(crate) fn generation_digest(rules: Digest, files: &[CompanionFile]) -> Digest {
-    if files.is_empty() {
-        return rules;
-    }
-    let mut manifest = format!("palisade-generation 1\nrules {rules}\n");
-    let mut names: Vec<&CompanionFile> = files.iter().collect();
-    names.sort_by(|a, b| a.name.cmp(&b.name));
-    for f in names {
-        manifest.push_str(&format!("file {} {}\n", f.digest, f.name));
-    }
-    Digest::of(manifest.as_bytes())
+    let parts: Vec<(&str, Digest)> = files.iter().map(|f| (f.name.as_str(), f.digest)).collect();
+    Digest::of_manifest(rules, &parts)
 }
 
 /// Parses element lines (a set file's format: one element a line, `#`

@@ -1,0 +1,125 @@
+//! A generation is the rule file plus its set files: last-known-good keeps
+//! them (as companion files), boot and rollback run the sets a generation ran
+//! with even when the files on disk changed or are gone, the digest covers
+//! them all.
+
+mod common;
+
+use common::{reopen, TempDir};
+use palisade_engine::{BootSource, Engine, EngineOptions, ReloadOptions};
+use palisade_rules::{Digest, SetOp};
+
+const RULES: &str = r#"version = 1
+[[port]]
+name = "p"
+[[set]]
+name = "bl"
+file = "bl.txt"
+[[acl]]
+name = "a"
+default = "permit"
+  [[acl.rule]]
+  id = "blocked"
+  action = "deny"
+  src = "@bl"
+[[bind]]
+acl = "a"
+port = "p"
+"#;
+
+const BL: &str = "# bans\n203.0.113.0/24\n";
+
+fn open(dir: &TempDir) -> Engine {
+    std::fs::write(dir.join("rules.toml"), RULES).unwrap();
+    std::fs::write(dir.join("bl.txt"), BL).unwrap();
+    let opts = EngineOptions {
+        durable: false,
+        ..EngineOptions::default()
+    };
+    let (engine, boot) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), opts).unwrap();
+    assert!(boot.config_error.is_none(), "{:?}", boot.config_error);
+    engine
+}
+
+/// The rule that decides a TCP packet from `src` on port `p`.
+fn rule_for(engine: &Engine, src: &str) -> String {
+    let key = palisade_rules::parse_packet_spec(&format!("tcp {src}:1000 -> 198.18.0.1:80")).unwrap();
+    engine.probe("p", None, &key).unwrap().rule
+}
+
+fn add(engine: &Engine, element: &str) -> palisade_engine::SetChanged {
+    engine
+        .change_set("bl", SetOp::Add, &[element.into()], &ReloadOptions::default())
+        .unwrap()
+}
+
+#[test]
+fn the_digest_is_of_the_rule_file_and_its_set_files_and_last_known_good_keeps_them() {
+    let dir = TempDir::new("setgen-digest");
+    let engine = open(&dir);
+    let want = Digest::of_parts(RULES.as_bytes(), &[("bl.txt", BL.as_bytes())]);
+    let st = engine.status();
+    assert_eq!(st.digest.as_deref(), Some(want.to_string().as_str()));
+    assert_ne!(want, Digest::of(RULES.as_bytes()), "the set file is covered");
+    assert!(!st.config.differs, "the config and its set file are what runs");
+    // The kept generation carries the set file, under the same digest.
+    let kept = engine.current().companions();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].name.as_str(), kept[0].bytes.as_slice()),
+        ("bl.txt", BL.as_bytes())
+    );
+    assert_eq!(st.kept.last().unwrap().digest, want.to_string());
+    // A set change: the digest follows the new file, and the config (rewritten through) still matches.
+    let ch = add(&engine, "198.51.100.7");
+    let now = std::fs::read(dir.join("bl.txt")).unwrap();
+    let want2 = Digest::of_parts(RULES.as_bytes(), &[("bl.txt", &now)]);
+    assert_eq!(ch.reload.digest, want2);
+    let st = engine.status();
+    assert_eq!(st.kept.last().unwrap().digest, want2.to_string());
+    assert!(!st.config.differs);
+    // An edit of the set file on disk is a config that differs from what runs.
+    std::fs::write(dir.join("bl.txt"), format!("{BL}192.0.2.0/24\n")).unwrap();
+    assert!(
+        engine.status().config.differs,
+        "an edited set file is not what runs"
+    );
+}
+
+#[test]
+fn a_restart_with_the_set_files_gone_runs_the_sets_the_generation_ran_with() {
+    let dir = TempDir::new("setgen-lkg");
+    let engine = open(&dir);
+    let ch = add(&engine, "198.51.100.7");
+    assert_eq!(rule_for(&engine, "198.51.100.7"), "blocked");
+    drop(engine);
+    std::fs::remove_file(dir.join("bl.txt")).unwrap();
+    let (engine, boot) = reopen(&dir);
+    assert_eq!(boot.source, BootSource::StateDirectory);
+    assert_eq!(boot.generation, ch.reload.generation);
+    let st = engine.status();
+    assert_eq!(st.digest.as_deref(), Some(ch.reload.digest.to_string().as_str()));
+    assert_eq!(st.sets[0].elements, 2);
+    assert_eq!(rule_for(&engine, "203.0.113.9"), "blocked");
+    assert_eq!(rule_for(&engine, "198.51.100.7"), "blocked");
+    assert!(
+        st.config.error.as_deref().unwrap_or("").contains("bl.txt"),
+        "status says the config's set file cannot be read: {:?}",
+        st.config
+    );
+}
+
+#[test]
+fn rollback_runs_the_sets_the_older_generation_ran_with() {
+    let dir = TempDir::new("setgen-rollback");
+    let engine = open(&dir);
+    let g1 = engine.status();
+    add(&engine, "198.51.100.7");
+    assert_eq!(rule_for(&engine, "198.51.100.7"), "blocked");
+    // The newer set file on disk is not what the older generation ran with.
+    let ok = engine.rollback(None).unwrap();
+    assert_eq!(Some(ok.digest.to_string()), g1.digest);
+    assert_eq!(rule_for(&engine, "198.51.100.7"), "default");
+    assert_eq!(rule_for(&engine, "203.0.113.9"), "blocked");
+    assert_eq!(engine.status().sets[0].elements, 1);
+}
