@@ -467,3 +467,35 @@ fn a_million_prefix_set_decides_200k_frames_like_the_reference() {
     assert!(counts.iter().all(|&c| c > FRAMES / 100), "{counts:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_set_file_argument_that_is_a_fifo_is_refused_at_once() {
+    let mut d = Daemon::new("sets-fifo-arg");
+    d.write("rules.toml", RULES);
+    d.write("bl.txt", BL);
+    d.start();
+    let g = d.status()["generation"].clone();
+    let fifo = d.dir.join("bans.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut child = Command::new(BIN)
+        .args(["set", "add", "bl", "--file"])
+        .arg(&fifo)
+        .arg("--control")
+        .arg(d.socket())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("set add --file FIFO hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(text(&out).contains("not a regular file"), "{}", text(&out));
+    assert_eq!(d.status()["generation"], g);
+}

@@ -1152,6 +1152,17 @@ impl Inner {
             )
         })?;
         drop(loaded);
+        // The set file is written through: one that is not a regular file (a
+        // FIFO, a device) is refused now, before anything is built or kept.
+        crate::setfile::check_replaceable(&ch.file.path).map_err(|e| {
+            ReloadError::new(
+                ReloadStage::Validate,
+                vec![format!(
+                    "{}: cannot write the set file: {e}",
+                    ch.file.path.display()
+                )],
+            )
+        })?;
         let def = &ch.loaded.ruleset.sets[ch.set];
         let changed = |reload: ReloadOk| SetChanged {
             set: set.to_owned(),

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use palisade_classify::{CompiledSet, IpFamily, Prefix};
@@ -18,7 +19,11 @@ use palisade_rules::SetElements;
 /// Writes `bytes` to `path` atomically (temp, fsync, rename, fsync dir; no
 /// fsync when `durable` is false). The file keeps its permissions; a new one
 /// gets 0644 less the umask. A temporary file left by a crash is replaced.
+/// Only a regular file is replaced (a symbolic link is kept and its target
+/// replaced); a FIFO, a device or a directory in its place is an error and
+/// nothing is written.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -27,12 +32,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
     let tmp = dir.join(format!(".{}.palisade-tmp", name.to_string_lossy()));
-    let mode = fs::metadata(path).ok().map(|m| m.permissions());
+    let mode = check_replaceable(path)?;
     let write = || -> io::Result<()> {
+        // A leftover of a crash (or anything planted there) is removed, and the
+        // temporary file is created anew, never through a link.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         if let Some(mode) = &mode {
             f.set_permissions(mode.clone())?;
@@ -51,6 +62,21 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Whether `path` (through links) may be replaced by [`write_atomic`]: a
+/// regular file (its permissions returned) or nothing yet (`None`); a FIFO,
+/// a device or a directory is an error. Never opens the file.
+pub(crate) fn check_replaceable(path: &Path) -> io::Result<Option<fs::Permissions>> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(m.permissions())),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file; nothing written",
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the compiled `set` agrees with the element list `elements` at

@@ -1,13 +1,15 @@
 //! A generation is the rule file plus its set files: last-known-good keeps
 //! them (as companion files), boot and rollback run the sets a generation ran
 //! with even when the files on disk changed or are gone, the digest covers
-//! them all.
+//! them all, and a set file that is not a regular file is refused at once.
 
 mod common;
 
-use common::{reopen, TempDir};
-use palisade_engine::{BootSource, Engine, EngineOptions, ReloadOptions};
+use common::{mkfifo, reopen, within, TempDir};
+use palisade_engine::events::{ControlEvent, EventKind, Outcome};
+use palisade_engine::{BootSource, Engine, EngineOptions, ReloadOptions, ReloadSource, ReloadStage};
 use palisade_rules::{Digest, SetOp};
+use std::sync::{Arc, Mutex};
 
 const RULES: &str = r#"version = 1
 [[port]]
@@ -122,4 +124,78 @@ fn rollback_runs_the_sets_the_older_generation_ran_with() {
     assert_eq!(rule_for(&engine, "198.51.100.7"), "default");
     assert_eq!(rule_for(&engine, "203.0.113.9"), "blocked");
     assert_eq!(engine.status().sets[0].elements, 1);
+}
+
+#[test]
+fn a_set_file_that_is_a_fifo_is_refused_at_once_and_nothing_changes() {
+    let dir = TempDir::new("setgen-fifo");
+    let engine = Arc::new(open(&dir));
+    let seen = Arc::new(Mutex::new(Vec::<ControlEvent>::new()));
+    let sink = Arc::clone(&seen);
+    engine.set_event_sink(Some(Arc::new(move |e: &ControlEvent| {
+        sink.lock().unwrap().push(e.clone())
+    })));
+    let before = engine.status();
+    std::fs::remove_file(dir.join("bl.txt")).unwrap();
+    mkfifo(&dir.join("bl.txt"));
+    // A reload reads the set file: refused, not waited on.
+    let e = Arc::clone(&engine);
+    let err = within(10, "reload with a FIFO set file", move || {
+        e.reload(ReloadSource::Config, &ReloadOptions::default())
+    })
+    .unwrap_err();
+    assert_eq!(err.stage, ReloadStage::Validate, "{err}");
+    assert!(
+        err.errors
+            .iter()
+            .any(|l| l.contains("bl.txt") && l.contains("not a regular file")),
+        "{:?}",
+        err.errors
+    );
+    // A set change writes the set file through: refused, the FIFO left as it is.
+    let e = Arc::clone(&engine);
+    let err = within(10, "set add with a FIFO set file", move || {
+        e.change_set_by(
+            "bl",
+            SetOp::Add,
+            &["198.51.100.7".into()],
+            &ReloadOptions::default(),
+            Some(4242),
+        )
+    })
+    .unwrap_err();
+    assert!(
+        err.errors
+            .iter()
+            .any(|l| l.contains("bl.txt") && l.contains("not a regular file")),
+        "{:?}",
+        err.errors
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(dir.join("bl.txt"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let e = Arc::clone(&engine);
+    let after = within(10, "status with a FIFO set file", move || e.status());
+    assert_eq!(
+        (after.generation, &after.digest),
+        (before.generation, &before.digest)
+    );
+    assert_eq!(
+        after.kept.len(),
+        before.kept.len(),
+        "no generation kept for a refused change"
+    );
+    assert_eq!(rule_for(&engine, "198.51.100.7"), "default");
+    // Both refusals are control events; the set change names its client.
+    let seen = seen.lock().unwrap();
+    let kinds: Vec<_> = seen.iter().map(|e| (e.event, e.outcome, e.uid)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Reload, Outcome::Refused, None),
+            (EventKind::SetChange, Outcome::Refused, Some(4242))
+        ]
+    );
 }

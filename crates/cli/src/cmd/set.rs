@@ -60,7 +60,8 @@ pub fn run(args: Args) -> ExitCode {
     let mut elements = args.elements.clone();
     if let Some(f) = &args.file {
         let name = f.display().to_string();
-        let text = match std::fs::read(f) {
+        // (a FIFO or a device is refused at once, never waited on or read without end)
+        let text = match palisade_rules::read_rule_file(f) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => {
                 eprintln!("palisade: {name}: cannot read: {e}");
