@@ -468,6 +468,60 @@ fn a_million_prefix_set_decides_200k_frames_like_the_reference() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The uid this test runs as (the owner of /proc/self).
+fn my_uid() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    u64::from(std::fs::metadata("/proc/self").unwrap().uid())
+}
+
+#[test]
+fn set_changes_are_control_events_in_the_json_log_with_the_clients_uid() {
+    let mut d = Daemon::new("sets-events");
+    d.write("rules.toml", RULES);
+    d.write("bl.txt", BL);
+    let log = d.dir.join("events.jsonl");
+    d.start_with(&["--log", log.to_str().unwrap()], None);
+    let out = d.cli(&["set", "add", "bl", "198.51.100.9"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let st = d.status();
+    let out = d.cli(&["set", "add", "bl", "not-an-address"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    // Adding what is listed changes nothing: no generation, no event.
+    let out = d.cli(&["set", "add", "bl", "198.51.100.9"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let t0 = Instant::now();
+    let events = loop {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<Value> = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("event").is_some())
+            .collect();
+        if events.len() >= 2 || t0.elapsed() > Duration::from_secs(10) {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [("set-change", "ok"), ("set-change", "refused")],
+        "{events:?}"
+    );
+    for e in &events {
+        assert_eq!(e["uid"].as_u64(), Some(my_uid()), "{e}");
+    }
+    assert_eq!(events[0]["generation"], st["generation"]);
+    assert_eq!(events[0]["digest"], st["digest"]);
+    assert_eq!(
+        events[1]["generation"], st["generation"],
+        "a refused change changes nothing"
+    );
+}
+
 #[test]
 fn a_set_file_argument_that_is_a_fifo_is_refused_at_once() {
     let mut d = Daemon::new("sets-fifo-arg");

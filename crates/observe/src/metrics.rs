@@ -299,9 +299,9 @@ fn write_logger(e: &mut Exposition, logger: &Logger) {
     e.family(
         "palisade_control_events_total",
         Counter,
-        "Control actions (reload, confirm, rollback, revert) by outcome.",
+        "Control actions (reload, confirm, rollback, revert, set-change) by outcome.",
     );
-    for event in ["reload", "confirm", "rollback", "revert"] {
+    for event in ["reload", "confirm", "rollback", "revert", "set-change"] {
         for outcome in ["ok", "refused"] {
             if event == "revert" && outcome == "refused" {
                 continue;
