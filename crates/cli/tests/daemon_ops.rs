@@ -305,7 +305,67 @@ fn status_text_lists_kept_generations_and_says_the_config_differs() {
     assert!(human.contains("b.toml") && human.contains("confirmed"), "{human}");
 }
 
-/// Rule set EDGE plus an ACL of `n` rules with ids `tag-N` (seconds of validating and compiling).
+/// Starts `d`'s daemon under strace, each open of one of `paths` held `secs` seconds
+/// (a reload that takes that long however fast the machine validates and compiles).
+fn start_with_slow_opens(d: &Daemon, paths: &[&std::path::Path], secs: u64) -> Traced {
+    let _ = std::fs::remove_file(d.socket());
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null"]);
+    for p in paths {
+        cmd.arg("-P").arg(p);
+    }
+    cmd.args(["-e", "trace=open,openat", "-e"])
+        .arg(format!("inject=open,openat:delay_enter={}", secs * 1_000_000))
+        .arg(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(d.config())
+        .arg("--control")
+        .arg(d.socket())
+        .arg("--state-dir")
+        .arg(d.state());
+    let log = std::fs::File::create(d.dir.join("daemon.log")).unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("strace (the CI installs it)");
+    let t0 = Instant::now();
+    while d.ask(json!({"cmd": "status"})).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no daemon: {}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Traced { strace: child }
+}
+
+/// strace and the daemon it runs: dropping it stops the daemon (SIGTERM; a
+/// SIGTERM to strace would only detach it) and then strace.
+struct Traced {
+    strace: std::process::Child,
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let id = self.strace.id();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "palisade") {
+                let _ = std::process::Command::new("kill").args(["-TERM", pid]).status();
+            }
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.strace.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
+}
+
+/// Rule set EDGE plus an ACL of `n` rules with ids `tag-N`.
 fn big(n: usize, tag: &str) -> String {
     let mut t = String::from(EDGE);
     t += "\n[[acl]]\nname = \"big\"\ndefault = \"permit\"\n";
@@ -323,12 +383,14 @@ fn big(n: usize, tag: &str) -> String {
 
 #[test]
 fn a_long_reload_reports_progress_and_a_client_that_gives_up_is_told_it_goes_on() {
-    let mut d = Daemon::new("long-reload");
+    let d = Daemon::new("long-reload");
     d.write("rules.toml", EDGE);
-    d.start();
+    let first = d.write("big1.toml", &big(12_000, "a"));
+    let second = d.write("big2.toml", &big(12_000, "b"));
+    // A reload takes seconds whatever the machine: opening either file is held 4 s.
+    let _daemon = start_with_slow_opens(&d, &[&first, &second], 4);
     let before = d.status()["generation"].as_u64().unwrap();
     // Gives up after 1 s: exit 3, and the message says the reload goes on.
-    let first = d.write("big1.toml", &big(12_000, "a"));
     let t0 = Instant::now();
     let out = d.cli(&["reload", first.to_str().unwrap(), "--timeout", "1"]);
     assert_eq!(code(&out), 3, "{}", text(&out));
@@ -344,7 +406,6 @@ fn a_long_reload_reports_progress_and_a_client_that_gives_up_is_told_it_goes_on(
     });
     assert!(st["generation"].as_u64().unwrap() > before);
     // Without --timeout the client waits as long as the daemon works, saying what it does.
-    let second = d.write("big2.toml", &big(12_000, "b"));
     let out = d.cli(&["reload", second.to_str().unwrap()]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let msg = text(&out);
