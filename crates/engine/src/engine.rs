@@ -905,7 +905,7 @@ impl Inner {
     }
 
     /// Persist and publish (the short part, under the control lock); a set
-    /// change's file is written through beside the persist (`write_through`).
+    /// change's file is written through before the persist (`write_through`).
     ///
     /// `persist_required = false` (boot only) runs the candidate even when it
     /// cannot be persisted, and reuses the newest confirmed generation's number
@@ -933,20 +933,19 @@ impl Inner {
             Ready::InMemory(c) => (c, Vec::new()),
         };
 
-        // persist, and beside it write through (a set change): the set's file,
-        // atomically, so that a later reload or restart keeps the change; the
-        // two writes' fsyncs overlap instead of queueing
+        // A set change writes its set file through first (atomically, durably),
+        // then persists: a crash in between leaves the generation that ran kept,
+        // and a file that is old or new but whole (a crash never leaves a kept
+        // generation that did not run).
         let durable = self.durable;
-        let (persisted, written) = std::thread::scope(|scope| {
-            let writer = write_through
-                .map(|f| scope.spawn(move || crate::setfile::write_atomic(&f.path, &f.bytes, durable)));
-            let persisted = self.persist(ctl, &cur, &compiled, opts, persist_required, &mut warnings);
-            let written = writer.map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")))
-            });
-            (persisted, written)
-        });
+        if let Some(f) = write_through {
+            crate::setfile::write_atomic(&f.path, &f.bytes, durable).map_err(|e| {
+                ReloadError::new(
+                    ReloadStage::Persist,
+                    vec![format!("{}: cannot write the set file: {e}", f.path.display())],
+                )
+            })?;
+        }
         // A refused commit puts the set file back as the active generation has it.
         let restore = || {
             let old = write_through.and_then(|f| {
@@ -963,33 +962,21 @@ impl Inner {
                 }
             }
         };
-        let (number, saved) = match persisted {
+        let (number, saved) = match self.persist(ctl, &cur, &compiled, opts, persist_required, &mut warnings)
+        {
             Ok(x) => x,
             Err(e) => {
-                if matches!(written, Some(Ok(()))) {
-                    restore();
-                }
+                restore();
                 return Err(e);
             }
         };
-        if let (Some(Err(e)), Some(file)) = (&written, write_through) {
-            if saved {
-                self.store.remove(number);
-            }
-            return Err(ReloadError::new(
-                ReloadStage::Persist,
-                vec![format!("{}: cannot write the set file: {e}", file.path.display())],
-            ));
-        }
 
         // publish
         if let Err(e) = fault(opts, ReloadStage::Publish) {
             if saved {
                 self.store.remove(number);
             }
-            if written.is_some() {
-                restore();
-            }
+            restore();
             return Err(e);
         }
         let (state, deadline) = match opts.confirm_within {
