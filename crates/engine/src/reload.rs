@@ -93,6 +93,10 @@ pub struct ReloadOptions {
     pub allow_rescue_change: bool,
     /// Fault injection for tests: fail deliberately at this stage (before it takes effect).
     pub fail_at: Option<ReloadStage>,
+    /// For tests: wait this long as this stage starts (a reload that is slow
+    /// however fast the machine builds it).
+    #[doc(hidden)]
+    pub hold_at: Option<(ReloadStage, Duration)>,
 }
 
 /// A refused reload: the stage that refused it and every cause. Nothing changed.
@@ -123,6 +127,11 @@ impl fmt::Display for ReloadError {
 impl std::error::Error for ReloadError {}
 
 pub(crate) fn fault(opts: &ReloadOptions, stage: ReloadStage) -> Result<(), ReloadError> {
+    if let Some((at, hold)) = opts.hold_at {
+        if at == stage {
+            std::thread::sleep(hold);
+        }
+    }
     if opts.fail_at == Some(stage) {
         return Err(ReloadError::new(
             stage,

@@ -84,6 +84,7 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
                 confirm_within,
                 allow_rescue_change,
                 fail_at: None,
+                hold_at: None,
             };
             generation_reply(engine.reload_by(source, &opts, uid))
         }
