@@ -192,6 +192,27 @@ fn set_change(c: &mut Criterion) {
     g.bench_function("baseline_reload_whole_set", |b| {
         b.iter(|| black_box(engine.reload(ReloadSource::Config, &opts).unwrap()))
     });
+    // The same without fsync (EngineOptions::durable false): the pipeline's own work.
+    drop(engine);
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let (engine, _) = Engine::open(
+        &dir.join("rules.toml"),
+        &dir.join("state"),
+        EngineOptions {
+            durable: false,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    g.bench_function("add_1_element_no_fsync", |b| {
+        b.iter_batched(
+            || {
+                let _ = engine.change_set("bl", SetOp::Del, &one, &opts);
+            },
+            |()| black_box(engine.change_set("bl", SetOp::Add, &one, &opts).unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);

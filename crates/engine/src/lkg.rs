@@ -646,7 +646,15 @@ impl Store {
             });
         }
         let tag = format!("gen-{:020}", kept.generation);
-        self.write_atomically(&self.path_of(kept.generation), &tag, &parts)
+        let path = self.path_of(kept.generation);
+        self.write_atomically(&path, &tag, &parts)?;
+        // Written whole just now: what a scan would find by reading it back
+        // (a generation with big set files is not read and hashed again).
+        if let Ok(m) = fs::symlink_metadata(&path) {
+            self.seen_map()
+                .insert(kept.generation, (stamp(&m), Ok(kept.info())));
+        }
+        Ok(())
     }
 
     /// Generation numbers of every `gen-*.lkg` name, ascending (validity not checked).
