@@ -786,15 +786,12 @@ impl Policy {
     }
 
     /// Evaluates a batch with one context; `out[i]` receives the decision for
-    /// `keys[i]` (only `min(keys.len(), out.len())` are written). The set
-    /// tests are looked up for [`SET_BATCH`] keys at a time before the stages.
+    /// `keys[i]` (only `min(keys.len(), out.len())` are written).
+    /// The batch goes through the stages together (see
+    /// [`Policy::evaluate_batch_traced`]), so each ACL classifies many keys
+    /// at once.
     pub fn evaluate_batch(&self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) {
-        let mut buf = [FlowKey::new(); SET_BATCH];
-        for (chunk, outs) in keys.chunks(SET_BATCH).zip(out.chunks_mut(SET_BATCH)) {
-            for (k, o) in self.with_sets(chunk, &mut buf).iter().zip(outs.iter_mut()) {
-                *o = self.evaluate_filled(k, ctx, |_| {});
-            }
-        }
+        self.evaluate_batch_traced(keys, ctx, out, |_, _| {});
     }
 
     /// Whether the policy has set tests (else [`Policy::fill_sets`] does nothing).
@@ -1165,9 +1162,8 @@ impl Policy {
 
 mod sets;
 pub use sets::{SetTestInfo, ANONYMOUS_MIN};
-
-/// Keys whose set tests the batch paths look up together (a 4 KiB stack buffer).
-pub const SET_BATCH: usize = 64;
+mod staged;
+pub use staged::STAGE_BATCH;
 
 #[cfg(test)]
 mod model_check;

@@ -504,7 +504,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn policy_equals_model(rs in ruleset(), keys in prop::collection::vec(packet(), 1..24), (port, route) in context()) {
+    fn policy_equals_model(rs in ruleset(), keys in prop::collection::vec(packet(), 1..150), (port, route) in context()) {
         let policy = Policy::compile(&rs).unwrap();
         let ctx = Context {
             port: policy.port(port).unwrap(),
@@ -512,7 +512,12 @@ proptest! {
         };
         let mut batch = vec![Decision::default(); keys.len()];
         policy.evaluate_batch(&keys, &ctx, &mut batch);
-        for (k, b) in keys.iter().zip(&batch) {
+        // The staged batch reports, per key, the events of the key-by-key walk.
+        let mut staged = vec![Decision::default(); keys.len()];
+        let mut batch_events = vec![Vec::new(); keys.len()];
+        policy.evaluate_batch_traced(&keys, &ctx, &mut staged, |i, e| batch_events[i].push(*e));
+        prop_assert_eq!(&staged, &batch);
+        for ((k, b), staged_events) in keys.iter().zip(&batch).zip(&batch_events) {
             let d = policy.evaluate(k, &ctx);
             prop_assert_eq!(*b, d);
             let got: Outcome = (d.verdict, d.stage.as_str(), policy.acl_name(d.acl).map(str::to_owned), policy.rule_name(&d).to_owned());
@@ -522,6 +527,7 @@ proptest! {
             let mut events = Vec::new();
             let traced = policy.evaluate_traced(k, &ctx, |e| events.push(*e));
             prop_assert_eq!(traced, d);
+            prop_assert_eq!(staged_events, &events);
             if let Some(last) = events.last() {
                 if d.acl.is_some() {
                     prop_assert_eq!((last.stage, Some(last.acl), last.rule, last.verdict), (d.stage, d.acl, d.rule, d.verdict));
