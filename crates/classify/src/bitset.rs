@@ -30,6 +30,7 @@ use alloc::vec::Vec;
 use palisade_packet::FlowKey;
 
 use crate::leaf::{LeafRule, Point, NEVER, VERIFY};
+use crate::trie::ValueTrie;
 use crate::{RuleIndex, RuleMatch, NO_MATCH};
 
 /// 512 rules' bits of one class: one cache line.
@@ -49,8 +50,6 @@ pub(crate) const FIELDS: usize = 5;
 const WIDTH: [u32; FIELDS] = [32, 32, 16, 16, 14];
 /// Bits of each field's trie root; the rest is looked up 8 bits per level.
 const ROOT_BITS: [u32; FIELDS] = [16, 16, 16, 16, 14];
-/// A trie entry with this bit holds a class (its first line); others index the node below.
-const CLASS: u32 = 1 << 31;
 /// The requirement bits a key can carry (see `compiled::REQ_*`): four, a
 /// gap (the verify bit), two more; field 4 holds them packed into 6 bits.
 const REQ_BITS: u8 = 0x6f;
@@ -66,71 +65,10 @@ fn unpack_carried(packed: u32) -> u8 {
     (packed & 0x0f) as u8 | ((packed & 0x30) << 1) as u8
 }
 
-/// The class trie of one field.
-#[derive(Clone, Debug, Default)]
-struct FieldIndex {
-    /// The root (`1 << ROOT_BITS` entries), then nodes of 256 entries.
-    tab: Vec<u32>,
-    /// The shift of the root index (`WIDTH - ROOT_BITS`).
-    root_shift: u32,
-}
-
-impl FieldIndex {
-    /// The first line of the class of value `v`: a root load and then,
-    /// for wide fields, a fixed number of steps without a branch (a class
-    /// entry steps to itself), since a branch on the depth mispredicts.
-    #[inline(always)]
-    fn class_of(&self, v: u32) -> usize {
-        let get = |i: u32| self.tab.get(i as usize).copied().unwrap_or(CLASS);
-        // Out of the table only for a value wider than the field, which
-        // points never hold; line 0 starts the empty class.
-        let mut e = get(v.checked_shr(self.root_shift).unwrap_or(0));
-        let mut shift = self.root_shift;
-        while shift >= 8 {
-            shift -= 8;
-            // All ones when `e` holds a class: it then loads entry 0 and keeps itself.
-            let class = 0u32.wrapping_sub(e >> 31);
-            let next = get(e.wrapping_add((v >> shift) & 0xff) & !class);
-            e = (e & class) | (next & !class);
-        }
-        (e & !CLASS) as usize
-    }
-
-    /// The trie over the pieces starting at `starts` (ascending, the first
-    /// 0) whose classes start at line `class[i]`.
-    fn build(field: usize, starts: &[u64], class: &[u32]) -> FieldIndex {
-        let root_bits = ROOT_BITS[field];
-        let root_shift = WIDTH[field] - root_bits;
-        let mut tab = vec![0u32; 1 << root_bits];
-        fill(&mut tab, 0, 0, 1 << root_bits, root_shift, starts, class);
-        tab.shrink_to_fit();
-        FieldIndex { tab, root_shift }
-    }
-}
-
-/// Fills `count` entries of the node at `at`, whose entries cover `1 << k`
-/// values each from `base` on: a class where the entry lies in one piece, else a node below.
-fn fill(tab: &mut Vec<u32>, at: usize, base: u64, count: usize, k: u32, starts: &[u64], class: &[u32]) {
-    for j in 0..count {
-        let a = base + ((j as u64) << k);
-        let end = a + (1u64 << k) - 1;
-        let i = starts.partition_point(|&s| s <= a).saturating_sub(1);
-        let one_piece = starts.get(i + 1).is_none_or(|&next| next > end);
-        if one_piece || k < 8 {
-            tab[at + j] = CLASS | class[i];
-        } else {
-            let child = tab.len();
-            tab.resize(child + 256, 0);
-            tab[at + j] = child as u32;
-            fill(tab, child, a, 256, k - 8, starts, class);
-        }
-    }
-}
-
 /// The bit sets of a rule set and the tries that find them.
 #[derive(Clone, Debug)]
 pub(crate) struct Bitsets {
-    fields: [FieldIndex; FIELDS],
+    fields: [ValueTrie; FIELDS],
     /// Every class's set, `lines` lines each; the first class is empty.
     bits: Vec<Line>,
     /// Lines per set (rules / 512, rounded up).
@@ -327,7 +265,7 @@ impl Bitsets {
         }
         let mut store = SetStore::new(lines);
         let product = Product::build(&sets, &mut store, budget.saturating_sub(bytes) / 2);
-        let fields: [FieldIndex; FIELDS] = core::array::from_fn(|f| {
+        let fields: [ValueTrie; FIELDS] = core::array::from_fn(|f| {
             let class: Vec<u32> = if f >= 2 && product.is_some() {
                 piece_set[f].clone()
             } else {
@@ -336,7 +274,7 @@ impl Bitsets {
                     .map(|&n| store.intern(&sets[f][n as usize]))
                     .collect()
             };
-            FieldIndex::build(f, &pieces[f], &class)
+            ValueTrie::build(WIDTH[f], ROOT_BITS[f], &pieces[f], &class)
         });
         let mut bits = store.bits;
         let needs_reference = |r: &LeafRule| r.need & VERIFY != 0;
@@ -359,7 +297,7 @@ impl Bitsets {
     /// Bytes allocated.
     pub(crate) fn capacity_bytes(&self) -> usize {
         (self.bits.capacity() + self.verify.capacity()) * core::mem::size_of::<Line>()
-            + self.fields.iter().map(|f| f.tab.capacity() * 4).sum::<usize>()
+            + self.fields.iter().map(ValueTrie::capacity_bytes).sum::<usize>()
             + self.product.as_ref().map_or(0, |p| p.tab.capacity() * 4)
     }
 
@@ -386,7 +324,7 @@ impl Bitsets {
     #[inline(always)]
     fn classes(&self, p: &Point) -> [usize; FIELDS] {
         let v = field_values(p);
-        let mut c = core::array::from_fn(|f| self.fields[f].class_of(v[f]));
+        let mut c = core::array::from_fn(|f| self.fields[f].class_of(v[f]) as usize);
         if let Some(product) = &self.product {
             let line = product.line(&c);
             c[2..].fill(line);
@@ -436,22 +374,34 @@ impl Bitsets {
         None
     }
 
-    /// Stores the values of each field of point `p` as key `j` of `values`
-    /// (see [`Bitsets::classes_avx512`]).
-    #[inline(always)]
-    pub(crate) fn set_field_values(p: &Point, j: usize, values: &mut [[u32; BATCH]; FIELDS]) {
-        for (f, v) in field_values(p).into_iter().enumerate() {
-            if let Some(slot) = values[f].get_mut(j) {
-                *slot = v;
-            }
-        }
+    /// The value of field 4 (protocol with the requirement bits, see
+    /// [`field_values`]) of 16 points' protocols and requirement bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    pub(crate) fn field4_avx512(
+        proto: core::arch::x86_64::__m512i,
+        carried: core::arch::x86_64::__m512i,
+    ) -> core::arch::x86_64::__m512i {
+        use core::arch::x86_64::*;
+        let bits = |x: u32| _mm512_set1_epi32(x as i32);
+        // pack_carried(carried & REQ_BITS): bits 0-3, then bits 5-6 down one.
+        let c = _mm512_and_si512(carried, bits(REQ_BITS as u32));
+        let packed = _mm512_or_si512(
+            _mm512_and_si512(c, bits(0x0f)),
+            _mm512_srli_epi32::<1>(_mm512_and_si512(c, bits(0x60))),
+        );
+        _mm512_or_si512(
+            _mm512_slli_epi32::<8>(packed),
+            _mm512_and_si512(proto, bits(0xff)),
+        )
     }
 
     /// [`Bitsets::classes`] of [`BATCH`] keys at once, one gather per 16
     /// keys, field and trie level, the gathers of the four groups of 16 in
-    /// flight together: `values[f][j]` is the value of field `f` of key `j`
-    /// (see [`Bitsets::set_field_values`]); `classes[f][j]` receives its
-    /// class's first line.
+    /// flight together: `values[f][g]` holds the values of field `f` (see
+    /// [`field_values`]) of keys `16g..16g + 16`; `classes[f][j]` receives
+    /// its class's first line.
     ///
     /// # Safety
     ///
@@ -462,7 +412,7 @@ impl Bitsets {
     #[allow(unsafe_code)]
     pub(crate) unsafe fn classes_avx512(
         &self,
-        values: &[[u32; BATCH]; FIELDS],
+        values: &[[core::arch::x86_64::__m512i; BATCH / 16]; FIELDS],
         classes: &mut [[u32; BATCH]; FIELDS],
     ) {
         use core::arch::x86_64::*;
@@ -473,33 +423,11 @@ impl Bitsets {
         let store = |a: &mut [u32; BATCH], g: usize, v: __m512i| unsafe {
             _mm512_storeu_epi32(a.as_mut_ptr().add(16 * g) as *mut i32, v)
         };
-        for ((field, vals), out) in self.fields.iter().zip(values).zip(classes.iter_mut()) {
-            let tab = field.tab.as_ptr() as *const i32;
-            // Every trie has its root, so it is not empty; and it holds fewer
-            // than 2^31 entries (the class tag), so indices fit an i32.
-            let last = _mm512_set1_epi32(field.tab.len().saturating_sub(1) as i32);
-            let v: [__m512i; G] = core::array::from_fn(|g| load(vals, g));
-            // SAFETY: every index is clamped to the table's last entry.
-            let mut e: [__m512i; G] = core::array::from_fn(|g| unsafe {
-                let root = _mm512_srlv_epi32(v[g], _mm512_set1_epi32(field.root_shift as i32));
-                _mm512_i32gather_epi32::<4>(_mm512_min_epu32(root, last), tab)
-            });
-            let mut shift = field.root_shift;
-            while shift >= 8 {
-                shift -= 8;
-                for g in 0..G {
-                    let below = _mm512_cmplt_epu32_mask(e[g], _mm512_set1_epi32(CLASS as i32));
-                    let byte = _mm512_and_si512(
-                        _mm512_srlv_epi32(v[g], _mm512_set1_epi32(shift as i32)),
-                        _mm512_set1_epi32(0xff),
-                    );
-                    let at = _mm512_min_epu32(_mm512_add_epi32(e[g], byte), last);
-                    // SAFETY: as above; lanes on a class keep it without a load.
-                    e[g] = unsafe { _mm512_mask_i32gather_epi32::<4>(e[g], below, at, tab) };
-                }
-            }
+        for ((field, v), out) in self.fields.iter().zip(values).zip(classes.iter_mut()) {
+            // SAFETY: the features are this function's (and its caller's contract).
+            let e = unsafe { field.classes_avx512(v) };
             for (g, e) in e.iter().enumerate() {
-                store(out, g, _mm512_andnot_si512(_mm512_set1_epi32(CLASS as i32), *e));
+                store(out, g, *e);
             }
         }
         let Some(product) = &self.product else { return };

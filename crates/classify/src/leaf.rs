@@ -88,11 +88,52 @@ pub(crate) struct LeafRef {
     pub code: u32,
 }
 
+/// The words of a point that a leaf check compares, which determine the
+/// whole point: source, destination, protocol, both ports
+/// (`src << 16 | dst`) and the requirement word (`carried << 8 | 0xff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeafKey {
+    pub s: u32,
+    pub d: u32,
+    pub proto: u32,
+    pub ports: u32,
+    pub req: u32,
+}
+
+impl LeafKey {
+    /// The compared words of point `p`.
+    #[inline(always)]
+    pub(crate) fn of(p: &Point) -> LeafKey {
+        LeafKey {
+            s: p[0],
+            d: p[1],
+            proto: p[4],
+            ports: p[6],
+            req: p[7],
+        }
+    }
+
+    /// The whole point.
+    #[inline(always)]
+    pub(crate) fn point(&self) -> Point {
+        [
+            self.s,
+            self.d,
+            self.ports >> 16,
+            self.ports & 0xffff,
+            self.proto,
+            self.req >> 8,
+            self.ports,
+            self.req,
+        ]
+    }
+}
+
 /// What a leaf is checked for: a key and its point, the rules to verify
 /// with the reference (by index), and the best match found so far.
 #[derive(Clone, Copy)]
 pub(crate) struct Probe<'a> {
-    pub p: &'a Point,
+    pub k: &'a LeafKey,
     pub key: &'a FlowKey,
     pub verify: &'a [RuleMatch],
     pub best: RuleIndex,
@@ -166,6 +207,12 @@ impl Leaves {
             }
         }
         LeafRef { start, code }
+    }
+
+    /// Moves the words from `from` on down to `to`, dropping what was there.
+    pub(crate) fn move_down(&mut self, from: usize, to: usize) {
+        self.words.copy_within(from.., to);
+        self.words.truncate(self.words.len() - (from - to));
     }
 
     /// Drops the words from `len` on.
@@ -255,7 +302,8 @@ impl Leaves {
 #[inline(always)]
 pub(crate) fn first_scalar(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
     let (first, n) = l.bounds(leaf);
-    let carried = q.p[5] as u8;
+    let p = q.k.point();
+    let carried = p[5] as u8;
     for i in 0..n {
         // The index first: a scan ends at the best match so far without reading the box.
         let idx = l.idx(first, n, i);
@@ -263,7 +311,7 @@ pub(crate) fn first_scalar(l: &Leaves, leaf: LeafRef, q: &Probe) -> RuleIndex {
             return q.best;
         }
         let c = l.rule(first, n, i);
-        if !c.contains(q.p) {
+        if !c.contains(&p) {
             continue;
         }
         let miss = c.need & !carried;
@@ -299,7 +347,7 @@ pub(crate) fn avx512_available() -> bool {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize, p: &Point) -> (u32, u32) {
+unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize, p: &LeafKey) -> (u32, u32) {
     use core::arch::x86_64::*;
     // m <= 16 (the caller's contract), so the shift cannot overflow.
     let k = ((1u32 << m) - 1) as __mmask16;
@@ -314,25 +362,25 @@ unsafe fn chunk_masks<const ANY_VERIFY: bool>(l: &Leaves, base: usize, m: usize,
             };
         }
         let bcast = |v: u32| _mm512_set1_epi32(v as i32);
-        let mut m = _mm512_mask_cmple_epu32_mask(k, _mm512_sub_epi32(bcast(p[0]), ld!(S_LO)), ld!(S_SPAN));
-        m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p[1]), ld!(D_LO)), ld!(D_SPAN));
+        let mut m = _mm512_mask_cmple_epu32_mask(k, _mm512_sub_epi32(bcast(p.s), ld!(S_LO)), ld!(S_SPAN));
+        m = _mm512_mask_cmple_epu32_mask(m, _mm512_sub_epi32(bcast(p.d), ld!(D_LO)), ld!(D_SPAN));
         // Both ports: per 16-bit half, (port - lo) saturating-minus span is 0 when inside.
-        let ports = _mm512_subs_epu16(_mm512_sub_epi16(bcast(p[6]), ld!(PT_LO)), ld!(PT_SPAN));
+        let ports = _mm512_subs_epu16(_mm512_sub_epi16(bcast(p.ports), ld!(PT_LO)), ld!(PT_SPAN));
         m = _mm512_mask_testn_epi32_mask(m, ports, ports);
         // Byte 0: the protocol, as the ports, against the span from byte 2;
         // byte 1 becomes 0 (span byte 0xff). Bytes 2 and 3 are not tested.
         let mi = ld!(MI);
         let span = _mm512_or_si512(_mm512_srli_epi32::<16>(mi), bcast(0xff00));
-        let proto = _mm512_subs_epu8(_mm512_sub_epi8(bcast(p[4]), mi), span);
+        let proto = _mm512_subs_epu8(_mm512_sub_epi8(bcast(p.proto), mi), span);
         // proto | (mi & !key): byte 1 is then need & !carried (key byte 0 is 0xff).
         let with_need = |carried: u32| _mm512_ternarylogic_epi32::<0xf4>(proto, mi, bcast(carried));
         let low_half = bcast(0xffff);
-        let plain_bits = with_need(p[7]);
+        let plain_bits = with_need(p.req);
         let plain = _mm512_mask_testn_epi32_mask(m, plain_bits, low_half) as u32;
         if !ANY_VERIFY {
             return (plain, 0);
         }
-        let verify_bits = with_need(p[7] | (VERIFY as u32) << 8);
+        let verify_bits = with_need(p.req | (VERIFY as u32) << 8);
         let to_verify = _mm512_mask_testn_epi32_mask(m, verify_bits, low_half) as u32 & !plain;
         (plain, to_verify)
     }
@@ -358,23 +406,26 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool, const MIN: bool>(
     if n > BLOCK || start + FIELDS * n + BLOCK > l.len() {
         // Big leaves; and never for a table built here (its padding makes
         // room), but a load must not leave the words.
-        return first_avx512_slow(l, leaf, q.p, q.key, q.verify, q.best);
+        return first_avx512_slow(l, leaf, q.k, q.key, q.verify, q.best);
     }
     // SAFETY: the features are the caller's contract; the bound was checked above.
-    let (plain, to_verify) = unsafe { chunk_masks::<ANY_VERIFY>(l, start, n, q.p) };
+    let (plain, to_verify) = unsafe { chunk_masks::<ANY_VERIFY>(l, start, n, q.k) };
     if ANY_VERIFY && to_verify != 0 {
-        return first_avx512_slow(l, leaf, q.p, q.key, q.verify, q.best);
+        return first_avx512_slow(l, leaf, q.k, q.key, q.verify, q.best);
     }
-    // The first plain match's index; NO_MATCH when there is none. Selects,
-    // not branches: whether a leaf beats the best so far is unpredictable,
-    // and a branch on it would wait for the whole check.
-    let first = (plain.trailing_zeros() as usize).min(BLOCK); // 32 when there is none
-    let idx = l
-        .words
-        .get(start + IDX * n + first)
-        .copied()
-        .unwrap_or(crate::NO_MATCH);
-    let idx = idx | 0u32.wrapping_sub((plain == 0) as u32);
+    // The first plain match's index, NO_MATCH when there is none: the
+    // indices are loaded with the other fields and the first match's is
+    // compressed to lane 0, so no load waits for the check. Selects, not
+    // branches: whether a leaf beats the best so far is unpredictable, and
+    // a branch on it would wait for the whole check.
+    // SAFETY: as `chunk_masks`'s loads (the index field is one of them).
+    let idx = unsafe {
+        use core::arch::x86_64::*;
+        let k = ((1u32 << n) - 1) as __mmask16;
+        let idx = _mm512_maskz_loadu_epi32(k, l.words.as_ptr().add(start + IDX * n) as *const i32);
+        let first = _mm512_mask_compress_epi32(_mm512_set1_epi32(-1), plain as __mmask16, idx);
+        _mm_cvtsi128_si32(_mm512_castsi512_si128(first)) as u32
+    };
     if MIN {
         idx.min(q.best)
     } else {
@@ -391,14 +442,14 @@ pub(crate) unsafe fn first_avx512<const ANY_VERIFY: bool, const MIN: bool>(
 fn first_avx512_slow(
     l: &Leaves,
     leaf: LeafRef,
-    p: &Point,
+    k: &LeafKey,
     key: &FlowKey,
     verify: &[RuleMatch],
     best: RuleIndex,
 ) -> RuleIndex {
     // The probe's parts come apart: as one struct, its fields were stored to
     // memory for every leaf, on the fast path too.
-    let q = &Probe { p, key, verify, best };
+    let q = &Probe { k, key, verify, best };
     let (first_word, n) = l.bounds(leaf);
     let mut c = 0;
     while c < n {
@@ -407,7 +458,7 @@ fn first_avx512_slow(
             return first_scalar(l, leaf, q);
         }
         // SAFETY: the features are enabled on this function; the bound was checked above.
-        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, base, m, q.p) };
+        let (plain, to_verify) = unsafe { chunk_masks::<true>(l, base, m, q.k) };
         let first = plain.trailing_zeros(); // 32 when no plain rule matched
         let idx_at = |i: u32| l.idx(first_word, n, c + i as usize);
         // Rules to verify before the first plain match, in order.

@@ -37,6 +37,7 @@ mod leaf;
 mod linear;
 mod matcher;
 pub mod set;
+mod trie;
 
 pub use compiled::{AddressLookup, BuildConfig, BuildError, CompiledClassifier};
 pub use corner::{corner_keys, ipv6_edge_keys};

@@ -245,6 +245,65 @@ fn wide() -> BuildConfig {
     }
 }
 
+/// Trees over IPv4 ranks (the default from 8192 rules on; see
+/// `compiled::rank32`), with small leaves so that rank space is cut deep.
+fn ranked() -> BuildConfig {
+    BuildConfig {
+        ipv4_rank_min_rules: 0,
+        bitset_max_rules: 0,
+        leaf_size: 2,
+        ..BuildConfig::default()
+    }
+}
+
+/// Bit sets over IPv4 ranks.
+fn ranked_bitsets() -> BuildConfig {
+    BuildConfig {
+        ipv4_rank_min_rules: 0,
+        ..bitsets()
+    }
+}
+
+/// A set grown as ClassBench's generator grows one, in random order: wide
+/// rules anywhere, so that most later rules are shadowed (by one earlier
+/// rule or by several together), and clusters of nested prefixes.
+fn shadowed_set() -> impl Strategy<Value = Vec<RuleMatch>> {
+    let wide = (
+        0u8..=8,
+        0u8..=8,
+        opt(prop::sample::select(vec![6u8, 17]), 0.5),
+        opt(port_range(), 0.3),
+    )
+        .prop_map(|(sl, dl, proto, dp)| RuleMatch {
+            src: vec![Prefix::v4(V4_BASES[0].to_be_bytes(), sl)],
+            dst: vec![Prefix::v4(V4_BASES[2].to_be_bytes(), dl)],
+            proto,
+            dst_port: dp.into_iter().collect(),
+            ..RuleMatch::any()
+        });
+    let narrow = (
+        0..V4_BASES.len(),
+        0u32..512,
+        20u8..=32,
+        0..V4_BASES.len(),
+        0u32..512,
+        16u8..=32,
+        opt(port_range(), 0.7),
+        opt(prop::sample::select(vec![6u8, 17]), 0.8),
+    )
+        .prop_map(|(sb, so, sl, db, d_off, dl, dp, proto)| RuleMatch {
+            src: vec![Prefix::v4(V4_BASES[sb].wrapping_add(so << 4).to_be_bytes(), sl)],
+            dst: vec![Prefix::v4(
+                V4_BASES[db].wrapping_add(d_off << 6).to_be_bytes(),
+                dl,
+            )],
+            proto,
+            dst_port: dp.into_iter().collect(),
+            ..RuleMatch::any()
+        });
+    prop::collection::vec(prop_oneof![1 => wide, 8 => narrow], 20..300)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -256,6 +315,22 @@ proptest! {
         check_equal(&rules, &keys, &bitsets())?;
         check_equal(&rules, &keys, &deep())?;
         check_equal(&rules, &keys, &wide())?;
+        check_equal(&rules, &keys, &ranked())?;
+        check_equal(&rules, &keys, &ranked_bitsets())?;
+    }
+
+    /// Sets where most rules can never be the first match, in address
+    /// space and in rank space: the build drops them (see
+    /// `Builder::live_rules`), and a dropped rule that could match would
+    /// show here as a wrong answer.
+    #[test]
+    fn shadowed_sets_equal_linear(
+        rules in shadowed_set(),
+        keys in prop::collection::vec(key(), 0..100),
+    ) {
+        check_equal(&rules, &keys, &ranked())?;
+        check_equal(&rules, &keys, &deep())?;
+        check_equal(&rules, &keys, &BuildConfig { bitset_max_rules: 0, ..BuildConfig::default() })?;
     }
 
     /// Lists of protocols and ICMP types/codes: the rule's box spans the

@@ -8,30 +8,101 @@ use palisade_packet::FlowKey;
 use super::ranks::{RankIndex, BLOCK};
 use super::*;
 use crate::bitset::{self, Bitsets};
+use crate::leaf::LeafKey;
 use crate::NO_MATCH;
+
+/// The points of a chunk's lanes field by field (the fields of [`Point`]),
+/// 16 lanes to a vector.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct LanePoints {
+    f: [[u32; VECTOR_LANES]; 8],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LanePoints {
+    /// The words a leaf check compares of lane `j`'s point.
+    #[inline(always)]
+    fn leaf_key(&self, j: usize) -> LeafKey {
+        let at = |f: usize| self.f[f].get(j).copied().unwrap_or(0);
+        LeafKey {
+            s: at(0),
+            d: at(1),
+            proto: at(4),
+            ports: at(6),
+            req: at(7),
+        }
+    }
+
+    /// Field `f` of the 16 lanes of group `g`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    fn load(&self, f: usize, g: usize) -> core::arch::x86_64::__m512i {
+        let row = &self.f[f.min(7)];
+        let g = g.min(VECTOR_LANES / 16 - 1);
+        // SAFETY: 16 `u32`s at 16 * g inside a row of VECTOR_LANES = 16 * (the largest g + 1).
+        unsafe { core::arch::x86_64::_mm512_loadu_epi32(row.as_ptr().add(16 * g) as *const i32) }
+    }
+
+    /// Stores field `f` of the 16 lanes of group `g`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    fn store(&mut self, f: usize, g: usize, v: core::arch::x86_64::__m512i) {
+        let row = &mut self.f[f.min(7)];
+        let g = g.min(VECTOR_LANES / 16 - 1);
+        // SAFETY: as in `load`.
+        unsafe { core::arch::x86_64::_mm512_storeu_epi32(row.as_mut_ptr().add(16 * g) as *mut i32, v) }
+    }
+
+    /// Sets lane `j`'s point.
+    fn set_point(&mut self, j: usize, p: &Point) {
+        for (row, &v) in self.f.iter_mut().zip(p) {
+            if let Some(slot) = row.get_mut(j) {
+                *slot = v;
+            }
+        }
+    }
+}
+
+/// The 32-bit word of a [`FlowKey`] that holds the field at byte offset
+/// `at`, and the shift to its low bit (fields of 1, 2 and 4 bytes at their
+/// alignment never straddle a word; a `u128`'s first word is its low 32 bits
+/// on x86-64).
+#[cfg(target_arch = "x86_64")]
+const fn key_word(at: usize) -> (i32, u32) {
+    ((at / 4) as i32, (at % 4) as u32 * 8)
+}
 
 impl CompiledClassifier {
     /// [`Classifier::classify_batch`] with AVX-512: [`VECTOR_LANES`] keys at
-    /// a time, their points first, then the lanes of each part: walking its
-    /// trees together in vector registers (leaves checked 16 rules per
-    /// step), or through its bit sets.
+    /// a time, their points first (gathered field by field from the keys;
+    /// IPv4 addresses ranked by their tries), then the lanes of each part:
+    /// walking its trees together in vector registers (leaves checked 16
+    /// rules per step), or through its bit sets.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) fn classify_batch_avx512(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
-        let mut pts = [[0u32; 8]; VECTOR_LANES];
-        // The bit sets' scratch: the field values and classes of a chunk's lanes.
-        let mut scratch = (
-            [[0u32; VECTOR_LANES]; bitset::FIELDS],
-            [[0u32; VECTOR_LANES]; bitset::FIELDS],
-        );
-        for (k, o) in keys.chunks(VECTOR_LANES).zip(out.chunks_mut(VECTOR_LANES)) {
+        let mut lp = LanePoints {
+            f: [[0; VECTOR_LANES]; 8],
+        };
+        // The bit sets' scratch: the field classes of a chunk's lanes.
+        let mut scratch = [[0u32; VECTOR_LANES]; bitset::FIELDS];
+        for (c, (k, o)) in keys
+            .chunks(VECTOR_LANES)
+            .zip(out.chunks_mut(VECTOR_LANES))
+            .enumerate()
+        {
             let n = k.len().min(o.len());
-            // (This function has the features the ranks' kernel needs, so the call is safe.)
-            let rank =
-                |index: &RankIndex, addrs: &[u128; VECTOR_LANES], lanes, out: &mut [u32; VECTOR_LANES]| {
-                    rank_lanes_avx512(index, addrs, lanes, out)
-                };
-            let of_part = points_of(&k[..n], &self.ranks, &mut pts, rank);
+            // The next chunk's keys, on their way while this one is looked up.
+            for key in keys.iter().skip((c + 1) * VECTOR_LANES).take(VECTOR_LANES) {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    key as *const FlowKey as *const i8,
+                );
+            }
+            let of_part = self.lane_points(&k[..n], &mut lp);
             // Lanes past the keys count as matched, so they walk no tree.
             let mut best = [0u32; VECTOR_LANES];
             best[..n].fill(NO_MATCH);
@@ -41,13 +112,158 @@ impl CompiledClassifier {
                 }
                 match &part.bitsets {
                     Some(bitsets) => {
-                        self.bitsets_lanes_avx512(bitsets, &pts, k, lanes, &mut best, &mut scratch)
+                        self.bitsets_lanes_avx512(bitsets, &lp, k, lanes, &mut best, &mut scratch)
                     }
-                    None => self.walk_lanes_avx512(&part.roots, &pts, k, lanes, &mut best),
+                    None => self.walk_lanes_avx512(&part.roots, &lp, k, lanes, &mut best),
                 }
             }
             o[..n].copy_from_slice(&best[..n]);
         }
+    }
+
+    /// The points of `keys` (at most [`VECTOR_LANES`]) into `lp`, and the
+    /// lanes of each part (a bit per lane): the keys' words are gathered
+    /// field by field, 16 keys to a gather, IPv4 addresses become their
+    /// ranks when the IPv4 part uses them; IPv6 keys (rare in a batch, or
+    /// all of it) take [`points_of`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline]
+    #[allow(unsafe_code)]
+    fn lane_points(&self, keys: &[FlowKey], lp: &mut LanePoints) -> [u64; 2] {
+        use core::arch::x86_64::*;
+        use core::mem::offset_of;
+        const G: usize = VECTOR_LANES / 16;
+        const KEY_WORDS: i32 = (core::mem::size_of::<FlowKey>() / 4) as i32;
+        const _: () = assert!(
+            core::mem::size_of::<FlowKey>().is_multiple_of(4) && core::mem::align_of::<FlowKey>() >= 4
+        );
+        let n = keys.len().min(VECTOR_LANES);
+        let base = keys.as_ptr() as *const i32;
+        let bcast = |x: u32| _mm512_set1_epi32(x as i32);
+        let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        let mut v6 = 0u64;
+        let mut srcs = [_mm512_setzero_si512(); G];
+        let mut dsts = [_mm512_setzero_si512(); G];
+        for g in 0..G {
+            let live = if n >= 16 * (g + 1) {
+                0xffff
+            } else {
+                ((1u32 << n.saturating_sub(16 * g)) - 1) as __mmask16
+            };
+            if live == 0 {
+                // Past the keys: zero points (their lanes are never looked at).
+                for f in 0..8 {
+                    lp.store(f, g, _mm512_setzero_si512());
+                }
+                continue;
+            }
+            let at = _mm512_mullo_epi32(
+                _mm512_add_epi32(iota, bcast(16 * g as u32)),
+                _mm512_set1_epi32(KEY_WORDS),
+            );
+            // The word holding the field at byte offset `off`, shifted down and masked to `bits`.
+            let field = |off: usize, bits: u32| {
+                let (word, shift) = key_word(off);
+                // SAFETY: lane i reads word `word` of key 16g + i, inside
+                // the key (`word` < KEY_WORDS) for live lanes, the only ones read.
+                let w = unsafe {
+                    _mm512_mask_i32gather_epi32::<4>(
+                        _mm512_setzero_si512(),
+                        live,
+                        _mm512_add_epi32(at, _mm512_set1_epi32(word)),
+                        base,
+                    )
+                };
+                let w = _mm512_srli_epi32::<0>(_mm512_srlv_epi32(w, bcast(shift)));
+                if bits == 32 {
+                    w
+                } else {
+                    _mm512_and_si512(w, bcast((1u32 << bits) - 1))
+                }
+            };
+            let present = field(offset_of!(FlowKey, present), 16);
+            let version = field(offset_of!(FlowKey, ip_version), 8);
+            let has = |bit: u16| _mm512_test_epi32_mask(present, bcast(bit as u32));
+            let addrs = has(Present::ADDRS) & live;
+            let is_v4 = _mm512_mask_cmpeq_epi32_mask(addrs, version, bcast(4));
+            let is_v6 = _mm512_mask_cmpeq_epi32_mask(addrs, version, bcast(6));
+            v6 |= (is_v6 as u64) << (16 * g);
+            let with_proto = has(Present::L4_PROTO);
+            let with_ports = has(Present::PORTS);
+            let src = _mm512_maskz_mov_epi32(is_v4, field(offset_of!(FlowKey, src_ip), 32));
+            let dst = _mm512_maskz_mov_epi32(is_v4, field(offset_of!(FlowKey, dst_ip), 32));
+            let proto = _mm512_maskz_mov_epi32(with_proto, field(offset_of!(FlowKey, l4_proto), 8));
+            let sp = _mm512_maskz_mov_epi32(with_ports, field(offset_of!(FlowKey, src_port), 16));
+            let dp = _mm512_maskz_mov_epi32(with_ports, field(offset_of!(FlowKey, dst_port), 16));
+            let req = |m: __mmask16, bits: u8| _mm512_maskz_mov_epi32(m, bcast(bits as u32));
+            let carried = _mm512_or_si512(
+                _mm512_or_si512(req(is_v4, REQ_IP | REQ_V4), req(with_proto, REQ_PROTO)),
+                req(with_ports, REQ_PORTS),
+            );
+            srcs[g] = src;
+            dsts[g] = dst;
+            lp.store(2, g, sp);
+            lp.store(3, g, dp);
+            lp.store(4, g, proto);
+            lp.store(5, g, carried);
+            lp.store(6, g, _mm512_or_si512(_mm512_slli_epi32::<16>(sp), dp));
+            lp.store(
+                7,
+                g,
+                _mm512_or_si512(_mm512_slli_epi32::<8>(carried), bcast(0xff)),
+            );
+        }
+        if let Some(v4) = &self.ranks.v4 {
+            // Every lane is ranked (address 0 of a key without one has rank 0);
+            // IPv6 lanes are overwritten below.
+            for (d, (index, vals)) in [(&v4.src, &mut srcs), (&v4.dst, &mut dsts)]
+                .into_iter()
+                .enumerate()
+            {
+                match index.trie() {
+                    // SAFETY: this function has the features the trie's kernel needs.
+                    Some(trie) => *vals = unsafe { trie.classes_avx512(vals) },
+                    None => {
+                        // (Never for a classifier's ranks: they are built with their trie.)
+                        let _ = d;
+                        for v in vals.iter_mut() {
+                            let mut a = [0u32; 16];
+                            // SAFETY: a store of 16 lanes into a local array of 16.
+                            unsafe { _mm512_storeu_epi32(a.as_mut_ptr() as *mut i32, *v) };
+                            for x in a.iter_mut() {
+                                *x = index.lookup(*x);
+                            }
+                            // SAFETY: a load of 16 lanes from a local array of 16.
+                            *v = unsafe { _mm512_loadu_epi32(a.as_ptr() as *const i32) };
+                        }
+                    }
+                }
+            }
+        }
+        for g in 0..G {
+            lp.store(0, g, srcs[g]);
+            lp.store(1, g, dsts[g]);
+        }
+        if v6 != 0 {
+            let mut pts = [[0u32; 8]; VECTOR_LANES];
+            // (This function has the features the ranks' kernel needs, so the call is safe.)
+            let rank =
+                |index: &RankIndex, addrs: &[u128; VECTOR_LANES], lanes, out: &mut [u32; VECTOR_LANES]| {
+                    rank_lanes_avx512(index, addrs, lanes, out)
+                };
+            points_of(keys, &self.ranks, &mut pts, rank);
+            let mut m = v6;
+            while m != 0 {
+                let j = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let Some(p) = pts.get(j) {
+                    lp.set_point(j, p);
+                }
+            }
+        }
+        let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        [all & !v6, v6]
     }
 
     /// Looks up the lanes in `lanes` (a bit per lane; points `pts`, keys
@@ -63,25 +279,14 @@ impl CompiledClassifier {
     fn walk_lanes_avx512(
         &self,
         roots: &[(u32, u32)],
-        pts: &[Point; VECTOR_LANES],
+        lp: &LanePoints,
         keys: &[FlowKey],
         lanes: u64,
         best: &mut [RuleIndex; VECTOR_LANES],
     ) {
         use core::arch::x86_64::*;
         const G: usize = VECTOR_LANES / 16;
-        let mut dims = [[0u32; VECTOR_LANES]; DIMS];
-        for (j, p) in pts.iter().enumerate() {
-            for d in 0..DIMS {
-                dims[d][j] = p[d];
-            }
-        }
-        // SAFETY: loads of 16 `u32`s inside local arrays of VECTOR_LANES (a multiple of 16).
-        let pv: [[__m512i; DIMS]; G] = core::array::from_fn(|g| {
-            core::array::from_fn(|d| unsafe {
-                _mm512_loadu_epi32(dims[d].as_ptr().add(16 * g) as *const i32)
-            })
-        });
+        let pv: [[__m512i; DIMS]; G] = core::array::from_fn(|g| core::array::from_fn(|d| lp.load(d, g)));
         let in_part: [__mmask16; G] = core::array::from_fn(|g| (lanes >> (16 * g)) as __mmask16);
         let tab = self.tab.as_ptr() as *const i32;
         // The table always holds the dummy node, so it has 3 entries or more,
@@ -173,7 +378,7 @@ impl CompiledClassifier {
             // best, in vectors: a scalar min would become a branch on a
             // result that arrives late and mispredicts often.
             let mut found = [NO_MATCH; VECTOR_LANES];
-            self.leaf_matches(filled_lanes, &leaves, pts, keys, best, &mut found);
+            self.leaf_matches(filled_lanes, &leaves, lp, keys, best, &mut found);
             for g in 0..G {
                 // SAFETY: loads and a store of 16 lanes inside the local arrays.
                 unsafe {
@@ -196,7 +401,7 @@ impl CompiledClassifier {
         &self,
         mut lanes: u64,
         leaves: &[u32; VECTOR_LANES],
-        pts: &[Point; VECTOR_LANES],
+        lp: &LanePoints,
         keys: &[FlowKey],
         best: &[RuleIndex; VECTOR_LANES],
         found: &mut [RuleIndex; VECTOR_LANES],
@@ -204,14 +409,10 @@ impl CompiledClassifier {
         while lanes != 0 {
             let j = lanes.trailing_zeros() as usize;
             lanes &= lanes - 1;
-            if let (Some(f), Some(&b), Some(p), Some(k), Some(&r)) = (
-                found.get_mut(j),
-                best.get(j),
-                pts.get(j),
-                keys.get(j),
-                leaves.get(j),
-            ) {
-                *f = self.leaf_first::<true, false>(r, p, k, b);
+            if let (Some(f), Some(&b), Some(k), Some(&r)) =
+                (found.get_mut(j), best.get(j), keys.get(j), leaves.get(j))
+            {
+                *f = self.leaf_first_of::<true, false>(r, &lp.leaf_key(j), k, b);
             }
         }
     }
@@ -224,22 +425,26 @@ impl CompiledClassifier {
     fn bitsets_lanes_avx512(
         &self,
         bitsets: &Bitsets,
-        pts: &[Point; VECTOR_LANES],
+        lp: &LanePoints,
         keys: &[FlowKey],
         mut lanes: u64,
         best: &mut [RuleIndex; VECTOR_LANES],
-        (values, classes): &mut BitsetScratch,
+        classes: &mut BitsetScratch,
     ) {
         const _: () = assert!(bitset::BATCH == VECTOR_LANES);
+        const G: usize = VECTOR_LANES / 16;
         // Lanes of other parts or past the keys hold valid points too; their classes are not used.
-        for (j, p) in pts.iter().enumerate() {
-            Bitsets::set_field_values(p, j, values);
-        }
+        let values: [[core::arch::x86_64::__m512i; G]; bitset::FIELDS] = core::array::from_fn(|f| {
+            core::array::from_fn(|g| match f {
+                4 => Bitsets::field4_avx512(lp.load(4, g), lp.load(5, g)),
+                _ => lp.load(f, g),
+            })
+        });
         // SAFETY (both calls): this function is compiled for, and entered
         // only after `leaf::avx512_available()` found, the features they need.
         #[allow(unsafe_code)]
         unsafe {
-            bitsets.classes_avx512(values, classes)
+            bitsets.classes_avx512(&values, classes)
         };
         while lanes != 0 {
             let j = lanes.trailing_zeros() as usize;
@@ -269,12 +474,9 @@ impl CompiledClassifier {
     }
 }
 
-/// The field values and classes of a chunk's lanes (see [`Bitsets::classes_avx512`]).
+/// The field classes of a chunk's lanes (see [`Bitsets::classes_avx512`]).
 #[cfg(target_arch = "x86_64")]
-type BitsetScratch = (
-    [[u32; VECTOR_LANES]; bitset::FIELDS],
-    [[u32; VECTOR_LANES]; bitset::FIELDS],
-);
+type BitsetScratch = [[u32; VECTOR_LANES]; bitset::FIELDS];
 
 /// [`RankIndex::rank_lanes`] with AVX-512: a block's 8 starts compared
 /// with an address in two loads and three vector compares.

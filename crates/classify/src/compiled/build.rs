@@ -5,6 +5,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::project::{self, RuleBox, PART_FAMILIES};
+use super::rank32::{Rank32, V4Ranks};
 use super::ranks::{AddrMap, Ranks};
 use super::*;
 use crate::bitset::Bitsets;
@@ -19,10 +20,11 @@ struct Region {
 }
 
 impl Region {
-    fn full() -> Region {
+    /// The whole point space of a part whose dimensions end at `dim_max`.
+    fn full(dim_max: [u32; DIMS]) -> Region {
         Region {
             lo: [0; DIMS],
-            hi: DIM_MAX,
+            hi: dim_max,
         }
     }
 
@@ -60,21 +62,19 @@ impl CompiledClassifier {
         if rules.len() >= NO_MATCH as usize {
             return Err(BuildError::TooManyRules { rules: rules.len() });
         }
-        // The IPv6 part's address dimensions: ranks among the bounds of every IPv6 prefix.
-        let ranks = Ranks {
-            src: AddrMap::of_prefixes(rules.iter().flat_map(|r| &r.src)),
-            dst: AddrMap::of_prefixes(rules.iter().flat_map(|r| &r.dst)),
-        };
-        let common = [
-            project::common_bits(rules.iter().flat_map(|r| &r.src)),
-            project::common_bits(rules.iter().flat_map(|r| &r.dst)),
-        ];
-        let boxes: [Vec<Option<RuleBox>>; 2] = PART_FAMILIES.map(|family| {
-            rules
-                .iter()
-                .map(|r| RuleBox::project(r, family, &ranks, common))
-                .collect()
-        });
+        // Sets looked up by trees: first the rules that can be a first match
+        // (then ranks and trees need only those).
+        let live = (rules.len() > config.bitset_max_rules).then(|| live_rules(rules, config, limits));
+        let is_live = |i: usize| live.as_ref().is_none_or(|l| l[i]);
+        let live_count = (0..rules.len()).filter(|&i| is_live(i)).count();
+        // IPv4 ranks when the trie that looks them up fits its budget (else address space).
+        let trie_budget =
+            (TRIE_BYTES_BASE + TRIE_BYTES_PER_RULE * live_count).min(config.memory_cap_bytes / 8);
+        let (ranks, boxes) = project_all(
+            rules,
+            (live_count >= config.ipv4_rank_min_rules).then_some(Some(trie_budget)),
+            is_live,
+        );
         let verify = if boxes.iter().flatten().flatten().all(|b| b.plain) {
             Vec::new()
         } else {
@@ -82,19 +82,7 @@ impl CompiledClassifier {
         };
         let verify_bytes = verify.iter().map(RuleMatch::heap_bytes).sum::<usize>()
             + verify.len() * core::mem::size_of::<RuleMatch>();
-        let mut b = Builder {
-            boxes: Vec::new(),
-            tab: DUMMY_NODE.to_vec(),
-            leaves: Leaves::default(),
-            cap: config.memory_cap_bytes,
-            base_bytes: verify_bytes + ranks.capacity_bytes(),
-            leaf_size: config.leaf_size.max(1),
-            space_factor: config.space_factor.max(2),
-            tree_mark: (0, 0),
-            tree_cap: usize::MAX,
-            tree_rules: 0,
-            limits,
-        };
+        let mut b = Builder::new(config, limits, verify_bytes + ranks.capacity_bytes());
         if let Err(Stop::Cap(e)) = b.check() {
             return Err(e);
         }
@@ -106,6 +94,7 @@ impl CompiledClassifier {
             if members.is_empty() {
                 continue;
             }
+            b.dim_max = ranks.dim_max(PART_FAMILIES[p]);
             b.boxes = part_boxes
                 .into_iter()
                 .map(|b| b.unwrap_or(RuleBox::NONE))
@@ -147,6 +136,86 @@ impl CompiledClassifier {
     }
 }
 
+/// The parts' rank indexes (over the prefixes of the rules for which
+/// `included` holds) and each rule's box in each part (`None` outside it,
+/// or when not included). IPv4 addresses are ranked with `v4_ranks`, and
+/// looked up through a trie when it holds a budget the trie fits (see
+/// [`Rank32::of_ranges`]; address space when it does not).
+fn project_all(
+    rules: &[RuleMatch],
+    v4_ranks: Option<Option<usize>>,
+    included: impl Fn(usize) -> bool,
+) -> (Ranks, [Vec<Option<RuleBox>>; 2]) {
+    let of = |list: fn(&RuleMatch) -> &[crate::Prefix]| {
+        rules
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| included(i))
+            .flat_map(move |(_, r)| list(r))
+    };
+    let v4_ranges = |list: fn(&RuleMatch) -> &[crate::Prefix]| {
+        of(list).filter(|p| p.family == crate::IpFamily::V4).map(|p| {
+            let (lo, hi) = p.range();
+            (lo as u32, hi as u32)
+        })
+    };
+    let v4 = v4_ranks.and_then(|budget| {
+        let src = Rank32::of_ranges(v4_ranges(|r| &r.src), budget)?;
+        let dst = Rank32::of_ranges(
+            v4_ranges(|r| &r.dst),
+            budget.map(|b| b.saturating_sub(src.capacity_bytes())),
+        )?;
+        Some(V4Ranks { src, dst })
+    });
+    // The IPv6 part's address dimensions: a window, or ranks among the bounds of every IPv6 prefix.
+    let ranks = Ranks {
+        src: AddrMap::of_prefixes(of(|r| &r.src)),
+        dst: AddrMap::of_prefixes(of(|r| &r.dst)),
+        v4,
+    };
+    let common = [
+        project::common_bits(of(|r| &r.src)),
+        project::common_bits(of(|r| &r.dst)),
+    ];
+    let boxes = PART_FAMILIES.map(|family| {
+        rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if included(i) {
+                    RuleBox::project(r, family, &ranks, common)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    });
+    (ranks, boxes)
+}
+
+/// Which rules can be the first match of some key (see
+/// [`Builder::live_rules`]): found in rank space, where a region is
+/// covered by a rule exactly when the rule covers its intervals.
+fn live_rules(rules: &[RuleMatch], config: &BuildConfig, limits: (usize, usize)) -> Vec<bool> {
+    let (ranks, boxes) = project_all(rules, Some(None), |_| true);
+    let mut live = vec![false; rules.len()];
+    let mut b = Builder::new(config, limits, 0);
+    for (p, part_boxes) in boxes.into_iter().enumerate() {
+        let members: Vec<u32> = (0..rules.len() as u32)
+            .filter(|&i| part_boxes[i as usize].is_some())
+            .collect();
+        b.dim_max = ranks.dim_max(PART_FAMILIES[p]);
+        b.boxes = part_boxes
+            .into_iter()
+            .map(|b| b.unwrap_or(RuleBox::NONE))
+            .collect();
+        for r in b.live_rules(&members) {
+            live[r as usize] = true;
+        }
+    }
+    live
+}
+
 /// Build state: the growing tables and the limits.
 struct Builder {
     /// The boxes of the part being built, by rule index ([`RuleBox::NONE`] for rules outside it).
@@ -165,6 +234,9 @@ struct Builder {
     tree_rules: usize,
     /// The most words the node table and the leaf table may hold (what their references can address).
     limits: (usize, usize),
+    /// The largest value of each dimension in the part being built (below
+    /// [`DIM_MAX`] on address dimensions looked up by rank).
+    dim_max: [u32; DIMS],
 }
 
 /// Why a build step stopped.
@@ -176,6 +248,25 @@ enum Stop {
 }
 
 impl Builder {
+    /// A builder with empty tables, whose tables may use `config`'s memory
+    /// cap less `base_bytes`, and words up to `limits`.
+    fn new(config: &BuildConfig, limits: (usize, usize), base_bytes: usize) -> Builder {
+        Builder {
+            boxes: Vec::new(),
+            tab: DUMMY_NODE.to_vec(),
+            leaves: Leaves::default(),
+            cap: config.memory_cap_bytes,
+            base_bytes,
+            leaf_size: config.leaf_size.max(1),
+            space_factor: config.space_factor.max(2),
+            tree_mark: (0, 0),
+            tree_cap: usize::MAX,
+            tree_rules: 0,
+            limits,
+            dim_max: DIM_MAX,
+        }
+    }
+
     /// The lookup structure of one part: bit sets for a small rule set
     /// (`rules` in all) when they fit, else trees over the part's `members`
     /// (rule indices, ascending). `points` gives the keys the merge
@@ -233,32 +324,20 @@ impl Builder {
         for g in groups.iter() {
             roots.extend(self.group_trees(g, sf, 0)?);
         }
-        // Small sets try one tree for every group but the source one: fewer
-        // trees to walk, paid for with deeper or fuller ones. The merged tree
-        // is kept when it costs less on the rules' corner keys (levels walked,
-        // candidates checked, trees visited), which is deterministic.
-        let rest = groups[1..].iter().filter(|g| !g.is_empty()).count();
-        if members.len() <= MERGE_MAX_RULES && rest >= 2 {
+        // One tree for all the rules: fewer trees to walk, paid for with
+        // deeper or fuller ones, or with a tree past its budget (then there is
+        // none). Kept when it costs less on the rules' corner keys (see
+        // `lookup_cost`), which is deterministic. It wins where few rules
+        // remain (most of a set shadowed) or few are wide.
+        let nonempty = groups.iter().filter(|g| !g.is_empty()).count();
+        if nonempty >= 2 && members.len() <= ONE_TREE_MAX_RULES {
             let marks = (self.tab.len(), self.leaves.len());
-            let mut merged = groups[1..].concat();
-            merged.sort_unstable();
-            if let Some(m) = self.group_tree_with(&merged, sf, true, true)? {
-                let mut alt: Vec<(u32, u32)> = roots
-                    .iter()
-                    .copied()
-                    .take(!groups[0].is_empty() as usize)
-                    .collect();
-                alt.push(m);
+            if let Some(one) = self.group_tree_with(members, sf, true, true)? {
                 let points = points();
-                if lookup_cost(&self.tab, &self.leaves, &alt, &points)
+                if lookup_cost(&self.tab, &self.leaves, &[one], &points)
                     < lookup_cost(&self.tab, &self.leaves, &roots, &points)
                 {
-                    // Rebuild with the merged grouping (the same trees), so no table keeps an unused tree.
-                    self.tab.truncate(start.0);
-                    self.leaves.truncate(start.1);
-                    roots.clear();
-                    roots.extend(self.group_trees(&groups[0], sf, 0)?);
-                    roots.extend(self.group_trees(&merged, sf, 0)?);
+                    roots = alloc::vec![self.relocate(marks, start, one)];
                 } else {
                     self.tab.truncate(marks.0);
                     self.leaves.truncate(marks.1);
@@ -271,6 +350,44 @@ impl Builder {
 
     fn bytes(&self) -> usize {
         self.base_bytes + self.tab.len() * 4 + self.leaves.len() * 4
+    }
+
+    /// Moves the tree `tree` (root, first rule), whose nodes and leaves are
+    /// all the tables hold from `from` (node table, leaf words) on, down to
+    /// `to`, dropping what was there; returns it with its new root. A
+    /// tree's nodes lie one after the other (header, base, children), so
+    /// each is found from the one before, and every reference into the moved
+    /// part is shifted with it.
+    fn relocate(&mut self, from: (usize, usize), to: (usize, usize), tree: (u32, u32)) -> (u32, u32) {
+        let (dn, dl) = ((from.0 - to.0) as u32, (from.1 - to.1) as u32);
+        let fix = |r: u32| -> u32 {
+            if r & LEAF == 0 {
+                if r as usize >= from.0 {
+                    r - dn
+                } else {
+                    r
+                }
+            } else {
+                let leaf = CompiledClassifier::leaf_ref(r);
+                if leaf.code != 0 && leaf.start >= from.1 {
+                    r - dl
+                } else {
+                    r
+                }
+            }
+        };
+        let mut at = from.0;
+        while at < self.tab.len() {
+            let ncuts = (self.tab[at] >> 16) as usize;
+            for slot in at + 2..at + 3 + ncuts {
+                self.tab[slot] = fix(self.tab[slot]);
+            }
+            at += 3 + ncuts;
+        }
+        self.tab.copy_within(from.0.., to.0);
+        self.tab.truncate(self.tab.len() - dn as usize);
+        self.leaves.move_down(from.1, to.1);
+        (fix(tree.0), tree.1)
     }
 
     /// Bytes added to the tables since the given lengths.
@@ -365,7 +482,7 @@ impl Builder {
         if group.is_empty() {
             return Ok(None);
         }
-        let list = self.prune(group.iter().copied(), &Region::full());
+        let list = self.prune(group.iter().copied(), &Region::full(self.dim_max));
         let first = list.first().copied().unwrap_or(NO_MATCH);
         let marks = (self.tab.len(), self.leaves.len());
         // Big trees start with proportionally less replication (they
@@ -382,7 +499,7 @@ impl Builder {
             } else {
                 usize::MAX
             };
-            let stop = match self.node(&list, Region::full(), true) {
+            let stop = match self.node(&list, Region::full(self.dim_max), true) {
                 Ok(root) => return Ok(Some((root, first))),
                 Err(stop) => stop,
             };
@@ -525,6 +642,7 @@ impl Builder {
                 narrowing,
                 sum: sum * stride,
                 shrinks,
+                hhi,
             };
             if best.as_ref().is_none_or(|b| cut.better_than(b)) {
                 best = Some(cut);
@@ -548,86 +666,16 @@ impl Builder {
         if n <= self.leaf_size {
             return self.leaf(rules);
         }
-        // Large nodes estimate each candidate cut on an even sample of their
-        // rules (the hull is always exact); if the estimate finds no useful
-        // cut, all rules decide.
-        let stride = n.div_ceil(SAMPLE_RULES);
-        let mut best = if stride > 1 {
-            let sample: Vec<u32> = rules.iter().copied().step_by(stride).collect();
-            self.choose_cut(rules, &sample, stride, &region)
-        } else {
-            None
-        };
-        if best.as_ref().is_none_or(|c| c.maxc >= n && !c.shrinks) {
-            best = self.choose_cut(rules, rules, 1, &region);
-        }
-        let Some(cut) = best else {
+        let Some(cut) = self.best_cut(rules, &region) else {
             return self.leaf(rules);
         };
-        if cut.maxc >= n && !cut.shrinks {
-            return self.leaf(rules);
-        }
-        let Cut {
-            d,
-            base,
-            shift,
-            ncuts,
-            ..
-        } = cut;
-        // The hull's top, not the region's: the last child ends where the rules do.
-        // (With the region's top, a cut that only isolates a hull narrower than its
-        // power-of-two span left the region unchanged and was chosen again and again:
-        // unbounded recursion, a stack overflow found by the fuzz target `policy`.)
-        let hhi = rules
-            .iter()
-            .map(|&r| self.boxes[r as usize].hi[d].min(region.hi[d]))
-            .max()
-            .unwrap_or(region.hi[d]);
-        // Child lists, pruned per child as they are filled.
-        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
-        let mut cover = vec![0u128; ncuts];
-        // differs[j]: children j-1 and j have different lists (differs[0] unused).
-        let mut differs = vec![false; ncuts + 1];
-        // partial[j]: some rule of child j does not span it in `d`. A subtree
-        // depends on its region only through such rules, so two neighbours
-        // share one subtree only when neither has any.
-        let mut partial = vec![false; ncuts];
-        let child_bounds = |j: usize| -> (u32, u32) {
-            let lo = base as u64 + ((j as u64) << shift);
-            let hi = (lo + (1u64 << shift) - 1).min(hhi as u64);
-            (lo as u32, hi as u32)
-        };
-        // Whether a rule covers the region in every dimension but `d`.
-        let covers_rest =
-            |b: &RuleBox| (0..DIMS).all(|e| e == d || (b.lo[e] <= region.lo[e] && b.hi[e] >= region.hi[e]));
-        for &r in rules {
-            let b = &self.boxes[r as usize];
-            let a = ((b.lo[d].max(base) - base) >> shift) as usize;
-            let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
-            let subsets = SUBSETS[(b.req & 0x7f) as usize];
-            let can_cover = b.plain && covers_rest(b);
-            let mut prev_pushed = false;
-            for j in a..=z {
-                let pushed = cover[j] & subsets == 0;
-                // Children j-1 and j differ when the rule is in one only.
-                differs[j] |= pushed != prev_pushed;
-                prev_pushed = pushed;
-                if !pushed {
-                    continue;
-                }
-                lists[j].push(r);
-                let (clo, chi) = child_bounds(j);
-                let spans = b.lo[d] <= clo && b.hi[d] >= chi;
-                partial[j] |= !spans;
-                if can_cover && spans {
-                    cover[j] |= 1u128 << b.req;
-                }
-            }
-            if prev_pushed && z + 1 < ncuts {
-                differs[z + 1] = true;
-            }
-        }
-        drop(cover);
+        let d = cut.d;
+        let Children {
+            mut lists,
+            differs,
+            partial,
+        } = self.children(rules, &region, &cut);
+        let (base, shift, ncuts) = (cut.base, cut.shift, cut.ncuts);
         let at = self.tab.len();
         let node_leaves = self.leaves.len();
         self.tab.push(d as u32 | shift << 8 | (ncuts as u32) << 16);
@@ -648,11 +696,7 @@ impl Builder {
             done += list.len();
             let r = match prev {
                 Some(pr) if !differs[j] && !partial[j] && !partial[j - 1] => pr,
-                _ => {
-                    let mut child = region;
-                    (child.lo[d], child.hi[d]) = child_bounds(j);
-                    self.node(&list, child, false)?
-                }
+                _ => self.node(&list, cut.child(&region, j), false)?,
             };
             self.tab[at + 2 + j] = r;
             prev = Some(r);
@@ -667,10 +711,160 @@ impl Builder {
     }
 }
 
-/// The work of looking `keys` up in the trees `roots` of the tables: levels walked plus candidates checked plus twice the trees
-/// visited (a visit has a fixed cost of its own). A tuning estimate: rules
-/// that need the reference count as matching when their box holds the key.
+impl Builder {
+    /// The cut of a node holding `rules` (more than a leaf's worth) in
+    /// `region`, or `None` when no cut separates them (a leaf then).
+    ///
+    /// Large nodes estimate each candidate cut on an even sample of their
+    /// rules (the hull is always exact); if the estimate finds no useful
+    /// cut, all rules decide.
+    fn best_cut(&self, rules: &[u32], region: &Region) -> Option<Cut> {
+        let n = rules.len();
+        let stride = n.div_ceil(SAMPLE_RULES);
+        let mut best = if stride > 1 {
+            let sample: Vec<u32> = rules.iter().copied().step_by(stride).collect();
+            self.choose_cut(rules, &sample, stride, region)
+        } else {
+            None
+        };
+        if best.as_ref().is_none_or(|c| c.maxc >= n && !c.shrinks) {
+            best = self.choose_cut(rules, rules, 1, region);
+        }
+        best.filter(|c| c.maxc < n || c.shrinks)
+    }
+
+    /// The children's rule lists of a node holding `rules` (priority-ordered)
+    /// in `region` cut by `cut`, each pruned of the rules shadowed there.
+    fn children(&self, rules: &[u32], region: &Region, cut: &Cut) -> Children {
+        let Cut {
+            d,
+            base,
+            shift,
+            ncuts,
+            hhi,
+            ..
+        } = *cut;
+        let mut lists: Vec<Vec<u32>> = vec![Vec::new(); ncuts];
+        let mut cover = vec![0u128; ncuts];
+        let mut differs = vec![false; ncuts + 1];
+        let mut partial = vec![false; ncuts];
+        // Whether a rule covers the region in every dimension but `d`.
+        let covers_rest =
+            |b: &RuleBox| (0..DIMS).all(|e| e == d || (b.lo[e] <= region.lo[e] && b.hi[e] >= region.hi[e]));
+        for &r in rules {
+            let b = &self.boxes[r as usize];
+            let a = ((b.lo[d].max(base) - base) >> shift) as usize;
+            let z = (((b.hi[d].min(hhi) - base) >> shift) as usize).min(ncuts - 1);
+            let subsets = SUBSETS[(b.req & 0x7f) as usize];
+            let can_cover = b.plain && covers_rest(b);
+            let mut prev_pushed = false;
+            for j in a..=z {
+                let pushed = cover[j] & subsets == 0;
+                // Children j-1 and j differ when the rule is in one only.
+                differs[j] |= pushed != prev_pushed;
+                prev_pushed = pushed;
+                if !pushed {
+                    continue;
+                }
+                lists[j].push(r);
+                let (clo, chi) = cut.child_bounds(j);
+                let spans = b.lo[d] <= clo && b.hi[d] >= chi;
+                partial[j] |= !spans;
+                if can_cover && spans {
+                    cover[j] |= 1u128 << b.req;
+                }
+            }
+            if prev_pushed && z + 1 < ncuts {
+                differs[z + 1] = true;
+            }
+        }
+        Children {
+            lists,
+            differs,
+            partial,
+        }
+    }
+
+    /// The rules of `rules` (a part's members, ascending) that can be the
+    /// first match of some key: a cutting tree over all of them, each child
+    /// pruned of the rules shadowed there (as the trees' nodes are), down to
+    /// small lists or until `LIVE_WORK_PER_RULE` list entries per rule are
+    /// spent; a rule in no list at the bottom is shadowed everywhere, by
+    /// rules of any group, and no group's tree needs it. (Sets grown in
+    /// random order bury most rules under earlier wide ones.)
+    fn live_rules(&mut self, rules: &[u32]) -> Vec<u32> {
+        let region = Region::full(self.dim_max);
+        let list = self.prune(rules.iter().copied(), &region);
+        let mut live = vec![false; self.boxes.len()];
+        let mut budget = LIVE_WORK_PER_RULE * rules.len();
+        let saved = self.space_factor;
+        self.space_factor = LIVE_SPACE_FACTOR;
+        self.mark_live(&list, region, 0, &mut budget, &mut live);
+        self.space_factor = saved;
+        rules.iter().copied().filter(|&r| live[r as usize]).collect()
+    }
+
+    /// [`Builder::live_rules`] below one node.
+    fn mark_live(&self, rules: &[u32], region: Region, depth: u32, budget: &mut usize, live: &mut [bool]) {
+        let cut = if rules.len() <= self.leaf_size || depth >= LIVE_MAX_DEPTH || *budget < rules.len() {
+            None
+        } else {
+            self.best_cut(rules, &region)
+        };
+        let Some(cut) = cut else {
+            for &r in rules {
+                live[r as usize] = true;
+            }
+            return;
+        };
+        let children = self.children(rules, &region, &cut);
+        *budget = budget.saturating_sub(children.lists.iter().map(Vec::len).sum());
+        for (j, list) in children.lists.iter().enumerate() {
+            let same = j > 0 && !children.differs[j] && !children.partial[j] && !children.partial[j - 1];
+            if !same {
+                self.mark_live(list, cut.child(&region, j), depth + 1, budget, live);
+            }
+        }
+    }
+}
+
+/// A node's children: their rule lists, whether each differs from the one
+/// before it (`differs[0]` unused), and whether some rule of each does not
+/// span it on the cut dimension (`partial`). A subtree depends on its region
+/// only through such rules, so two neighbours share one subtree when their
+/// lists are the same and neither has any.
+struct Children {
+    lists: Vec<Vec<u32>>,
+    differs: Vec<bool>,
+    partial: Vec<bool>,
+}
+
+/// Parts of up to this many rules (that can match) try one tree for all of them.
+const ONE_TREE_MAX_RULES: usize = 32768;
+
+/// Bytes the IPv4 rank tries may take: this much...
+const TRIE_BYTES_BASE: usize = 2 << 20;
+/// ...and this much per rule (at most an eighth of the memory cap).
+const TRIE_BYTES_PER_RULE: usize = 64;
+
+/// List entries per rule that [`Builder::live_rules`] may spend.
+const LIVE_WORK_PER_RULE: usize = 24;
+/// Depth at which [`Builder::live_rules`] stops cutting.
+const LIVE_MAX_DEPTH: u32 = 24;
+/// The replication [`Builder::live_rules`] allows a cut (see [`BuildConfig::space_factor`]).
+const LIVE_SPACE_FACTOR: usize = 8;
+
+/// The estimated work of looking `points` up in the trees `roots` of the
+/// tables, in the AVX-512 lookup's terms (the scalar one's differ little):
+/// each tree a key visits costs a fixed setup, each level walked three
+/// gathers, each non-empty leaf a vector check per 16 rules and the
+/// selection of its match. A tuning estimate: rules that need the reference
+/// count as matching when their box holds the key.
 fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], points: &[Point]) -> u64 {
+    const VISIT: u64 = 3;
+    const LEVEL: u64 = 4;
+    const LEAF_CHECK: u64 = 10;
+    const BLOCK_CHECK: u64 = 6;
     let mut roots = roots.to_vec();
     roots.sort_by_key(|&(_, first)| first);
     let mut cost = 0u64;
@@ -680,16 +874,19 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], points: &[Poi
             if first >= best {
                 continue;
             }
-            cost += 2;
+            cost += VISIT;
             let mut r = root;
             while r & LEAF == 0 {
                 r = child_of(tab, r as usize, p);
-                cost += 1;
+                cost += LEVEL;
             }
             let (first_word, n) = leaves.bounds(CompiledClassifier::leaf_ref(r));
+            if n == 0 {
+                continue;
+            }
+            cost += LEAF_CHECK + BLOCK_CHECK * ((n as u64 - 1) / leaf::BLOCK as u64);
             for i in 0..n {
                 let c = leaves.rule(first_word, n, i);
-                cost += 1;
                 if c.idx >= best {
                     break;
                 }
@@ -704,6 +901,7 @@ fn lookup_cost(tab: &[u32], leaves: &Leaves, roots: &[(u32, u32)], points: &[Poi
 }
 
 /// A candidate cut of a node.
+#[derive(Clone, Copy)]
 struct Cut {
     d: usize,
     base: u32,
@@ -713,9 +911,29 @@ struct Cut {
     narrowing: u64,
     sum: usize,
     shrinks: bool,
+    /// Where the rules end on the cut dimension: the last child's top.
+    /// (The hull's top, not the region's: with the region's top, a cut that
+    /// only isolates a hull narrower than its power-of-two span left the
+    /// region unchanged and was chosen again and again: unbounded recursion,
+    /// a stack overflow found by the fuzz target `policy`.)
+    hhi: u32,
 }
 
 impl Cut {
+    /// The bounds of child `j` on the cut dimension.
+    fn child_bounds(&self, j: usize) -> (u32, u32) {
+        let lo = self.base as u64 + ((j as u64) << self.shift);
+        let hi = (lo + (1u64 << self.shift) - 1).min(self.hhi as u64);
+        (lo as u32, hi as u32)
+    }
+
+    /// The region of child `j` of a node in `region`.
+    fn child(&self, region: &Region, j: usize) -> Region {
+        let mut child = *region;
+        (child.lo[self.d], child.hi[self.d]) = self.child_bounds(j);
+        child
+    }
+
     fn better_than(&self, other: &Cut) -> bool {
         (self.maxc, core::cmp::Reverse(self.narrowing), self.sum)
             < (other.maxc, core::cmp::Reverse(other.narrowing), other.sum)
@@ -780,5 +998,52 @@ mod tests {
             matches!(err, BuildError::MemoryCap { cap: 50_000, .. }),
             "{err:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod one_tree_tests {
+    use super::*;
+    use crate::{Classifier, LinearClassifier, PortRange, Prefix};
+
+    /// Rules specific in the destination, some also in the source: two
+    /// groups, and one tree over both cuts the destination for all of them.
+    fn two_groups(n: u32) -> Vec<RuleMatch> {
+        (0..n)
+            .map(|i| RuleMatch {
+                src: vec![Prefix::v4(
+                    ((i % 7) << 24 | i << 4).to_be_bytes(),
+                    if i % 2 == 0 { 28 } else { 8 },
+                )],
+                dst: vec![Prefix::v4((0xc000_0000 | i << 3).to_be_bytes(), 30)],
+                proto: Some(6),
+                dst_port: vec![PortRange::single(i as u16 % 50)],
+                ..RuleMatch::any()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_tree_is_kept_where_it_costs_less_and_moved_to_the_start() {
+        let rules = two_groups(3000);
+        let config = BuildConfig {
+            bitset_max_rules: 0,
+            ..BuildConfig::default()
+        };
+        let c = CompiledClassifier::build(&rules, &config).unwrap();
+        assert_eq!(c.tree_count(), 1, "one tree for both groups");
+        // Its nodes and leaves were moved down over the groups' trees: the
+        // tables hold nothing else (the root follows the dummy node).
+        assert_eq!(c.parts[0].roots[0].0 as usize, DUMMY_NODE.len());
+        let linear = LinearClassifier::new(rules.clone());
+        let keys = crate::corner_keys(&rules, 20_000);
+        for vector in [true, false] {
+            let c = CompiledClassifier::build(&rules, &BuildConfig { vector, ..config }).unwrap();
+            let mut out = vec![0; keys.len()];
+            c.classify_batch(&keys, &mut out);
+            for (k, o) in keys.iter().zip(&out) {
+                assert_eq!(*o, linear.classify(k), "{k:?}");
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@
 use alloc::vec::Vec;
 
 use super::ranks::Ranks;
-use super::{DIMS, DIM_MAX, REQ_DST_IN, REQ_IP, REQ_PORTS, REQ_PROTO, REQ_SRC_IN, REQ_V4};
+use super::{DIMS, REQ_DST_IN, REQ_IP, REQ_PORTS, REQ_PROTO, REQ_SRC_IN, REQ_V4};
 use crate::leaf::{LeafRule, NEVER, VERIFY};
 use crate::{IpFamily, PortRange, Prefix, RuleMatch};
 
@@ -91,19 +91,20 @@ impl RuleBox {
     };
 
     /// The projection of `rule` into the part of `family`, or `None` when
-    /// the rule can match no key of that part. `ranks` are the part's rank
-    /// indexes (IPv6), `common` the bits every IPv6 prefix of each address shares.
+    /// the rule can match no key of that part. `ranks` are the parts' rank
+    /// indexes, `common` the bits every IPv6 prefix of each address shares.
     pub(super) fn project(
         rule: &RuleMatch,
         family: IpFamily,
         ranks: &Ranks,
         common: [u8; 2],
     ) -> Option<RuleBox> {
+        let dim_max = ranks.dim_max(family);
         if rule.family.is_some_and(|f| f != family) {
             return None;
         }
         let mut lo = [0u32; DIMS];
-        let mut hi = DIM_MAX;
+        let mut hi = dim_max;
         let mut width_bits = [32, 32, 16, 16, 8];
         let mut inside = 0u8;
         for (d, list) in [&rule.src, &rule.dst].into_iter().enumerate() {
@@ -118,11 +119,16 @@ impl RuleBox {
                 let (l, h) = match family {
                     IpFamily::V4 => {
                         let (l, h) = p.range();
-                        (l as u32, h as u32)
+                        let (l, h) = (l as u32, h as u32);
+                        match (&ranks.v4, d) {
+                            (Some(v4), 0) => (v4.src.rank(l), v4.src.rank(h)),
+                            (Some(v4), _) => (v4.dst.rank(l), v4.dst.rank(h)),
+                            (None, _) => (l, h),
+                        }
                     }
                     IpFamily::V6 if p.len == 0 => {
                         all_inside = false;
-                        (0, u32::MAX)
+                        (0, dim_max[d])
                     }
                     IpFamily::V6 => {
                         let (l, h, inside) = if d == 0 {

@@ -257,19 +257,45 @@ impl AddrMap {
     }
 }
 
-/// The maps of IPv6 source and destination addresses.
+/// The maps of IPv6 source and destination addresses, and the IPv4 ranks
+/// when the IPv4 part uses them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ranks {
     /// Source addresses.
     pub src: AddrMap,
     /// Destination addresses.
     pub dst: AddrMap,
+    /// The IPv4 addresses' ranks (large sets, see [`super::rank32`]).
+    pub v4: Option<super::rank32::V4Ranks>,
 }
 
 impl Ranks {
+    /// The largest value of each dimension of the points of the part of
+    /// `family`: an address's rank is below its field's interval count.
+    pub(crate) fn dim_max(&self, family: IpFamily) -> [u32; super::DIMS] {
+        let mut m = super::DIM_MAX;
+        match (family, &self.v4) {
+            (IpFamily::V4, Some(v4)) => {
+                m[0] = v4.src.intervals() as u32 - 1;
+                m[1] = v4.dst.intervals() as u32 - 1;
+            }
+            (IpFamily::V4, None) => {}
+            (IpFamily::V6, _) => {
+                for (d, map) in [&self.src, &self.dst].into_iter().enumerate() {
+                    if !map.is_window() {
+                        m[d] = map.ranks.intervals() as u32 - 1;
+                    }
+                }
+            }
+        }
+        m
+    }
+
     /// Bytes allocated.
     pub(crate) fn capacity_bytes(&self) -> usize {
-        self.src.capacity_bytes() + self.dst.capacity_bytes()
+        self.src.capacity_bytes()
+            + self.dst.capacity_bytes()
+            + self.v4.as_ref().map_or(0, |v| v.capacity_bytes())
     }
 }
 

@@ -5,7 +5,7 @@ use palisade_packet::FlowKey;
 
 use super::ranks::RankIndex;
 use super::*;
-use crate::leaf::{self, Probe};
+use crate::leaf::{self, LeafKey, Probe};
 
 impl CompiledClassifier {
     /// Follows one tree reference one level down (a leaf stays on itself,
@@ -39,9 +39,21 @@ impl CompiledClassifier {
         key: &FlowKey,
         best: u32,
     ) -> u32 {
+        self.leaf_first_of::<VECTOR, MIN>(r, &LeafKey::of(p), key, best)
+    }
+
+    /// [`CompiledClassifier::leaf_first`] of a point given by the words a leaf check compares.
+    #[inline(always)]
+    pub(super) fn leaf_first_of<const VECTOR: bool, const MIN: bool>(
+        &self,
+        r: u32,
+        k: &LeafKey,
+        key: &FlowKey,
+        best: u32,
+    ) -> u32 {
         let leaf = Self::leaf_ref(r);
         let q = Probe {
-            p,
+            k,
             key,
             verify: &self.verify,
             best,
@@ -68,7 +80,9 @@ impl CompiledClassifier {
     pub(super) fn classify_lanes(&self, keys: &[FlowKey], out: &mut [RuleIndex]) {
         let n = keys.len().min(out.len()).min(LANES);
         let mut pts = [[0u32; 8]; LANES];
-        let of_part = points_of(&keys[..n], &self.ranks, &mut pts, RankIndex::rank_lanes).map(|m| m as u8);
+        let of_part = points_of(&keys[..n], &self.ranks, &mut pts, RankIndex::rank_lanes);
+        rank_v4_lanes(&self.ranks, &mut pts, of_part[0]);
+        let of_part = of_part.map(|m| m as u8);
         // Lanes past the keys count as matched, so they walk no tree.
         let mut best = [0; LANES];
         best[..n].fill(NO_MATCH);
