@@ -225,6 +225,7 @@ pub fn decode(data: &[u8]) -> (BuildConfig, Vec<RuleMatch>, Vec<FlowKey>) {
         space_factor: usize::from(inp.u8() % 16) + 2,
         vector: true,
         bitset_max_rules: 1024,
+        ipv4_rank_min_rules: BuildConfig::default().ipv4_rank_min_rules,
     };
     let rules: Vec<RuleMatch> = (0..n).map(|_| rule(&mut inp)).collect();
     let mut keys = Vec::new();
@@ -254,11 +255,20 @@ pub fn run(data: &[u8]) {
     let _report = OnPanic(&rules);
     let reference = LinearClassifier::new(rules.clone());
     let want: Vec<u32> = keys.iter().map(|k| reference.classify(k)).collect();
-    // Both structures (bit sets, trees) with both lookups: AVX-512 (where the CPU has it) and scalar.
-    for (vector, bitset_max_rules) in [(true, 1024), (false, 1024), (true, 0), (false, 0)] {
+    // Both structures (bit sets, trees) with both lookups: AVX-512 (where the CPU has it) and
+    // scalar; trees also with IPv4 addresses by rank (what sets of 8192 rules or more use).
+    for (vector, bitset_max_rules, ipv4_rank_min_rules) in [
+        (true, 1024, config.ipv4_rank_min_rules),
+        (false, 1024, config.ipv4_rank_min_rules),
+        (true, 0, config.ipv4_rank_min_rules),
+        (false, 0, config.ipv4_rank_min_rules),
+        (true, 0, 0),
+        (false, 0, 0),
+    ] {
         let config = BuildConfig {
             vector,
             bitset_max_rules,
+            ipv4_rank_min_rules,
             ..config
         };
         let Ok(compiled) = CompiledClassifier::build(&rules, &config) else {
