@@ -67,14 +67,36 @@ impl CompiledClassifier {
         let live = (rules.len() > config.bitset_max_rules).then(|| live_rules(rules, config, limits));
         let is_live = |i: usize| live.as_ref().is_none_or(|l| l[i]);
         let live_count = (0..rules.len()).filter(|&i| is_live(i)).count();
-        // IPv4 ranks when the trie that looks them up fits its budget (else address space).
+        let ranked = live_count >= config.ipv4_rank_min_rules;
+        let built = Self::build_projected(rules, config, limits, live_count, ranked, is_live)?;
+        // Between the two, either space may cut better (a set grown at random,
+        // most of its rules never matching, did in rank space at 2x the speed;
+        // others lost 5-10%): both are built, the cheaper on corner keys kept.
+        if !ranked && live.is_some() && live_count >= RANK_TRY_MIN_RULES {
+            if let Ok(alt) = Self::build_projected(rules, config, limits, live_count, true, is_live) {
+                let keys = crate::corner_keys(rules, MERGE_KEYS);
+                if alt.corner_cost(&keys) < built.corner_cost(&keys) {
+                    return Ok(alt);
+                }
+            }
+        }
+        Ok(built)
+    }
+
+    /// The build of the rules for which `is_live` holds (`live_count` of
+    /// them), with IPv4 addresses by rank when `ranked` (and the trie that
+    /// looks them up fits its budget; else address space).
+    fn build_projected(
+        rules: &[RuleMatch],
+        config: &BuildConfig,
+        limits: (usize, usize),
+        live_count: usize,
+        ranked: bool,
+        is_live: impl Fn(usize) -> bool,
+    ) -> Result<Self, BuildError> {
         let trie_budget =
             (TRIE_BYTES_BASE + TRIE_BYTES_PER_RULE * live_count).min(config.memory_cap_bytes / 8);
-        let (ranks, boxes) = project_all(
-            rules,
-            (live_count >= config.ipv4_rank_min_rules).then_some(Some(trie_budget)),
-            is_live,
-        );
+        let (ranks, boxes) = project_all(rules, ranked.then_some(Some(trie_budget)), is_live);
         let verify = if boxes.iter().flatten().flatten().all(|b| b.plain) {
             Vec::new()
         } else {
@@ -111,6 +133,30 @@ impl CompiledClassifier {
             parts[p] = b.part(&members, rules.len(), config, points)?;
         }
         Ok(Self::assemble(b, parts, ranks, verify, rules.len(), config))
+    }
+
+    /// The estimated work of looking `keys` up (see [`lookup_cost`]), with
+    /// the IPv4 rank tries' lookups when there are any.
+    fn corner_cost(&self, keys: &[FlowKey]) -> u64 {
+        let mut points: [Vec<Point>; 2] = Default::default();
+        for k in keys {
+            let (p, part) = point_of(k, &self.ranks);
+            if let Some(v) = points.get_mut(part) {
+                v.push(p);
+            }
+        }
+        let ranked_v4 = if self.ranks.v4.is_some() {
+            points[0].len() as u64
+        } else {
+            0
+        };
+        let mut cost = RANK_LOOKUP_COST * ranked_v4;
+        for (part, pts) in self.parts.iter().zip(&points) {
+            if part.bitsets.is_none() {
+                cost = cost.saturating_add(lookup_cost(&self.tab, &self.leaves, &part.roots, pts));
+            }
+        }
+        cost
     }
 
     /// The classifier of a finished build.
@@ -847,6 +893,15 @@ const TRIE_BYTES_BASE: usize = 2 << 20;
 /// ...and this much per rule (at most an eighth of the memory cap).
 const TRIE_BYTES_PER_RULE: usize = 64;
 
+/// Sets of fewer rules (that can match) than [`BuildConfig::ipv4_rank_min_rules`],
+/// but at least this many, are built in both address and rank space (see
+/// [`CompiledClassifier::build`]); smaller ones cut address space only.
+const RANK_TRY_MIN_RULES: usize = 1024;
+
+/// The work of an IPv4 key's two rank trie lookups in [`lookup_cost`]'s
+/// units (two or three dependent gathers each, as two tree levels).
+const RANK_LOOKUP_COST: u64 = 8;
+
 /// List entries per rule that [`Builder::live_rules`] may spend.
 const LIVE_WORK_PER_RULE: usize = 24;
 /// Depth at which [`Builder::live_rules`] stops cutting.
@@ -1043,6 +1098,96 @@ mod one_tree_tests {
             c.classify_batch(&keys, &mut out);
             for (k, o) in keys.iter().zip(&out) {
                 assert_eq!(*o, linear.classify(k), "{k:?}");
+            }
+        }
+    }
+
+    /// A set grown in random order (a few wide rules, most narrow ones in
+    /// clusters at lengths from /20 to /32, most of them never matching)
+    /// and another of hosts in a /14 to /24-/32 destinations: below
+    /// `ipv4_rank_min_rules`, the build keeps whichever of its address and
+    /// rank space versions costs less on the corner keys, and both answer
+    /// as the reference.
+    #[test]
+    fn below_the_threshold_the_cheaper_of_address_and_rank_space_is_kept() {
+        const BASES: [u32; 4] = [0x0a00_0000, 0x0a10_0000, 0xc0a8_0000, 0xac10_0000];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        };
+        let rules: Vec<RuleMatch> = (0..3000)
+            .map(|_| {
+                let wide = next(9) == 0;
+                let (sl, dl) = if wide {
+                    (next(17) as u8, next(17) as u8)
+                } else {
+                    (20 + next(13) as u8, 16 + next(17) as u8)
+                };
+                let (sb, so, db, d_off) = (next(4), next(512), next(4), next(512));
+                let lo = next(1024) as u16;
+                RuleMatch {
+                    src: vec![Prefix::v4(
+                        BASES[sb as usize].wrapping_add(so << 4).to_be_bytes(),
+                        sl,
+                    )],
+                    dst: vec![Prefix::v4(
+                        BASES[db as usize].wrapping_add(d_off << 6).to_be_bytes(),
+                        dl,
+                    )],
+                    proto: [None, Some(6), Some(17)][next(3) as usize],
+                    dst_port: vec![PortRange {
+                        lo,
+                        hi: lo + next(64) as u16,
+                    }],
+                    ..RuleMatch::any()
+                }
+            })
+            .collect();
+        let hosts: Vec<RuleMatch> = (0..3000u32)
+            .map(|i| RuleMatch {
+                src: vec![Prefix::v4(
+                    (0x0a00_0000 | i.wrapping_mul(0x9e37_79b9) >> 14).to_be_bytes(),
+                    32,
+                )],
+                dst: vec![Prefix::v4(
+                    (0xc0a8_0000 | i.wrapping_mul(0x85eb_ca6b) >> 16).to_be_bytes(),
+                    24 + (i % 9) as u8,
+                )],
+                proto: Some(6),
+                dst_port: vec![PortRange::single(80 + (i % 3) as u16)],
+                ..RuleMatch::any()
+            })
+            .collect();
+        let config = BuildConfig::default();
+        for rules in [rules, hosts] {
+            assert!(rules.len() < config.ipv4_rank_min_rules);
+            let live = live_rules(&rules, &config, TABLE_LIMITS);
+            let n = live.iter().filter(|&&l| l).count();
+            assert!(n >= RANK_TRY_MIN_RULES, "{n} rules can match");
+            let corners = crate::corner_keys(&rules, MERGE_KEYS);
+            let [by_address, by_rank] = [false, true].map(|ranked| {
+                CompiledClassifier::build_projected(&rules, &config, TABLE_LIMITS, n, ranked, |i| live[i])
+                    .unwrap()
+            });
+            assert_eq!(by_address.ipv4_address_lookup(), [AddressLookup::Address; 2]);
+            assert_ne!(by_rank.ipv4_address_lookup(), [AddressLookup::Address; 2]);
+            let rank_costs_less = by_rank.corner_cost(&corners) < by_address.corner_cost(&corners);
+            let built = CompiledClassifier::build(&rules, &config).unwrap();
+            assert_eq!(
+                built.ipv4_address_lookup(),
+                if rank_costs_less { &by_rank } else { &by_address }.ipv4_address_lookup()
+            );
+            let linear = LinearClassifier::new(rules.clone());
+            let keys = crate::corner_keys(&rules, 20_000);
+            for c in [&by_address, &by_rank, &built] {
+                let mut out = vec![0; keys.len()];
+                c.classify_batch(&keys, &mut out);
+                for (k, o) in keys.iter().zip(&out) {
+                    assert_eq!(*o, linear.classify(k), "{k:?}");
+                }
             }
         }
     }

@@ -51,7 +51,8 @@
 //! its tables then move down over the groups' trees.
 //!
 //! Sets of at least [`BuildConfig::ipv4_rank_min_rules`] rules (that can
-//! match) see IPv4 addresses by *rank* too, as IPv6 ones may be: the number
+//! match; from 1024 up to that, when rank space costs less on the rules'
+//! corner keys) see IPv4 addresses by *rank* too, as IPv6 ones may be: the number
 //! of the address's elementary interval among those the rules' prefixes cut
 //! the field into ([`rank32`]: a 16-8-8 trie, at most three loads, 64 keys
 //! at a time with gathers). Equal cuts of rank space follow the rules where
@@ -234,7 +235,9 @@ pub struct BuildConfig {
     /// Sets of at least this many rules look IPv4 addresses up by their
     /// rank among the elementary intervals of the rules' prefixes, and cut
     /// rank space (see [`CompiledClassifier::ipv4_address_lookup`]); smaller
-    /// ones cut address space. Default 8192; 0 always uses ranks.
+    /// ones of 1024 rules or more looked up by trees are built both ways and
+    /// keep the one that costs less on the rules' corner keys, the smallest
+    /// cut address space. Default 8192; 0 always uses ranks.
     pub ipv4_rank_min_rules: usize,
 }
 
@@ -603,14 +606,15 @@ impl CompiledClassifier {
     /// How the IPv4 lookup reads the source and the destination address:
     /// by rank among the elementary intervals of the rules' prefixes, found
     /// in a trie (sets of at least [`BuildConfig::ipv4_rank_min_rules`]
-    /// rules that can match, when the tries fit their budget), else as they are.
+    /// rules that can match, or of fewer for which ranks cost less, when the
+    /// tries fit their budget), else as they are.
     ///
     /// ```
     /// use palisade_classify::{AddressLookup, BuildConfig, CompiledClassifier, Prefix, RuleMatch};
     /// let rules: Vec<RuleMatch> = (0..2000u32)
     ///     .map(|i| RuleMatch { src: vec![Prefix::v4((i << 12).to_be_bytes(), 20)], ..RuleMatch::any() })
     ///     .collect();
-    /// let small = CompiledClassifier::build(&rules, &BuildConfig::default()).unwrap();
+    /// let small = CompiledClassifier::build(&rules[..500], &BuildConfig::default()).unwrap();
     /// assert_eq!(small.ipv4_address_lookup(), [AddressLookup::Address; 2]);
     /// let config = BuildConfig { ipv4_rank_min_rules: 0, ..BuildConfig::default() };
     /// let ranked = CompiledClassifier::build(&rules, &config).unwrap();
@@ -665,7 +669,8 @@ pub enum AddressLookup {
         intervals: usize,
     },
     /// The address itself (IPv4, in sets smaller than
-    /// [`BuildConfig::ipv4_rank_min_rules`], or whose rank tries would not fit their budget).
+    /// [`BuildConfig::ipv4_rank_min_rules`] that cut address space at less
+    /// cost, or whose rank tries would not fit their budget).
     Address,
 }
 
