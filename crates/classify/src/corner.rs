@@ -3,13 +3,13 @@
 //! A compiled classifier cuts the key space at rule boundaries, so its bugs
 //! live at those boundaries: the lowest and highest address of a prefix, the
 //! ends of a port range and their neighbours, the exact protocol, ICMP, flag,
-//! VLAN, fragment and DSCP values, and the set bits a rule tests. [`corner_keys`] produces such keys for a
+//! VLAN, fragment, DSCP and flow-state values, and the set bits a rule tests. [`corner_keys`] produces such keys for a
 //! rule list, plus a few just outside each rule, for self-tests (compiled
 //! against reference) and for generating benchmark traces.
 
 use alloc::vec::Vec;
 
-use palisade_packet::{FlowKey, FragmentState, Present};
+use palisade_packet::{FlowKey, FlowState, FragmentState, Present};
 
 use crate::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch};
 
@@ -327,5 +327,19 @@ fn rule_corner(rule: &RuleMatch, v: usize, salt: usize) -> FlowKey {
         }
         key.ethertype = if off { et.wrapping_add(1) } else { et };
     }
+    // Flow state: one the rule accepts, or (off by one) one it does not.
+    key.flow_state = match rule.state {
+        Some(states) => {
+            let (inside, outside): (Vec<FlowState>, Vec<FlowState>) =
+                FlowState::NAMED.into_iter().partition(|s| states.contains(*s));
+            let pick = |l: &[FlowState]| l.get(salt % l.len().max(1)).copied();
+            match off {
+                false => pick(&inside).unwrap_or_default(),
+                true => pick(&outside).unwrap_or_default(),
+            }
+        }
+        None if hi(9) => FlowState::NAMED[salt % FlowState::NAMED.len()],
+        None => FlowState::Untracked,
+    };
     key
 }

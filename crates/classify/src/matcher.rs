@@ -19,10 +19,12 @@
 //!   [`crate::Membership::fill`]; like a prefix or port list, a set test
 //!   matches only keys that carry its field (an IP header, ports), for "in"
 //!   and "not in" alike.
+//! * `state` matches the key's `flow_state`, which a flow tracker stamps
+//!   before classification; an untracked key matches no `state` rule.
 
 use alloc::vec::Vec;
 
-use palisade_packet::{FlowKey, FragmentState, Present};
+use palisade_packet::{FlowKey, FlowStates, FragmentState, Present};
 
 use crate::set::SetMatch;
 
@@ -269,6 +271,8 @@ pub struct RuleMatch {
     pub icmp_codes: Vec<u8>,
     /// Set requirements (none by default): bits of [`FlowKey::set_bits`].
     pub sets: SetMatch,
+    /// Flow states the frame must be in (`None` = any, untracked included).
+    pub state: Option<FlowStates>,
 }
 
 impl RuleMatch {
@@ -301,6 +305,7 @@ impl RuleMatch {
                 non_member: 0,
                 needs_ports: false,
             },
+            state: None,
         }
     }
 
@@ -353,6 +358,11 @@ impl RuleMatch {
     /// ```
     pub fn matches(&self, key: &FlowKey) -> bool {
         let present = key.present;
+        if let Some(states) = self.state {
+            if !states.contains(key.flow_state) {
+                return false;
+            }
+        }
         if let Some(et) = self.ethertype {
             if !present.has(Present::ETHERTYPE) || key.ethertype != et {
                 return false;

@@ -5,7 +5,7 @@ use palisade_classify::{
     corner_keys, BuildConfig, Classifier, CompiledClassifier, FragmentMatch, IpFamily, LinearClassifier,
     PortRange, Prefix, RuleMatch, SetMatch, TcpFlagsMatch,
 };
-use palisade_packet::{FlowKey, FragmentState, Present};
+use palisade_packet::{FlowKey, FlowState, FlowStates, FragmentState, Present};
 use proptest::prelude::*;
 
 /// Addresses cluster around a few bases so prefixes nest and overlap.
@@ -58,6 +58,22 @@ fn proto() -> impl Strategy<Value = u8> {
     prop_oneof![prop::sample::select(vec![0u8, 1, 6, 17, 58, 255]), any::<u8>()]
 }
 
+/// A non-empty set of named flow states.
+fn states() -> impl Strategy<Value = FlowStates> {
+    (1u8..16).prop_map(FlowStates)
+}
+
+/// Any flow state a key can carry, untracked included.
+fn flow_state() -> impl Strategy<Value = FlowState> {
+    prop::sample::select(vec![
+        FlowState::Untracked,
+        FlowState::New,
+        FlowState::Established,
+        FlowState::Related,
+        FlowState::Invalid,
+    ])
+}
+
 fn opt<T: std::fmt::Debug + Clone>(s: impl Strategy<Value = T>, p: f64) -> impl Strategy<Value = Option<T>> {
     prop::option::weighted(p, s)
 }
@@ -79,6 +95,7 @@ prop_compose! {
         ], 0.1),
         dscp in prop::collection::vec(0u8..4, 0..2),
         ethertype in opt(prop::sample::select(vec![0x0800u16, 0x86dd, 0x0806]), 0.05),
+        state in opt(states(), 0.15),
         // Most rules are plain 5-tuple rules, as in real rule sets.
         plain in prop::bool::weighted(0.6),
         // Set tests over four bits of the key's set_bits ("in" and "not in" apart).
@@ -88,7 +105,7 @@ prop_compose! {
     ) -> RuleMatch {
         let mut r = RuleMatch {
             family, src, dst, proto, src_port, dst_port, icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp,
-            ethertype, sets: sets.unwrap_or_default(), ..RuleMatch::any()
+            ethertype, state, sets: sets.unwrap_or_default(), ..RuleMatch::any()
         };
         if plain {
             r.family = None;
@@ -106,7 +123,33 @@ prop_compose! {
             r.dscp.clear();
             r.ethertype = None;
             r.sets = SetMatch::default();
+            r.state = None;
         }
+        r
+    }
+}
+
+prop_compose! {
+    /// A plain 5-tuple rule (the kind the leaf check decides without the
+    /// reference) with, half the time, a flow-state constraint added: only the
+    /// state can send it to the exact check.
+    fn plain_rule_with_state()(r in rule(), state in opt(states(), 0.5)) -> RuleMatch {
+        let mut r = r;
+        r.family = None;
+        r.src.retain(|p| p.family == IpFamily::V4);
+        r.dst.retain(|p| p.family == IpFamily::V4);
+        r.src.truncate(1);
+        r.dst.truncate(1);
+        r.src_port.truncate(1);
+        r.dst_port.truncate(1);
+        r.icmp_type = None;
+        r.icmp_code = None;
+        r.tcp_flags = None;
+        r.vlan.clear();
+        r.fragment = None;
+        r.dscp.clear();
+        r.ethertype = None;
+        r.state = state;
         r
     }
 }
@@ -123,6 +166,7 @@ prop_compose! {
         frag in 0u8..6,
         dscp in opt(0u8..4, 0.8),
         set_bits in 0u32..16,
+        state in flow_state(),
     ) -> FlowKey {
         let mut k = match fam {
             0..=5 => FlowKey::new().with_ipv4(s4.to_be_bytes(), d4.to_be_bytes()),
@@ -152,7 +196,7 @@ prop_compose! {
             None => k.present.0 &= !Present::DSCP,
         }
         k.set_bits = set_bits;
-        k
+        k.with_flow_state(state)
     }
 }
 
@@ -341,6 +385,18 @@ proptest! {
         keys in prop::collection::vec(key(), 0..200),
     ) {
         prop_assume!(rules.iter().any(|r| !r.protos.is_empty() || !r.icmp_types.is_empty() || !r.icmp_codes.is_empty()));
+        check_equal(&rules, &keys, &bitsets())?;
+        check_equal(&rules, &keys, &deep())?;
+        check_equal(&rules, &keys, &wide())?;
+    }
+
+    /// A state constraint on an otherwise plain rule must send it to the
+    /// exact check in every structure (bit sets, deep and wide trees), both lookups.
+    #[test]
+    fn state_rules_are_checked_exactly(
+        rules in prop::collection::vec(plain_rule_with_state(), 1..80),
+        keys in prop::collection::vec(key(), 0..200),
+    ) {
         check_equal(&rules, &keys, &bitsets())?;
         check_equal(&rules, &keys, &deep())?;
         check_equal(&rules, &keys, &wide())?;

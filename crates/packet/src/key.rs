@@ -1,5 +1,7 @@
 //! The fixed-size flow key every classifier reads.
 
+use crate::flow_state::FlowState;
+
 /// The layer at which a parse stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -183,6 +185,9 @@ pub struct FlowKey {
     /// test `i` looks at (source or destination address or port) is in that
     /// test's set. Its meaning belongs to one generation, like rule indices.
     pub set_bits: u32,
+    /// The frame's flow state, stamped by a flow tracker before classification
+    /// (the parser leaves it [`FlowState::Untracked`]).
+    pub flow_state: FlowState,
 }
 
 // The key is one cache line; the set bits took 4 of its spare bytes.
@@ -216,6 +221,7 @@ impl FlowKey {
             present: Present(0),
             status: ParseStatus::Ok,
             set_bits: 0,
+            flow_state: FlowState::Untracked,
         }
     }
 
@@ -328,6 +334,17 @@ impl FlowKey {
         self.fragment = state;
         self.frag_offset = offset;
         self.more_fragments = more;
+        self
+    }
+
+    /// Sets the flow state (what a flow tracker found, or what a caller assumes).
+    ///
+    /// ```
+    /// use palisade_packet::{FlowKey, FlowState};
+    /// assert_eq!(FlowKey::new().with_flow_state(FlowState::New).flow_state, FlowState::New);
+    /// ```
+    pub const fn with_flow_state(mut self, state: FlowState) -> Self {
+        self.flow_state = state;
         self
     }
 

@@ -88,9 +88,13 @@
 #![forbid(unsafe_code)]
 
 mod display;
+mod flow_state;
+mod icmp;
 mod key;
 mod parse;
 
 pub use display::{CsvRow, CSV_HEADER};
+pub use flow_state::{FlowState, FlowStates};
+pub use icmp::{icmp_message, IcmpKind, IcmpMessage, Quoted};
 pub use key::{FlowKey, FragmentState, Layer, ParseStatus, Present};
 pub use parse::{parse, parse_general};

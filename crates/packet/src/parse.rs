@@ -27,7 +27,7 @@ const PROTO_ICMPV6: u8 = 58;
 const PROTO_DSTOPTS: u8 = 60;
 
 #[inline(always)]
-fn byte(b: &[u8], i: usize) -> u8 {
+pub(crate) fn byte(b: &[u8], i: usize) -> u8 {
     match b.get(i) {
         Some(&v) => v,
         None => 0,
@@ -35,7 +35,7 @@ fn byte(b: &[u8], i: usize) -> u8 {
 }
 
 #[inline(always)]
-fn be16(b: &[u8], i: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], i: usize) -> u16 {
     match b.get(i..i + 2) {
         Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
         _ => 0,
@@ -43,7 +43,7 @@ fn be16(b: &[u8], i: usize) -> u16 {
 }
 
 #[inline(always)]
-fn addr<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
+pub(crate) fn addr<const N: usize>(b: &[u8], i: usize) -> [u8; N] {
     match b.get(i..i + N) {
         Some(s) => {
             let mut out = [0u8; N];

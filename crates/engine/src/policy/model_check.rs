@@ -297,6 +297,7 @@ fn rule_match() -> impl Strategy<Value = RuleMatch> {
                     dscp,
                     ethertype,
                     sets: Default::default(),
+                    state: None,
                 }
             },
         )
