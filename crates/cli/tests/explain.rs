@@ -276,3 +276,99 @@ fn every_example_in_explains_help_runs() {
         );
     }
 }
+
+/// A gateway that keeps state for what the LAN opens and lets only its replies back.
+const STATEFUL: &str = r#"version = 1
+[[port]]
+name = "lan1"
+[[port]]
+name = "wan0"
+[[acl]]
+name = "lan-in"
+  [[acl.rule]]
+  id = "out"
+  action = "permit"
+  keep_state = true
+[[acl]]
+name = "wan-in"
+  [[acl.rule]]
+  id = "replies"
+  action = "permit"
+  state = ["established", "related"]
+[[bind]]
+acl = "lan-in"
+port = "lan1"
+[[bind]]
+acl = "wan-in"
+port = "wan0"
+"#;
+
+#[test]
+fn state_is_assumed_or_given_and_a_keep_state_rule_opens_a_flow() {
+    let dir = std::env::temp_dir().join(format!("palisade-explain-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("stateful.toml");
+    std::fs::write(&rules, STATEFUL).unwrap();
+    let rules = rules.display().to_string();
+    let run = |port: &str, packet: &str| -> serde_json::Value {
+        let out = palisade(&["explain", &rules, "--json", "--port", port, packet]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let syn = run("lan1", "tcp 10.0.10.5:40000 -> 198.51.100.7:443");
+    assert_eq!(
+        (syn["state"].as_str(), syn["state_assumed"].as_bool()),
+        (Some("new"), Some(true))
+    );
+    assert_eq!(
+        (syn["verdict"].as_str(), syn["opens_flow"].as_bool()),
+        (Some("permit"), Some(true))
+    );
+    // An unsolicited ACK from the WAN is invalid (assumed) and denied; the same as a reply passes.
+    let ack = run("wan0", "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags ack");
+    assert_eq!(
+        (ack["state"].as_str(), ack["verdict"].as_str()),
+        (Some("invalid"), Some("deny"))
+    );
+    let reply = run(
+        "wan0",
+        "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags ack state established",
+    );
+    assert_eq!(reply["state_assumed"], false);
+    assert_eq!(
+        (reply["verdict"].as_str(), reply["rule"].as_str()),
+        (Some("permit"), Some("replies"))
+    );
+    assert_eq!(reply["opens_flow"], false);
+    let unreachable = run(
+        "wan0",
+        "icmp 198.51.100.1 -> 10.0.10.5 type 3 code 3 state related",
+    );
+    assert_eq!(unreachable["verdict"], "permit");
+    // The text form says what it assumed.
+    let out = palisade(&[
+        "explain",
+        &rules,
+        "--port",
+        "wan0",
+        "udp 198.51.100.7:443 -> 10.0.10.5:40000",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state:   new (assumed: no flow entry"), "{text}");
+    // A state the packet cannot be in is a usage error.
+    let out = palisade(&[
+        "explain",
+        &rules,
+        "--port",
+        "wan0",
+        "tcp 1.1.1.1:1 -> 2.2.2.2:2 flags ack state new",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("such a packet can only be established or invalid"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,9 @@
 //! with [`crate::FlowKey::with_flow_state`], and rules match it by
 //! [`FlowStates`], the set of states a rule accepts.
 
+use crate::icmp::IcmpRole;
+use crate::{FlowKey, FragmentState, Present};
+
 /// A frame's flow state, as nftables' `ct state` names them.
 ///
 /// ```
@@ -66,6 +69,57 @@ impl FlowState {
             FlowState::Established => "established",
             FlowState::Related => "related",
             FlowState::Invalid => "invalid",
+        }
+    }
+
+    /// The state of a frame whose flow has no entry: `New` when the frame may
+    /// open a flow, `Invalid` when it cannot, `Untracked` when it is not IP.
+    /// What a tracker answers on a miss, and what `explain` and `[[expect]]`
+    /// assume when no state is given.
+    ///
+    /// May open: a TCP segment with SYN and none of ACK, RST, FIN; any UDP
+    /// datagram; an ICMP/ICMPv6 query (echo, timestamp, information, mask
+    /// request) or a message that is neither a query, a reply nor an error
+    /// (router or neighbour discovery, ...); any other IP protocol. Cannot: a
+    /// malformed frame, a non-first fragment (no ports to find its flow by),
+    /// any other TCP segment, an ICMP reply or error (an error quoting a
+    /// known flow is `Related`, which only a tracker can tell).
+    ///
+    /// ```
+    /// use palisade_packet::{FlowKey, FlowState};
+    /// let syn = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(6).with_ports(1, 2).with_tcp_flags(0x002);
+    /// assert_eq!(FlowState::without_entry(&syn), FlowState::New);
+    /// assert_eq!(FlowState::without_entry(&syn.with_tcp_flags(0x010)), FlowState::Invalid);
+    /// assert_eq!(FlowState::without_entry(&FlowKey::new()), FlowState::Untracked);
+    /// ```
+    pub fn without_entry(key: &FlowKey) -> FlowState {
+        if key.ip_family().is_none() {
+            return match key.status.is_ok() {
+                true => FlowState::Untracked,
+                false => FlowState::Invalid,
+            };
+        }
+        if !key.status.is_ok() || key.fragment == FragmentState::NonFirst {
+            return FlowState::Invalid;
+        }
+        match key.l4_proto {
+            6 => {
+                const SYN: u16 = 0x002;
+                const CLOSING_OR_ACK: u16 = 0x001 | 0x004 | 0x010; // FIN, RST, ACK
+                let f = key.tcp_flags;
+                match key.present.has(Present::TCP_FLAGS) && f & SYN != 0 && f & CLOSING_OR_ACK == 0 {
+                    true => FlowState::New,
+                    false => FlowState::Invalid,
+                }
+            }
+            1 | 58 => {
+                let version = if key.l4_proto == 1 { 4 } else { 6 };
+                match key.icmp().map(|(t, _)| IcmpRole::of(version, t)) {
+                    Some(IcmpRole::Query | IcmpRole::Other) => FlowState::New,
+                    _ => FlowState::Invalid,
+                }
+            }
+            _ => FlowState::New,
         }
     }
 
@@ -131,6 +185,41 @@ impl FlowStates {
     /// ```
     pub const fn includes(self, other: FlowStates) -> bool {
         other.0 & !self.0 == 0
+    }
+
+    /// The states a frame like `key` can be found in by a flow tracker:
+    /// [`FlowState::without_entry`] (no entry), `Established` when it can be
+    /// part of a flow (every keyable frame but an ICMP error), `Related` for
+    /// an ICMP error. Empty for a frame that is not IP.
+    ///
+    /// ```
+    /// use palisade_packet::{FlowKey, FlowState, FlowStates};
+    /// let ack = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(6).with_ports(1, 2).with_tcp_flags(0x010);
+    /// assert_eq!(FlowStates::possible(&ack), FlowStates::of(&[FlowState::Established, FlowState::Invalid]));
+    /// let unreachable = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(1).with_icmp(3, 3);
+    /// assert!(FlowStates::possible(&unreachable).contains(FlowState::Related));
+    /// ```
+    pub fn possible(key: &FlowKey) -> FlowStates {
+        let first = FlowState::without_entry(key);
+        if first != FlowState::Invalid || key.ip_family().is_none() {
+            // Untracked (no state), or New: such a frame can also be a flow's.
+            return match first {
+                FlowState::Untracked => FlowStates(0),
+                s => FlowStates(s.bit() | FlowState::Established.bit()),
+            };
+        }
+        if !key.status.is_ok() || key.fragment == FragmentState::NonFirst {
+            return FlowStates::of(&[FlowState::Invalid]);
+        }
+        let icmp_error = match (key.l4_proto, key.icmp()) {
+            (1, Some((t, _))) => IcmpRole::of(4, t) == IcmpRole::Error,
+            (58, Some((t, _))) => IcmpRole::of(6, t) == IcmpRole::Error,
+            _ => false,
+        };
+        match icmp_error {
+            true => FlowStates::of(&[FlowState::Related, FlowState::Invalid]),
+            false => FlowStates::of(&[FlowState::Established, FlowState::Invalid]),
+        }
     }
 
     /// The states of the set, in [`FlowState::NAMED`] order.

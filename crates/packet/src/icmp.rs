@@ -120,14 +120,14 @@ pub fn icmp_message(frame: &[u8]) -> Option<IcmpMessage> {
     s = start;
     let (t, code) = (byte(frame, s), byte(frame, s + 1));
     let id = be16(frame, s + 4);
-    let kind = match (version, t) {
-        (4, 8 | 13 | 15 | 17) | (6, 128) => IcmpKind::Query { id },
-        (4, 0 | 14 | 16 | 18) | (6, 129) => IcmpKind::Reply { id },
-        (4, 3 | 4 | 5 | 11 | 12) | (6, 1..=4) => match quoted(frame, s + 8, end, version) {
+    let kind = match IcmpRole::of(version, t) {
+        IcmpRole::Query => IcmpKind::Query { id },
+        IcmpRole::Reply => IcmpKind::Reply { id },
+        IcmpRole::Error => match quoted(frame, s + 8, end, version) {
             Some(q) => IcmpKind::Error(q),
             None => IcmpKind::BadError,
         },
-        _ => IcmpKind::Other,
+        IcmpRole::Other => IcmpKind::Other,
     };
     Some(IcmpMessage {
         ip_version: version,
@@ -135,6 +135,28 @@ pub fn icmp_message(frame: &[u8]) -> Option<IcmpMessage> {
         icmp_code: code,
         kind,
     })
+}
+
+/// What an ICMP type is for flow tracking (the one table of types both
+/// [`icmp_message`] and [`crate::FlowState::without_entry`] use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IcmpRole {
+    Query,
+    Reply,
+    Error,
+    Other,
+}
+
+impl IcmpRole {
+    /// The role of type `t` in ICMP (`version` 4) or ICMPv6 (6).
+    pub(crate) const fn of(version: u8, t: u8) -> IcmpRole {
+        match (version, t) {
+            (4, 8 | 13 | 15 | 17) | (6, 128) => IcmpRole::Query,
+            (4, 0 | 14 | 16 | 18) | (6, 129) => IcmpRole::Reply,
+            (4, 3 | 4 | 5 | 11 | 12) | (6, 1..=4) => IcmpRole::Error,
+            _ => IcmpRole::Other,
+        }
+    }
 }
 
 /// The ethertype after the VLAN tags and where the L3 header starts.

@@ -51,9 +51,14 @@
 //!   flags clear, others ignored), `vlan` (numbers or ranges), `fragment`
 //!   (`"none"`, `"first"`, `"non-first"`, `"any"`), `dscp` (0-63 or `ef`,
 //!   `afXY`, `csN`, `be`; list allowed), `ethertype` (`"arp"`, `"ipv4"`,
-//!   `"ipv6"`, ... or a number), `family` (`"ipv4"`/`"ipv6"`), and `log`
-//!   (`true` logs the frames the rule decides, rate-limited). A key left out
-//!   matches anything. A rule that can never match (IPv4 `src` with IPv6
+//!   `"ipv6"`, ... or a number), `family` (`"ipv4"`/`"ipv6"`), `state` (the
+//!   frame's flow state: `"new"`, `"established"`, `"related"`,
+//!   `"invalid"`, or a list of them), and `log` (`true` logs the frames the
+//!   rule decides, rate-limited). A key left out matches anything.
+//!   `keep_state = true` (permit rules only): a frame whose final verdict is
+//!   permit and whose stage this rule decided opens a flow entry, so the
+//!   flow's frames in both directions are `established` from then on. A
+//!   rule that can never match (IPv4 `src` with IPv6
 //!   `dst`, ports with `proto = "icmp"`, `icmp_type` with `proto = "tcp"`,
 //!   ports on non-first fragments, ports with `proto = ["icmp", "gre"]`, ...)
 //!   is an error; a listed protocol that can never match while the others can
@@ -76,16 +81,22 @@
 //!   rules: they compile to membership structures looked up once per frame
 //!   (see `palisade_classify::set`), so a million-prefix set costs a frame
 //!   about as much as a small one. An unused set is a warning.
-//! * `[[rescue]]`: the match keys of a rule (no `action`), optional `id`;
+//! * `[flows]`: `max` (entries, default 1,048,576, at most [`MAX_FLOWS`])
+//!   and idle timeouts in seconds: `tcp_handshake` (30), `tcp_established`
+//!   (86400), `tcp_closing` (60), `udp` (60), `icmp` (10), `other` (60); see
+//!   [`FlowsDef`].
+//! * `[[rescue]]`: the match keys of a rule (no `action`, no `keep_state`), optional `id`;
 //!   always permitted, before every stage. A rescue rule matching everything
 //!   is refused.
 //! * `[[expect]]`: `port`, `packet = { proto, src, dst, src_port, dst_port,
 //!   icmp_type, icmp_code, tcp_flags, vlan, fragment, dscp, ethertype,
-//!   malformed }`, optional `route = { from, to }`, `verdict`, and optionally
+//!   malformed, state }`, optional `route = { from, to }`, `verdict`, and optionally
 //!   the deciding `stage` (`pacl`, `vacl-in`, `racl-in`, `racl-out`,
 //!   `vacl-out`, `rescue`, `malformed`, `vlan-filter`, `none`) and `rule`
 //!   (id, `#N`, `default`). Packet defaults: TCP flags `syn`, ICMP echo
-//!   request, port 49152, `vlan` 0 means priority-tagged.
+//!   request, port 49152, `vlan` 0 means priority-tagged, and the state the
+//!   packet has when its flow has no entry (`new` if it may open one, else
+//!   `invalid`); a state the packet could never be in is an error.
 //!
 //! * `[logging]`: `rate` (records a second per logged rule, 1-1000000,
 //!   default 10) and `burst` (records at once, 1-1000000, default 20). A
@@ -102,12 +113,16 @@
 //! Errors: TOML syntax, unknown keys (with a "did you mean"), wrong types,
 //! out-of-range numbers, reversed ranges, bad prefixes, duplicate names or
 //! rule ids, dangling references, two targets in one binding, a Routed
-//! binding without `direction`, unknown or mistyped sets, bad set elements.
-//! Warnings: a rule shadowed by an earlier rule of its ACL, an ACL bound
-//! nowhere, an SVI for a VLAN no port carries, a set no rule uses.
+//! binding without `direction`, unknown or mistyped sets, bad set elements,
+//! `keep_state` on a deny rule, an unknown state, a zero or too large
+//! `[flows]` number. Warnings: a rule shadowed by an earlier rule of its ACL,
+//! an ACL bound nowhere, an SVI for a VLAN no port carries, a set no rule
+//! uses, `keep_state` on a rule whose `state` excludes `new`, a `[flows]`
+//! table no rule uses.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod flows;
 mod logging;
 mod model;
 mod names;
@@ -118,6 +133,7 @@ mod sets;
 mod shadow;
 mod validate;
 
+pub use flows::{FlowTimeouts, FlowsDef, DEFAULT_MAX_FLOWS, MAX_FLOWS, MAX_FLOW_TIMEOUT};
 pub use packet::{format_packet, parse_packet_spec};
 pub use sets::{
     change_set, parse_element_lines, resolve_set_file, CompanionFile, DiskFiles, KeptFiles, SetChange,

@@ -120,6 +120,9 @@ pub struct AclRule {
     pub matcher: RuleMatch,
     /// `log = true`: the frames this rule decides are logged (rate-limited by [`Logging`]).
     pub log: bool,
+    /// `keep_state = true`: a frame whose final verdict is permit and whose
+    /// stage this rule decided creates a flow entry (permit rules only).
+    pub keep_state: bool,
     /// Where the rule table starts.
     pub span: Span,
 }
@@ -265,4 +268,6 @@ pub struct RuleSet {
     /// The set tests the rules make: test `i` is bit `i` of a key's set
     /// membership and of the rules' `RuleMatch::sets`.
     pub set_tests: Vec<crate::SetTest>,
+    /// `[flows]` (its defaults when the file has none).
+    pub flows: crate::flows::FlowsDef,
 }

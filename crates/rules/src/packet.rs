@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_classify::{IpFamily, Prefix};
-use palisade_packet::{FlowKey, FragmentState, Layer, ParseStatus, Present};
+use palisade_packet::{FlowKey, FlowState, FlowStates, FragmentState, Layer, ParseStatus, Present};
 
 use crate::names::{self, proto_label};
 
@@ -92,6 +92,8 @@ pub(crate) struct PacketBuilder {
     pub dscp: Option<u8>,
     pub ethertype: Option<u16>,
     pub malformed: bool,
+    /// The flow state; when not given, the state with no flow entry.
+    pub state: Option<FlowState>,
 }
 
 impl PacketBuilder {
@@ -99,8 +101,26 @@ impl PacketBuilder {
     ///
     /// Defaults: TCP flags `syn` for TCP, ICMP code 0, echo request when
     /// no ICMP type is given, port 49152 when a port is not given, the
-    /// unspecified address (`0.0.0.0` / `::`) when an address is not given.
+    /// unspecified address (`0.0.0.0` / `::`) when an address is not given,
+    /// and the state of a frame whose flow has no entry
+    /// ([`FlowState::without_entry`]: `new` or `invalid`) when no state is given.
     pub fn build(&self) -> Result<FlowKey, String> {
+        let k = self.build_stateless()?;
+        let Some(state) = self.state else {
+            return Ok(k.with_flow_state(FlowState::without_entry(&k)));
+        };
+        if !FlowStates::possible(&k).contains(state) {
+            let could: Vec<&str> = FlowStates::possible(&k).iter().map(FlowState::name).collect();
+            let why = match could.as_slice() {
+                [] => "it is not IP, and flows are IP".to_owned(),
+                _ => format!("such a packet can only be {}", could.join(" or ")),
+            };
+            return Err(format!("a packet in state {}: {why}", state.name()));
+        }
+        Ok(k.with_flow_state(state))
+    }
+
+    fn build_stateless(&self) -> Result<FlowKey, String> {
         let mut k = FlowKey::new();
         let family = match (self.src, self.dst) {
             (Some((fs, s)), Some((fd, d))) => {
@@ -126,7 +146,7 @@ impl PacketBuilder {
                     src: Some((f, a)),
                     ..self.clone()
                 }
-                .build()
+                .build_stateless()
             }
             (None, Some((f, a))) => {
                 return PacketBuilder {
@@ -134,7 +154,7 @@ impl PacketBuilder {
                     dst: Some((f, a)),
                     ..self.clone()
                 }
-                .build()
+                .build_stateless()
             }
         };
         let Some(family) = family else {
@@ -155,7 +175,7 @@ impl PacketBuilder {
                     dst: Some(any4),
                     ..self.clone()
                 }
-                .build();
+                .build_stateless();
             }
             let et = self.ethertype.unwrap_or(0x0806);
             if et == 0x86dd {
@@ -165,7 +185,7 @@ impl PacketBuilder {
                     dst: Some(any6),
                     ..self.clone()
                 }
-                .build();
+                .build_stateless();
             }
             k.ethertype = et;
             k.present.0 |= Present::ETHERTYPE;
@@ -253,7 +273,7 @@ impl PacketBuilder {
 
 /// Parses the one-line packet syntax of `palisade explain`:
 ///
-/// `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F] [vlan V] [fragment first|non-first] [dscp D] [malformed]`
+/// `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F] [vlan V] [fragment first|non-first] [dscp D] [state S] [malformed]`
 ///
 /// and, for frames without an IP header (every packet an `[[expect]]` can
 /// describe): `arp [SRC -> DST] [vlan V] [malformed]` (the IPv4 addresses an
@@ -265,7 +285,8 @@ impl PacketBuilder {
 /// IPv6 addresses with a port are written `[2001:db8::1]:53`. `icmp` with
 /// IPv6 addresses means ICMPv6. A TCP packet without `flags` is a SYN; an
 /// ICMP packet without `type` is an echo request; a TCP/UDP endpoint without
-/// a port uses port 49152.
+/// a port uses port 49152. A packet without `state` is in the state it has
+/// when its flow has no entry: `new` if it may open one, else `invalid`.
 ///
 /// ```
 /// let k = palisade_rules::parse_packet_spec("tcp 10.0.0.1:1234 -> 192.0.2.1:443 flags syn,ack").unwrap();
@@ -274,6 +295,9 @@ impl PacketBuilder {
 /// assert_eq!(k.ip_version, 6);
 /// let k = palisade_rules::parse_packet_spec("icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0").unwrap();
 /// assert_eq!(k.icmp(), Some((8, 0)));
+/// let k = palisade_rules::parse_packet_spec("tcp 192.0.2.1:443 -> 10.0.0.1:1234 flags ack state established").unwrap();
+/// assert_eq!(k.flow_state, palisade_packet::FlowState::Established);
+/// assert!(palisade_rules::parse_packet_spec("tcp 10.0.0.1:1 -> 10.0.0.2:2 flags ack state new").is_err());
 /// assert!(palisade_rules::parse_packet_spec("tcp 10.0.0.1 -> ").is_err());
 /// let arp = palisade_rules::parse_packet_spec("arp 10.0.0.1 -> 10.0.0.2").unwrap();
 /// assert_eq!((arp.ethertype, arp.ip_family()), (0x0806, None));
@@ -299,14 +323,8 @@ pub fn parse_packet_spec(text: &str) -> Result<FlowKey, String> {
     } else if malformed {
         return parse_l2_spec(text, &words, malformed);
     }
-    let mut k = parse_ip_spec(text, &words)?;
-    if malformed {
-        k.status = ParseStatus::Truncated(match k.ip_version {
-            6 => Layer::Ipv6,
-            _ => Layer::Ipv4,
-        });
-    }
-    Ok(k)
+    // The builder marks it malformed, so its flow state is the one a malformed frame has.
+    parse_ip_spec(text, &words, malformed)
 }
 
 /// `arp [SRC -> DST] [vlan V]`, `ethertype N [vlan V]`, or nothing (with `malformed`).
@@ -375,7 +393,7 @@ fn parse_l2_spec(text: &str, words: &[&str], malformed: bool) -> Result<FlowKey,
 }
 
 /// `PROTO SRC[:PORT] -> DST[:PORT] [...]` (see [`parse_packet_spec`]).
-fn parse_ip_spec(text: &str, words: &[&str]) -> Result<FlowKey, String> {
+fn parse_ip_spec(text: &str, words: &[&str], malformed: bool) -> Result<FlowKey, String> {
     let [proto, src, arrow, dst, rest @ ..] = words else {
         return Err(format!(
             "packet \"{text}\": expected `PROTO SRC[:PORT] -> DST[:PORT] [type T] [code C] [flags F]`"
@@ -388,6 +406,7 @@ fn parse_ip_spec(text: &str, words: &[&str]) -> Result<FlowKey, String> {
     }
     let mut b = PacketBuilder {
         proto: Some(parse_proto_word(proto)?),
+        malformed,
         ..PacketBuilder::default()
     };
     let (s, sp) = parse_endpoint(src)?;
@@ -419,9 +438,16 @@ fn parse_ip_spec(text: &str, words: &[&str]) -> Result<FlowKey, String> {
                 })
             }
             "fragment" | "frag" => b.fragment = Some(parse_fragment_state(arg)?),
+            "state" => {
+                b.state = Some(FlowState::from_name(arg).ok_or_else(|| {
+                    format!(
+                        "packet \"{text}\": state \"{arg}\" is not one of new, established, related, invalid"
+                    )
+                })?)
+            }
             _ => {
                 return Err(format!(
-                    "packet \"{text}\": unknown word \"{word}\" (expected type, code, flags, vlan, dscp or fragment)"
+                    "packet \"{text}\": unknown word \"{word}\" (expected type, code, flags, vlan, dscp, fragment or state)"
                 ))
             }
         }
@@ -535,6 +561,9 @@ pub fn format_packet(k: &FlowKey) -> String {
     if k.dscp != 0 {
         s.push_str(&format!(" dscp {}", k.dscp));
     }
+    if k.flow_state != FlowState::Untracked && k.flow_state != FlowState::without_entry(k) {
+        s.push_str(&format!(" state {}", k.flow_state.name()));
+    }
     if !k.status.is_ok() {
         s.push_str(" malformed");
     }
@@ -587,6 +616,9 @@ mod tests {
             "ethertype 0x88cc",
             "ethertype 0x88cc vlan 20 malformed",
             "udp 10.0.0.1:53 -> 10.0.0.2:53 malformed",
+            "tcp 192.0.2.1:443 -> 10.0.0.1:1234 flags ack state established",
+            "icmp 192.0.2.1 -> 10.0.0.1 type 3 code 3 state related",
+            "udp 192.0.2.1:53 -> 10.0.0.1:5353 state established",
         ] {
             let k = parse_packet_spec(s).unwrap();
             assert_eq!(format_packet(&k), s);

@@ -13,6 +13,7 @@ use palisade_packet::FragmentState;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::flows::{self, FlowsDef};
 use crate::model::*;
 use crate::packet::{parse_addr, parse_fragment_state, parse_prefix, PacketBuilder};
 use crate::validate;
@@ -241,7 +242,7 @@ fn required<'a, 'i>(cx: &mut Cx, f: &Fields<'a, 'i>, ctx: &str, key: &str) -> Op
 }
 
 /// A scalar or a list of scalars; `"any"` (alone) gives `Some(vec![])`.
-fn list<'a, 'i>(cx: &mut Cx, ctx: &str, key: &str, v: &'a V<'i>) -> Option<Vec<&'a V<'i>>> {
+pub(crate) fn list<'a, 'i>(cx: &mut Cx, ctx: &str, key: &str, v: &'a V<'i>) -> Option<Vec<&'a V<'i>>> {
     match v.get_ref() {
         DeValue::Array(a) => {
             if a.is_empty() {
@@ -524,6 +525,9 @@ fn rule_match(cx: &mut Cx, ctx: &str, f: &Fields) -> Option<RuleMatch> {
     if let Some(v) = f.get("ethertype") {
         m.ethertype = ethertype(cx, ctx, v);
     }
+    if let Some(v) = f.get("state") {
+        m.state = flows::states(cx, ctx, v).flatten();
+    }
     if cx.diags.len() > before {
         return None;
     }
@@ -585,6 +589,8 @@ const RULE_KEYS: &[&str] = &[
     "ethertype",
     "family",
     "log",
+    "state",
+    "keep_state",
 ];
 
 const RESCUE_KEYS: &[&str] = &[
@@ -603,6 +609,7 @@ const RESCUE_KEYS: &[&str] = &[
     "dscp",
     "ethertype",
     "family",
+    "state",
 ];
 
 const PACKET_KEYS: &[&str] = &[
@@ -619,6 +626,7 @@ const PACKET_KEYS: &[&str] = &[
     "dscp",
     "ethertype",
     "malformed",
+    "state",
 ];
 
 /// Byte offsets kept next to the model for name resolution.
@@ -655,6 +663,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
         "rescue",
         "expect",
         "set",
+        "flows",
         "description",
         "logging",
     ];
@@ -839,12 +848,14 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             let act = required(cx, &rf, &rctx, "action").and_then(|a| action(cx, &rctx, "action", a));
             let m = rule_match(cx, &rctx, &rf);
             let log = crate::logging::flag(cx, &rctx, "log", rf.get("log"));
+            let keep_state = flows::keep_state(cx, &rctx, &rf, act, m.as_ref().and_then(|m| m.state));
             rule_locs.push((rf.at, rf.get("id").map(|v| v.span().start)));
             rules.push(AclRule {
                 id,
                 action: act.unwrap_or(Action::Deny),
                 matcher: m.unwrap_or_default(),
                 log,
+                keep_state,
                 span: cx.span(rf.at),
             });
         }
@@ -971,7 +982,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             );
         }
         if m.as_ref()
-            .is_some_and(|m| !m.needs_ip() && m.vlan.is_empty() && m.ethertype.is_none())
+            .is_some_and(|m| !m.needs_ip() && m.vlan.is_empty() && m.ethertype.is_none() && m.state.is_none())
         {
             cx.error(
                 f.at,
@@ -1055,6 +1066,16 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
 
     let (sets, set_tests, set_files) = crate::sets::finish(cx);
     locs.set_files = set_files;
+    let flows = match root.get("flows") {
+        Some(v) => {
+            let t = flows::table(cx, v);
+            let any_keep = acls.iter().flat_map(|a| &a.rules).any(|r| r.keep_state);
+            flows::unused_table(cx, &t, v.span().start, any_keep);
+            t
+        }
+        None => FlowsDef::default(),
+    };
+
     (
         RuleSet {
             version,
@@ -1069,6 +1090,7 @@ pub(crate) fn document(cx: &mut Cx, root: &Spanned<DeTable>) -> (RuleSet, Locs) 
             expects,
             sets,
             set_tests,
+            flows,
         },
         locs,
     )
@@ -1152,6 +1174,9 @@ fn packet(cx: &mut Cx, ctx: &str, v: &V) -> Option<palisade_packet::FlowKey> {
     if let Some(p) = f.get("ethertype") {
         b.ethertype = ethertype(cx, &pctx, p);
     }
+    if let Some(p) = f.get("state") {
+        b.state = flows::packet_state(cx, &pctx, p);
+    }
     if let Some(p) = f.get("malformed") {
         match p.get_ref() {
             DeValue::Boolean(m) => b.malformed = *m,
@@ -1190,6 +1215,7 @@ fn empty_ruleset() -> RuleSet {
         expects: Vec::new(),
         sets: Vec::new(),
         set_tests: Vec::new(),
+        flows: FlowsDef::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Semantic checks on rules: rules that can never match, and shadowed rules.
 
 use palisade_classify::{FragmentMatch, IpFamily, PortRange, Prefix, RuleMatch};
+use palisade_packet::{FlowState, FlowStates};
 
 use crate::model::AclDef;
 use crate::names::{self, proto_label};
@@ -84,6 +85,17 @@ pub(crate) fn never_matches(m: &RuleMatch) -> Option<(&'static str, String)> {
             "tcp_flags",
             "tcp_flags and an ICMP type exclude each other".into(),
         ));
+    }
+    if let Some(states) = m.state {
+        // A related frame is an ICMP/ICMPv6 error: no ports, no TCP flags, another protocol.
+        let only_related = states == FlowStates::of(&[FlowState::Related]);
+        let not_icmp = m.proto.is_some_and(|p| !names::is_icmp(p));
+        if only_related && (not_icmp || ports || m.tcp_flags.is_some()) {
+            return Some((
+                "state",
+                "a related frame is an ICMP/ICMPv6 error, which carries no ports or TCP flags".into(),
+            ));
+        }
     }
     if m.fragment == Some(FragmentMatch::NonFirst) && (ports || icmp || m.tcp_flags.is_some()) {
         return Some((
@@ -214,6 +226,11 @@ pub(crate) fn covers(a: &RuleMatch, b: &RuleMatch) -> bool {
     if a.ethertype.is_some() && a.ethertype != b.ethertype {
         return false;
     }
+    if let Some(sa) = a.state {
+        if !b.state.is_some_and(|sb| sa.includes(sb)) {
+            return false;
+        }
+    }
     if !list_covers(&a.vlan, &b.vlan) || !list_covers(&a.dscp, &b.dscp) {
         return false;
     }
@@ -333,6 +350,19 @@ mod tests {
         g.tcp_flags = Some(TcpFlagsMatch { value: 2, mask: 0x12 });
         assert!(covers(&f, &g));
         assert!(!covers(&g, &f));
+        let est = FlowStates::of(&[FlowState::Established]);
+        let est_rel = FlowStates::of(&[FlowState::Established, FlowState::Related]);
+        let with_state = |s: FlowStates| RuleMatch {
+            state: Some(s),
+            ..tcp(&[])
+        };
+        assert!(covers(&with_state(est_rel), &with_state(est)));
+        assert!(!covers(&with_state(est), &with_state(est_rel)));
+        assert!(
+            !covers(&with_state(est), &tcp(&[])),
+            "a state rule covers no stateless one"
+        );
+        assert!(covers(&tcp(&[]), &with_state(est)));
     }
 
     #[test]
@@ -352,5 +382,10 @@ mod tests {
         m.fragment = Some(FragmentMatch::NonFirst);
         assert_eq!(never_matches(&m).unwrap().0, "fragment");
         assert!(never_matches(&tcp(&[(1, 2)])).is_none());
+        let related_tcp = RuleMatch {
+            state: Some(FlowStates::of(&[FlowState::Related])),
+            ..tcp(&[])
+        };
+        assert_eq!(never_matches(&related_tcp).unwrap().0, "state");
     }
 }

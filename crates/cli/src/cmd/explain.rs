@@ -5,19 +5,24 @@
 //! written in the rule file. PACKET reads like
 //! `tcp 10.0.0.1:1234 -> 192.0.2.1:443`, `udp [2001:db8::1]:53 -> [2001:db8::2]:53`,
 //! `icmp 10.0.0.1 -> 10.0.0.2 type 8 code 0`, optionally followed by
-//! `flags syn,ack` (a TCP packet without flags is a SYN); frames without an
-//! IP header as `arp 10.0.0.1 -> 10.0.0.2` or `ethertype 0x88cc`; and any of
-//! them followed by `malformed` (a frame that cannot be parsed far enough).
-//! Every packet an `[[expect]]` can describe can be explained. `--vlan V`
-//! sends it tagged with VLAN V (default: untagged, so it takes the port's VLAN).
+//! `flags syn,ack` (a TCP packet without flags is a SYN) and `state S` (its
+//! flow state: new, established, related, invalid; without it, the state the
+//! packet has when its flow has no entry, which explain says it assumed);
+//! frames without an IP header as `arp 10.0.0.1 -> 10.0.0.2` or
+//! `ethertype 0x88cc`; and any of them followed by `malformed` (a frame that
+//! cannot be parsed far enough). Every packet an `[[expect]]` can describe
+//! can be explained. `--vlan V` sends it tagged with VLAN V (default:
+//! untagged, so it takes the port's VLAN).
 //!
 //! A rule that tests sets says how the packet fared in each:
 //! `src 203.0.113.9 in set "blocklist"`, `dst_port 22 not in set "ssh"`.
 //!
 //! `--json` prints one object: `verdict`, `stage`, `acl` (null when no ACL
 //! decided), `rule` (null when no rule decided), `sets` (the deciding
-//! rule's set tests, as above), `packet`, `vlan` and `stages` (one entry
-//! per stage on the path).
+//! rule's set tests, as above), `packet`, `state`, `state_assumed` (true
+//! when the packet did not give it), `opens_flow` (a keep_state rule decided
+//! a stage of a permitted new packet), `vlan` and `stages` (one entry per
+//! stage on the path).
 //!
 //! Exit codes: 0 explained (whatever the verdict), 1 invalid rule file,
 //! 2 usage (bad packet, unknown port or interface).
@@ -25,8 +30,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_engine::policy::{Context, Policy, RuleRef, Stage, StageEvent};
-use palisade_packet::FlowKey;
+use palisade_engine::policy::{Context, Policy, RuleRef, Stage, StageEvent, Verdict};
+use palisade_packet::{FlowKey, FlowState};
 use palisade_rules::Loaded;
 
 use crate::cmd::check::load_policy;
@@ -102,6 +107,11 @@ pub fn run(args: Args) -> ExitCode {
     let acl = policy.acl_name(d.acl);
     let rule = policy.rule_name(&d);
     let sets = policy.set_reasons(d.acl, d.rule, &key);
+    let state_given = args
+        .packet
+        .split_whitespace()
+        .any(|w| w.eq_ignore_ascii_case("state"));
+    let opener = opening_rule(&loaded, &policy, &key, d.verdict, &events);
     if args.json {
         let stages: Vec<serde_json::Value> = steps
             .iter()
@@ -123,6 +133,9 @@ pub fn run(args: Args) -> ExitCode {
             "rule": json_opt(Some(rule)),
             "sets": sets,
             "packet": palisade_rules::format_packet(&key),
+            "state": key.flow_state.name(),
+            "state_assumed": !state_given,
+            "opens_flow": opener.is_some(),
             "port": args.port,
             "vlan": vlan,
             "stages": stages,
@@ -131,6 +144,7 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("packet:  {}", palisade_rules::format_packet(&key));
+    println!("state:   {}", state_note(&key, state_given));
     println!("port:    {} ({vlan_note})", args.port);
     if let Some(r) = ctx.route {
         let name = |i| policy.interface_info(i).map_or("?", |x| x.name.as_str());
@@ -165,7 +179,53 @@ pub fn run(args: Args) -> ExitCode {
     }
     decided.push(')');
     println!("{decided}");
+    if let Some(opener) = opener {
+        println!("flow:    opens a flow entry ({opener}); its frames both ways are then established");
+    }
     ExitCode::SUCCESS
+}
+
+/// The packet's flow state, and whether it was given or assumed (and why).
+fn state_note(key: &FlowKey, given: bool) -> String {
+    let s = key.flow_state;
+    if given {
+        return format!("{} (given)", s.name());
+    }
+    let why = match s {
+        FlowState::New => "no flow entry, and a packet that may open one",
+        FlowState::Invalid => "no flow entry, and a packet that cannot open one",
+        _ => "not IP: no flow state",
+    };
+    format!(
+        "{} (assumed: {why}; add `state established` etc. to the packet for another)",
+        s.name()
+    )
+}
+
+/// The keep_state rule that would open a flow for this packet: a new packet,
+/// permitted, one of whose stages a keep_state rule decided.
+fn opening_rule(
+    loaded: &Loaded,
+    policy: &Policy,
+    key: &FlowKey,
+    verdict: Verdict,
+    events: &[StageEvent],
+) -> Option<String> {
+    if key.flow_state != FlowState::New || verdict != Verdict::Permit {
+        return None;
+    }
+    events.iter().find_map(|e| {
+        let RuleRef::Rule(i) = e.rule else { return None };
+        let rule = loaded.ruleset.acls.get(e.acl as usize)?.rules.get(i as usize)?;
+        rule.keep_state.then(|| {
+            format!(
+                "keep_state: acl \"{}\" rule {} at stage {}",
+                policy.acl_name(Some(e.acl)).unwrap_or(""),
+                policy.rule_label(Some(e.acl), e.rule),
+                e.stage
+            )
+        })
+    })
 }
 
 /// The VLAN the policy classifies the packet in, and a note saying why.

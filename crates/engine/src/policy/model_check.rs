@@ -336,6 +336,7 @@ fn ruleset() -> impl Strategy<Value = RuleSet> {
                             action,
                             matcher,
                             log: false,
+                            keep_state: false,
                             span,
                         })
                         .collect(),
@@ -429,6 +430,7 @@ fn ruleset() -> impl Strategy<Value = RuleSet> {
                 expects: vec![],
                 sets: vec![],
                 set_tests: vec![],
+                flows: Default::default(),
             }
         })
 }
