@@ -46,6 +46,7 @@ pub mod control;
 mod counters;
 mod engine;
 pub mod events;
+pub mod flow;
 pub mod generation;
 pub mod lkg;
 pub mod policy;

@@ -56,9 +56,11 @@ pub struct Quoted {
     pub src_ip: u128,
     /// Destination address.
     pub dst_ip: u128,
-    /// TCP/UDP ports, or for a quoted ICMP query its identifier as both
-    /// ports; `None` when the quote is cut before them or the datagram
-    /// was a non-first fragment.
+    /// The ports a flow of the quoted datagram is keyed by: TCP/UDP ports;
+    /// for a quoted ICMP query or reply its identifier twice, for another
+    /// informational ICMP message (0, 0); for any other protocol (0, 0).
+    /// `None` when the quote is cut before them, the datagram was a
+    /// non-first fragment, or it was itself an ICMP error.
     pub ports: Option<(u16, u16)>,
     /// For a quoted ICMP/ICMPv6 message: its type.
     pub icmp_type: Option<u8>,
@@ -268,13 +270,23 @@ fn quoted(f: &[u8], s: usize, end: usize, version: u8) -> Option<Quoted> {
         ports: None,
         icmp_type: None,
     };
+    let fragment = l4 == l4_end;
     match proto {
         6 | 17 if avail >= 4 => q.ports = Some((be16(f, l4), be16(f, l4 + 2))),
+        6 | 17 => {}
         PROTO_ICMP | PROTO_ICMPV6 if avail >= 6 => {
             let id = be16(f, l4 + 4);
-            q.icmp_type = Some(byte(f, l4));
-            q.ports = Some((id, id));
+            let t = byte(f, l4);
+            q.icmp_type = Some(t);
+            let icmp_version = if proto == PROTO_ICMP { 4 } else { 6 };
+            q.ports = match IcmpRole::of(icmp_version, t) {
+                IcmpRole::Query | IcmpRole::Reply => Some((id, id)),
+                IcmpRole::Other => Some((0, 0)),
+                IcmpRole::Error => None,
+            };
         }
+        PROTO_ICMP | PROTO_ICMPV6 => {}
+        _ if !fragment => q.ports = Some((0, 0)),
         _ => {}
     }
     Some(q)
