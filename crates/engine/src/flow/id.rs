@@ -28,16 +28,16 @@ impl FlowId {
     /// The id of a frame going `src` -> `dst`.
     #[inline]
     pub(crate) fn new(v6: bool, proto: u8, src: u128, dst: u128, sport: u16, dport: u16) -> FlowId {
-        let from_b = (src, sport) > (dst, dport);
-        let (a, b, pa, pb) = if from_b {
-            (dst, src, dport, sport)
-        } else {
-            (src, dst, sport, dport)
-        };
+        // Without a branch: which way a frame goes is a coin toss to a predictor.
+        let from_b = (src > dst) | ((src == dst) & (sport > dport));
+        let swap = (from_b as u128).wrapping_neg();
+        let x = (src ^ dst) & swap;
+        let ports = (sport as u32) << 16 | dport as u32;
+        let ports = if from_b { ports.rotate_left(16) } else { ports };
         FlowId {
-            a,
-            b,
-            ports: (pa as u32) << 16 | pb as u32,
+            a: src ^ x,
+            b: dst ^ x,
+            ports,
             key_meta: proto as u32 | if v6 { META_V6 } else { 0 } | META_VALID,
             from_b,
         }

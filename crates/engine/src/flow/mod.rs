@@ -29,7 +29,7 @@
 //! passes it, or when a new flow needs its room. A full table refuses new
 //! flows ([`Refused`]); existing flows keep working.
 //!
-//! Memory is fixed when the table is built: about 118 bytes per flow of
+//! Memory is fixed when the table is built: at most 126 bytes per flow of
 //! `max`, no allocation afterwards (see [`table`](self) for the layout and
 //! the concurrency: lookups take no lock, and both directions of one flow
 //! may be handled by different workers at once). Time comes from the caller
@@ -68,7 +68,7 @@ mod tcp;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use palisade_packet::{FlowKey, FlowState, FragmentState};
+use palisade_packet::{FlowKey, FlowState, FragmentState, Present};
 use palisade_rules::FlowTimeouts;
 
 pub use clock::{Clock, ManualClock, SystemClock, Tick, TICK_MS};
@@ -77,7 +77,7 @@ pub use table::Origin;
 pub use tcp::TcpPhase;
 
 use id::{keyed, Keyed};
-use table::{tcp_of, InsertError, NewEntry, Opener, Store, META_OPENER_B, NONE, SLOTS};
+use table::{tcp_of, InsertError, NewEntry, Opener, Place, Store, META_OPENER_B, NONE, SLOTS};
 use tcp::Tcp;
 
 /// Frames looked up together: their cache misses overlap.
@@ -117,23 +117,6 @@ impl From<&FlowTimeouts> for Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts::from(&FlowTimeouts::default())
-    }
-}
-
-impl Timeouts {
-    /// The idle timeout in ticks of a flow of `proto` in TCP phase `phase`.
-    #[inline]
-    fn of(&self, proto: u8, phase: TcpPhase) -> u32 {
-        match proto {
-            6 => match phase {
-                TcpPhase::Established => self.tcp_established,
-                TcpPhase::Closing | TcpPhase::Closed => self.tcp_closing,
-                _ => self.tcp_handshake,
-            },
-            17 => self.udp,
-            1 | 58 => self.icmp,
-            _ => self.other,
-        }
     }
 }
 
@@ -230,6 +213,70 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Idle limits in ticks for one batch: the timeouts scaled by the table's
+/// fill, indexed by a flow's class (TCP phase, UDP, ICMP, other).
+#[derive(Clone, Copy, Debug)]
+struct Limits([u32; 16]);
+
+impl Limits {
+    const UDP: usize = 8;
+    const ICMP: usize = 9;
+    const OTHER: usize = 10;
+
+    fn new(t: &Timeouts, scale: u64) -> Limits {
+        let s = |x: u32| ((x as u64 * scale) >> 16) as u32;
+        let mut l = [s(t.tcp_handshake); 16];
+        l[TcpPhase::Established as usize] = s(t.tcp_established);
+        l[TcpPhase::Closing as usize] = s(t.tcp_closing);
+        l[TcpPhase::Closed as usize] = s(t.tcp_closing);
+        l[Limits::UDP] = s(t.udp);
+        l[Limits::ICMP] = s(t.icmp);
+        l[Limits::OTHER] = s(t.other);
+        Limits(l)
+    }
+
+    /// The limit of an entry with meta word `meta`.
+    #[inline]
+    fn of(&self, meta: u32) -> u32 {
+        let class = match meta as u8 {
+            6 => tcp_of(meta).phase as usize,
+            17 => Limits::UDP,
+            1 | 58 => Limits::ICMP,
+            _ => Limits::OTHER,
+        };
+        self.0[class & 15]
+    }
+}
+
+/// What pass 1 of a lookup found a frame to be (its id is kept beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Flow { opens: bool },
+    Error,
+    Fixed(FlowState),
+}
+
+/// The flow id of a complete TCP or UDP frame, in a straight line (the
+/// common case); `None` sends the frame to [`keyed`].
+#[inline(always)]
+fn fast_id(k: &FlowKey) -> Option<(FlowId, bool)> {
+    const NEED: u16 = Present::ADDRS | Present::PORTS | Present::L4_PROTO;
+    if k.present.0 & NEED != NEED || !k.status.is_ok() || !matches!(k.l4_proto, 6 | 17) {
+        return None;
+    }
+    let id = FlowId::new(
+        k.ip_version == 6,
+        k.l4_proto,
+        k.src_ip,
+        k.dst_ip,
+        k.src_port,
+        k.dst_port,
+    );
+    let syn_only = k.present.has(Present::TCP_FLAGS)
+        && k.tcp_flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN;
+    Some((id, k.l4_proto == 17 || syn_only))
+}
+
 /// The table's counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
 pub struct FlowStats {
@@ -279,7 +326,6 @@ pub struct FlowInfo {
 #[derive(Debug)]
 pub struct FlowTable {
     store: Store,
-    created: AtomicU64,
     expired: AtomicU64,
     refused: AtomicU64,
     cut: AtomicU64,
@@ -301,7 +347,6 @@ impl FlowTable {
     pub fn new(max: u32) -> FlowTable {
         FlowTable {
             store: Store::new(max, random_seed()),
-            created: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             cut: AtomicU64::new(0),
@@ -322,13 +367,19 @@ impl FlowTable {
 
     /// The counters.
     pub fn stats(&self) -> FlowStats {
+        let (expired, cut) = (
+            self.expired.load(Ordering::Relaxed),
+            self.cut.load(Ordering::Relaxed),
+        );
+        let active = self.store.active.load(Ordering::Relaxed) as u64;
         FlowStats {
-            active: self.store.active.load(Ordering::Relaxed) as u64,
+            active,
             max: self.store.max as u64,
-            created: self.created.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
+            // Every entry made is in use, expired or cut: no counter to bump per new flow.
+            created: active + expired + cut,
+            expired,
             refused: self.refused.load(Ordering::Relaxed),
-            cut: self.cut.load(Ordering::Relaxed),
+            cut,
         }
     }
 
@@ -346,11 +397,9 @@ impl FlowTable {
         }
     }
 
-    /// Whether an entry with `meta`, last seen at `last`, has expired.
-    #[inline]
-    fn expired(m: &Moment<'_>, scale: u64, meta: u32, last: Tick) -> bool {
-        let timeout = m.timeouts.of(meta as u8, tcp_of(meta).phase) as u64;
-        m.now.since(last) as u64 > (timeout * scale) >> 16
+    /// The idle limits of this moment's timeouts at the table's current fill.
+    fn limits(&self, m: &Moment<'_>) -> Limits {
+        Limits::new(m.timeouts, self.scale())
     }
 
     /// Finds the flow state of each frame: `keys[i]` parsed from
@@ -366,7 +415,7 @@ impl FlowTable {
     /// cache misses overlap. Never allocates, never panics.
     pub fn lookup_batch(&self, keys: &[FlowKey], frames: &[&[u8]], m: &Moment<'_>, out: &mut [Seen]) {
         let n = keys.len().min(out.len());
-        let scale = self.scale();
+        let limits = self.limits(m);
         let mut start = 0;
         while start < n {
             let end = (start + LOOKUP_BATCH).min(n);
@@ -374,7 +423,7 @@ impl FlowTable {
                 &keys[start..end],
                 frames.get(start..end).unwrap_or(&[]),
                 m,
-                scale,
+                &limits,
                 &mut out[start..end],
             );
             start = end;
@@ -382,39 +431,83 @@ impl FlowTable {
     }
 
     #[inline]
-    fn lookup_chunk(&self, keys: &[FlowKey], frames: &[&[u8]], m: &Moment<'_>, scale: u64, out: &mut [Seen]) {
-        let mut what = [Keyed::Fixed(FlowState::Untracked); LOOKUP_BATCH];
-        let mut places = [None; LOOKUP_BATCH];
-        // Pass 1: keys and home buckets, each bucket line loaded.
-        let mut sink = 0u32;
-        for (i, k) in keys.iter().enumerate().take(LOOKUP_BATCH) {
-            let frame = frames.get(i).copied().unwrap_or(&[]);
-            what[i] = keyed(k, frame);
-            if let Keyed::Flow { id, .. } = &what[i] {
-                let p = self.store.place(id);
-                sink ^= self.store.touch_bucket(&p);
-                places[i] = Some(p);
+    fn lookup_chunk(
+        &self,
+        keys: &[FlowKey],
+        frames: &[&[u8]],
+        m: &Moment<'_>,
+        limits: &Limits,
+        out: &mut [Seen],
+    ) {
+        let n = keys.len().min(out.len()).min(LOOKUP_BATCH);
+        let mut ids = [FlowId::default(); LOOKUP_BATCH];
+        let mut what = [What::Fixed(FlowState::Untracked); LOOKUP_BATCH];
+        let mut places = [Place::default(); LOOKUP_BATCH];
+        // Pass 1: flow ids and home buckets (computation only; TCP and UDP in a straight line).
+        for i in 0..n {
+            let k = &keys[i];
+            what[i] = match fast_id(k) {
+                Some((id, opens)) => {
+                    ids[i] = id;
+                    What::Flow { opens }
+                }
+                None => match keyed(k, frames.get(i).copied().unwrap_or(&[])) {
+                    Keyed::Flow { id, opens } => {
+                        ids[i] = id;
+                        What::Flow { opens }
+                    }
+                    Keyed::Error { quoted } => {
+                        ids[i] = quoted;
+                        What::Error
+                    }
+                    Keyed::Fixed(s) => What::Fixed(s),
+                },
+            };
+            if !matches!(what[i], What::Fixed(_)) {
+                places[i] = self.store.place(&ids[i]);
             }
         }
-        // Pass 2: each bucket's likely entry, loaded.
-        for p in places.iter().take(keys.len()).flatten() {
-            let e = self.store.first_candidate(p);
-            if e != NONE {
-                sink ^= self.store.touch_entry(e);
+        // Pass 2: load every home bucket's line. A loop of loads and nothing
+        // else, so the CPU keeps many of their cache misses in flight at once.
+        let mut sink = 0u32;
+        for (w, p) in what.iter().zip(&places).take(n) {
+            if let What::Flow { .. } = w {
+                sink ^= self.store.touch_bucket(p);
+            }
+        }
+        // Pass 3: each bucket's likely entry (the buckets are in cache now), then its line.
+        let mut candidates = [NONE; LOOKUP_BATCH];
+        for ((c, w), p) in candidates.iter_mut().zip(&what).zip(&places).take(n) {
+            if let What::Flow { .. } = w {
+                *c = self.store.first_candidate(p);
+            }
+        }
+        for &c in candidates.iter().take(n) {
+            if c != NONE {
+                sink ^= self.store.touch_entry(c);
             }
         }
         std::hint::black_box(sink);
-        // Pass 3: decide.
-        for (i, (k, o)) in keys.iter().zip(out.iter_mut()).enumerate().take(LOOKUP_BATCH) {
+        // Pass 4: decide.
+        for i in 0..n {
             let bytes = frames.get(i).map_or(0, |f| f.len() as u32);
-            *o = match what[i] {
-                Keyed::Fixed(s) => Seen::fixed(s),
-                Keyed::Flow { id, opens } => match places[i] {
-                    Some(p) => self.established(k, &id, &p, opens, bytes, m, scale),
-                    None => Seen::fixed(FlowState::Invalid),
-                },
-                Keyed::Error { quoted } => self.related(&quoted, m, scale),
-            };
+            // Written in place: a returned Seen copied into `out` stalled on store forwarding.
+            let o = &mut out[i];
+            match what[i] {
+                What::Fixed(s) => *o = Seen::fixed(s),
+                What::Flow { opens } => self.established(
+                    &keys[i],
+                    &ids[i],
+                    &places[i],
+                    candidates[i],
+                    opens,
+                    bytes,
+                    m,
+                    limits,
+                    o,
+                ),
+                What::Error => *o = self.related(&ids[i], &places[i], m, limits),
+            }
         }
     }
 
@@ -425,41 +518,48 @@ impl FlowTable {
         &self,
         k: &FlowKey,
         id: &FlowId,
-        p: &table::Place,
+        p: &Place,
+        candidate: u32,
         opens: bool,
         bytes: u32,
         m: &Moment<'_>,
-        scale: u64,
-    ) -> Seen {
-        let no_entry = Seen {
-            state: if opens { FlowState::New } else { FlowState::Invalid },
-            entry: NONE,
-            id: *id,
-            stale: false,
-            reply: false,
-            bytes,
+        limits: &Limits,
+        out: &mut Seen,
+    ) {
+        out.id = *id;
+        out.bytes = bytes;
+        out.state = if opens { FlowState::New } else { FlowState::Invalid };
+        out.entry = NONE;
+        out.stale = false;
+        out.reply = false;
+        let e = match candidate != NONE && self.store.holds(candidate, id) {
+            true => candidate,
+            false => self.store.find(id, p),
         };
-        let e = self.store.find(id, p);
         let Some(h) = self.store.hot.get(e as usize) else {
-            return no_entry;
+            if opens {
+                // It may be opened once the policy has decided: start loading its entry now.
+                std::hint::black_box(self.store.touch_free_slot(p));
+            }
+            return;
         };
         let meta = h.meta.load(Ordering::Acquire);
         let last = Tick(h.last.load(Ordering::Relaxed));
-        if Self::expired(m, scale, meta, last) {
+        if m.now.since(last) > limits.of(meta) {
             if self.store.remove(e, id, p) {
                 self.expired.fetch_add(1, Ordering::Relaxed);
             }
-            return no_entry;
+            return;
         }
         let reply = id.from_b != (meta & META_OPENER_B != 0);
-        if id.proto() == 6 {
+        if id.proto() == 6 && !table::steady(meta, k.tcp_flags) {
             let flags = k.tcp_flags;
             if tcp_of(meta).reopened_by(flags) {
                 // A new connection on the ports of a closed one.
                 if self.store.remove(e, id, p) {
                     self.expired.fetch_add(1, Ordering::Relaxed);
                 }
-                return no_entry;
+                return;
             }
             self.store.tcp_update(e, id, meta, reply, flags);
         }
@@ -467,24 +567,19 @@ impl FlowTable {
             h.last.store(m.now.0, Ordering::Relaxed);
         }
         self.store.count(e, reply as usize, bytes);
-        Seen {
-            state: FlowState::Established,
-            entry: e,
-            id: *id,
-            stale: h.checked.load(Ordering::Relaxed) != m.generation,
-            reply,
-            bytes,
-        }
+        out.state = FlowState::Established;
+        out.entry = e;
+        out.stale = h.checked.load(Ordering::Relaxed) != m.generation;
+        out.reply = reply;
     }
 
     /// An ICMP error quoting `quoted`: related if that flow has a live entry.
     #[cold]
-    fn related(&self, quoted: &FlowId, m: &Moment<'_>, scale: u64) -> Seen {
-        let p = self.store.place(quoted);
-        let e = self.store.find(quoted, &p);
+    fn related(&self, quoted: &FlowId, p: &Place, m: &Moment<'_>, limits: &Limits) -> Seen {
+        let e = self.store.find(quoted, p);
         let live = self.store.hot.get(e as usize).is_some_and(|h| {
             let meta = h.meta.load(Ordering::Acquire);
-            !Self::expired(m, scale, meta, Tick(h.last.load(Ordering::Relaxed)))
+            m.now.since(Tick(h.last.load(Ordering::Relaxed))) <= limits.of(meta)
         });
         Seen::fixed(if live {
             FlowState::Related
@@ -528,7 +623,6 @@ impl FlowTable {
         match res {
             Ok((e, true)) => {
                 self.store.count(e, 0, seen.bytes);
-                self.created.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Ok((_, false)) => Ok(()),
@@ -566,7 +660,7 @@ impl FlowTable {
 
     fn sweep_from(&self, start: usize, buckets: usize, m: &Moment<'_>) -> usize {
         let total = self.store.bucket_count();
-        let scale = self.scale();
+        let limits = self.limits(m);
         let mut removed = 0;
         let mut entries = [0u32; SLOTS];
         for b in (start..start + buckets).map(|b| b % total) {
@@ -576,7 +670,7 @@ impl FlowTable {
                     continue;
                 };
                 let last = Tick(self.store.hot[e as usize].last.load(Ordering::Relaxed));
-                if Self::expired(m, scale, meta, last) && self.store.remove(e, &id, &self.store.place(&id)) {
+                if m.now.since(last) > limits.of(meta) && self.store.remove(e, &id, &self.store.place(&id)) {
                     removed += 1;
                 }
             }

@@ -1,41 +1,41 @@
-//! The flow table's storage: a bucketed hash index over two entry arrays,
-//! sized once, shared by every worker.
+//! The flow table's storage: entries that live in the slots of a bucketed
+//! hash index, sized once, shared by every worker.
 //!
-//! # Layout (about 118 bytes per flow of `max`)
+//! # Layout (at most 126 bytes per flow of `max`)
 //!
-//! * **Index**: buckets of one cache line, 15 slots of 32 bits each (an 8-bit
-//!   tag from the hash and a 24-bit entry number) and an overflow count.
-//!   There are `max / 11` buckets (about 73% full when the table is), in
-//!   shards of contiguous buckets; a key's home bucket is in its shard, and a
-//!   key that finds its home full goes to the next bucket of the shard, the
-//!   buckets it passes counting it in their overflow (F14's scheme: a lookup
-//!   stops at the first bucket with no overflow; nothing ever moves, so no
-//!   tombstones).
-//! * **Hot entries** (64 bytes, one line): the key (both addresses, both
-//!   ports, protocol, family), a meta word (TCP phase, FINs, which side
-//!   opened), last-seen tick, generation last checked, and per direction the
-//!   low bits of the packet and byte counts. Everything an established
-//!   frame reads or writes is on this line.
-//! * **Cold entries** (48 bytes): creation tick, creating generation and rule,
-//!   the opening frame and its context (for the re-check after a reload), the
-//!   counters' high bits, the free-list link.
+//! * **Tags**: per bucket 16 bytes, an overflow count and the 8-bit hash tags
+//!   of its 15 slots (0: empty), compared 8 at a time in a register. The
+//!   buckets are `max / 12.5` (the table is 83% full when `max` flows are in
+//!   it), 1.3 MB for a million flows, so they mostly stay in cache. A key's
+//!   home bucket is in its shard; a key that finds its home full takes a
+//!   slot of the next bucket of the shard, the buckets it passes counting it
+//!   in their overflow (F14's scheme: a lookup stops at the first bucket
+//!   with no overflow; nothing ever moves, so no tombstones).
+//! * **Hot entries** (64 bytes, one line, entry = bucket x 15 + slot): the
+//!   key (both addresses, both ports, protocol, family), a meta word (TCP
+//!   phase, FINs, which side opened), last-seen tick, generation last
+//!   checked, and per direction the low bits of the packet and byte counts.
+//!   Everything an established frame reads or writes is on this line: a
+//!   lookup costs one cache miss.
+//! * **Cold entries** (40 bytes, same numbering): creation tick, creating
+//!   generation and rule, the opening frame and its context (for the re-check
+//!   after a reload), the counters' high bits.
 //!
 //! # Concurrency
 //!
 //! Lookups take no lock: every field is an atomic read or written whole. A
-//! slot holds its tag and entry number in one word, so a lookup never sees
-//! half a slot; an entry is compared with the whole key before it is used,
-//! and an entry freed and reused while a lookup reads it either still holds
-//! the key (the lookup then ran before the removal) or fails the comparison.
-//! Inserting and removing take the lock of the key's shard (a spin lock that
-//! yields; never held across an allocation or a system call). Entries come
-//! from a lock-free free list (a Treiber stack whose head carries an ABA
-//! counter) and, until every entry has been used once, from a bump counter.
-//! The TCP phase changes by compare-and-swap, so FINs seen at once by two
-//! workers are both kept. Last-seen and the per-direction counters are plain
-//! stores: each direction of a flow is normally handled by one worker at a
-//! time (the kernel's fanout hashes a flow to one socket); when it is not,
-//! a count may miss an increment, never a verdict.
+//! bucket's tags are read as whole words; an entry is compared with the
+//! whole key before it is used, and an entry freed and reused while a lookup
+//! reads it either still holds the key (the lookup then ran before the
+//! removal) or fails the comparison. Inserting and removing take the lock of
+//! the key's shard (a spin lock that yields; never held across an allocation
+//! or a system call), and `active` is raised before an entry is made, so the
+//! table never holds more than `max`. The TCP phase changes by
+//! compare-and-swap, so FINs seen at once by two workers are both kept.
+//! Last-seen and the per-direction counters are plain stores: each direction
+//! of a flow is normally handled by one worker at a time (the kernel's fanout
+//! hashes a flow to one socket); when it is not, a count may miss an
+//! increment, never a verdict.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -45,11 +45,11 @@ use super::tcp::{Tcp, TcpPhase};
 
 /// Slots per bucket.
 pub(crate) const SLOTS: usize = 15;
-/// Entries per bucket at most `max`: 11 of 15 slots (73%).
-const FILL: usize = 11;
-/// Entry numbers are 24 bits.
-pub(crate) const ENTRY_BITS: u32 = 24;
-const ENTRY_MASK: u32 = (1 << ENTRY_BITS) - 1;
+/// Buckets per flow of `max`: 2 per 25 (12.5 flows in 15 slots, 83%).
+const FILL_NUM: usize = 2;
+const FILL_DEN: usize = 25;
+/// Buckets per shard at least (so a shard's fill stays near the table's).
+const SHARD_MIN_BUCKETS: usize = 256;
 /// No entry.
 pub(crate) const NONE: u32 = u32::MAX;
 
@@ -64,12 +64,77 @@ const META_FIN_RESPONDER: u32 = 1 << 17;
 const PKT_BITS: u32 = 24;
 const PKT_MASK: u64 = (1 << PKT_BITS) - 1;
 
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// A bit in the high bit of every byte of `x` that is zero (exact per byte).
+#[inline(always)]
+const fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// The high bits of the bytes of `m` (from [`zero_bytes`]) as an 8-bit mask, bit `i` for byte `i`.
+#[inline(always)]
+const fn byte_mask(m: u64) -> u32 {
+    (((m >> 7) & ONES).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+}
+
+/// One bucket of the index: byte 0 is the overflow count (how many keys
+/// whose home is this bucket or an earlier one live past it; it sticks at
+/// 255), bytes 1 to 15 the slots' tags. Only a holder of the shard's lock
+/// writes it (a whole word at a time); lookups read whole words.
 #[derive(Debug, Default)]
-#[repr(C, align(64))]
-pub(crate) struct Bucket {
-    /// How many keys whose home is this bucket or an earlier one live past it.
-    overflow: AtomicU32,
-    slots: [AtomicU32; SLOTS],
+#[repr(C, align(16))]
+pub(crate) struct Tags {
+    words: [AtomicU64; 2],
+}
+
+impl Tags {
+    #[inline]
+    fn overflow(&self) -> u32 {
+        self.words[0].load(Ordering::Acquire) as u8 as u32
+    }
+
+    fn byte(&self, i: usize) -> u8 {
+        self.words
+            .get(i / 8)
+            .map_or(0, |w| (w.load(Ordering::Acquire) >> (8 * (i % 8))) as u8)
+    }
+
+    /// Writes byte `i` (under the shard lock).
+    fn set_byte(&self, i: usize, v: u8) {
+        let Some(w) = self.words.get(i / 8) else { return };
+        let shift = 8 * (i % 8);
+        let old = w.load(Ordering::Relaxed);
+        w.store(old & !(0xff << shift) | (v as u64) << shift, Ordering::Release);
+    }
+
+    fn tag(&self, slot: usize) -> u8 {
+        self.byte(slot + 1)
+    }
+
+    fn set_tag(&self, slot: usize, tag: u8) {
+        self.set_byte(slot + 1, tag);
+    }
+
+    fn add_overflow(&self, up: bool) {
+        match (self.overflow(), up) {
+            (255, _) => {} // stuck: lookups go on past this bucket, which is always correct
+            (n, true) => self.set_byte(0, n as u8 + 1),
+            (0, false) => {}
+            (n, false) => self.set_byte(0, n as u8 - 1),
+        }
+    }
+
+    /// The slots whose tag is `tag`, as a bit set (bit `i`: slot `i`), without a branch.
+    #[inline]
+    fn matches(&self, tag: u8) -> u32 {
+        let pattern = tag as u64 * ONES;
+        let lo = byte_mask(zero_bytes(self.words[0].load(Ordering::Acquire) ^ pattern));
+        let hi = byte_mask(zero_bytes(self.words[1].load(Ordering::Acquire) ^ pattern));
+        // Byte 0 is the overflow count, not a slot.
+        ((lo | hi << 8) & !1) >> 1
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,8 +160,6 @@ pub(crate) struct Cold {
     opener: AtomicU64,
     /// Per direction: packet carries (units of 2^24) in the low half, byte carries (2^40) in the high.
     carry: [AtomicU32; 2],
-    next: AtomicU32,
-    _spare: AtomicU32,
 }
 
 /// Where a flow came from: what the table keeps to re-check it later.
@@ -221,21 +284,17 @@ pub(crate) struct Record {
     pub counts: [(u64, u64); 2],
 }
 
-/// The storage: index, entries, free list.
+/// The storage: tags, entries.
 pub(crate) struct Store {
     pub max: u32,
-    buckets: Box<[Bucket]>,
+    tags: Box<[Tags]>,
     pub hot: Box<[Hot]>,
     cold: Box<[Cold]>,
     locks: Box<[ShardLock]>,
     /// Buckets per shard.
     shard_len: usize,
     seed: [u64; 4],
-    /// Free list head: ABA counter in the high half, entry + 1 in the low (0: empty).
-    free: AtomicU64,
-    /// Entries handed out from the never-used end.
-    fresh: AtomicU32,
-    /// Entries in use.
+    /// Entries in use (raised before an entry is made, so never past `max`).
     pub active: AtomicU32,
 }
 
@@ -243,7 +302,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("max", &self.max)
-            .field("buckets", &self.buckets.len())
+            .field("buckets", &self.tags.len())
             .field("shards", &self.locks.len())
             .field("active", &self.active.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -251,49 +310,63 @@ impl std::fmt::Debug for Store {
 }
 
 /// A home bucket and a tag.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Place {
-    shard: usize,
-    home: usize,
-    tag: u32,
+    shard: u32,
+    home: u32,
+    tag: u8,
 }
 
 impl Place {
     /// The home bucket's index (for tests of the hash's spread).
     #[cfg(test)]
     pub fn home_bucket(&self) -> usize {
-        self.home
+        self.home as usize
     }
 }
 
 impl Store {
     /// Storage for `max` flows (1 to 2^24), every byte allocated now.
     pub fn new(max: u32, seed: [u64; 4]) -> Store {
-        let max = max.clamp(1, 1 << ENTRY_BITS);
-        let n = max as usize;
-        let buckets = n.div_ceil(FILL).max(1);
-        // Shards of at least 64 buckets (so a shard's load stays near the mean), at most 1024.
-        let want = (buckets / 64).max(1);
+        let max = max.clamp(1, 1 << 24);
+        let buckets = (max as usize * FILL_NUM).div_ceil(FILL_DEN).max(1);
+        let want = (buckets / SHARD_MIN_BUCKETS).max(1);
         let shards = (1usize << (usize::BITS - 1 - want.leading_zeros())).min(1024);
         let shard_len = buckets.div_ceil(shards);
         let buckets = shard_len * shards;
-        Store {
+        let entries = buckets * SLOTS;
+        let store = Store {
             max,
-            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
-            hot: (0..n).map(|_| Hot::default()).collect(),
-            cold: (0..n).map(|_| Cold::default()).collect(),
+            tags: (0..buckets).map(|_| Tags::default()).collect(),
+            hot: (0..entries).map(|_| Hot::default()).collect(),
+            cold: (0..entries).map(|_| Cold::default()).collect(),
             locks: (0..shards).map(|_| ShardLock::default()).collect(),
             shard_len,
             seed,
-            free: AtomicU64::new(0),
-            fresh: AtomicU32::new(0),
             active: AtomicU32::new(0),
+        };
+        store.prefault();
+        store
+    }
+
+    /// Writes every page of the table once, now: zeroed memory from the
+    /// allocator is mapped only when first written, and a data path must not
+    /// take those page faults (nor the table's memory grow under a flood).
+    fn prefault(&self) {
+        for t in self.tags.iter().step_by(4096 / size_of::<Tags>()) {
+            t.words[0].store(0, Ordering::Relaxed);
+        }
+        for h in self.hot.iter().step_by(4096 / size_of::<Hot>()) {
+            h.ports.store(0, Ordering::Relaxed);
+        }
+        for c in self.cold.iter().step_by(4096 / size_of::<Cold>()) {
+            c.created.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Bytes of the index and the entries.
+    /// Bytes of the tags and the entries.
     pub fn memory_bytes(&self) -> usize {
-        self.buckets.len() * size_of::<Bucket>()
+        self.tags.len() * size_of::<Tags>()
             + self.hot.len() * size_of::<Hot>()
             + self.cold.len() * size_of::<Cold>()
             + self.locks.len() * size_of::<ShardLock>()
@@ -301,7 +374,7 @@ impl Store {
 
     /// Buckets in the index.
     pub fn bucket_count(&self) -> usize {
-        self.buckets.len()
+        self.tags.len()
     }
 
     #[inline]
@@ -309,21 +382,21 @@ impl Store {
         let h = id.hash(&self.seed);
         let shard = ((((h >> 32) & 0xffff) * self.locks.len() as u64) >> 16) as usize;
         let within = (((h & 0xffff_ffff) * self.shard_len as u64) >> 32) as usize;
-        let tag = ((h >> 48) & 0xff) as u32;
+        let tag = (h >> 48) as u8;
         Place {
-            shard,
-            home: shard * self.shard_len + within,
+            shard: shard as u32,
+            home: (shard * self.shard_len + within) as u32,
             tag: if tag == 0 { 1 } else { tag },
         }
     }
 
-    /// Loads the home bucket's first word, so that the line is on its way
-    /// before the bucket is scanned (batches overlap their cache misses).
+    /// Loads the home bucket's tags, so that their line is on its way before
+    /// they are compared (batches overlap their cache misses).
     #[inline]
     pub fn touch_bucket(&self, p: &Place) -> u32 {
-        self.buckets
-            .get(p.home)
-            .map_or(0, |b| b.overflow.load(Ordering::Relaxed))
+        self.tags
+            .get(p.home as usize)
+            .map_or(0, |b| b.words[0].load(Ordering::Relaxed) as u32)
     }
 
     /// Loads an entry's first word (see [`Store::touch_bucket`]).
@@ -334,9 +407,27 @@ impl Store {
             .map_or(0, |h| h.ports.load(Ordering::Relaxed))
     }
 
+    /// Loads the lines of the entry a new flow of `p` would most likely take
+    /// (the home bucket's first free slot), so that opening it after the
+    /// policy has decided finds them in cache.
+    #[inline]
+    pub fn touch_free_slot(&self, p: &Place) -> u32 {
+        let Some(tags) = self.tags.get(p.home as usize) else {
+            return 0;
+        };
+        let free = tags.matches(0);
+        if free == 0 {
+            return 0;
+        }
+        let e = p.home as usize * SLOTS + free.trailing_zeros() as usize;
+        let hot = self.hot.get(e).map_or(0, |h| h.ports.load(Ordering::Relaxed));
+        let cold = self.cold.get(e).map_or(0, |c| c.created.load(Ordering::Relaxed));
+        hot ^ cold
+    }
+
     #[inline]
     fn next_bucket(&self, p: &Place, b: usize) -> usize {
-        let start = p.shard * self.shard_len;
+        let start = p.shard as usize * self.shard_len;
         if b + 1 >= start + self.shard_len {
             start
         } else {
@@ -362,13 +453,15 @@ impl Store {
     /// a guess to touch before [`Store::find`] confirms it.
     #[inline]
     pub fn first_candidate(&self, p: &Place) -> u32 {
-        let Some(b) = self.buckets.get(p.home) else {
-            return NONE;
-        };
-        for s in &b.slots {
-            let v = s.load(Ordering::Relaxed);
-            if v >> ENTRY_BITS == p.tag {
-                return v & ENTRY_MASK;
+        let mut b = p.home as usize;
+        for _ in 0..self.shard_len {
+            let Some(tags) = self.tags.get(b) else {
+                return NONE;
+            };
+            match tags.matches(p.tag) {
+                0 if tags.overflow() == 0 => return NONE,
+                0 => b = self.next_bucket(p, b),
+                m => return (b * SLOTS + m.trailing_zeros() as usize) as u32,
             }
         }
         NONE
@@ -377,75 +470,25 @@ impl Store {
     /// The entry holding `id`, if any.
     #[inline]
     pub fn find(&self, id: &FlowId, p: &Place) -> u32 {
-        let mut b = p.home;
+        let mut b = p.home as usize;
         for _ in 0..self.shard_len {
-            let Some(bucket) = self.buckets.get(b) else {
+            let Some(tags) = self.tags.get(b) else {
                 return NONE;
             };
-            for s in &bucket.slots {
-                let v = s.load(Ordering::Acquire);
-                if v >> ENTRY_BITS == p.tag && self.holds(v & ENTRY_MASK, id) {
-                    return v & ENTRY_MASK;
+            let mut m = tags.matches(p.tag);
+            while m != 0 {
+                let e = (b * SLOTS + m.trailing_zeros() as usize) as u32;
+                if self.holds(e, id) {
+                    return e;
                 }
+                m &= m - 1;
             }
-            if bucket.overflow.load(Ordering::Acquire) == 0 {
+            if tags.overflow() == 0 {
                 return NONE;
             }
             b = self.next_bucket(p, b);
         }
         NONE
-    }
-
-    fn pop_free(&self) -> Option<u32> {
-        let mut head = self.free.load(Ordering::Acquire);
-        loop {
-            let top = head as u32;
-            if top == 0 {
-                break;
-            }
-            let e = top - 1;
-            let next = self
-                .cold
-                .get(e as usize)
-                .map_or(0, |c| c.next.load(Ordering::Relaxed));
-            let new = (head >> 32).wrapping_add(1) << 32 | next as u64;
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(e),
-                Err(h) => head = h,
-            }
-        }
-        let f = self.fresh.load(Ordering::Relaxed);
-        if f >= self.max {
-            return None;
-        }
-        let f = self.fresh.fetch_add(1, Ordering::Relaxed);
-        if f < self.max {
-            Some(f)
-        } else {
-            self.fresh.fetch_sub(1, Ordering::Relaxed);
-            None
-        }
-    }
-
-    fn push_free(&self, e: u32) {
-        let Some(c) = self.cold.get(e as usize) else {
-            return;
-        };
-        let mut head = self.free.load(Ordering::Relaxed);
-        loop {
-            c.next.store(head as u32, Ordering::Relaxed);
-            let new = (head >> 32).wrapping_add(1) << 32 | (e as u64 + 1);
-            match self
-                .free
-                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(h) => head = h,
-            }
-        }
     }
 
     /// Makes an entry for `id` (the frame that opens it went `from_b` or not),
@@ -458,7 +501,7 @@ impl Store {
             ref origin,
             opener,
         } = *new;
-        let Some(lock) = self.locks.get(p.shard) else {
+        let Some(lock) = self.locks.get(p.shard as usize) else {
             return Err(InsertError::Full);
         };
         let _guard = lock.lock();
@@ -466,26 +509,32 @@ impl Store {
         if found != NONE {
             return Ok((found, false));
         }
-        let e = self.pop_free().ok_or(InsertError::Full)?;
+        if self.active.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return Err(InsertError::Full);
+        }
         // A free slot along the chain, counting the overflow of every full bucket passed.
-        let mut b = p.home;
+        let mut b = p.home as usize;
         let mut passed = 0;
         let mut slot = None;
         for _ in 0..self.shard_len {
-            let Some(bucket) = self.buckets.get(b) else { break };
-            if let Some(s) = bucket.slots.iter().find(|s| s.load(Ordering::Relaxed) == 0) {
-                slot = Some(s);
+            let Some(tags) = self.tags.get(b) else { break };
+            let free = tags.matches(0);
+            if free != 0 {
+                slot = Some((b, free.trailing_zeros() as usize));
                 break;
             }
             passed += 1;
             b = self.next_bucket(p, b);
         }
-        let Some(slot) = slot else {
+        let Some((b, i)) = slot else {
             // The shard is full (the rest of the table may not be): refuse as full.
-            self.push_free(e);
+            self.active.fetch_sub(1, Ordering::Relaxed);
             return Err(InsertError::Full);
         };
-        let (Some(h), Some(c)) = (self.hot.get(e as usize), self.cold.get(e as usize)) else {
+        let e = b * SLOTS + i;
+        let (Some(h), Some(c), Some(tags)) = (self.hot.get(e), self.cold.get(e), self.tags.get(b)) else {
+            self.active.fetch_sub(1, Ordering::Relaxed);
             return Err(InsertError::Full);
         };
         // Order the entry's new contents after its last owner's removal (see the module docs).
@@ -513,50 +562,40 @@ impl Store {
             meta = with_tcp(meta, t);
         }
         h.meta.store(meta, Ordering::Release);
-        let mut ob = p.home;
+        let mut ob = p.home as usize;
         for _ in 0..passed {
-            if let Some(bucket) = self.buckets.get(ob) {
-                bucket.overflow.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = self.tags.get(ob) {
+                t.add_overflow(true);
             }
             ob = self.next_bucket(p, ob);
         }
-        slot.store(p.tag << ENTRY_BITS | e, Ordering::Release);
-        self.active.fetch_add(1, Ordering::Relaxed);
-        Ok((e, true))
+        tags.set_tag(i, p.tag);
+        Ok((e as u32, true))
     }
 
     /// Removes entry `e` if it still holds `id` (a concurrent remover may have
     /// been first); returns whether this call removed it.
     pub fn remove(&self, e: u32, id: &FlowId, p: &Place) -> bool {
-        let Some(lock) = self.locks.get(p.shard) else {
+        let Some(lock) = self.locks.get(p.shard as usize) else {
             return false;
         };
         let guard = lock.lock();
-        let mut b = p.home;
-        let want = p.tag << ENTRY_BITS | e;
-        let mut passed = 0;
-        let mut hit = None;
-        for _ in 0..self.shard_len {
-            let Some(bucket) = self.buckets.get(b) else { break };
-            if let Some(s) = bucket.slots.iter().find(|s| s.load(Ordering::Relaxed) == want) {
-                hit = Some(s);
-                break;
-            }
-            if bucket.overflow.load(Ordering::Relaxed) == 0 {
-                break;
-            }
-            passed += 1;
-            b = self.next_bucket(p, b);
-        }
-        let Some(slot) = hit else { return false };
-        if !self.holds(e, id) {
+        let (b, i) = (e as usize / SLOTS, e as usize % SLOTS);
+        let Some(tags) = self.tags.get(b) else {
+            return false;
+        };
+        if tags.tag(i) != p.tag || !self.holds(e, id) {
             return false;
         }
-        slot.store(0, Ordering::Release);
-        let mut ob = p.home;
+        tags.set_tag(i, 0);
+        // The buckets between the key's home and its bucket counted it in their overflow.
+        let start = p.shard as usize * self.shard_len;
+        let passed = (b + self.shard_len - p.home as usize) % self.shard_len;
+        debug_assert!(b >= start && b < start + self.shard_len);
+        let mut ob = p.home as usize;
         for _ in 0..passed {
-            if let Some(bucket) = self.buckets.get(ob) {
-                bucket.overflow.fetch_sub(1, Ordering::Relaxed);
+            if let Some(t) = self.tags.get(ob) {
+                t.add_overflow(false);
             }
             ob = self.next_bucket(p, ob);
         }
@@ -565,20 +604,18 @@ impl Store {
         }
         drop(guard);
         self.active.fetch_sub(1, Ordering::Relaxed);
-        self.push_free(e);
         true
     }
 
-    /// The entry numbers in bucket `b` (for sweeps), into `out`; returns how many.
+    /// The entries in bucket `b` (for sweeps), into `out`; returns how many.
     pub fn bucket_entries(&self, b: usize, out: &mut [u32; SLOTS]) -> usize {
-        let Some(bucket) = self.buckets.get(b) else {
+        let Some(tags) = self.tags.get(b) else {
             return 0;
         };
         let mut n = 0;
-        for s in &bucket.slots {
-            let v = s.load(Ordering::Acquire);
-            if v != 0 {
-                out[n] = v & ENTRY_MASK;
+        for i in 0..SLOTS {
+            if tags.tag(i) != 0 {
+                out[n] = (b * SLOTS + i) as u32;
                 n += 1;
             }
         }
@@ -690,6 +727,15 @@ impl Store {
     }
 }
 
+/// Whether a TCP segment with `flags` leaves an entry's TCP state as it is
+/// (an established flow's data and ACKs: the common case, decided without
+/// computing the transition).
+#[inline]
+pub(crate) const fn steady(meta: u32, flags: u16) -> bool {
+    use super::tcp::{FIN, RST, SYN};
+    (meta & META_PHASE) >> META_PHASE_SHIFT == TcpPhase::Established as u32 && flags & (FIN | RST | SYN) == 0
+}
+
 /// The meta word with TCP state `t`.
 pub(crate) const fn with_tcp(meta: u32, t: Tcp) -> u32 {
     let m = meta & !(META_PHASE | META_FIN_OPENER | META_FIN_RESPONDER);
@@ -711,14 +757,48 @@ pub(crate) const fn tcp_of(meta: u32) -> Tcp {
 pub(crate) mod tests {
     use super::*;
 
+    pub(crate) fn entry() -> NewEntry {
+        NewEntry {
+            tcp: None,
+            now: Tick(0),
+            generation: 1,
+            origin: Origin::default(),
+            opener: Opener::default(),
+        }
+    }
+
     #[test]
     fn entries_fit_the_budget() {
         assert_eq!(size_of::<Hot>(), 64);
-        assert_eq!(size_of::<Cold>(), 48);
-        assert_eq!(size_of::<Bucket>(), 64);
-        let s = Store::new(1 << 20, [1, 2, 3, 4]);
-        let per_flow = s.memory_bytes() as f64 / (1 << 20) as f64;
-        assert!(per_flow <= 128.0, "{per_flow} bytes per flow");
+        assert_eq!(size_of::<Cold>(), 40);
+        assert_eq!(size_of::<Tags>(), 16);
+        for max in [1 << 20, 1 << 24, 1000, 100_000] {
+            let s = Store::new(max, [1, 2, 3, 4]);
+            let per_flow = s.memory_bytes() as f64 / max as f64;
+            assert!(per_flow <= 128.0, "max {max}: {per_flow} bytes per flow");
+        }
+    }
+
+    #[test]
+    fn tags_match_without_a_branch() {
+        let t = Tags::default();
+        t.set_tag(0, 7);
+        t.set_tag(6, 7);
+        t.set_tag(7, 9);
+        t.set_tag(14, 7);
+        t.set_byte(0, 7); // an overflow count equal to the tag is not a slot
+        assert_eq!(t.matches(7), 1 | 1 << 6 | 1 << 14);
+        assert_eq!(t.matches(9), 1 << 7);
+        assert_eq!(t.matches(0).count_ones(), 11);
+        assert_eq!(t.overflow(), 7);
+        for v in 0..=255u8 {
+            let x = u64::from_le_bytes([v, 0, 255, 1, 128, 127, v, 0x80]);
+            let want: u64 = (0..8)
+                .filter(|&i| x >> (8 * i) & 0xff == 0)
+                .map(|i| 0x80 << (8 * i))
+                .sum();
+            assert_eq!(zero_bytes(x), want, "{x:x}");
+        }
     }
 
     #[test]
@@ -733,16 +813,6 @@ pub(crate) mod tests {
         };
         assert_eq!(Opener::unpack(o.pack()), o);
         assert_eq!(Opener::unpack(Opener::default().pack()), Opener::default());
-    }
-
-    pub(crate) fn entry() -> NewEntry {
-        NewEntry {
-            tcp: None,
-            now: Tick(0),
-            generation: 1,
-            origin: Origin::default(),
-            opener: Opener::default(),
-        }
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! The flow table: established-flow lookups with a million flows, new flows
+//! per second, bytes per flow; and the cost of a stateful decision against
+//! a stateless one of the same frames.
+//!
+//! * `flows_lookup/established_1m`: 1,048,576 flows in a table of
+//!   `max = 1048576`; batches of 64 frames of established flows (TCP ACKs
+//!   and UDP replies, in a random order so every batch touches cold lines),
+//!   through `FlowTable::lookup_batch`. Median / 64 is the time per frame.
+//! * `flows_floor/random_lines_128m`: 64 independent loads of random lines
+//!   of 128 MB, the memory floor of this machine in the same run: a lookup
+//!   in a big table costs at least one such miss.
+//! * `flows_create/new_flows`: lookups and opens of new flows (64 per batch)
+//!   into a table of 4 M flows, replaced (untimed) when full.
+//! * `flows_policy/*`: the same 64 established frames of `rules/office.toml`
+//!   classified statelessly (`Policy::evaluate_batch`, the baseline) and
+//!   statefully (lookup, stamp the state, the same evaluation).
+//!
+//! Run: `cargo bench -p palisade-benches --bench flows`. Times are the bench
+//! thread's CPU time (the machine is shared); the bytes per flow are printed
+//! once at the start.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use palisade_benches::ThreadCpuTime;
+use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, Tick, Timeouts, LOOKUP_BATCH};
+use palisade_engine::policy::{Context, Decision, Policy, Route};
+use palisade_packet::{FlowKey, FlowState};
+
+const MILLION: u32 = 1 << 20;
+
+/// A deterministic generator (xorshift), so runs compare.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Flow `n`'s opening frame: LAN hosts 10.0.0.0/16 to WAN servers, TCP SYN or UDP.
+fn opener(n: u32) -> FlowKey {
+    let host = [10, 0, (n >> 8 & 0xff) as u8, (n & 0xff) as u8];
+    let server = [198, 51, (n >> 16 & 0x3f) as u8, 7 + (n >> 22 & 0x7) as u8];
+    let port = 1024 + (n >> 16) as u16;
+    let k = FlowKey::new().with_ipv4(host, server);
+    match n % 3 {
+        0 => k.with_proto(17).with_ports(port, 53),
+        _ => k.with_proto(6).with_ports(port, 443).with_tcp_flags(0x002),
+    }
+}
+
+/// A later frame of flow `n`: the reply for odd `n`, else the opener's next ACK.
+fn established(n: u32) -> FlowKey {
+    let o = opener(n);
+    let mut k = o;
+    if n % 2 == 1 {
+        k.src_ip = o.dst_ip;
+        k.dst_ip = o.src_ip;
+        k.src_port = o.dst_port;
+        k.dst_port = o.src_port;
+    }
+    if k.l4_proto == 6 {
+        k = k.with_tcp_flags(0x010);
+    }
+    k
+}
+
+fn filled_table(flows: u32, timeouts: &Timeouts) -> FlowTable {
+    let table = FlowTable::new(flows);
+    let m = Moment::new(Tick(0), 1, timeouts);
+    let mut seen = [Seen::default(); LOOKUP_BATCH];
+    let keys: Vec<FlowKey> = (0..flows).map(opener).collect();
+    for chunk in keys.chunks(LOOKUP_BATCH) {
+        table.lookup_batch(chunk, &[], &m, &mut seen);
+        for (s, k) in seen.iter().zip(chunk) {
+            table
+                .create(s, k, &Origin::default(), &m)
+                .expect("room for every flow");
+        }
+    }
+    assert_eq!(table.stats().active, flows as u64);
+    table
+}
+
+fn lookup(c: &mut Criterion<ThreadCpuTime>) {
+    let mut g = c.benchmark_group("flows_lookup");
+    g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    // 16 K flows fit the caches: the lookup's own work, against the 1 M flows' memory latency.
+    for (name, flows) in [("established_16k", 1 << 14), ("established_1m", MILLION)] {
+        let timeouts = Timeouts::default();
+        let table = filled_table(flows, &timeouts);
+        println!(
+            "flow table: max {flows}, {} bytes, {:.1} bytes per flow",
+            table.memory_bytes(),
+            table.memory_bytes() as f64 / flows as f64
+        );
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut order: Vec<u32> = (0..flows).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        }
+        let keys: Vec<FlowKey> = order.iter().map(|&n| established(n)).collect();
+        let m = Moment::new(Tick(1), 1, &timeouts);
+        let mut seen = [Seen::default(); LOOKUP_BATCH];
+        table.lookup_batch(&keys[..LOOKUP_BATCH], &[], &m, &mut seen);
+        assert!(seen.iter().all(|s| s.state == FlowState::Established));
+        let mut at = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                if at + LOOKUP_BATCH > keys.len() {
+                    at = 0;
+                }
+                table.lookup_batch(&keys[at..at + LOOKUP_BATCH], &[], &m, &mut seen);
+                at += LOOKUP_BATCH;
+                black_box(&seen);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The machine's floor: 64 independent loads from random lines of a 128 MB
+/// array (what one cache miss costs when 64 are in flight together).
+fn floor(c: &mut Criterion<ThreadCpuTime>) {
+    let lines = (128 << 20) / 64;
+    let memory: Vec<u64> = (0..lines * 8).map(|i| i as u64).collect();
+    let mut rng = Rng(3);
+    let picks: Vec<usize> = (0..1 << 22)
+        .map(|_| (rng.next() % lines as u64) as usize * 8)
+        .collect();
+    let mut g = c.benchmark_group("flows_floor");
+    g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    let mut at = 0;
+    g.bench_function("random_lines_128m", |b| {
+        b.iter(|| {
+            if at + LOOKUP_BATCH > picks.len() {
+                at = 0;
+            }
+            let mut sink = 0u64;
+            for &i in &picks[at..at + LOOKUP_BATCH] {
+                sink ^= memory[i];
+            }
+            at += LOOKUP_BATCH;
+            black_box(sink)
+        })
+    });
+    g.finish();
+}
+
+fn create(c: &mut Criterion<ThreadCpuTime>) {
+    let timeouts = Timeouts::default();
+    const TABLE: u32 = 4 << 20;
+    let keys: Vec<FlowKey> = (0..TABLE).map(opener).collect();
+    let mut g = c.benchmark_group("flows_create");
+    g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    g.bench_function("new_flows", |b| {
+        let mut table = FlowTable::new(TABLE);
+        let mut at = 0usize;
+        let mut seen = [Seen::default(); LOOKUP_BATCH];
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                if at + LOOKUP_BATCH > keys.len() {
+                    table = FlowTable::new(TABLE); // untimed: a fresh table
+                    at = 0;
+                }
+                let chunk = &keys[at..at + LOOKUP_BATCH];
+                let m = Moment::new(Tick(0), 1, &timeouts);
+                let t = ThreadCpuTime.start();
+                table.lookup_batch(chunk, &[], &m, &mut seen);
+                for (s, k) in seen.iter().zip(chunk) {
+                    let _ = black_box(table.create(s, k, &Origin::default(), &m));
+                }
+                spent += ThreadCpuTime.end(t);
+                if seen[0].state != FlowState::New {
+                    panic!("not a new flow: {:?}", seen[0]);
+                }
+                at += LOOKUP_BATCH;
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+/// `rules/office.toml`, the same established frames, stateless and stateful.
+fn policy(c: &mut Criterion<ThreadCpuTime>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/office.toml");
+    let loaded = palisade_rules::load(&path).expect("rules/office.toml");
+    let policy = Policy::compile(&loaded.ruleset).expect("compile");
+    let ctx = Context {
+        port: policy.port("lan1").unwrap(),
+        route: Some(Route {
+            from: policy.interface("lan").unwrap(),
+            to: policy.interface("wan").unwrap(),
+        }),
+    };
+    let timeouts = Timeouts::from(&loaded.ruleset.flows.timeouts);
+    let table = filled_table(MILLION, &timeouts);
+    // The opener's side of every flow (the context is lan1, routed lan -> wan), in a random order.
+    let mut rng = Rng(7);
+    let mut order: Vec<u32> = (0..MILLION / 2).map(|n| 2 * n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    let keys: Vec<FlowKey> = order.iter().map(|&n| established(n)).collect();
+    let m = Moment::new(Tick(1), 1, &timeouts);
+    let mut seen = [Seen::default(); LOOKUP_BATCH];
+    table.lookup_batch(&keys[..LOOKUP_BATCH], &[], &m, &mut seen);
+    assert!(seen.iter().all(|s| s.state == FlowState::Established));
+    let mut stamped = [FlowKey::new(); LOOKUP_BATCH];
+    let mut out = [Decision::default(); LOOKUP_BATCH];
+    let mut g = c.benchmark_group("flows_policy");
+    g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    let mut at = 0;
+    let mut next = || {
+        at = if at + 2 * LOOKUP_BATCH > keys.len() {
+            0
+        } else {
+            at + LOOKUP_BATCH
+        };
+        at
+    };
+    // Alternating, so both see the same machine state.
+    for run in 1..=2 {
+        g.bench_function(format!("stateless_evaluate_batch_run{run}"), |b| {
+            b.iter(|| {
+                let i = next();
+                policy.evaluate_batch(black_box(&keys[i..i + LOOKUP_BATCH]), &ctx, &mut out);
+                black_box(&out);
+            })
+        });
+        g.bench_function(format!("stateful_lookup_and_evaluate_run{run}"), |b| {
+            b.iter(|| {
+                let i = next();
+                let batch = black_box(&keys[i..i + LOOKUP_BATCH]);
+                table.lookup_batch(batch, &[], &m, &mut seen);
+                for ((s, k), o) in stamped.iter_mut().zip(batch).zip(&seen) {
+                    *s = k.with_flow_state(o.state);
+                }
+                policy.evaluate_batch(&stamped, &ctx, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .with_measurement(ThreadCpuTime)
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    targets = floor, lookup, create, policy
+}
+criterion_main!(benches);
