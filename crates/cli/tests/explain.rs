@@ -131,10 +131,22 @@ fn ipv6_icmp_and_flags() {
         "wan0",
         "--route",
         "wan:lan",
-        "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags syn,ack",
+        "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags syn,ack state established",
     ]);
     assert_eq!(v["verdict"], "permit");
     assert_eq!(v["stages"][3]["rule"], "replies");
+    // The same SYN-ACK with no flow behind it (the state explain assumes): invalid, denied.
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "tcp 198.51.100.7:443 -> 10.0.10.5:40000 flags syn,ack",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["state"].as_str()),
+        (Some("deny"), Some("invalid"))
+    );
     let v = json(&[
         "--port",
         "wan0",

@@ -51,7 +51,7 @@ pub(crate) const TOTAL_WIDTH: u32 = 4;
 
 /// Every stage that can decide a frame, in the order of the stage counters
 /// (two slots each: permitted, denied).
-pub(crate) const STAGES: [Stage; 10] = [
+pub(crate) const STAGES: [Stage; 11] = [
     Stage::Rescue,
     Stage::Malformed,
     Stage::VlanFilter,
@@ -62,6 +62,7 @@ pub(crate) const STAGES: [Stage; 10] = [
     Stage::RoutedAclOut,
     Stage::VlanAclOut,
     Stage::Passed,
+    Stage::FlowsFull,
 ];
 
 /// The position of `stage` in [`STAGES`] (exhaustive: a new stage must be placed here).
@@ -78,7 +79,19 @@ pub(crate) const fn stage_index(stage: Stage) -> u32 {
         Stage::RoutedAclOut => 7,
         Stage::VlanAclOut => 8,
         Stage::Passed => 9,
+        Stage::FlowsFull => 10,
     }
+}
+
+/// Identity of the frames whose flow state was `invalid`, and (next slot)
+/// of the frames denied at stage `flows-full`.
+pub(crate) const FLOWS_IDENTITY: &str = "flows";
+
+/// Identity of a port or L3 interface name in the engine's flow-name
+/// registry (not a counter): its number is how a flow entry keeps its
+/// opening frame's context.
+pub(crate) fn context_identity(kind: &str, name: &str) -> String {
+    format!("context\u{0}{kind}\u{0}{name}")
 }
 
 /// Identity of a rescue rule.
@@ -161,6 +174,16 @@ impl SlotRegistry {
     pub(crate) fn high(&self) -> u32 {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).next
     }
+
+    /// The identity that holds `slot`, if any (control path: scans the registry).
+    pub(crate) fn identity_of(&self, slot: u32) -> Option<String> {
+        let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .map
+            .iter()
+            .find(|(_, &(s, _))| s == slot)
+            .map(|(k, _)| k.clone())
+    }
 }
 
 /// Where one binding's three counters live.
@@ -184,6 +207,8 @@ pub(crate) struct Layout {
     pub total: u32,
     /// Frames per deciding stage: `+2i` permitted and `+2i+1` denied by `STAGES[i]`.
     pub stages: u32,
+    /// Frames whose flow state was `invalid`; `+1` frames denied at stage `flows-full`.
+    pub flows: u32,
     /// One past the highest slot used.
     pub len: usize,
     /// The identities of every slot above (what keeps them from being freed).
@@ -192,7 +217,9 @@ pub(crate) struct Layout {
 
 impl Layout {
     pub(crate) fn fix_len(&mut self) {
-        let mut max = (self.total + TOTAL_WIDTH).max(self.stages + 2 * STAGES.len() as u32);
+        let mut max = (self.total + TOTAL_WIDTH)
+            .max(self.stages + 2 * STAGES.len() as u32)
+            .max(self.flows + 2);
         for v in &self.acl_rules {
             for &s in v {
                 max = max.max(s + RULE_WIDTH);

@@ -24,9 +24,10 @@ use palisade_rules::Digest;
 
 use crate::counters::{add, bump, stage_index, Layout, Shard, ShardSet, SlotRegistry};
 use crate::events::{ControlEvent, EventKind, EventSink, Outcome as EventOutcome};
+use crate::flow::{Clock, SystemClock};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Companion, Kept, KeptError, KeptInfo, Outcome, Store, StoreError};
-use crate::policy::{Context, Decision, RuleRef, Stage, Verdict};
+use crate::policy::{Context, Decision, RuleRef, Stage, StageEvent, Verdict};
 use crate::reload::{self, fault, Candidate, ReloadError, ReloadOptions, ReloadStage};
 use crate::status::{self, LastReload, Status};
 
@@ -54,6 +55,9 @@ pub struct EngineOptions {
     /// (default false: boot runs the generation that was active and confirmed
     /// when the engine stopped, and the config seeds only an empty state directory).
     pub boot_from_config: bool,
+    /// The flow table's clock (default: the system's monotonic clock); tests inject a
+    /// [`crate::flow::ManualClock`].
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for EngineOptions {
@@ -63,6 +67,7 @@ impl Default for EngineOptions {
             durable: true,
             memory_cap: crate::policy::DEFAULT_MEMORY_CAP,
             boot_from_config: false,
+            clock: None,
         }
     }
 }
@@ -237,7 +242,13 @@ pub(crate) struct Inner {
     /// read by status without it.
     unpersisted_confirm: Mutex<Option<(u64, String)>>,
     config_seen: Mutex<ConfigSeen>,
-    registry: SlotRegistry,
+    pub(crate) registry: SlotRegistry,
+    /// Stable numbers of the names a flow entry keeps (its opening rule, port
+    /// and interfaces; see [`crate::stateful::FlowPlan`]). Apart from the
+    /// counter slots and never freed: a kept flow's number must keep its
+    /// name however many generations come and go. It holds only the
+    /// `keep_state` rules, ports and interfaces of stateful generations.
+    pub(crate) flow_names: SlotRegistry,
     /// The all-frames and per-stage counter slots, counted with no rules too.
     pub(crate) base: Layout,
     memory_cap: usize,
@@ -248,6 +259,11 @@ pub(crate) struct Inner {
     pub(crate) config: PathBuf,
     /// Where control events go (see [`crate::events`]).
     events: Mutex<Option<EventSink>>,
+    /// The flow table, kept across generations (see [`crate::stateful`]).
+    pub(crate) flow_table: Mutex<Option<Arc<crate::flow::FlowTable>>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Stops the flow sweeper.
+    pub(crate) flows_stop: std::sync::atomic::AtomicBool,
 }
 
 /// The Palisade engine: one active generation, a reload pipeline, a state
@@ -288,6 +304,7 @@ pub(crate) struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
     watchdog: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -349,12 +366,16 @@ impl Engine {
             config_seen: Mutex::new(ConfigSeen::default()),
             base: reload::base_layout(&registry),
             registry,
+            flow_names: SlotRegistry::default(),
             memory_cap: options.memory_cap,
             durable: options.durable,
             shards: ShardSet::default(),
             store,
             config: config.to_path_buf(),
             events: Mutex::new(None),
+            flow_table: Mutex::new(None),
+            clock: options.clock.unwrap_or_else(|| Arc::new(SystemClock::default())),
+            flows_stop: std::sync::atomic::AtomicBool::new(false),
         });
         let report = inner.boot(options.boot_from_config);
         inner.refresh_kept();
@@ -365,7 +386,21 @@ impl Engine {
                 .spawn(move || inner.watchdog())
                 .ok()
         };
-        Ok((Engine { inner, watchdog }, report))
+        let sweeper = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("palisade-flows".into())
+                .spawn(move || crate::stateful::sweeper(&inner))
+                .ok()
+        };
+        Ok((
+            Engine {
+                inner,
+                watchdog,
+                sweeper,
+            },
+            report,
+        ))
     }
 
     /// Runs the whole pipeline on `source` and, if every stage passes, makes it
@@ -530,6 +565,7 @@ impl Engine {
             loaded_at: cur.loaded_at,
             confirm_deadline: None,
             rules: cur.rules.clone(),
+            flows: cur.flows.clone(),
         }));
         drop(cur);
         retire(&mut ctl, old);
@@ -678,6 +714,16 @@ impl Engine {
     pub fn handle(&self) -> WorkerHandle {
         WorkerHandle::new(Arc::clone(&self.inner))
     }
+
+    /// Every flow of the flow table, named (see [`crate::stateful`]).
+    pub fn flows(&self) -> Vec<crate::stateful::FlowEntry> {
+        crate::stateful::list(&self.inner)
+    }
+
+    /// The flow table's counters (`None` while no generation has kept state).
+    pub fn flow_stats(&self) -> Option<crate::flow::FlowStats> {
+        crate::stateful::stats(&self.inner)
+    }
 }
 
 impl Drop for Engine {
@@ -687,10 +733,24 @@ impl Drop for Engine {
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
         }
+        self.inner
+            .flows_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.sweeper.take() {
+            s.thread().unpark();
+            let _ = s.join();
+        }
     }
 }
 
 impl Inner {
+    /// Gives a compiled generation its counter slots and, when it keeps
+    /// state, its flow plan (under the control lock, just before it is published).
+    fn place(&self, compiled: &mut Compiled) {
+        compiled.layout = reload::layout(&compiled.policy, &self.registry);
+        compiled.flows = crate::stateful::FlowPlan::of(&compiled.policy, &compiled.ruleset, &self.flow_names);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -927,7 +987,7 @@ impl Inner {
                 let c = &cand.compiled;
                 reload::check_rescue(&c.source, &c.ruleset, c.rescue_fingerprint, active, opts)?;
                 let mut compiled = cand.compiled;
-                compiled.layout = reload::layout(&compiled.policy, &self.registry);
+                self.place(&mut compiled);
                 (Arc::new(compiled), cand.warnings)
             }
             Ready::InMemory(c) => (c, Vec::new()),
@@ -1196,6 +1256,8 @@ impl Inner {
         fault(opts, ReloadStage::Audit)?;
 
         let file = ch.file.clone();
+        // The flows are re-checked under the new generation like after a reload.
+        let flows = crate::stateful::FlowPlan::of(&policy, &ch.loaded.ruleset, &self.flow_names);
         let compiled = Arc::new(Compiled {
             policy,
             ruleset: ch.loaded.ruleset.clone(),
@@ -1206,6 +1268,7 @@ impl Inner {
             source: c.source.clone(),
             rescue_fingerprint: c.rescue_fingerprint,
             layout: c.layout.clone(),
+            flows,
         });
         self.progress(RELOAD, label, Some(ReloadStage::Persist));
         let mut ctl = self.lock();
@@ -1467,7 +1530,7 @@ impl Inner {
             match built {
                 Ok(cand) => {
                     let mut compiled = cand.compiled;
-                    compiled.layout = reload::layout(&compiled.policy, &self.registry);
+                    self.place(&mut compiled);
                     let compiled = Arc::new(compiled);
                     let newest = first && newest_refused < info.generation && report.config_error.is_none();
                     let state = match newest {
@@ -1543,12 +1606,14 @@ impl Inner {
         state: GenerationState,
         confirm_deadline: Option<u64>,
     ) {
+        let flows = crate::stateful::table_for(self, rules.as_deref());
         let old = self.current.swap(Arc::new(Generation {
             number,
             state,
             loaded_at: unix_now(),
             confirm_deadline,
             rules: rules.clone(),
+            flows,
         }));
         let same = match (&old.rules, &rules) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -1725,6 +1790,7 @@ pub struct WorkerHandle {
     inner: Arc<Inner>,
     shard: Arc<Shard>,
     cells: Arc<Box<[AtomicU64]>>,
+    scratch: crate::stateful::FlowScratch,
 }
 
 impl Clone for WorkerHandle {
@@ -1743,7 +1809,12 @@ impl WorkerHandle {
     fn new(inner: Arc<Inner>) -> Self {
         let shard = inner.shards.add();
         let cells = shard.cells();
-        WorkerHandle { inner, shard, cells }
+        WorkerHandle {
+            inner,
+            shard,
+            cells,
+            scratch: crate::stateful::FlowScratch::default(),
+        }
     }
 
     /// Starts a batch: loads the current snapshot once; every key classified
@@ -1764,6 +1835,8 @@ impl WorkerHandle {
             gen,
             cells: &self.cells,
             base: &self.inner.base,
+            inner: &self.inner,
+            scratch: &mut self.scratch,
         }
     }
 
@@ -1781,10 +1854,12 @@ impl WorkerHandle {
 
 /// One batch's pinned snapshot (see [`WorkerHandle::batch`]).
 pub struct Batch<'h> {
-    gen: Guard<Arc<Generation>>,
-    cells: &'h [AtomicU64],
+    pub(crate) gen: Guard<Arc<Generation>>,
+    pub(crate) cells: &'h [AtomicU64],
     /// Where frames are counted when the snapshot has no rules.
     base: &'h Layout,
+    pub(crate) inner: &'h Inner,
+    pub(crate) scratch: &'h mut crate::stateful::FlowScratch,
 }
 
 impl Batch<'_> {
@@ -1802,10 +1877,13 @@ impl Batch<'_> {
 
     /// Classifies `keys` into `out` (only `min(keys.len(), out.len())` written)
     /// and counts. With no rules every frame is denied. Byte counters are not
-    /// advanced: [`Batch::classify_frames`] is the same with frame lengths.
+    /// advanced: [`Batch::classify_frames`] is the same with frame lengths. A
+    /// stateful generation finds each key's flow state first: without the
+    /// frames' bytes, ICMP queries and errors are then `invalid`
+    /// ([`Batch::classify_tracked`] takes them).
     #[inline]
     pub fn classify(&mut self, keys: &[FlowKey], ctx: &Context, out: &mut [Decision]) {
-        self.classify_frames(keys, &[], ctx, out);
+        self.classify_with(keys, &[], &[], ctx, out, &mut []);
     }
 
     /// [`Batch::classify`] for frames whose lengths are known: `lens[i]` is
@@ -1834,6 +1912,18 @@ impl Batch<'_> {
     /// ```
     #[inline]
     pub fn classify_frames(&mut self, keys: &[FlowKey], lens: &[usize], ctx: &Context, out: &mut [Decision]) {
+        self.classify_with(keys, lens, &[], ctx, out, &mut []);
+    }
+
+    /// [`Batch::classify_frames`] without flow state: each key as it is.
+    #[inline]
+    pub(crate) fn classify_stateless(
+        &mut self,
+        keys: &[FlowKey],
+        lens: &[usize],
+        ctx: &Context,
+        out: &mut [Decision],
+    ) {
         let cells = self.cells;
         let Some(c) = self.gen.rules.as_deref() else {
             // No rules: every frame denied, and counted.
@@ -1952,4 +2042,40 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     std::fs::metadata(path)
         .ok()
         .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Counts one ACL's evaluation: its binding's counters, its rule's hits and bytes.
+#[inline]
+pub(crate) fn count_event(cells: &[AtomicU64], layout: &Layout, ev: &StageEvent, len: u64) {
+    if let Some(b) = layout.bindings.get(ev.binding as usize) {
+        bump(cells, b.base);
+        bump(cells, b.base + if ev.verdict == Verdict::Permit { 1 } else { 2 });
+    }
+    if let Some(rules) = layout.acl_rules.get(ev.acl as usize) {
+        let slot = match ev.rule {
+            RuleRef::Rule(i) => rules.get(i as usize),
+            RuleRef::Default => rules.last(),
+            _ => None,
+        };
+        if let Some(&s) = slot {
+            bump(cells, s);
+            add(cells, s + 1, len);
+        }
+    }
+}
+
+/// Counts a frame's decision: its rescue rule's hits and bytes, the totals, its stage.
+#[inline]
+pub(crate) fn count_decision(cells: &[AtomicU64], layout: &Layout, d: &Decision, len: u64) {
+    if let RuleRef::Rescue(i) = d.rule {
+        if let Some(&s) = layout.rescue.get(i as usize) {
+            bump(cells, s);
+            add(cells, s + 1, len);
+        }
+    }
+    let denied = u32::from(d.verdict != Verdict::Permit);
+    bump(cells, layout.total);
+    bump(cells, layout.total + 1 + denied);
+    add(cells, layout.total + 3, len);
+    bump(cells, layout.stages + 2 * stage_index(d.stage) + denied);
 }

@@ -67,6 +67,8 @@ pub(crate) struct Compiled {
     /// Fingerprint of the `[[rescue]]` rules, to refuse silent changes.
     pub rescue_fingerprint: Digest,
     pub layout: Layout,
+    /// How its frames' flows are tracked (`None`: no rule is stateful).
+    pub flows: Option<crate::stateful::FlowPlan>,
 }
 
 /// One immutable snapshot: what the data path enforces and status reports.
@@ -77,6 +79,9 @@ pub struct Generation {
     pub(crate) loaded_at: u64,
     pub(crate) confirm_deadline: Option<u64>,
     pub(crate) rules: Option<Arc<Compiled>>,
+    /// The flow table, shared with the generations before and after it,
+    /// when its rules are stateful.
+    pub(crate) flows: Option<Arc<crate::flow::FlowTable>>,
 }
 
 impl Generation {
@@ -87,6 +92,7 @@ impl Generation {
             loaded_at: crate::lkg::unix_now(),
             confirm_deadline: None,
             rules: None,
+            flows: None,
         }
     }
 

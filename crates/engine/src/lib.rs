@@ -52,6 +52,7 @@ pub mod lkg;
 pub mod policy;
 pub mod reload;
 mod setfile;
+pub mod stateful;
 pub mod status;
 
 pub use engine::{

@@ -170,6 +170,9 @@ pub enum Stage {
     VlanAclOut,
     /// No stage had an ACL on the frame's path; permitted.
     Passed,
+    /// A new flow that a `keep_state` rule opened found the flow table full:
+    /// the frame is denied (and counted) rather than passed without state.
+    FlowsFull,
 }
 
 impl Stage {
@@ -190,6 +193,7 @@ impl Stage {
             Stage::RoutedAclOut => "racl-out",
             Stage::VlanAclOut => "vacl-out",
             Stage::Passed => "none",
+            Stage::FlowsFull => "flows-full",
         }
     }
 }
@@ -402,6 +406,8 @@ const VLANS: usize = 4096;
 struct CompiledAcl {
     classifier: Arc<BoxedClassifier>,
     actions: Box<[Verdict]>,
+    /// Per rule: `keep_state = true`.
+    keep_state: Box<[bool]>,
     default: Verdict,
 }
 
@@ -429,6 +435,8 @@ struct InterfaceEntry {
 /// the policy and replaces one set).
 #[derive(Clone)]
 pub struct Policy {
+    /// Some rule keeps state or matches a flow state.
+    stateful: bool,
     malformed: Verdict,
     rescue: Arc<BoxedClassifier>,
     rescue_ids: Vec<String>,
@@ -578,6 +586,7 @@ impl Policy {
             acls.push(CompiledAcl {
                 classifier: Arc::new(classifier),
                 actions: a.rules.iter().map(|r| Verdict::from(r.action)).collect(),
+                keep_state: a.rules.iter().map(|r| r.keep_state).collect(),
                 default: a.default.into(),
             });
             acl_info.push(AclInfo {
@@ -657,7 +666,14 @@ impl Policy {
             .map_err(|cause| err(None, format!("rescue rules: {cause}")))?;
         charge(None, &rescue)?;
 
+        let stateful = rs
+            .acls
+            .iter()
+            .flat_map(|a| &a.rules)
+            .any(|r| r.keep_state || r.matcher.state.is_some())
+            || rs.rescue.iter().any(|r| r.matcher.state.is_some());
         Ok(Policy {
+            stateful,
             malformed: rs.defaults.malformed.into(),
             rescue: Arc::new(rescue),
             rescue_ids,
@@ -707,6 +723,26 @@ impl Policy {
             }),
         };
         Ok(Context { port, route })
+    }
+
+    /// Whether some rule keeps state or matches a flow state: frames then need
+    /// their flow state found before they are evaluated (see [`crate::flow`]).
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
+    /// Whether the rule `rule` of ACL `acl` has `keep_state = true` (never for a default).
+    #[inline]
+    pub fn keeps_state(&self, acl: AclId, rule: RuleRef) -> bool {
+        match rule {
+            RuleRef::Rule(i) => self
+                .acls
+                .get(acl as usize)
+                .and_then(|a| a.keep_state.get(i as usize))
+                .copied()
+                .unwrap_or(false),
+            _ => false,
+        }
     }
 
     /// The id of the port named `name`.

@@ -232,6 +232,8 @@ pub(crate) fn build(
             source: file.to_string(),
             rescue_fingerprint,
             layout: Layout::default(),
+            // Set with the layout, when the generation is placed in an engine.
+            flows: None,
         },
         warnings,
     })
@@ -530,12 +532,14 @@ pub(crate) fn layout(policy: &Policy, registry: &SlotRegistry) -> Layout {
         counters::STAGES_IDENTITY.to_string(),
         2 * counters::STAGES.len() as u32,
     );
+    let flows = slot(counters::FLOWS_IDENTITY.to_string(), 2);
     let mut l = Layout {
         acl_rules,
         rescue,
         bindings,
         total,
         stages,
+        flows,
         len: 0,
         identities: identities.into(),
     };

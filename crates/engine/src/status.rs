@@ -73,6 +73,9 @@ pub struct Status {
     /// Every named set of the generation, in file order.
     #[serde(default)]
     pub sets: Vec<SetStatus>,
+    /// The flow table (`null` while no generation has kept state).
+    #[serde(default)]
+    pub flows: Option<FlowsStatus>,
 }
 
 fn yes() -> bool {
@@ -132,6 +135,27 @@ pub struct SetStatus {
     pub file: Option<String>,
     /// SHA-256 of the file's bytes in this generation (`null` without one).
     pub file_digest: Option<String>,
+}
+
+/// The flow table's counters, and the frames its states decided.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsStatus {
+    /// Entries in use.
+    pub active: u64,
+    /// Capacity (`[flows] max`).
+    pub max: u64,
+    /// Flows opened.
+    pub created: u64,
+    /// Flows removed after their idle timeout.
+    pub expired: u64,
+    /// New flows refused because the table was full.
+    pub refused: u64,
+    /// Flows cut because a new generation's rules would not open them.
+    pub cut: u64,
+    /// Frames whose flow state was `invalid` (counted like a rule, by identity).
+    pub invalid_frames: u64,
+    /// Frames denied at stage `flows-full`.
+    pub full_frames: u64,
 }
 
 /// Evaluated / permitted / denied frame counts.
@@ -312,6 +336,15 @@ pub(crate) fn build(inner: &Inner) -> Status {
         kept,
         kept_refused,
         sets: Vec::new(),
+        flows: crate::stateful::stats(inner).map(|f| FlowsStatus {
+            active: f.active,
+            max: f.max,
+            created: f.created,
+            expired: f.expired,
+            refused: f.refused,
+            cut: f.cut,
+            ..FlowsStatus::default()
+        }),
     };
     let stage_counts = |totals: &[u64], base: u32| {
         let at = |slot: usize| totals.get(slot).copied().unwrap_or(0);
@@ -353,6 +386,10 @@ pub(crate) fn build(inner: &Inner) -> Status {
         .collect();
     let totals = inner.shards.totals(c.layout.len);
     let at = |slot: u32| totals.get(slot as usize).copied().unwrap_or(0);
+    if let Some(f) = status.flows.as_mut() {
+        f.invalid_frames = at(c.layout.flows);
+        f.full_frames = at(c.layout.flows + 1);
+    }
     let counts = |base: u32| Counts {
         evaluated: at(base),
         permitted: at(base + 1),

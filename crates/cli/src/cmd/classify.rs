@@ -8,6 +8,12 @@
 //! `id`, its 1-based index `#N`, `default`, a rescue rule's id, or empty
 //! (JSON: null). A summary goes to stderr.
 //!
+//! A rule set that keeps or matches flow state is classified as the data
+//! path would: the frames go in order through a flow table of `[flows] max`
+//! entries (at most one per frame), so a reply after the frame that opened
+//! its flow is `established`. The capture's timestamps are not read: no
+//! flow expires during a run.
+//!
 //! Exit codes: 0 every frame classified, 1 the rule file is invalid,
 //! 2 usage (unknown port or interface) or an unreadable capture.
 
@@ -15,7 +21,8 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_engine::policy::{Context, Decision, Policy, UnknownName, Verdict};
+use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, Tick, Timeouts};
+use palisade_engine::policy::{Context, Decision, Policy, RuleRef, Stage, UnknownName, Verdict};
 
 use crate::capture;
 use crate::cmd::check::load_policy;
@@ -124,9 +131,37 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// One frame through the flow table and the policy, as the engine's data path does it.
+fn stateful(
+    policy: &Policy,
+    table: &FlowTable,
+    timeouts: &Timeouts,
+    frame: &[u8],
+    key: &palisade_packet::FlowKey,
+    ctx: &Context,
+) -> Decision {
+    let m = Moment::new(Tick(0), 1, timeouts);
+    let mut seen = [Seen::default()];
+    table.lookup_batch(std::slice::from_ref(key), &[frame], &m, &mut seen);
+    let mut keep = false;
+    let d = policy.evaluate_traced(&key.with_flow_state(seen[0].state), ctx, |ev| {
+        keep |= ev.verdict == Verdict::Permit && policy.keeps_state(ev.acl, ev.rule);
+    });
+    let opens = keep && d.verdict == Verdict::Permit;
+    if opens && table.create(&seen[0], key, &Origin::default(), &m).is_err() {
+        return Decision {
+            verdict: Verdict::Deny,
+            stage: Stage::FlowsFull,
+            acl: None,
+            rule: RuleRef::None,
+        };
+    }
+    d
+}
+
 /// Runs `palisade classify`.
 pub fn run(args: Args) -> ExitCode {
-    let (_loaded, policy) = match load_policy(&args.rules) {
+    let (loaded, policy) = match load_policy(&args.rules) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -146,12 +181,26 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     let (mut permit, mut deny) = (0u64, 0u64);
+    let flows = match policy.is_stateful() {
+        true => {
+            let frames = capture::for_each_frame(&args.capture, |_| {}).unwrap_or(0);
+            let max = (frames.min(u64::from(u32::MAX)) as u32).clamp(1, loaded.ruleset.flows.max);
+            Some((
+                FlowTable::new(max),
+                Timeouts::from(&loaded.ruleset.flows.timeouts),
+            ))
+        }
+        false => None,
+    };
     let res = capture::for_each_frame(&args.capture, |frame| {
         if write_err.is_some() {
             return;
         }
         let key = palisade_packet::parse(frame.data);
-        let d = policy.evaluate(&key, &ctx);
+        let d = match &flows {
+            None => policy.evaluate(&key, &ctx),
+            Some((table, timeouts)) => stateful(&policy, table, timeouts, frame.data, &key, &ctx),
+        };
         match d.verdict {
             Verdict::Permit => permit += 1,
             Verdict::Deny => deny += 1,

@@ -249,6 +249,18 @@ fn render_status(st: &Status) -> String {
         "frames     {} evaluated, {} permitted, {} denied",
         f.evaluated, f.permitted, f.denied
     );
+    if let Some(fl) = &st.flows {
+        let _ = writeln!(
+            o,
+            "flows      {} active of {} max; {} created, {} expired, {} refused (table full), {} cut by reloads",
+            fl.active, fl.max, fl.created, fl.expired, fl.refused, fl.cut
+        );
+        let _ = writeln!(
+            o,
+            "           frames: {} invalid, {} denied at flows-full",
+            fl.invalid_frames, fl.full_frames
+        );
+    }
     let _ = writeln!(o, "rescue     {} rule(s)", st.rescue);
     for set in &st.sets {
         let file = match (&set.file, &set.file_digest) {

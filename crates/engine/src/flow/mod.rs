@@ -679,6 +679,26 @@ impl FlowTable {
         removed
     }
 
+    /// Buckets in the table's index (a [`FlowTable::sweep`] round is this many).
+    pub fn bucket_count(&self) -> usize {
+        self.store.bucket_count()
+    }
+
+    /// Takes in the live flows of `old` (a table of another size), most
+    /// recently active first while there is room; returns how many. Control
+    /// path: allocates, reads the whole of `old`; flows `old` still gets while
+    /// this runs may be missed.
+    pub fn adopt(&self, old: &FlowTable, now: Tick) -> usize {
+        let mut records = Vec::new();
+        let mut entries = [0u32; SLOTS];
+        for b in 0..old.store.bucket_count() {
+            let n = old.store.bucket_entries(b, &mut entries);
+            records.extend(entries[..n].iter().filter_map(|&e| old.store.record(e)));
+        }
+        records.sort_by_key(|r| now.since(r.last));
+        records.iter().filter(|r| self.store.insert_record(r)).count()
+    }
+
     /// The opening frame and origin of an established frame's flow, for a re-check.
     pub fn opening(&self, seen: &Seen) -> Option<Opening> {
         if !seen.has_entry() {

@@ -671,6 +671,37 @@ impl Store {
         })
     }
 
+    /// Copies a record of another table in (a resize): its key, state,
+    /// times, origin and counts. Returns whether there was room.
+    pub fn insert_record(&self, r: &Record) -> bool {
+        let id = FlowId {
+            from_b: r.opener_from_b,
+            ..r.id
+        };
+        let p = self.place(&id);
+        let new = NewEntry {
+            tcp: Some(r.tcp).filter(|t| t.phase != TcpPhase::None),
+            now: r.created,
+            generation: r.checked,
+            origin: r.origin,
+            opener: r.opener,
+        };
+        let Ok((e, true)) = self.insert(&id, &p, &new) else {
+            return false;
+        };
+        if let (Some(h), Some(c)) = (self.hot.get(e as usize), self.cold.get(e as usize)) {
+            h.last.store(r.last.0, Ordering::Relaxed);
+            for (d, &(pkts, bytes)) in r.counts.iter().enumerate() {
+                let low = (bytes & ((1 << (64 - PKT_BITS)) - 1)) << PKT_BITS | (pkts & PKT_MASK);
+                h.count[d].store(low, Ordering::Relaxed);
+                let carry_p = (pkts >> PKT_BITS).min(0xffff) as u32;
+                let carry_b = (bytes >> (64 - PKT_BITS)).min(0xffff) as u32;
+                c.carry[d].store(carry_b << 16 | carry_p, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
     /// Counts one frame of `bytes` bytes in direction `dir` (0 original, 1 reply) of entry `e`.
     #[inline]
     pub fn count(&self, e: u32, dir: usize, bytes: u32) {
