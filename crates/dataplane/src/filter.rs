@@ -1,15 +1,16 @@
 //! The frame filter: decides batches of frames with the engine's policy, one
 //! snapshot per batch, in the context the [`Topology`] gives each frame, and
 //! says how each permitted frame leaves ([`Forward`]). Each frame's bytes and
-//! length come with it: the engine counts bytes per rule, and the frames of
-//! `log = true` rules are offered to the worker's logger.
+//! length come with it: the engine counts bytes per rule and finds the frame's
+//! flow state (ICMP identifiers and quoted headers are read from the bytes),
+//! and the frames of `log = true` rules are offered to the worker's logger.
 
 use std::sync::Arc;
 
 use palisade_engine::policy::{Context, Decision, RuleRef, Stage, Verdict};
 use palisade_engine::WorkerHandle;
 use palisade_observe::WorkerLogger;
-use palisade_packet::FlowKey;
+use palisade_packet::{FlowKey, FlowState};
 
 use crate::shadow::ShadowSlot;
 use crate::topology::{Path, Topology};
@@ -146,6 +147,8 @@ pub struct EngineFilter {
     lens: Vec<usize>,
     paths: Vec<Path>,
     decisions: Vec<Decision>,
+    /// The flow state each frame was decided in (what the shadow candidate sees).
+    states: Vec<FlowState>,
     worker: usize,
     /// The shadow candidate slot, and the topology of the candidate last seen.
     shadow: Arc<ShadowSlot>,
@@ -165,6 +168,7 @@ impl EngineFilter {
             lens: vec![0; MAX_BATCH],
             paths: vec![Path::Blocked(Stage::Context); MAX_BATCH],
             decisions: vec![Decision::default(); MAX_BATCH],
+            states: vec![FlowState::Untracked; MAX_BATCH],
             worker,
             shadow,
             shadow_topology: None,
@@ -207,6 +211,11 @@ impl EngineFilter {
         }
         let keys = &self.keys[..n];
         let lens = &self.lens[..n];
+        // The bytes too: the flow table reads ICMP identifiers and quoted headers.
+        let mut bytes: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        for (b, f) in bytes.iter_mut().zip(frames).take(n) {
+            *b = f.bytes;
+        }
         let mut batch = self.handle.batch();
         let gen = batch.generation();
         let number = gen.number();
@@ -242,9 +251,13 @@ impl EngineFilter {
             }
             let (keys, lens) = (&keys[start..end], &lens[start..end]);
             let decisions = &mut self.decisions[start..end];
+            let states = &mut self.states[start..end];
             match run {
-                Ok(ctx) => batch.classify_frames(keys, lens, &ctx, decisions),
-                Err(stage) => batch.refuse(keys, lens, stage, decisions),
+                Ok(ctx) => batch.classify_tracked_states(keys, &bytes[start..end], &ctx, decisions, states),
+                Err(stage) => {
+                    batch.refuse(keys, lens, stage, decisions);
+                    states.fill(FlowState::Untracked);
+                }
             }
             start = end;
         }
@@ -278,9 +291,17 @@ impl EngineFilter {
             return;
         };
         sh.count_frames(n as u64);
-        for (k, active) in keys.iter().zip(&self.decisions) {
+        // The candidate sees the flow states the active generation found (with no
+        // flows tracked: the state a frame has without an entry).
+        let tracked = batch.generation().policy().is_some_and(|p| p.is_stateful());
+        for ((k, active), state) in keys.iter().zip(&self.decisions).zip(&self.states) {
+            let state = if tracked {
+                *state
+            } else {
+                FlowState::without_entry(k)
+            };
             let candidate = match topology.path(ingress, k) {
-                Path::Cross { context, .. } => sh.policy.evaluate(k, &context),
+                Path::Cross { context, .. } => sh.policy.evaluate(&k.with_flow_state(state), &context),
                 Path::Blocked(stage) => Decision {
                     verdict: Verdict::Deny,
                     stage,

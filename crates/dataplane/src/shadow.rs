@@ -9,7 +9,10 @@
 //! rules are only refused when it is promoted). Every worker then evaluates each
 //! batch against it after the real decision, so enforcement is untouched.
 //! `palisade status --json` shows, per ACL and rule of the candidate, how
-//! many frames it would have decided differently, with a few examples.
+//! many frames it would have decided differently, with a few examples, and
+//! how many of the live flows it would cut (`flows_cut` of `flows_checked`:
+//! their opening frame, in its context, would no longer open a flow). The
+//! candidate decides frames in the flow state the active generation found.
 //! `palisade reload --promote` (or a reload of the same file) makes it active
 //! through the normal pipeline; once the active digest equals the
 //! candidate's, it is no longer evaluated.
@@ -46,6 +49,10 @@ pub struct Shadow {
     pub serial: u64,
     frames: AtomicU64,
     differ: AtomicU64,
+    /// Live flows when it was loaded, and how many of them it would cut (its
+    /// rules would not open their opening frame in its context).
+    flows_checked: u64,
+    flows_cut: u64,
     /// Per candidate ACL: one counter per rule, then one for the default.
     per_rule: Vec<Vec<AtomicU64>>,
     /// Differences not decided by an ACL of the candidate (rescue, malformed, VLAN, context).
@@ -63,6 +70,7 @@ impl Shadow {
             ..ErrorReply::from(&e)
         })?;
         let policy = checked.policy;
+        let (flows_checked, flows_cut) = engine.flows_cut_by(&policy);
         let per_rule = policy
             .acls()
             .iter()
@@ -76,6 +84,8 @@ impl Shadow {
             serial,
             frames: AtomicU64::new(0),
             differ: AtomicU64::new(0),
+            flows_checked,
+            flows_cut,
             per_rule,
             other: AtomicU64::new(0),
             examples: Mutex::new(Vec::new()),
@@ -145,6 +155,8 @@ impl Shadow {
             frames: load(&self.frames),
             differ: load(&self.differ),
             other_differ: load(&self.other),
+            flows_checked: self.flows_checked,
+            flows_cut: self.flows_cut,
             acls,
             examples: self.examples.lock().map(|e| e.clone()).unwrap_or_default(),
         }

@@ -242,7 +242,7 @@ pub(crate) struct Inner {
     /// read by status without it.
     unpersisted_confirm: Mutex<Option<(u64, String)>>,
     config_seen: Mutex<ConfigSeen>,
-    pub(crate) registry: SlotRegistry,
+    registry: SlotRegistry,
     /// Stable numbers of the names a flow entry keeps (its opening rule, port
     /// and interfaces; see [`crate::stateful::FlowPlan`]). Apart from the
     /// counter slots and never freed: a kept flow's number must keep its
@@ -718,6 +718,13 @@ impl Engine {
     /// Every flow of the flow table, named (see [`crate::stateful`]).
     pub fn flows(&self) -> Vec<crate::stateful::FlowEntry> {
         crate::stateful::list(&self.inner)
+    }
+
+    /// How many live flows `policy` (a candidate, see [`Engine::check_candidate`])
+    /// would cut if it became active: (flows checked, flows whose opening frame
+    /// it would not open in their context). Control path: reads the whole table.
+    pub fn flows_cut_by(&self, policy: &crate::policy::Policy) -> (u64, u64) {
+        crate::stateful::cut_by(&self.inner, policy)
     }
 
     /// The flow table's counters (`None` while no generation has kept state).

@@ -449,6 +449,46 @@ fn rule_name(inner: &Inner, slot: u32) -> String {
     }
 }
 
+/// How many live flows a candidate policy would cut: those whose opening frame,
+/// in its original context (found by the names of its port and interfaces),
+/// it would not open. Returns (flows checked, flows it would cut). Control path.
+pub(crate) fn cut_by(inner: &Inner, policy: &Policy) -> (u64, u64) {
+    let Some(table) = inner.flow_table.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return (0, 0);
+    };
+    let name = |slot: u32| -> Option<String> {
+        let id = inner.flow_names.identity_of(slot)?;
+        id.rsplit('\u{0}').next().map(str::to_owned)
+    };
+    let mut names: HashMap<u32, Option<String>> = HashMap::new();
+    let mut local = |slot: u32, port: bool| -> Option<u32> {
+        let n = names.entry(slot).or_insert_with(|| name(slot)).clone()?;
+        match port {
+            true => policy.port(&n),
+            false => policy.interface(&n),
+        }
+    };
+    let (mut checked, mut cut) = (0, 0);
+    for f in table.entries(inner.clock.tick()) {
+        checked += 1;
+        let [port, from, to] = f.opening.origin.context;
+        let ctx = local(port, true).and_then(|port| match (from, to) {
+            (NO_ROUTE, NO_ROUTE) => Some(Context { port, route: None }),
+            _ => Some(Context {
+                port,
+                route: Some(Route {
+                    from: local(from, false)?,
+                    to: local(to, false)?,
+                }),
+            }),
+        });
+        if !ctx.is_some_and(|ctx| opens(policy, &f.opening.key, &ctx)) {
+            cut += 1;
+        }
+    }
+    (checked, cut)
+}
+
 /// The flow table's counters (`None` when no generation ever kept state).
 pub(crate) fn stats(inner: &Inner) -> Option<FlowStats> {
     inner

@@ -392,6 +392,13 @@ pub struct ShadowReport {
     pub differ: u64,
     /// Differences not decided by an ACL of the candidate (rescue, malformed, VLAN, context).
     pub other_differ: u64,
+    /// Live flows when the candidate was loaded.
+    #[serde(default)]
+    pub flows_checked: u64,
+    /// Of those, the flows the candidate would cut if it became active (its
+    /// rules would not open their opening frame in its context).
+    #[serde(default)]
+    pub flows_cut: u64,
     /// Per ACL of the candidate.
     pub acls: Vec<ShadowAcl>,
     /// A few differing frames.
@@ -650,6 +657,8 @@ mod tests {
                 frames: 10,
                 differ: 1,
                 other_differ: 0,
+                flows_checked: 3,
+                flows_cut: 1,
                 acls: vec![ShadowAcl {
                     name: "in".into(),
                     rules: vec![ShadowRule {
