@@ -1031,7 +1031,277 @@ const TESTS: &[Test] = tests![
     vanished_interface_is_survived,
     missing_interface_is_a_clear_error,
     logs_metrics_and_control_events_live,
+    flows_let_back_only_what_the_lan_opened,
+    flows_expire_and_a_late_udp_reply_is_dropped,
+    flows_survive_a_reload_that_keeps_access_and_not_one_that_revokes_it,
+    flows_full_table_refuses_new_flows_and_keeps_old_ones,
+    flows_syn_flood_leaves_memory_flat_and_established_flows_passing,
 ];
+
+// --------------------------------------------------------------------------------- flows ---
+
+/// h1 (port pa) is the LAN: whatever it opens keeps state. h2 (port pb) is the
+/// internet: only the frames of h1's flows, and ICMP errors about them, come back.
+/// `open` narrows what h1 may open; `extra` goes into the file (e.g. `[flows]`).
+fn stateful_rules(open: &str, extra: &str) -> String {
+    format!(
+        r#"version = 1
+[[port]]
+name = "pa"
+[[port]]
+name = "pb"
+{extra}
+[[acl]]
+name = "from-h1"
+  [[acl.rule]]
+  id = "open"
+  action = "permit"
+  keep_state = true
+  {open}
+[[acl]]
+name = "from-h2"
+  [[acl.rule]]
+  id = "replies"
+  action = "permit"
+  state = ["established", "related"]
+[[bind]]
+acl = "from-h1"
+port = "pa"
+[[bind]]
+acl = "from-h2"
+port = "pb"
+"#
+    )
+}
+
+impl Net {
+    /// Writes a rule file into the lab's directory.
+    fn rules(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.lab.dir.join(name);
+        std::fs::write(&p, text).expect("write rules");
+        p
+    }
+
+    /// `udp-ping` from `ns` to `dst:port`: (replies, refused).
+    fn udp_ping(&self, ns: &str, dst: &str, port: u16, count: u32, timeout_ms: u32) -> (u32, u32) {
+        let p = self.probe(
+            ns,
+            &[
+                "udp-ping",
+                dst,
+                &port.to_string(),
+                &count.to_string(),
+                &timeout_ms.to_string(),
+            ],
+        );
+        let (out, _) = p.wait(Duration::from_secs(60));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("replies "))
+            .expect("udp-ping prints replies");
+        let f: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (f[0], f[1])
+    }
+
+    /// Starts a `tcp-session` of `rounds` echoes `interval_ms` apart from `ns` to `dst:port`.
+    fn session(&self, ns: &str, dst: &str, port: u16, rounds: u32, interval_ms: u32) -> Proc {
+        self.probe(
+            ns,
+            &[
+                "tcp-session",
+                dst,
+                &port.to_string(),
+                &rounds.to_string(),
+                &interval_ms.to_string(),
+            ],
+        )
+    }
+
+    /// The daemon's resident memory in KiB.
+    fn daemon_rss_kib(&self) -> u64 {
+        let pid = self.daemon.as_ref().expect("daemon").child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+/// How a `tcp-session` ended: `Ok(rounds)` when every echo came back, `Err(round)` where it broke.
+fn session_result(p: Proc) -> Result<u32, u32> {
+    let (out, _) = p.wait(Duration::from_secs(60));
+    let word = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix)?.split_whitespace().next()?.parse().ok())
+    };
+    match (word("done "), word("broken ")) {
+        (Some(n), _) => Ok(n),
+        (None, Some(k)) => Err(k),
+        _ => panic!("tcp-session printed neither done nor broken: {out}"),
+    }
+}
+
+/// What the LAN opens (TCP, UDP, ICMP) gets its replies, what the internet opens
+/// does not, and an ICMP port unreachable for a LAN UDP flow comes back; with two workers.
+fn flows_let_back_only_what_the_lan_opened() {
+    let mut net = Net::new("flows");
+    let rules = net.rules("stateful.toml", &stateful_rules("", ""));
+    net.start(&rules, &["--bridge", "pa,pb", "--workers", "2"]);
+    let echo_h2 = net.probe(&net.h2, &["tcp-echo", H2, "7001"]);
+    let echo_h1 = net.probe(&net.h1, &["tcp-echo", H1, "7001"]);
+    assert!(
+        net.tcp_ping(&net.h1, H2, 7001),
+        "h1 opens TCP to h2: its replies come back"
+    );
+    assert!(!net.tcp_ping(&net.h2, H1, 7001), "h2 opens TCP to h1: denied");
+    drop((echo_h2, echo_h1));
+    assert_eq!(net.icmp_ping(&net.h1, H2, 3), 3, "h1 pings h2: replies come back");
+    assert_eq!(net.icmp_ping(&net.h2, H1, 3), 0, "h2 pings h1: denied");
+    let udp_h2 = net.probe(&net.h2, &["udp-echo", H2, "7100", "0"]);
+    let udp_h1 = net.probe(&net.h1, &["udp-echo", H1, "7100", "0"]);
+    assert_eq!(
+        net.udp_ping(&net.h1, H2, 7100, 5, 500),
+        (5, 0),
+        "h1's UDP gets its echoes"
+    );
+    assert_eq!(net.udp_ping(&net.h2, H1, 7100, 3, 300).0, 0, "h2's UDP is denied");
+    drop((udp_h2, udp_h1));
+    let (replies, refused) = net.udp_ping(&net.h1, H2, 7199, 1, 1000);
+    assert_eq!(
+        (replies, refused),
+        (0, 1),
+        "the port unreachable about h1's flow came back (related)"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = net.status();
+    let flows = &st["flows"];
+    assert!(flows["created"].as_u64() >= Some(4), "tcp, icmp, udp flows: {st}");
+    assert_eq!(flows["max"].as_u64(), Some(1 << 20));
+    assert!(rule_hits(&st, "from-h2", "replies") >= 12, "{st}");
+}
+
+/// A UDP reply that comes after the flow's idle timeout is dropped.
+fn flows_expire_and_a_late_udp_reply_is_dropped() {
+    let mut net = Net::new("flowsexp");
+    let rules = net.rules("stateful.toml", &stateful_rules("", "[flows]\nudp = 2\n"));
+    net.start(&rules, BRIDGE);
+    let slow = net.probe(&net.h2, &["udp-echo", H2, "7100", "3000"]);
+    assert_eq!(
+        net.udp_ping(&net.h1, H2, 7100, 1, 4500).0,
+        0,
+        "answered 3 s later: the flow was gone"
+    );
+    drop(slow);
+    let quick = net.probe(&net.h2, &["udp-echo", H2, "7101", "1000"]);
+    assert_eq!(
+        net.udp_ping(&net.h1, H2, 7101, 1, 4500).0,
+        1,
+        "answered 1 s later: still there"
+    );
+    drop(quick);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(net.status()["flows"]["expired"].as_u64() >= Some(1));
+}
+
+/// A reload that keeps access keeps a live TCP connection; one whose rules would
+/// no longer open it cuts it at its next frame.
+fn flows_survive_a_reload_that_keeps_access_and_not_one_that_revokes_it() {
+    let mut net = Net::new("flowsrl");
+    let same = net.rules("same.toml", &stateful_rules("", ""));
+    let again = net.rules(
+        "again.toml",
+        &stateful_rules("", "# the same access, another digest\n"),
+    );
+    let revoked = net.rules("revoked.toml", &stateful_rules("proto = \"udp\"", ""));
+    net.start(&same, BRIDGE);
+    let _echo = net.probe(&net.h2, &["tcp-echo", H2, "7001"]);
+    let session = net.session(&net.h1, H2, 7001, 20, 150);
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = net.palisade(&["reload", again.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        session_result(session),
+        Ok(20),
+        "kept access: the connection lost nothing"
+    );
+    let session = net.session(&net.h1, H2, 7001, 20, 150);
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = net.palisade(&["reload", revoked.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match session_result(session) {
+        Err(k) => assert!((3..20).contains(&k), "cut at round {k}, after the reload"),
+        Ok(n) => panic!("the revoked connection went on for {n} rounds"),
+    }
+    assert!(net.status()["flows"]["cut"].as_u64() >= Some(1));
+}
+
+/// A full table refuses new flows (their frames are denied at flows-full, never
+/// reach the far side) and keeps the flows it has.
+fn flows_full_table_refuses_new_flows_and_keeps_old_ones() {
+    let mut net = Net::new("flowsfull");
+    let rules = net.rules("small.toml", &stateful_rules("", "[flows]\nmax = 3\n"));
+    net.start(&rules, BRIDGE);
+    let _echo = net.probe(&net.h2, &["tcp-echo", H2, "7001"]);
+    let _udp = net.probe(&net.h2, &["udp-echo", H2, "7100", "0"]);
+    let session = net.session(&net.h1, H2, 7001, 25, 150);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(net.udp_ping(&net.h1, H2, 7100, 2, 500).0, 2, "second flow");
+    assert_eq!(net.udp_ping(&net.h1, H2, 7100, 2, 500).0, 2, "third flow");
+    assert_eq!(
+        net.udp_ping(&net.h1, H2, 7100, 2, 500).0,
+        0,
+        "a fourth is refused"
+    );
+    assert_eq!(session_result(session), Ok(25), "the first flow kept working");
+    let f = &net.status()["flows"];
+    assert_eq!(f["active"].as_u64(), Some(3), "{f}");
+    assert!(
+        f["refused"].as_u64() >= Some(2) && f["full_frames"].as_u64() >= Some(2),
+        "{f}"
+    );
+}
+
+/// A million distinct SYNs from the LAN: the table fills and refuses, memory stays
+/// flat, an established connection keeps passing, the daemon answers status.
+fn flows_syn_flood_leaves_memory_flat_and_established_flows_passing() {
+    let mut net = Net::new("flowsflood");
+    let rules = net.rules("flood.toml", &stateful_rules("", "[flows]\nmax = 100000\n"));
+    net.start(&rules, &["--bridge", "pa,pb", "--workers", "2"]);
+    let _echo = net.probe(&net.h2, &["tcp-echo", H2, "7001"]);
+    let session = net.session(&net.h1, H2, 7001, 60, 150);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = net.daemon_rss_kib();
+    let flood = net.probe(
+        &net.h1,
+        &["syn-flood", "eth0", MAC1, MAC2, H1, "198.18.0.99", "1000000"],
+    );
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        net.palisade(&["status"]).status.success(),
+        "status during the flood"
+    );
+    let (out, _) = flood.wait(Duration::from_secs(120));
+    assert!(out.contains("sent 1000000"), "flood: {out}");
+    let flood_time = start.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = net.daemon_rss_kib();
+    assert_eq!(
+        session_result(session),
+        Ok(60),
+        "the established connection passed throughout"
+    );
+    let f = net.status()["flows"].clone();
+    assert!(f["active"].as_u64() <= Some(100_000), "{f}");
+    assert!(f["refused"].as_u64() > Some(0), "the full table refused: {f}");
+    assert!(
+        after < before + 8 * 1024,
+        "memory grew from {before} to {after} KiB under the flood"
+    );
+    println!("flood: 1000000 SYNs in {flood_time:.1?}; rss {before} -> {after} KiB; flows {f}");
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -39,6 +39,10 @@ pub fn main(args: &[String]) -> i32 {
         "sniff" => sniff(rest),
         "tcp-sink" => tcp_sink(rest),
         "tcp-bulk" => tcp_bulk(rest),
+        "udp-echo" => udp_echo(rest),
+        "udp-ping" => udp_ping(rest),
+        "tcp-session" => tcp_session(rest),
+        "syn-flood" => syn_flood(rest),
         _ => {
             eprintln!("probe: unknown kind {kind:?}");
             2
@@ -424,5 +428,150 @@ fn tcp_bulk(args: &[String]) -> i32 {
         Ok((sent, sum)) => println!("sent {sent} sum {sum} {:.3}", start.elapsed().as_secs_f64()),
         Err(e) => println!("fail {e}"),
     }
+    0
+}
+
+/// `udp-echo IP PORT DELAY_MS`: sends every datagram back to its sender after DELAY_MS, until killed.
+fn udp_echo(args: &[String]) -> i32 {
+    let ip: IpAddr = arg(args, 0);
+    let port: u16 = arg(args, 1);
+    let delay = Duration::from_millis(arg(args, 2));
+    let sock = UdpSocket::bind((ip, port)).expect("bind");
+    println!("ready");
+    let mut buf = [0u8; 2048];
+    while let Ok((n, from)) = sock.recv_from(&mut buf) {
+        std::thread::sleep(delay);
+        let _ = sock.send_to(&buf[..n], from);
+    }
+    0
+}
+
+/// `udp-ping IP PORT COUNT TIMEOUT_MS`: COUNT datagrams from one socket (one flow), each
+/// waiting up to TIMEOUT_MS for its echo; prints `replies N refused M` (refused: an ICMP
+/// port unreachable came back, which a connected socket reports as ECONNREFUSED).
+fn udp_ping(args: &[String]) -> i32 {
+    let ip: IpAddr = arg(args, 0);
+    let port: u16 = arg(args, 1);
+    let count: u32 = arg(args, 2);
+    let timeout = Duration::from_millis(arg(args, 3));
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = UdpSocket::bind((any, 0)).expect("bind");
+    sock.connect((ip, port)).expect("connect");
+    sock.set_read_timeout(Some(timeout)).expect("timeout");
+    println!("ready");
+    let (mut replies, mut refused) = (0, 0);
+    for seq in 0..count {
+        let _ = sock.send(&seq.to_be_bytes());
+        let mut buf = [0u8; 64];
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
+                    replies += 1;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    refused += 1;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    println!("replies {replies} refused {refused}");
+    0
+}
+
+/// `tcp-session IP PORT ROUNDS INTERVAL_MS`: one connection, a line echoed every INTERVAL_MS;
+/// prints `round K` after each echo, then `done N`, or `broken K` at the first round that fails.
+fn tcp_session(args: &[String]) -> i32 {
+    let ip: Ipv4Addr = arg(args, 0);
+    let port: u16 = arg(args, 1);
+    let rounds: u32 = arg(args, 2);
+    let interval = Duration::from_millis(arg(args, 3));
+    println!("ready");
+    let mut s = match TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(2)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("broken 0 {e}");
+            return 0;
+        }
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+    let mut out = std::io::stdout().lock();
+    for k in 1..=rounds {
+        let line = format!("round {k:06}\n");
+        let mut buf = vec![0u8; line.len()];
+        let ok = s
+            .write_all(line.as_bytes())
+            .and_then(|_| s.read_exact(&mut buf))
+            .is_ok()
+            && buf == line.as_bytes();
+        if !ok {
+            let _ = writeln!(out, "broken {k}");
+            let _ = out.flush();
+            return 0;
+        }
+        let _ = writeln!(out, "round {k}");
+        let _ = out.flush();
+        std::thread::sleep(interval);
+    }
+    let _ = writeln!(out, "done {rounds}");
+    0
+}
+
+/// `syn-flood IFACE SRC_MAC DST_MAC SRC_IP DST_IP COUNT`: COUNT TCP SYNs written raw on IFACE,
+/// each of another flow (source ports 1024-65023 times destination ports 1-...); prints `sent N`.
+fn syn_flood(args: &[String]) -> i32 {
+    use pnet::datalink::{self, Channel};
+    let iface: String = arg(args, 0);
+    let src_mac: pnet::util::MacAddr = arg(args, 1);
+    let dst_mac: pnet::util::MacAddr = arg(args, 2);
+    let src: Ipv4Addr = arg(args, 3);
+    let dst: Ipv4Addr = arg(args, 4);
+    let count: u32 = arg(args, 5);
+    let Some(nic) = datalink::interfaces().into_iter().find(|i| i.name == iface) else {
+        println!("no interface {iface}");
+        return 1;
+    };
+    let Ok(Channel::Ethernet(mut tx, _rx)) = datalink::channel(&nic, Default::default()) else {
+        println!("no channel on {iface}");
+        return 1;
+    };
+    println!("ready");
+    let mut frame = [0u8; 54];
+    frame[..6].copy_from_slice(&dst_mac.octets());
+    frame[6..12].copy_from_slice(&src_mac.octets());
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    frame[14..34].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    frame[26..30].copy_from_slice(&src.octets());
+    frame[30..34].copy_from_slice(&dst.octets());
+    let mut ip_sum = 0u32;
+    for c in frame[14..34].chunks(2) {
+        ip_sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while ip_sum >> 16 != 0 {
+        ip_sum = (ip_sum & 0xffff) + (ip_sum >> 16);
+    }
+    frame[24..26].copy_from_slice(&(!(ip_sum as u16)).to_be_bytes());
+    frame[46] = 0x50;
+    frame[47] = 0x02; // SYN
+    frame[48..50].copy_from_slice(&1024u16.to_be_bytes());
+    let mut sent = 0;
+    for n in 0..count {
+        let sport = 1024 + (n % 64000) as u16;
+        let dport = 1 + (n / 64000) as u16;
+        frame[34..36].copy_from_slice(&sport.to_be_bytes());
+        frame[36..38].copy_from_slice(&dport.to_be_bytes());
+        // The TCP checksum is left 0: the far side drops these, the firewall does not check.
+        if let Some(Ok(())) = tx.send_to(&frame, None) {
+            sent += 1;
+        }
+    }
+    println!("sent {sent}");
     0
 }
