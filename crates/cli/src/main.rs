@@ -39,6 +39,8 @@ enum Command {
     Confirm(cmd::control::ConfirmArgs),
     /// Go back to a kept generation.
     Rollback(cmd::control::RollbackArgs),
+    /// List the running engine's flow table.
+    Flows(cmd::flows::Args),
     /// Make the running engine reopen its log files (as SIGUSR1 does; for logrotate).
     LogReopen(cmd::observe::LogReopenArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => cmd::control::reload(args),
         Command::Confirm(args) => cmd::control::confirm(args),
         Command::Rollback(args) => cmd::control::rollback(args),
+        Command::Flows(args) => cmd::flows::run(args),
         Command::LogReopen(args) => cmd::observe::log_reopen(args),
         Command::Completions(args) => completions(args),
         Command::Manpage(args) => manpage(args),

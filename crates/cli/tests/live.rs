@@ -1180,6 +1180,36 @@ fn flows_let_back_only_what_the_lan_opened() {
     assert!(flows["created"].as_u64() >= Some(4), "tcp, icmp, udp flows: {st}");
     assert_eq!(flows["max"].as_u64(), Some(1 << 20));
     assert!(rule_hits(&st, "from-h2", "replies") >= 12, "{st}");
+    // palisade flows: the entries, with their keys, counts and the rule that opened them.
+    let out = net.palisade(&["flows", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("flows --json");
+    let entries = listed["flows"].as_array().expect("flows");
+    let keyed = |proto: &str, to: String| {
+        entries.iter().find(|f| {
+            f["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(proto) && k.ends_with(&to))
+        })
+    };
+    let udp =
+        keyed("udp", format!("{H2}:7100")).unwrap_or_else(|| panic!("the UDP flow is listed: {listed}"));
+    assert_eq!(
+        (udp["packets_out"].as_u64(), udp["packets_in"].as_u64()),
+        (Some(5), Some(5)),
+        "{udp}"
+    );
+    assert_eq!(udp["rule"], "from-h1/open");
+    assert!(
+        keyed("tcp", format!("{H2}:7001")).is_some(),
+        "the TCP flow is listed: {listed}"
+    );
+    let text = net.palisade(&["flows"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("flows: ") && text.contains("rule from-h1/open"),
+        "{text}"
+    );
 }
 
 /// A UDP reply that comes after the flow's idle timeout is dropped.

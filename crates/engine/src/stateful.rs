@@ -372,17 +372,17 @@ pub(crate) fn table_for(inner: &Inner, rules: Option<&Compiled>) -> Option<Arc<F
 }
 
 /// A flow, with names, for listings (`palisade flows`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowEntry {
     /// The opening frame (the flow's key), as `explain` writes packets.
     pub key: String,
     /// The TCP phase, or `active` for other protocols.
-    pub state: &'static str,
+    pub state: String,
     /// Seconds since it was opened.
     pub age: u64,
     /// Seconds since its last frame.
     pub idle: u64,
-    /// Packets and bytes from the side that opened it.
+    /// Packets from the side that opened it.
     pub packets_out: u64,
     /// Bytes from the side that opened it.
     pub bytes_out: u64,
@@ -418,7 +418,8 @@ pub(crate) fn list(inner: &Inner) -> Vec<FlowEntry> {
                 state: match f.phase.name() {
                     "" => "active",
                     p => p,
-                },
+                }
+                .to_owned(),
                 age: f.age_secs,
                 idle: f.idle_secs,
                 packets_out: f.original.0,

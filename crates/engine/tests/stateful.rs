@@ -321,3 +321,44 @@ fn stateless_rule_sets_are_untouched() {
     assert!(g.passes(&udp(SERVER, LAN_HOST, 53, 1000), false));
     assert!(g.engine.status().flows.is_none());
 }
+
+#[test]
+fn the_flows_request_lists_entries_up_to_its_limit_and_counts_them_all() {
+    use palisade_engine::control::{handle_line, Response};
+    let mut g = Gateway::new(&rules("", ""));
+    let before = match handle_line(&g.engine, r#"{"cmd":"flows"}"#, None) {
+        Response::Flows(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((before.flows.len(), before.total), (0, 0));
+    assert_eq!(
+        before.stats.map(|s| s.active),
+        Some(0),
+        "a stateful generation has a table"
+    );
+    for p in [1002, 1001, 1000] {
+        assert!(g.passes(&udp(LAN_HOST, SERVER, p, 53), true));
+    }
+    assert!(g.passes(&udp(SERVER, LAN_HOST, 53, 1001), false));
+    let r = match handle_line(&g.engine, r#"{"cmd":"flows","limit":2}"#, None) {
+        Response::Flows(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((r.flows.len(), r.total), (2, 3));
+    let keys: Vec<&str> = r.flows.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "udp 198.18.10.5:1000 -> 198.19.0.7:53",
+            "udp 198.18.10.5:1001 -> 198.19.0.7:53"
+        ],
+        "sorted by key"
+    );
+    assert_eq!((r.flows[1].packets_out, r.flows[1].packets_in), (1, 1));
+    assert_eq!((r.flows[0].packets_out, r.flows[0].packets_in), (1, 0));
+    assert_eq!(r.stats.unwrap().created, 3);
+    match handle_line(&g.engine, r#"{"cmd":"flows","limit":-1}"#, None) {
+        Response::Error(e) => assert!(e.error.contains("malformed request"), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -8,6 +8,7 @@ pub mod check;
 pub mod classify;
 pub mod control;
 pub mod explain;
+pub mod flows;
 pub mod inspect;
 pub mod observe;
 pub mod run;

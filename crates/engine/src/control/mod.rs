@@ -18,8 +18,9 @@
 //! | `{"cmd":"shadow-clear"}` | nothing but `"ok"` |
 //! | `{"cmd":"log-reopen"}` | nothing but `"ok"`: the log files were reopened (as on SIGUSR1) |
 //! | `{"cmd":"observe"}` | `"observe"`: logging and metrics figures, the last control events ([`ObserveReply`]) |
+//! | `{"cmd":"flows"}`, optional `"limit"` (default [`FLOWS_LIMIT`]) | `"stats"`, `"flows"` (key, state, age, idle, packets and bytes each way, generation and rule that opened it, generation last checked), `"total"` ([`FlowsReply`]) |
 //!
-//! The engine answers the first six itself; the data-path requests are
+//! The engine answers the first six and `flows` itself; the data-path requests are
 //! answered by the [`Extension`] a data path installs (see the
 //! `palisade-dataplane` crate), and without one they fail with "this daemon
 //! has no data path"; `log-reopen` and `observe` likewise by the logger's
@@ -66,9 +67,9 @@ pub use client::{request, Client, ClientError};
 pub use observe::{EventReport, LogReport, MetricsReport, ObserveReply, ObserveReport, TimedError};
 pub use peer::peer_uid;
 pub use proto::{
-    read_reply, ConfirmReply, DataPathReply, DataPathReport, ErrorReply, GenerationReply, InterfaceCounters,
-    ProbeReply, Reply, Request, Response, SetAction, SetReply, ShadowAcl, ShadowExample, ShadowReply,
-    ShadowReport, ShadowRule, StatusReply,
+    read_reply, ConfirmReply, DataPathReply, DataPathReport, ErrorReply, FlowsReply, GenerationReply,
+    InterfaceCounters, ProbeReply, Reply, Request, Response, SetAction, SetReply, ShadowAcl, ShadowExample,
+    ShadowReply, ShadowReport, ShadowRule, StatusReply, FLOWS_LIMIT,
 };
 pub use server::{
     answers, bind, handle, handle_as, handle_line, parse_request, serve, serve_connection,

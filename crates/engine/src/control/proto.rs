@@ -98,7 +98,16 @@ pub enum Request {
     LogReopen,
     /// Logging and metrics figures and the last control events (served by the logger).
     Observe,
+    /// The flow table: counters and entries.
+    Flows {
+        /// At most this many entries (default [`FLOWS_LIMIT`]); the reply says how many there are.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
+
+/// The entries a `flows` request lists by default.
+pub const FLOWS_LIMIT: usize = 10_000;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -124,6 +133,7 @@ impl Request {
             Request::ShadowClear => "shadow-clear",
             Request::LogReopen => "log-reopen",
             Request::Observe => "observe",
+            Request::Flows { .. } => "flows",
         }
     }
 }
@@ -273,6 +283,17 @@ pub struct GenerationReply {
 pub struct ConfirmReply {
     /// The generation confirmed.
     pub generation: u64,
+}
+
+/// The reply to `flows`: the flow table's counters and (some of) its entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsReply {
+    /// The counters (`null` while no generation has kept state).
+    pub stats: Option<crate::flow::FlowStats>,
+    /// Entries listed, sorted by key.
+    pub flows: Vec<crate::stateful::FlowEntry>,
+    /// Entries in the table (more than listed when the limit cut the list).
+    pub total: usize,
 }
 
 /// The reply to `probe`: what the active generation does with one packet.
@@ -438,6 +459,8 @@ pub enum Response {
     Shadow(Box<ShadowReply>),
     /// `observe`.
     Observe(Box<super::observe::ObserveReply>),
+    /// `flows`.
+    Flows(Box<FlowsReply>),
     /// A request that has nothing to report but success (`shadow-clear`).
     Done,
     /// The request failed.
@@ -461,6 +484,7 @@ impl Response {
             Response::DataPath(r) => (true, serde_json::to_value(r)),
             Response::Shadow(r) => (true, serde_json::to_value(r)),
             Response::Observe(r) => (true, serde_json::to_value(r)),
+            Response::Flows(r) => (true, serde_json::to_value(r)),
             Response::Done => (true, Ok(Value::Object(Default::default()))),
             Response::Error(e) => (false, serde_json::to_value(e)),
         };
@@ -588,6 +612,11 @@ mod tests {
             (Request::ShadowClear, json!({"cmd": "shadow-clear"})),
             (Request::LogReopen, json!({"cmd": "log-reopen"})),
             (Request::Observe, json!({"cmd": "observe"})),
+            (Request::Flows { limit: None }, json!({"cmd": "flows"})),
+            (
+                Request::Flows { limit: Some(5) },
+                json!({"cmd": "flows", "limit": 5}),
+            ),
         ];
         for (req, wire) in cases {
             assert_eq!(serde_json::to_value(&req).unwrap(), wire, "{req:?}");
@@ -681,6 +710,34 @@ mod tests {
         assert_eq!(
             back::<ShadowReply>(&Response::Shadow(Box::new(shadow.clone()))),
             Ok(shadow)
+        );
+        let flows = FlowsReply {
+            stats: Some(crate::flow::FlowStats {
+                active: 1,
+                max: 8,
+                created: 2,
+                expired: 1,
+                refused: 0,
+                cut: 0,
+            }),
+            flows: vec![crate::stateful::FlowEntry {
+                key: "udp 10.0.0.1:5 -> 10.0.0.2:53".into(),
+                state: "active".into(),
+                age: 3,
+                idle: 1,
+                packets_out: 2,
+                bytes_out: 120,
+                packets_in: 1,
+                bytes_in: 90,
+                generation: 4,
+                rule: "in/dns".into(),
+                checked: 4,
+            }],
+            total: 1,
+        };
+        assert_eq!(
+            back::<FlowsReply>(&Response::Flows(Box::new(flows.clone()))),
+            Ok(flows)
         );
         assert_eq!(
             back::<ConfirmReply>(&Response::Confirmed(ConfirmReply { generation: 3 })),

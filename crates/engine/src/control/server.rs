@@ -128,6 +128,16 @@ pub fn handle_as(engine: &Engine, req: Request, ext: Option<&Extension>, uid: Op
             };
             generation_reply(engine.rollback_with_by(to, &RollbackOptions { confirm_within }, uid))
         }
+        Request::Flows { limit } => {
+            let mut flows = engine.flows();
+            let total = flows.len();
+            flows.truncate(limit.unwrap_or(super::proto::FLOWS_LIMIT));
+            Response::Flows(Box::new(super::proto::FlowsReply {
+                stats: engine.flow_stats(),
+                flows,
+                total,
+            }))
+        }
         Request::Probe { port, packet, route } => {
             let key = match palisade_rules::parse_packet_spec(&packet) {
                 Ok(k) => k,

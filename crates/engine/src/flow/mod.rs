@@ -278,7 +278,7 @@ fn fast_id(k: &FlowKey) -> Option<(FlowId, bool)> {
 }
 
 /// The table's counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct FlowStats {
     /// Entries in use (expired ones not yet removed included).
     pub active: u64,
