@@ -362,3 +362,30 @@ fn the_flows_request_lists_entries_up_to_its_limit_and_counts_them_all() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A flow names the rule that opened it however many generations later: its
+/// number is not a counter slot, which a freed identity gives to another.
+#[test]
+fn a_flow_keeps_its_rule_name_after_its_rule_and_counters_are_gone() {
+    let mut g = Gateway::new(&rules("", ""));
+    assert!(g.passes(&udp(LAN_HOST, SERVER, 40000, 53), true));
+    // Reloads with a new id for the opening rule each time: the old
+    // generations are pruned and their counter slots freed and handed to the new ids.
+    for n in 0..15 {
+        g.reload(&rules("", "").replace("id = \"out\"", &format!("id = \"out{n}\"")));
+        assert!(g.passes(&udp(LAN_HOST2, SERVER, 41000 + n, 53), true));
+    }
+    let flows = g.engine.flows();
+    let first = flows
+        .iter()
+        .find(|f| f.key == "udp 198.18.10.5:40000 -> 198.19.0.7:53")
+        .expect("the first flow is still there");
+    assert_eq!(first.rule, "lan-in/out");
+    let last = flows
+        .iter()
+        .find(|f| f.key == "udp 198.18.10.6:41014 -> 198.19.0.7:53")
+        .expect("the last flow");
+    assert_eq!(last.rule, "lan-in/out14");
+    // And the first flow is still re-checked and kept (the new rule opens it too).
+    assert!(g.passes(&udp(SERVER, LAN_HOST, 53, 40000), false));
+}
