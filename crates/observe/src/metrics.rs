@@ -17,6 +17,9 @@
 //! | `palisade_stage_frames_total` | counter | `stage`, `verdict` (the stage that decided) |
 //! | `palisade_frames_total` | counter | `verdict` |
 //! | `palisade_frame_bytes_total` | counter | |
+//! | `palisade_flows_active`, `palisade_flows_max` | gauge | (0 while no generation has kept state) |
+//! | `palisade_flows_created_total`, `palisade_flows_expired_total`, `palisade_flows_refused_total`, `palisade_flows_cut_total` | counter | flows opened, timed out, refused (table full), cut by a reload |
+//! | `palisade_flow_invalid_frames_total` | counter | frames whose flow state was `invalid` |
 //! | `palisade_reloads_total` | counter | `outcome`: `ok`, `refused`, `reverted` |
 //! | `palisade_control_events_total` | counter | `event`, `outcome` |
 //! | `palisade_log_records_total` | counter | `output`: `json`, `pcap` (records written) |
@@ -257,6 +260,7 @@ pub fn render(engine: &Engine, logger: Option<&Logger>, extra: &[&dyn MetricsSou
         "Bytes of the frames classified.",
     );
     e.sample("palisade_frame_bytes_total", &[], status.bytes);
+    write_flows(&mut e, status.flows.unwrap_or_default());
 
     if let Some(logger) = logger {
         write_logger(&mut e, logger);
@@ -265,6 +269,51 @@ pub fn render(engine: &Engine, logger: Option<&Logger>, extra: &[&dyn MetricsSou
         source.write(&mut e);
     }
     e.finish()
+}
+
+/// The flow table's figures (all 0 while no generation has kept state; frames
+/// denied at stage `flows-full` are in `palisade_stage_frames_total`).
+fn write_flows(e: &mut Exposition, f: palisade_engine::status::FlowsStatus) {
+    use MetricKind::{Counter, Gauge};
+    let gauges = [
+        ("palisade_flows_active", "Flow table entries in use.", f.active),
+        ("palisade_flows_max", "Flow table capacity ([flows] max).", f.max),
+    ];
+    let counters = [
+        (
+            "palisade_flows_created_total",
+            "Flows opened by keep_state rules.",
+            f.created,
+        ),
+        (
+            "palisade_flows_expired_total",
+            "Flows removed after their idle timeout.",
+            f.expired,
+        ),
+        (
+            "palisade_flows_refused_total",
+            "New flows refused because the table was full (the frame is denied at stage flows-full).",
+            f.refused,
+        ),
+        (
+            "palisade_flows_cut_total",
+            "Flows cut because a new generation's rules would no longer open them.",
+            f.cut,
+        ),
+        (
+            "palisade_flow_invalid_frames_total",
+            "Frames whose flow state was invalid (no entry, and unable to open one).",
+            f.invalid_frames,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        e.family(name, Gauge, help);
+        e.sample(name, &[], v);
+    }
+    for (name, help, v) in counters {
+        e.family(name, Counter, help);
+        e.sample(name, &[], v);
+    }
 }
 
 fn write_logger(e: &mut Exposition, logger: &Logger) {

@@ -206,6 +206,101 @@ fn an_engine_without_rules_or_logger_still_renders_valid_metrics() {
     promtool(&text);
 }
 
+/// LAN opens flows (keep_state), the WAN gets only replies back.
+const STATEFUL: &str = r#"version = 1
+[flows]
+max = 1024
+[[port]]
+name = "lan1"
+[[port]]
+name = "wan0"
+[[acl]]
+name = "lan-in"
+  [[acl.rule]]
+  id = "open"
+  action = "permit"
+  proto = "udp"
+  keep_state = true
+[[acl]]
+name = "wan-in"
+  [[acl.rule]]
+  id = "replies"
+  action = "permit"
+  state = ["established", "related"]
+[[bind]]
+acl = "lan-in"
+port = "lan1"
+[[bind]]
+acl = "wan-in"
+port = "wan0"
+"#;
+
+#[test]
+fn the_flow_table_is_in_the_exposition() {
+    use palisade_engine::policy::{Decision, Verdict};
+    let dir = TempDir::new("metrics-flows");
+    let engine = engine(&dir, &rules(10, 20));
+    // A stateless generation: the flow families are there, at zero.
+    let text = render(&engine, None, &[]);
+    assert_eq!(value(&text, "palisade_flows_active"), 0);
+    assert_eq!(value(&text, "palisade_flows_max"), 0);
+    promtool(&text);
+
+    reload(&engine, STATEFUL).unwrap();
+    let udp = |sport: u16| {
+        palisade_packet::FlowKey::new()
+            .with_ipv4([198, 18, 10, 5], [198, 19, 0, 7])
+            .with_proto(17)
+            .with_ports(sport, 53)
+    };
+    let reply = |sport: u16| {
+        palisade_packet::FlowKey::new()
+            .with_ipv4([198, 19, 0, 7], [198, 18, 10, 5])
+            .with_proto(17)
+            .with_ports(53, sport)
+    };
+    let mut h = engine.handle();
+    let mut run = |port: &str, keys: &[palisade_packet::FlowKey]| {
+        let mut out = vec![Decision::default(); keys.len()];
+        let mut b = h.batch();
+        let ctx = b.context(port, None).unwrap();
+        b.classify(keys, &ctx, &mut out);
+        out.iter().map(|d| d.verdict).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        run("lan1", &[udp(1000), udp(1001), udp(1002)]),
+        [Verdict::Permit; 3]
+    );
+    assert_eq!(
+        run("wan0", &[reply(1000), reply(2000)]),
+        [Verdict::Permit, Verdict::Deny]
+    );
+    // A TCP ACK from the WAN with no flow: invalid, denied, counted.
+    let ack = palisade_packet::FlowKey::new()
+        .with_ipv4([198, 19, 0, 7], [198, 18, 10, 5])
+        .with_proto(6)
+        .with_ports(443, 40000)
+        .with_tcp_flags(0x010);
+    assert_eq!(run("wan0", &[ack]), [Verdict::Deny]);
+    let text = render(&engine, None, &[]);
+    assert_eq!(value(&text, "palisade_flows_active"), 3);
+    assert_eq!(value(&text, "palisade_flows_max"), 1024);
+    assert_eq!(value(&text, "palisade_flows_created_total"), 3);
+    assert_eq!(value(&text, "palisade_flows_refused_total"), 0);
+    assert_eq!(value(&text, "palisade_flows_cut_total"), 0);
+    assert_eq!(value(&text, "palisade_flow_invalid_frames_total"), 1);
+    promtool(&text);
+
+    // A reload whose rules no longer open UDP flows cuts each at its next frame.
+    reload(&engine, &STATEFUL.replace("proto = \"udp\"", "proto = \"tcp\"")).unwrap();
+    assert_eq!(run("wan0", &[reply(1000), reply(1001)]), [Verdict::Deny; 2]);
+    let text = render(&engine, None, &[]);
+    assert_eq!(value(&text, "palisade_flows_cut_total"), 2);
+    assert_eq!(value(&text, "palisade_flows_active"), 1);
+    assert_eq!(value(&text, "palisade_flows_created_total"), 3, "monotonic");
+    promtool(&text);
+}
+
 fn http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
