@@ -1258,6 +1258,16 @@ fn flows_survive_a_reload_that_keeps_access_and_not_one_that_revokes_it() {
     );
     let session = net.session(&net.h1, H2, 7001, 20, 150);
     std::thread::sleep(Duration::from_millis(1000));
+    // Shadow evaluation first: it says the candidate would cut the live connection, and cuts nothing.
+    let out = net.palisade(&["reload", "--shadow", revoked.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = net.status();
+    let sh = &st["shadow"];
+    assert!(
+        sh["flows_cut"].as_u64() >= Some(1) && sh["flows_checked"].as_u64() >= sh["flows_cut"].as_u64(),
+        "{sh}"
+    );
+    assert_eq!(st["flows"]["cut"].as_u64(), Some(0), "shadow cuts nothing");
     let out = net.palisade(&["reload", revoked.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     match session_result(session) {

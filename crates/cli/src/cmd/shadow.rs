@@ -145,6 +145,13 @@ fn render_shadow(sh: &ShadowReport) -> String {
         sh.frames,
         if sh.promoted { " [promoted]" } else { "" }
     );
+    if sh.flows_checked > 0 {
+        let _ = writeln!(
+            o,
+            "  flows it would cut: {} of the {} live when it was loaded",
+            sh.flows_cut, sh.flows_checked
+        );
+    }
     for acl in &sh.acls {
         for r in acl.rules.iter().filter(|r| r.differ > 0) {
             let _ = writeln!(o, "  {} / {}: {}", acl.name, r.id, r.differ);
@@ -161,4 +168,36 @@ fn render_shadow(sh: &ShadowReport) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shadow_section_says_how_many_live_flows_the_candidate_would_cut() {
+        let mut sh = ShadowReport {
+            source: "next.toml".into(),
+            digest: "0123456789abcdef".into(),
+            promoted: false,
+            frames: 10,
+            differ: 2,
+            other_differ: 0,
+            flows_checked: 0,
+            flows_cut: 0,
+            acls: Vec::new(),
+            examples: Vec::new(),
+        };
+        let text = render_shadow(&sh);
+        assert_eq!(
+            text,
+            "shadow     next.toml (0123456789ab): 2 of 10 frames decided differently\n"
+        );
+        (sh.flows_checked, sh.flows_cut) = (5, 3);
+        let text = render_shadow(&sh);
+        assert!(
+            text.contains("\n  flows it would cut: 3 of the 5 live when it was loaded\n"),
+            "{text}"
+        );
+    }
 }
