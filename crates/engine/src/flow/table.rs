@@ -167,7 +167,8 @@ pub(crate) struct Cold {
 pub struct Origin {
     /// The generation whose rules opened it.
     pub generation: u32,
-    /// The rule that opened it, in the caller's numbering (the engine: a counter slot).
+    /// The rule that opened it, in the caller's numbering (the engine: the
+    /// rule's number among the names it keeps for flows, never a counter slot).
     pub rule: u32,
     /// The opening frame's context, in the caller's numbering (the engine:
     /// stable ids of the port and the route's interfaces; `u32::MAX` for none).
