@@ -39,7 +39,8 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 #![deny(missing_docs)]
-// One exception, named: control::peer reads SO_PEERCRED (std has no stable call for it).
+// Two exceptions, named: control::peer reads SO_PEERCRED (std has no stable call for it);
+// flow::huge asks madvise(2) for huge pages under the flow table (benches/flows.rs shows it pays).
 #![deny(unsafe_code)]
 
 pub mod control;

@@ -1,6 +1,6 @@
 //! Who is on the other end of a control connection: `SO_PEERCRED`.
 //!
-//! The only `unsafe` of the engine: std has no stable way to read a Unix
+//! One of the engine's two `unsafe` modules (with `flow::huge`): std has no stable way to read a Unix
 //! socket's peer credentials, so one `getsockopt(2)` is made here.
 #![allow(unsafe_code)]
 

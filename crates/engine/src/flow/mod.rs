@@ -62,6 +62,7 @@
 //! ```
 
 mod clock;
+mod huge;
 mod id;
 mod table;
 mod tcp;

@@ -347,6 +347,10 @@ impl Store {
             active: AtomicU32::new(0),
         };
         store.prefault();
+        // Two random lines a lookup, each a TLB miss with 4 KiB pages: ask for 2 MiB ones.
+        super::huge::advise(&store.tags);
+        super::huge::advise(&store.hot);
+        super::huge::advise(&store.cold);
         store
     }
 
