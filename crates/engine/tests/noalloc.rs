@@ -102,3 +102,134 @@ fn a_worker_never_frees_a_replaced_generation() {
     );
     assert_ne!(engine.current().number(), 0);
 }
+
+/// LAN opens UDP flows (keep_state), the WAN gets only their replies.
+fn stateful_rules(open_proto: &str, note: &str) -> String {
+    format!(
+        r#"version = 1
+# {note}
+[flows]
+max = 65536
+[[port]]
+name = "lan1"
+[[port]]
+name = "wan0"
+[[acl]]
+name = "lan-in"
+  [[acl.rule]]
+  id = "open"
+  action = "permit"
+  proto = "{open_proto}"
+  keep_state = true
+[[acl]]
+name = "wan-in"
+  [[acl.rule]]
+  id = "replies"
+  action = "permit"
+  state = ["established", "related"]
+[[bind]]
+acl = "lan-in"
+port = "lan1"
+[[bind]]
+acl = "wan-in"
+port = "wan0"
+"#
+    )
+}
+
+#[test]
+fn stateful_batches_never_allocate_opening_rechecking_or_cutting_flows() {
+    use palisade_engine::policy::Verdict;
+    use palisade_packet::FlowKey;
+    let dir = TempDir::new("noalloc-flows");
+    let engine = engine_with(&dir, &stateful_rules("udp", "a"), false);
+    let out_key = |n: u32| {
+        FlowKey::new()
+            .with_ipv4([198, 18, 10, (n >> 16) as u8 + 1], [198, 19, 0, 7])
+            .with_proto(17)
+            .with_ports(n as u16, 53)
+    };
+    let reply = |n: u32| {
+        FlowKey::new()
+            .with_ipv4([198, 19, 0, 7], [198, 18, 10, (n >> 16) as u8 + 1])
+            .with_proto(17)
+            .with_ports(53, n as u16)
+    };
+    let ack = FlowKey::new()
+        .with_ipv4([198, 19, 0, 7], [198, 18, 10, 9])
+        .with_proto(6)
+        .with_ports(443, 4000)
+        .with_tcp_flags(0x010);
+    let mut h = engine.handle();
+    let mut out = vec![Decision::default(); 64];
+    let (mut lan, mut wan) = {
+        let b = h.batch();
+        (b.context("lan1", None).unwrap(), b.context("wan0", None).unwrap())
+    };
+    let mut outs = [FlowKey::new(); 32];
+    let mut backs = [FlowKey::new(); 33];
+    use palisade_engine::policy::Context;
+    let mut round = |h: &mut palisade_engine::WorkerHandle, lan: &Context, wan: &Context, first: u32| {
+        for j in 0..32 {
+            outs[j] = out_key(first + j as u32);
+            backs[j] = reply(first + j as u32);
+        }
+        backs[32] = ack;
+        h.batch().classify(&outs, lan, &mut out);
+        let opened = out[..32].iter().all(|d| d.verdict == Verdict::Permit);
+        h.batch().classify(&backs, wan, &mut out);
+        (
+            opened,
+            out[..33].iter().filter(|d| d.verdict == Verdict::Permit).count(),
+        )
+    };
+    round(&mut h, &lan, &wan, 0); // warm up: counter shard sized, arc-swap slots
+
+    ARMED.with(|a| a.set(true));
+    for r in 1..200 {
+        assert_eq!(round(&mut h, &lan, &wan, r * 32), (true, 32));
+    }
+    ARMED.with(|a| a.set(false));
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "opening flows and their replies"
+    );
+
+    // The same access (another digest): every flow is re-checked on its next frame and kept.
+    engine
+        .reload(
+            bytes("same.toml", &stateful_rules("udp", "b")),
+            &ReloadOptions::default(),
+        )
+        .unwrap();
+    (lan, wan) = {
+        let b = h.batch();
+        (b.context("lan1", None).unwrap(), b.context("wan0", None).unwrap())
+    };
+    ARMED.with(|a| a.set(true));
+    for r in 1..100 {
+        assert_eq!(round(&mut h, &lan, &wan, r * 32), (true, 32), "kept");
+    }
+    ARMED.with(|a| a.set(false));
+    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "re-checking flows");
+
+    // Revoked: the flows are cut on their next frame, new ones not opened.
+    engine
+        .reload(
+            bytes("revoked.toml", &stateful_rules("tcp", "c")),
+            &ReloadOptions::default(),
+        )
+        .unwrap();
+    (lan, wan) = {
+        let b = h.batch();
+        (b.context("lan1", None).unwrap(), b.context("wan0", None).unwrap())
+    };
+    ARMED.with(|a| a.set(true));
+    for r in 100..200 {
+        assert_eq!(round(&mut h, &lan, &wan, r * 32), (false, 0), "cut");
+    }
+    ARMED.with(|a| a.set(false));
+    assert_eq!(ALLOCS.load(Ordering::Relaxed), 0, "cutting flows");
+    assert!(engine.flow_stats().unwrap().cut >= 100 * 32);
+}
