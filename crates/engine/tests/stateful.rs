@@ -76,9 +76,17 @@ struct Gateway {
 
 impl Gateway {
     fn new(text: &str) -> Self {
+        Self::with_files(text, &[])
+    }
+
+    /// A gateway whose rule file names other files (set files) beside it.
+    fn with_files(text: &str, files: &[(&str, &str)]) -> Self {
         let dir = TempDir::new("stateful");
         let config = dir.join("rules.toml");
         std::fs::write(&config, text).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
         let clock = ManualClock::new();
         let options = EngineOptions {
             durable: false,
@@ -388,4 +396,42 @@ fn a_flow_keeps_its_rule_name_after_its_rule_and_counters_are_gone() {
     assert_eq!(last.rule, "lan-in/out14");
     // And the first flow is still re-checked and kept (the new rule opens it too).
     assert!(g.passes(&udp(SERVER, LAN_HOST, 53, 40000), false));
+}
+
+/// A set change is a generation like a reload: a flow its new rules would not
+/// open is cut on its next frame, the others are kept.
+#[test]
+fn a_set_change_rechecks_the_flows_and_cuts_those_it_no_longer_opens() {
+    use palisade_rules::SetOp;
+    let servers = "198.19.0.7\n198.19.0.8\n";
+    let mut g = Gateway::with_files(
+        &rules(
+            "dst = \"@servers\"",
+            "[[set]]\nname = \"servers\"\nfile = \"servers.txt\"\n",
+        ),
+        &[("servers.txt", servers)],
+    );
+    const OTHER: Addr = Addr::V4([198, 19, 0, 8]);
+    assert!(g.passes(&udp(LAN_HOST, SERVER, 40000, 53), true));
+    assert!(g.passes(&udp(LAN_HOST, OTHER, 40001, 53), true));
+    assert!(g.passes(&udp(SERVER, LAN_HOST, 53, 40000), false));
+    let ch = g
+        .engine
+        .change_set(
+            "servers",
+            SetOp::Del,
+            &["198.19.0.7".into()],
+            &ReloadOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(ch.changed, 1);
+    assert!(
+        !g.passes(&udp(SERVER, LAN_HOST, 53, 40000), false),
+        "the flow to a server no longer in the set is cut"
+    );
+    assert!(
+        g.passes(&udp(OTHER, LAN_HOST, 53, 40001), false),
+        "the other flow is kept"
+    );
+    assert_eq!(g.engine.flow_stats().unwrap().cut, 1);
 }
