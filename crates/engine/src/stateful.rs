@@ -255,35 +255,77 @@ impl Batch<'_> {
             return;
         };
         let m = Moment::new(self.inner.clock.tick(), gen.number as u32, &plan.timeouts);
+        let policy = &c.policy;
+        let layout = &c.layout;
+        let cells = self.cells;
         let n = keys.len().min(out.len());
         let mut start = 0;
         while start < n {
             let end = (start + LOOKUP_BATCH).min(n);
+            let len_of = |i: usize| {
+                frames
+                    .get(i)
+                    .map(|f| f.len())
+                    .or_else(|| lens.get(i).copied())
+                    .unwrap_or(0) as u64
+            };
             let seen = &mut self.scratch.seen[..end - start];
             table.lookup_batch(&keys[start..end], frames.get(start..end).unwrap_or(&[]), &m, seen);
-            for i in start..end {
-                let mut s = self.scratch.seen[i - start];
+            // Each frame's state (flows re-checked under this generation first),
+            // then the chunk goes through the stages together with its states.
+            let mut stated = [FlowKey::new(); LOOKUP_BATCH];
+            for (j, s) in seen.iter_mut().enumerate() {
+                let i = start + j;
                 if s.is_stale() {
-                    match table.opening(&s) {
+                    match table.opening(s) {
                         Some(o)
                             if plan
                                 .context(o.origin.context)
-                                .is_some_and(|cx| opens(&c.policy, &o.key, &cx)) =>
+                                .is_some_and(|cx| opens(policy, &o.key, &cx)) =>
                         {
-                            table.mark_checked(&s, m.generation)
+                            table.mark_checked(s, m.generation)
                         }
                         _ => {
-                            table.cut(&s);
+                            table.cut(s);
                             s.state = FlowState::without_entry(&keys[i]);
                         }
                     }
                 }
-                let len = frames
-                    .get(i)
-                    .map(|f| f.len())
-                    .or_else(|| lens.get(i).copied())
-                    .unwrap_or(0) as u64;
-                out[i] = decide(self.cells, c, plan, table, &m, &keys[i], &s, ctx, len);
+                stated[j] = keys[i].with_flow_state(s.state);
+            }
+            let stated = &stated[..end - start];
+            // The first keep_state rule that permitted each frame (its flow's opener).
+            let mut opener: [Option<u32>; LOOKUP_BATCH] = [None; LOOKUP_BATCH];
+            policy.evaluate_batch_traced(stated, ctx, &mut out[start..end], |j, ev| {
+                crate::engine::count_event(cells, layout, ev, len_of(start + j));
+                if opener[j].is_none() && ev.verdict == Verdict::Permit && policy.keeps_state(ev.acl, ev.rule)
+                {
+                    opener[j] = match ev.rule {
+                        RuleRef::Rule(r) => plan
+                            .openers
+                            .get(ev.acl as usize)
+                            .and_then(|o| o.get(r as usize))
+                            .copied()
+                            .or(Some(u32::MAX)),
+                        _ => None,
+                    };
+                }
+            });
+            for (j, s) in seen.iter().enumerate() {
+                let i = start + j;
+                out[i] = open_and_count(
+                    cells,
+                    c,
+                    plan,
+                    table,
+                    &m,
+                    &keys[i],
+                    s,
+                    ctx,
+                    out[i],
+                    opener[j],
+                    len_of(i),
+                );
                 if let Some(st) = states.get_mut(i) {
                     *st = s.state;
                 }
@@ -293,10 +335,12 @@ impl Batch<'_> {
     }
 }
 
-/// One frame of a stateful generation: evaluate with its state, open its flow, count.
+/// One frame of a stateful generation after the stages decided `d` in its
+/// state: its flow opened when a `keep_state` rule (`opener`) permitted a
+/// new one (denied at stage `flows-full` when the table is full), and counted.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn decide(
+fn open_and_count(
     cells: &[std::sync::atomic::AtomicU64],
     c: &Compiled,
     plan: &FlowPlan,
@@ -305,26 +349,11 @@ fn decide(
     key: &FlowKey,
     seen: &Seen,
     ctx: &Context,
+    mut d: Decision,
+    opener: Option<u32>,
     len: u64,
 ) -> Decision {
     let layout = &c.layout;
-    let policy = &c.policy;
-    let k = key.with_flow_state(seen.state);
-    let mut opener: Option<u32> = None;
-    let mut d = policy.evaluate_traced(&k, ctx, |ev| {
-        crate::engine::count_event(cells, layout, ev, len);
-        if opener.is_none() && ev.verdict == Verdict::Permit && policy.keeps_state(ev.acl, ev.rule) {
-            opener = match ev.rule {
-                RuleRef::Rule(i) => plan
-                    .openers
-                    .get(ev.acl as usize)
-                    .and_then(|r| r.get(i as usize))
-                    .copied()
-                    .or(Some(u32::MAX)),
-                _ => None,
-            };
-        }
-    });
     if seen.state == FlowState::Invalid {
         bump(cells, layout.flows);
     }
