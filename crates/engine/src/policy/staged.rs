@@ -162,6 +162,14 @@ impl Policy {
                 NONE
             }
         };
+        // Usually one binding for all (or none at all): the stage as it is.
+        if n_live == 0 {
+            return 0;
+        }
+        let first = binding_of(live[0]);
+        if live[1..n_live].iter().all(|&i| binding_of(i) == first) {
+            return self.stage(Stage::VlanAclIn, first, k, live, n_live, out, trace);
+        }
         let mut pending: Lanes = *live;
         let mut n_pending = n_live;
         let mut kept = [false; STAGE_BATCH];
