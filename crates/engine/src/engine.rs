@@ -1943,36 +1943,10 @@ impl Batch<'_> {
         let layout = &c.layout;
         let len_of = |i: usize| lens.get(i).map_or(0, |&n| n as u64);
         // Stage by stage over the batch (each ACL classifies its keys in one call).
-        c.policy.evaluate_batch_traced(keys, ctx, out, |i, ev| {
-            if let Some(b) = layout.bindings.get(ev.binding as usize) {
-                bump(cells, b.base);
-                bump(cells, b.base + if ev.verdict == Verdict::Permit { 1 } else { 2 });
-            }
-            if let Some(rules) = layout.acl_rules.get(ev.acl as usize) {
-                let slot = match ev.rule {
-                    RuleRef::Rule(i) => rules.get(i as usize),
-                    RuleRef::Default => rules.last(),
-                    _ => None,
-                };
-                if let Some(&s) = slot {
-                    bump(cells, s);
-                    add(cells, s + 1, len_of(i));
-                }
-            }
-        });
+        c.policy
+            .evaluate_batch_traced(keys, ctx, out, |i, ev| count_event(cells, layout, ev, len_of(i)));
         for (i, d) in out.iter().take(keys.len()).enumerate() {
-            let len = len_of(i);
-            if let RuleRef::Rescue(i) = d.rule {
-                if let Some(&s) = layout.rescue.get(i as usize) {
-                    bump(cells, s);
-                    add(cells, s + 1, len);
-                }
-            }
-            let denied = u32::from(d.verdict != Verdict::Permit);
-            bump(cells, layout.total);
-            bump(cells, layout.total + 1 + denied);
-            add(cells, layout.total + 3, len);
-            bump(cells, layout.stages + 2 * stage_index(d.stage) + denied);
+            count_decision(cells, layout, d, len_of(i));
         }
     }
 
