@@ -8,7 +8,7 @@ mod frames;
 
 use std::sync::Arc;
 
-use frames::{Addr, Spec, ACK, FIN, PSH, RST, SYN};
+use frames::{tcp, udp, Addr, Spec, ACK, FIN, PSH, RST, SYN};
 use palisade_engine::flow::{Clock, FlowTable, ManualClock, Moment, Origin, Seen, TcpPhase, Timeouts};
 use palisade_packet::FlowState::{self, Established, Invalid, New, Related, Untracked};
 use palisade_rules::FlowTimeouts;
@@ -62,25 +62,6 @@ impl Harness {
 
     fn state(&self, spec: &Spec, keep: bool) -> FlowState {
         self.frame(spec, keep).state
-    }
-}
-
-fn tcp(from: Addr, to: Addr, sport: u16, dport: u16, flags: u16) -> Spec {
-    Spec::Tcp {
-        from,
-        to,
-        sport,
-        dport,
-        flags,
-    }
-}
-
-fn udp(from: Addr, to: Addr, sport: u16, dport: u16) -> Spec {
-    Spec::Udp {
-        from,
-        to,
-        sport,
-        dport,
     }
 }
 

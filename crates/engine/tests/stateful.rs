@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TempDir;
-use frames::{Addr, Spec, ACK, SYN};
+use frames::{tcp, udp, Addr, Spec, ACK, SYN};
 use palisade_engine::flow::ManualClock;
 use palisade_engine::policy::{Decision, RuleRef, Stage, Verdict};
 use palisade_engine::{Engine, EngineOptions, ReloadOptions, ReloadSource, WorkerHandle};
@@ -132,25 +132,6 @@ impl Gateway {
             .reload(src, &ReloadOptions::default())
             .unwrap()
             .generation
-    }
-}
-
-fn tcp(from: Addr, to: Addr, sport: u16, dport: u16, flags: u16) -> Spec {
-    Spec::Tcp {
-        from,
-        to,
-        sport,
-        dport,
-        flags,
-    }
-}
-
-fn udp(from: Addr, to: Addr, sport: u16, dport: u16) -> Spec {
-    Spec::Udp {
-        from,
-        to,
-        sport,
-        dport,
     }
 }
 

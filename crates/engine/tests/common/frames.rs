@@ -162,3 +162,24 @@ impl Spec {
         out
     }
 }
+
+/// A TCP segment from `from:sport` to `to:dport` with `flags`.
+pub fn tcp(from: Addr, to: Addr, sport: u16, dport: u16, flags: u16) -> Spec {
+    Spec::Tcp {
+        from,
+        to,
+        sport,
+        dport,
+        flags,
+    }
+}
+
+/// A UDP datagram from `from:sport` to `to:dport`.
+pub fn udp(from: Addr, to: Addr, sport: u16, dport: u16) -> Spec {
+    Spec::Udp {
+        from,
+        to,
+        sport,
+        dport,
+    }
+}
