@@ -338,33 +338,6 @@ fn start_with_slow_opens(d: &Daemon, paths: &[&std::path::Path], secs: u64) -> T
     Traced { strace: child }
 }
 
-/// strace and the daemon it runs: dropping it stops the daemon (SIGTERM; a
-/// SIGTERM to strace would only detach it) and then strace.
-struct Traced {
-    strace: std::process::Child,
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let id = self.strace.id();
-        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
-        for pid in children.split_whitespace() {
-            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "palisade") {
-                let _ = std::process::Command::new("kill").args(["-TERM", pid]).status();
-            }
-        }
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.strace.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.strace.kill();
-        let _ = self.strace.wait();
-    }
-}
-
 /// Rule set EDGE plus an ACL of `n` rules with ids `tag-N`.
 fn big(n: usize, tag: &str) -> String {
     let mut t = String::from(EDGE);

@@ -118,7 +118,7 @@ fn an_unprivileged_user_never_reaches_the_socket_before_its_mode_is_final() {
     // The daemon, under umask 000, with every chmod held back 1.5 s: the window
     // between creating the socket and restricting it is wide open.
     let log = std::fs::File::create(d.dir.join("daemon.log")).unwrap();
-    let mut daemon = Command::new("strace")
+    let daemon = Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=chmod,fchmodat"])
         .args(["-e", "inject=chmod,fchmodat:delay_enter=1500000"])
         .args([
@@ -138,6 +138,8 @@ fn an_unprivileged_user_never_reaches_the_socket_before_its_mode_is_final() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // Dropping it stops the daemon itself (killing strace would only detach it).
+    let daemon = Traced { strace: daemon };
     let t0 = Instant::now();
     while !(socket.exists() && UnixStream::connect(&socket).is_ok()) {
         assert!(
@@ -151,9 +153,9 @@ fn an_unprivileged_user_never_reaches_the_socket_before_its_mode_is_final() {
     std::fs::write(public.join("stop"), b"").unwrap();
     let out = attacker.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    // Read before the daemon stops (it removes its socket on the way out).
     let mode = std::fs::symlink_metadata(&socket).unwrap().permissions().mode() & 0o777;
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&public);
     assert!(
         !report.contains("BREACH"),

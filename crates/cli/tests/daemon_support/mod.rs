@@ -318,3 +318,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// strace and the daemon it runs: dropping it stops the daemon (SIGTERM; a
+/// SIGTERM to strace would only detach it) and then strace.
+pub struct Traced {
+    /// The strace process (the daemon is its child).
+    pub strace: std::process::Child,
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let id = self.strace.id();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "palisade") {
+                let _ = std::process::Command::new("kill").args(["-TERM", pid]).status();
+            }
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.strace.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
+}
