@@ -33,7 +33,7 @@ frame,verdict,stage,acl,rule
 10,deny,racl-in,lan-in,default
 11,deny,malformed,,
 12,deny,malformed,,
-13,deny,racl-in,lan-in,default
+13,permit,pacl,lan1-in,arp
 ";
 
 #[test]
@@ -54,7 +54,7 @@ fn readme_command_csv() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), OFFICE_LAN_WAN);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("13 frames: 6 permit, 7 deny"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("13 frames: 7 permit, 6 deny"));
 }
 
 #[test]

@@ -384,3 +384,36 @@ fn state_is_assumed_or_given_and_a_keep_state_rule_opens_a_flow() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("such a packet can only be established or invalid"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn routed_acls_do_not_apply_to_non_ip() {
+    // ARP routed wan -> lan: office.toml's wan-in (default deny) is a Routed
+    // ACL, for IP only, so it neither sees nor denies ARP.
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "arp 198.51.100.1 -> 10.0.10.1",
+    ]);
+    assert_eq!(v["verdict"], "permit", "{v}");
+    let stages = v["stages"].as_array().unwrap();
+    for racl in ["racl-in", "racl-out"] {
+        let s = stages.iter().find(|s| s["stage"] == racl).unwrap();
+        assert_eq!(s["note"], "does not apply (Routed ACLs are for IP)", "{s}");
+        assert!(s["verdict"].is_null(), "{s}");
+    }
+    // The same route for IP: wan-in decides.
+    let v = json(&[
+        "--port",
+        "wan0",
+        "--route",
+        "wan:lan",
+        "udp 198.51.100.1:1000 -> 10.0.10.1:9",
+    ]);
+    assert_eq!(
+        (v["verdict"].as_str(), v["stage"].as_str()),
+        (Some("deny"), Some("racl-in")),
+        "{v}"
+    );
+}

@@ -16,8 +16,9 @@
 //! ([`palisade_engine::Batch::refuse`]), as a switch keeps VLANs apart.
 //!
 //! Routed ACLs are for IP: a frame that is not IPv4 or IPv6 (ARP, LLDP, ...)
-//! crosses where IP would, but is decided with no route, so only Port and
-//! VLAN ACLs apply to it.
+//! crosses where IP would, with the same route, and the policy decides it by
+//! Port and VLAN ACLs only: the ingress VLAN's and, when it leaves in another
+//! VLAN, the egress VLAN's ([`Policy`] skips Routed ACLs for non-IP frames).
 //!
 //! A frame leaves untagged in the egress port's access VLAN, tagged on its
 //! trunk VLANs ([`egress_tagging`]); a QinQ frame keeps its inner tag either
@@ -31,10 +32,6 @@ use palisade_packet::FlowKey;
 use palisade_rules::{InterfaceTarget, RuleSet};
 
 use crate::filter::Forward;
-
-/// Ethertypes of the frames Routed ACLs apply to.
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// What a port carries: its access/native VLAN and its tagged VLANs.
 ///
@@ -201,14 +198,13 @@ impl Topology {
         };
         // A routed port sends untagged frames unless it carries the VLAN tagged.
         let forward = egress_tagging(&out.vlans, out_vlan).unwrap_or(Forward::Untagged);
-        let ip = matches!(key.ethertype, ETHERTYPE_IPV4 | ETHERTYPE_IPV6);
         if from == to {
             return Path::Blocked(Stage::VlanFilter);
         }
         Path::Cross {
             context: Context {
                 port,
-                route: ip.then_some(Route { from, to }),
+                route: Some(Route { from, to }),
             },
             forward,
         }
@@ -218,6 +214,10 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_engine::policy::Verdict;
+
+    const ETHERTYPE_IPV4: u16 = 0x0800;
+    const ETHERTYPE_IPV6: u16 = 0x86dd;
 
     fn topo(text: &str, ifaces: &[&str]) -> (Topology, Policy, Vec<String>) {
         let loaded = palisade_rules::parse("t.toml", text.as_bytes()).unwrap();
@@ -264,6 +264,7 @@ port = "wan0"
     fn arp() -> FlowKey {
         let mut k = FlowKey::new();
         k.ethertype = 0x0806;
+        k.present.0 |= palisade_packet::Present::ETHERTYPE;
         k
     }
 
@@ -385,9 +386,10 @@ trunk = [10, 20]
         // Back in: VLAN 10 is lan1's access VLAN, so untagged.
         let back = Some(Route { from: wan, to: lan });
         assert_eq!(t.path(1, &k4), cross(wan0, back, Forward::Untagged));
-        // ARP crosses where IP would, but with no route: no Routed ACL applies.
-        assert_eq!(t.path(0, &arp()), cross(lan1, None, Forward::Untagged));
-        assert_eq!(t.path(1, &arp()), cross(wan0, None, Forward::Untagged));
+        // ARP crosses where IP would, on the same route (the policy skips
+        // Routed ACLs for it; see `non_ip_meets_vlan_acls_not_routed_acls`).
+        assert_eq!(t.path(0, &arp()), cross(lan1, out, Forward::Untagged));
+        assert_eq!(t.path(1, &arp()), cross(wan0, back, Forward::Untagged));
         // VLAN 20 (lan1's trunk) has no SVI: no way to the wan.
         assert_eq!(t.path(0, &k4.with_vlan(20)), Path::Blocked(Stage::VlanFilter));
     }
@@ -424,6 +426,64 @@ vlan = 30
         );
         // VLAN 20 from b has no SVI: blocked.
         assert_eq!(t.path(1, &k.with_vlan(20)), Path::Blocked(Stage::VlanFilter));
+    }
+
+    #[test]
+    fn non_ip_meets_vlan_acls_not_routed_acls() {
+        // ARP routed from VLAN 10 into VLAN 30: the Routed ACLs (deny all)
+        // do not apply to it, VLAN 30's ACL (deny ARP) does, on the way out.
+        let rules = r#"
+version = 1
+[[port]]
+name = "a"
+vlan = 10
+[[port]]
+name = "b"
+vlan = 30
+[[interface]]
+name = "v10"
+vlan = 10
+[[interface]]
+name = "v30"
+vlan = 30
+[[acl]]
+name = "racl"
+default = "deny"
+[[acl]]
+name = "no-arp"
+default = "permit"
+  [[acl.rule]]
+  id = "arp"
+  action = "deny"
+  ethertype = "arp"
+[[bind]]
+acl = "racl"
+interface = "v10"
+direction = "in"
+[[bind]]
+acl = "no-arp"
+vlan = 30
+"#;
+        let (t, p, _) = topo(rules, &["a", "b"]);
+        let arp_a_to_b = t.path(0, &arp());
+        let Path::Cross { context, .. } = arp_a_to_b else {
+            panic!("ARP must cross like IP: {arp_a_to_b:?}");
+        };
+        let d = p.evaluate(&arp(), &context);
+        assert_eq!((d.verdict, d.stage), (Verdict::Deny, Stage::VlanAclOut));
+        assert_eq!(p.rule_name(&d), "arp");
+        // The other way, VLAN 30's ACL is the ingress one: denied there.
+        let Path::Cross { context, .. } = t.path(1, &arp()) else {
+            panic!("ARP must cross like IP");
+        };
+        let d = p.evaluate(&arp(), &context);
+        assert_eq!((d.verdict, d.stage), (Verdict::Deny, Stage::VlanAclIn));
+        // IP from a to b meets the Routed ACL and is denied there.
+        let Path::Cross { context, .. } = t.path(0, &udp4()) else {
+            panic!("IP must be routed");
+        };
+        let d = p.evaluate(&udp4(), &context);
+        assert_eq!((d.verdict, d.stage), (Verdict::Deny, Stage::RoutedAclIn));
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //!    of `route.to` when it is an SVI; only for routed frames, which are
 //!    matched with that egress VLAN stamped into the key). The first deny
 //!    ends evaluation; a stage with no ACL bound passes the frame on.
+//!    Routed ACLs are for IP: a frame that is not IPv4 or IPv6
+//!    ([`FlowKey::is_ip`]: ARP, LLDP, ...) skips both RACL stages, but a
+//!    routed one still meets the egress VLAN's ACL.
 //!
 //! When nothing denies, the verdict is permit and the decision names the
 //! last ACL that permitted it, or [`Stage::Passed`] when no ACL was bound on
@@ -920,10 +923,12 @@ impl Policy {
         if let Some(route) = ctx.route {
             let from = &self.interfaces[route.from as usize];
             let to = &self.interfaces[route.to as usize];
-            for (stage, binding) in [
+            // Routed ACLs are for IP; a non-IP frame still meets the egress VLAN's ACL.
+            let racls = [
                 (Stage::RoutedAclIn, from.racl_in),
                 (Stage::RoutedAclOut, to.racl_out),
-            ] {
+            ];
+            for (stage, binding) in racls.into_iter().filter(|_| k.is_ip()) {
                 if let Some(d) = self.run(stage, binding, &k, &mut last, &mut trace) {
                     return d;
                 }

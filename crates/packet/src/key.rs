@@ -255,6 +255,21 @@ impl FlowKey {
         self
     }
 
+    /// Whether the frame is IPv4 or IPv6 by its ethertype (after the VLAN
+    /// tags): the frames Routed ACLs apply to.
+    ///
+    /// ```
+    /// use palisade_packet::{FlowKey, Present};
+    /// assert!(FlowKey::new().with_ipv4([198, 18, 0, 1], [198, 18, 0, 2]).is_ip());
+    /// let mut arp = FlowKey::new();
+    /// arp.ethertype = 0x0806;
+    /// arp.present.0 |= Present::ETHERTYPE;
+    /// assert!(!arp.is_ip());
+    /// ```
+    pub const fn is_ip(&self) -> bool {
+        self.present.has(Present::ETHERTYPE) && matches!(self.ethertype, 0x0800 | 0x86dd)
+    }
+
     /// Sets the L4 protocol.
     ///
     /// ```

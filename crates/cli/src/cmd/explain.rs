@@ -356,12 +356,12 @@ fn walk(
         plan.push((
             Stage::RoutedAclIn,
             format!("interface {} in", iface(r.from)),
-            true,
+            key.is_ip(),
         ));
         plan.push((
             Stage::RoutedAclOut,
             format!("interface {} out", iface(r.to)),
-            true,
+            key.is_ip(),
         ));
         plan.push((
             Stage::VlanAclOut,
@@ -419,6 +419,8 @@ fn walk(
         } else {
             let why = if applies {
                 "no ACL bound: passes"
+            } else if matches!(stage, Stage::RoutedAclIn | Stage::RoutedAclOut) {
+                "does not apply (Routed ACLs are for IP)"
             } else {
                 "does not apply"
             };

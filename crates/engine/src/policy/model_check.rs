@@ -130,22 +130,30 @@ fn model(rs: &RuleSet, key: &FlowKey, port: &str, route: Option<(&str, &str)>) -
         stages.push(("vacl-in", acl_for(&BindTarget::Vlan(k.outer_vlan)), k.outer_vlan));
     }
     if let Some((from, to)) = route {
-        stages.push((
-            "racl-in",
-            acl_for(&BindTarget::Interface {
-                name: from.into(),
-                direction: Direction::In,
-            }),
-            k.outer_vlan,
-        ));
-        stages.push((
-            "racl-out",
-            acl_for(&BindTarget::Interface {
-                name: to.into(),
-                direction: Direction::Out,
-            }),
-            k.outer_vlan,
-        ));
+        // Routed ACLs are for IP frames only.
+        let ip = k.present.has(Present::ETHERTYPE) && (k.ethertype == 0x0800 || k.ethertype == 0x86dd);
+        stages.extend(
+            [
+                (
+                    "racl-in",
+                    acl_for(&BindTarget::Interface {
+                        name: from.into(),
+                        direction: Direction::In,
+                    }),
+                    k.outer_vlan,
+                ),
+                (
+                    "racl-out",
+                    acl_for(&BindTarget::Interface {
+                        name: to.into(),
+                        direction: Direction::Out,
+                    }),
+                    k.outer_vlan,
+                ),
+            ]
+            .into_iter()
+            .filter(|_| ip),
+        );
         let to_if = rs.interfaces.iter().find(|i| i.name == to).unwrap();
         if let InterfaceTarget::Vlan(v) = to_if.target {
             stages.push(("vacl-out", acl_for(&BindTarget::Vlan(v)), v));

@@ -132,8 +132,7 @@ impl Policy {
         if let Some(route) = ctx.route {
             let from = &self.interfaces[route.from as usize];
             let to = &self.interfaces[route.to as usize];
-            n_live = self.stage(Stage::RoutedAclIn, from.racl_in, k, &mut live, n_live, out, trace);
-            n_live = self.stage(Stage::RoutedAclOut, to.racl_out, k, &mut live, n_live, out, trace);
+            n_live = self.routed_stages(from.racl_in, to.racl_out, k, &mut live, n_live, out, trace);
             if to.vlan != 0 {
                 for &i in &live[..n_live] {
                     k[i as usize].outer_vlan = to.vlan;
@@ -142,6 +141,53 @@ impl Policy {
                 self.stage(Stage::VlanAclOut, binding, k, &mut live, n_live, out, trace);
             }
         }
+    }
+
+    /// The two Routed ACL stages, on the live keys that are IP (Routed ACLs
+    /// are for IP); the others pass them untouched and stay live for the
+    /// egress VLAN ACL. Returns how many stay, in ascending order.
+    #[allow(clippy::too_many_arguments)]
+    fn routed_stages(
+        &self,
+        racl_in: u32,
+        racl_out: u32,
+        k: &[FlowKey],
+        live: &mut Lanes,
+        n_live: usize,
+        out: &mut [Decision],
+        trace: &mut dyn FnMut(usize, &StageEvent),
+    ) -> usize {
+        if live[..n_live].iter().all(|&i| k[i as usize].is_ip()) {
+            let n = self.stage(Stage::RoutedAclIn, racl_in, k, live, n_live, out, trace);
+            return self.stage(Stage::RoutedAclOut, racl_out, k, live, n, out, trace);
+        }
+        let mut ip: Lanes = [0; STAGE_BATCH];
+        let mut other: Lanes = [0; STAGE_BATCH];
+        let (mut n_ip, mut n_other) = (0, 0);
+        for &i in &live[..n_live] {
+            if k[i as usize].is_ip() {
+                ip[n_ip] = i;
+                n_ip += 1;
+            } else {
+                other[n_other] = i;
+                n_other += 1;
+            }
+        }
+        n_ip = self.stage(Stage::RoutedAclIn, racl_in, k, &mut ip, n_ip, out, trace);
+        n_ip = self.stage(Stage::RoutedAclOut, racl_out, k, &mut ip, n_ip, out, trace);
+        // Merge the two ascending lists back (what `stage` relies on).
+        let (mut a, mut b, mut n) = (0, 0, 0);
+        while a < n_ip || b < n_other {
+            let take_ip = b == n_other || (a < n_ip && ip[a] < other[b]);
+            live[n] = if take_ip { ip[a] } else { other[b] };
+            if take_ip {
+                a += 1;
+            } else {
+                b += 1;
+            }
+            n += 1;
+        }
+        n
     }
 
     /// The ingress VLAN ACL stage: each key's binding is its VLAN's, so the

@@ -484,13 +484,15 @@ fn fragments_and_non_ip() {
             acl: Some("vacl10"),
             rule: "default",
         },
+        // Routed ACLs are for IP: ARP skips wan-in (which denies everything
+        // else by default) and meets only the egress VLAN's ACL.
         Row {
             port: "wan0",
             route: Some(("wan", "lan")),
             key: arp,
-            verdict: Deny,
-            stage: "racl-in",
-            acl: Some("wan-in"),
+            verdict: Permit,
+            stage: "vacl-out",
+            acl: Some("vacl10"),
             rule: "default",
         },
     ]);
