@@ -130,6 +130,35 @@ fn manpage(args: ManpageArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+impl Command {
+    /// Commands whose only output is stdout: `palisade inspect cap | head`
+    /// must end quietly when `head` closes the pipe. Commands that talk to a
+    /// daemon keep SIGPIPE ignored, so a closed control socket is an error
+    /// they report, not a silent death.
+    fn writes_only_stdout(&self) -> bool {
+        matches!(
+            self,
+            Command::Check(_)
+                | Command::Inspect(_)
+                | Command::Classify(_)
+                | Command::Explain(_)
+                | Command::Bench(_)
+                | Command::Completions(_)
+                | Command::Manpage(_)
+        )
+    }
+}
+
+/// Restores the default action of SIGPIPE (Rust starts with it ignored, so
+/// `println!` on a closed pipe panics): the process ends as `cat` would.
+fn die_quietly_on_broken_pipe() {
+    // SAFETY: signal(2) with a valid signal number and SIG_DFL touches no
+    // memory of ours; called before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     logger::init();
     let cli = match Cli::try_parse() {
@@ -140,6 +169,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if cli.command.writes_only_stdout() {
+        die_quietly_on_broken_pipe();
+    }
     match cli.command {
         Command::Check(args) => cmd::check::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),

@@ -222,3 +222,28 @@ fn shared_capture_matches_truth_columns() {
     }
     assert_eq!(n, 26);
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_output_quietly() {
+    // `palisade inspect cap | head -0`: the reader is gone before the first
+    // row is written. The command must end as `cat` would, without a panic.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let capture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/demo/office.pcap");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .arg("inspect")
+        .arg(&capture)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run palisade");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
+}
