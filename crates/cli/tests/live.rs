@@ -1010,6 +1010,89 @@ fn routed_acls_leave_arp_alone() {
     assert!(rx >= 6, "ARP request and reply crossed too: {status}");
 }
 
+/// ARP routed between two VLANs with SVIs, judged on the wire: the Routed ACL (IP only) never
+/// sees it, the egress VLAN's ACL does. With VLAN 30's ARP deny, h1's ARP requests (sent raw,
+/// entering in VLAN 10) never reach h2; with it lifted by a reload they arrive unchanged and
+/// h1 resolves h2 and pings it through the Routed ACL.
+fn vlan_acls_hold_arp_routed_between_vlans() {
+    const MARK: &str = "pal-arp-vacl";
+    let mut net = Net::with_arp("arpvl");
+    let rules = fixture("routed-vlans.toml");
+    net.start(&rules, BRIDGE);
+    // An ARP request h1 -> h2, its padding carrying the marker the sniffer looks for.
+    let mac = |m: &str| -> Vec<u8> { m.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect() };
+    let ip = |a: &str| a.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let mut arp = vec![0xff; 6];
+    arp.extend(mac(MAC1));
+    arp.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    arp.extend(mac(MAC1));
+    arp.extend(ip(H1));
+    arp.extend([0; 6]);
+    arp.extend(ip(H2));
+    arp.extend(format!("{MARK}......").bytes());
+    const COPIES: usize = 3;
+    let acl = |status: &serde_json::Value, name: &str| {
+        status["acls"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == name))
+            .unwrap_or_else(|| panic!("acl {name}: {status}"))["counters"]
+            .clone()
+    };
+
+    let got = raw_exchange(&net, &net.h1, &net.h2, std::slice::from_ref(&arp), COPIES, MARK);
+    assert!(
+        got.is_empty(),
+        "VLAN 30's ACL denies ARP leaving into VLAN 30; arrived: {got:#?}"
+    );
+    let status = net.status();
+    assert_eq!(
+        acl(&status, "vlan30")["denied"],
+        COPIES as u64,
+        "denied at vacl-out: {status}"
+    );
+    assert_eq!(
+        acl(&status, "v10-in")["evaluated"],
+        0,
+        "the Routed ACL never saw ARP: {status}"
+    );
+
+    // The same rules with ARP permitted.
+    let text = std::fs::read_to_string(&rules).expect("fixture");
+    let open = text
+        .replace(
+            "  action = \"deny\"\n  ethertype = \"arp\"",
+            "  action = \"permit\"\n  ethertype = \"arp\"",
+        )
+        .replace("verdict = \"deny\"", "verdict = \"permit\"");
+    assert_ne!(open, text, "the fixture's ARP deny");
+    let file = net.lab.dir.join("arp-open.toml");
+    std::fs::write(&file, open).expect("write rules");
+    let out = net.palisade(&["reload", file.to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = raw_exchange(&net, &net.h1, &net.h2, std::slice::from_ref(&arp), COPIES, MARK);
+    let hex = probe::to_hex(&arp);
+    assert_eq!(
+        got.iter().filter(|g| **g == hex).count(),
+        COPIES,
+        "arrived unchanged: {got:#?}"
+    );
+    assert_eq!(
+        net.icmp_ping(&net.h1, H2, 2),
+        2,
+        "ARP resolved, pings routed both ways"
+    );
+    let status = net.status();
+    assert_eq!(
+        acl(&status, "v10-in")["evaluated"],
+        2,
+        "only the echo requests: {status}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 
 type Test = (&'static str, fn());
@@ -1030,6 +1113,7 @@ const TESTS: &[Test] = tests![
     vlans_are_kept_filtered_and_counted,
     tcp_with_default_offloads_passes,
     routed_acls_leave_arp_alone,
+    vlan_acls_hold_arp_routed_between_vlans,
     vanished_interface_is_survived,
     missing_interface_is_a_clear_error,
     logs_metrics_and_control_events_live,
