@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_support::{code, text, Daemon, BIN};
+use daemon_support::{code, text, Daemon, Traced, BIN};
 use palisade_classify::{IpFamily, Prefix};
 use serde_json::Value;
 
@@ -554,4 +554,73 @@ fn a_set_file_argument_that_is_a_fifo_is_refused_at_once() {
     assert_eq!(code(&out), 2, "{}", text(&out));
     assert!(text(&out).contains("not a regular file"), "{}", text(&out));
     assert_eq!(d.status()["generation"], g);
+}
+
+#[test]
+fn a_set_client_that_gives_up_is_told_the_change_goes_on() {
+    let d = Daemon::new("sets-timeout");
+    d.write("rules.toml", RULES);
+    d.write("bl.txt", BL);
+    // The write-through of the set file is held 4 s, whatever the machine.
+    let tmp = d.dir.join(".bl.txt.palisade-tmp");
+    let _daemon = Traced {
+        strace: daemon_held_at(&d, &tmp, "write"),
+    };
+    let t0 = Instant::now();
+    while d.ask(serde_json::json!({"cmd": "status"})).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = d.status()["generation"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "set",
+            "add",
+            "bl",
+            "198.51.100.0/24",
+            "--timeout",
+            "1",
+            "--control",
+        ])
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "gave up on time: {:?}",
+        t0.elapsed()
+    );
+    let msg = text(&out);
+    assert!(
+        msg.contains("gave up waiting after") && msg.contains("goes on"),
+        "{msg}"
+    );
+    // ...and the change did go on.
+    let t0 = Instant::now();
+    loop {
+        let st = d.status();
+        if st["generation"].as_u64().unwrap() > before {
+            assert_eq!(set_status(&st)["elements"], 3, "{st}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the change never landed: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A bad --timeout is an argument error, nothing sent.
+    let out = Command::new(BIN)
+        .args(["set", "add", "bl", "203.0.113.7", "--timeout", "0", "--control"])
+        .arg(d.socket())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", text(&out));
+    assert!(
+        text(&out).contains("--timeout must be a positive number"),
+        "{}",
+        text(&out)
+    );
 }

@@ -112,7 +112,7 @@ pub(crate) fn fail(client: &Client, e: ClientError, what: &str) -> ExitCode {
 }
 
 /// A positive number of seconds given for `flag`, or the message saying it is not.
-fn seconds(flag: &str, secs: Option<f64>) -> Result<Option<std::time::Duration>, ExitCode> {
+pub(crate) fn seconds(flag: &str, secs: Option<f64>) -> Result<Option<std::time::Duration>, ExitCode> {
     match secs {
         None => Ok(None),
         Some(s) => match std::time::Duration::try_from_secs_f64(s) {
@@ -125,15 +125,15 @@ fn seconds(flag: &str, secs: Option<f64>) -> Result<Option<std::time::Duration>,
     }
 }
 
-/// Sends a reload or rollback and waits as long as the daemon works on it,
-/// telling the operator what it is doing when it takes a while.
-fn call_long(
+/// Sends a reload, rollback or set change and waits as long as the daemon
+/// works on it, telling the operator what it is doing when it takes a while.
+pub(crate) fn call_long<T: serde::de::DeserializeOwned>(
     client: &Client,
     req: &Request,
     limit: Option<std::time::Duration>,
-) -> Result<GenerationReply, ClientError> {
+) -> Result<T, ClientError> {
     let mut shown: Option<(palisade_engine::ReloadStage, u64)> = None;
-    client.call_long::<GenerationReply>(req, limit, |p, waited| {
+    client.call_long::<T>(req, limit, |p, waited| {
         let secs = waited.as_secs();
         // From the first look (after a second), then on every new stage and every 10 s.
         let due = match shown {
@@ -416,7 +416,7 @@ pub fn reload(args: ReloadArgs) -> ExitCode {
         confirm_within: args.confirm_within,
         allow_rescue_change: args.allow_rescue_change,
     };
-    let res = call_long(&client, &req, limit);
+    let res = call_long::<GenerationReply>(&client, &req, limit);
     if promoted.is_some() && res.is_ok() {
         crate::cmd::shadow::clear(&client);
     }
@@ -449,7 +449,7 @@ pub fn rollback(args: RollbackArgs) -> ExitCode {
         to: args.to,
         confirm_within: args.confirm_within,
     };
-    let res = call_long(&client, &req, limit);
+    let res = call_long::<GenerationReply>(&client, &req, limit);
     report_reload(&client, res, args.json)
 }
 

@@ -9,16 +9,21 @@
 //! more of them from F, one a line with `#` comments (errors there are
 //! reported at `F:line:col` before anything is sent).
 //!
+//! Like `reload`, it waits as long as the daemon works on the change (a large
+//! set recompiles), printing its progress to stderr every few seconds;
+//! `--timeout SECS` gives up earlier.
+//!
 //! Exit codes: 0 done (or nothing to change), 1 refused (a bad element, or a
 //! stage of the pipeline; every cause is printed and nothing changed), 2 the
-//! daemon could not be reached or the arguments are wrong.
+//! daemon could not be reached or the arguments are wrong, 3 `--timeout`
+//! passed while the daemon was still working (the change goes on).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use palisade_engine::control::{Client, ClientError, Request, Response, SetAction, SetReply};
 
-use crate::cmd::control::{fail, print_json};
+use crate::cmd::control::{call_long, fail, print_json, seconds};
 
 /// What to do to the set.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +55,10 @@ pub struct Args {
     /// Revert by itself (and restore the set file) unless `palisade confirm` follows within SECS seconds.
     #[arg(long, value_name = "SECS")]
     pub confirm_within: Option<f64>,
+    /// Give up waiting after SECS seconds (the change goes on in the daemon;
+    /// default: wait as long as the daemon works on it).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
     /// Print the daemon's reply as JSON.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +102,10 @@ pub fn run(args: Args) -> ExitCode {
         Op::Add => SetAction::Add,
         Op::Del => SetAction::Del,
     };
+    let limit = match seconds("--timeout", args.timeout) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let client = Client::new(&args.control);
     let req = Request::Set {
         set: args.set.clone(),
@@ -100,7 +113,7 @@ pub fn run(args: Args) -> ExitCode {
         elements,
         confirm_within: args.confirm_within,
     };
-    let reply = match client.call::<SetReply>(&req) {
+    let reply = match call_long::<SetReply>(&client, &req, limit) {
         Ok(r) => r,
         Err(ClientError::Refused(r)) if args.json => {
             print_json(&Response::Error(r).to_value());
