@@ -64,6 +64,7 @@
 mod clock;
 mod huge;
 mod id;
+mod prefetch;
 mod table;
 mod tcp;
 
@@ -466,30 +467,25 @@ impl FlowTable {
             };
             if !matches!(what[i], What::Fixed(_)) {
                 places[i] = self.store.place(&ids[i]);
+                // Non-blocking: the next frames' work goes on while the line comes.
+                self.store.prefetch_bucket(&places[i]);
             }
         }
-        // Pass 2: load every home bucket's line. A loop of loads and nothing
-        // else, so the CPU keeps many of their cache misses in flight at once.
-        let mut sink = 0u32;
-        for (w, p) in what.iter().zip(&places).take(n) {
-            if let What::Flow { .. } = w {
-                sink ^= self.store.touch_bucket(p);
-            }
-        }
-        // Pass 3: each bucket's likely entry (the buckets are in cache now), then its line.
+        // Pass 2: each bucket's likely entry (its line has had the whole of pass
+        // 1 to arrive), whose line is asked for in turn; for a frame with no
+        // likely entry that may open a flow, the lines of the entry it would take.
         let mut candidates = [NONE; LOOKUP_BATCH];
         for ((c, w), p) in candidates.iter_mut().zip(&what).zip(&places).take(n) {
-            if let What::Flow { .. } = w {
+            if let What::Flow { opens } = *w {
                 *c = self.store.first_candidate(p);
+                if *c != NONE {
+                    self.store.prefetch_entry(*c);
+                } else if opens {
+                    self.store.prefetch_free_slot(p);
+                }
             }
         }
-        for &c in candidates.iter().take(n) {
-            if c != NONE {
-                sink ^= self.store.touch_entry(c);
-            }
-        }
-        std::hint::black_box(sink);
-        // Pass 4: decide.
+        // Pass 3: decide.
         for i in 0..n {
             let bytes = frames.get(i).map_or(0, |f| f.len() as u32);
             // Written in place: a returned Seen copied into `out` stalled on store forwarding.
@@ -538,9 +534,9 @@ impl FlowTable {
             false => self.store.find(id, p),
         };
         let Some(h) = self.store.hot.get(e as usize) else {
-            if opens {
-                // It may be opened once the policy has decided: start loading its entry now.
-                std::hint::black_box(self.store.touch_free_slot(p));
+            if opens && candidate != NONE {
+                // A tag's false match: the entry it may be opened in was not asked for yet.
+                self.store.prefetch_free_slot(p);
             }
             return;
         };

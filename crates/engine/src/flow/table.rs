@@ -79,6 +79,14 @@ const fn byte_mask(m: u64) -> u32 {
     (((m >> 7) & ONES).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
+/// The bytes of `w0` (bytes 0 to 7) and `w1` (8 to 15) equal to `v`, as a
+/// 16-bit mask (bit `i` for byte `i`).
+#[inline(always)]
+const fn match_bytes(w0: u64, w1: u64, v: u8) -> u32 {
+    let pattern = v as u64 * ONES;
+    byte_mask(zero_bytes(w0 ^ pattern)) | byte_mask(zero_bytes(w1 ^ pattern)) << 8
+}
+
 /// One bucket of the index: byte 0 is the overflow count (how many keys
 /// whose home is this bucket or an earlier one live past it; it sticks at
 /// 255), bytes 1 to 15 the slots' tags. Only a holder of the shard's lock
@@ -129,11 +137,12 @@ impl Tags {
     /// The slots whose tag is `tag`, as a bit set (bit `i`: slot `i`), without a branch.
     #[inline]
     fn matches(&self, tag: u8) -> u32 {
-        let pattern = tag as u64 * ONES;
-        let lo = byte_mask(zero_bytes(self.words[0].load(Ordering::Acquire) ^ pattern));
-        let hi = byte_mask(zero_bytes(self.words[1].load(Ordering::Acquire) ^ pattern));
+        let (w0, w1) = (
+            self.words[0].load(Ordering::Acquire),
+            self.words[1].load(Ordering::Acquire),
+        );
         // Byte 0 is the overflow count, not a slot.
-        ((lo | hi << 8) & !1) >> 1
+        (match_bytes(w0, w1, tag) & !1) >> 1
     }
 }
 
@@ -395,39 +404,42 @@ impl Store {
         }
     }
 
-    /// Loads the home bucket's tags, so that their line is on its way before
-    /// they are compared (batches overlap their cache misses).
+    /// Asks for the home bucket's line, so that it is on its way before its
+    /// tags are compared (a batch's misses overlap).
     #[inline]
-    pub fn touch_bucket(&self, p: &Place) -> u32 {
-        self.tags
-            .get(p.home as usize)
-            .map_or(0, |b| b.words[0].load(Ordering::Relaxed) as u32)
+    pub fn prefetch_bucket(&self, p: &Place) {
+        if let Some(t) = self.tags.get(p.home as usize) {
+            super::prefetch::prefetch(t);
+        }
     }
 
-    /// Loads an entry's first word (see [`Store::touch_bucket`]).
+    /// Asks for an entry's hot line (see [`Store::prefetch_bucket`]).
     #[inline]
-    pub fn touch_entry(&self, entry: u32) -> u32 {
-        self.hot
-            .get(entry as usize)
-            .map_or(0, |h| h.ports.load(Ordering::Relaxed))
+    pub fn prefetch_entry(&self, entry: u32) {
+        if let Some(h) = self.hot.get(entry as usize) {
+            super::prefetch::prefetch(h);
+        }
     }
 
-    /// Loads the lines of the entry a new flow of `p` would most likely take
-    /// (the home bucket's first free slot), so that opening it after the
-    /// policy has decided finds them in cache.
+    /// Asks for the lines of the entry a new flow of `p` would most likely
+    /// take (the home bucket's first free slot), so that opening it after the
+    /// policy has decided finds them in cache. The bucket's tags are read.
     #[inline]
-    pub fn touch_free_slot(&self, p: &Place) -> u32 {
+    pub fn prefetch_free_slot(&self, p: &Place) {
         let Some(tags) = self.tags.get(p.home as usize) else {
-            return 0;
+            return;
         };
         let free = tags.matches(0);
         if free == 0 {
-            return 0;
+            return;
         }
         let e = p.home as usize * SLOTS + free.trailing_zeros() as usize;
-        let hot = self.hot.get(e).map_or(0, |h| h.ports.load(Ordering::Relaxed));
-        let cold = self.cold.get(e).map_or(0, |c| c.created.load(Ordering::Relaxed));
-        hot ^ cold
+        if let (Some(h), Some(c)) = (self.hot.get(e), self.cold.get(e)) {
+            super::prefetch::prefetch(h);
+            // A cold entry (40 bytes) may straddle two lines.
+            super::prefetch::prefetch(c);
+            super::prefetch::prefetch(&c.carry[1]);
+        }
     }
 
     #[inline]
