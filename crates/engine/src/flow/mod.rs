@@ -221,9 +221,9 @@ impl std::error::Error for Refused {}
 struct Limits([u32; 16]);
 
 impl Limits {
-    const UDP: usize = 8;
-    const ICMP: usize = 9;
-    const OTHER: usize = 10;
+    const UDP: usize = table::CLASS_UDP as usize;
+    const ICMP: usize = table::CLASS_ICMP as usize;
+    const OTHER: usize = table::CLASS_OTHER as usize;
 
     fn new(t: &Timeouts, scale: u64) -> Limits {
         let s = |x: u32| ((x as u64 * scale) >> 16) as u32;
@@ -237,16 +237,10 @@ impl Limits {
         Limits(l)
     }
 
-    /// The limit of an entry with meta word `meta`.
+    /// The limit of an entry with meta word `meta` (by its class: no branch on the protocol).
     #[inline]
     fn of(&self, meta: u32) -> u32 {
-        let class = match meta as u8 {
-            6 => tcp_of(meta).phase as usize,
-            17 => Limits::UDP,
-            1 | 58 => Limits::ICMP,
-            _ => Limits::OTHER,
-        };
-        self.0[class & 15]
+        self.0[table::class_of(meta) & 15]
     }
 }
 
@@ -263,7 +257,9 @@ enum What {
 #[inline(always)]
 fn fast_id(k: &FlowKey) -> Option<(FlowId, bool)> {
     const NEED: u16 = Present::ADDRS | Present::PORTS | Present::L4_PROTO;
-    if k.present.0 & NEED != NEED || !k.status.is_ok() || !matches!(k.l4_proto, 6 | 17) {
+    // One branch (`|` and `&`, not `||`): TCP and UDP come mixed, in no order a predictor learns.
+    let fast = (k.present.0 & NEED == NEED) & k.status.is_ok() & ((k.l4_proto == 6) | (k.l4_proto == 17));
+    if !fast {
         return None;
     }
     let id = FlowId::new(
@@ -549,7 +545,8 @@ impl FlowTable {
             return;
         }
         let reply = id.from_b != (meta & META_OPENER_B != 0);
-        if id.proto() == 6 && !table::steady(meta, k.tcp_flags) {
+        // One rare branch: only TCP segments that may move the phase take it.
+        if (id.proto() == 6) & !table::steady(meta, k.tcp_flags) {
             let flags = k.tcp_flags;
             if tcp_of(meta).reopened_by(flags) {
                 // A new connection on the ports of a closed one.

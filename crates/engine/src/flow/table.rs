@@ -57,6 +57,12 @@ pub(crate) const NONE: u32 = u32::MAX;
 pub(crate) const META_OPENER_B: u32 = 1 << 10;
 const META_PHASE_SHIFT: u32 = 12;
 const META_PHASE: u32 = 0xf << META_PHASE_SHIFT;
+/// The phase bits of a flow of another protocol than TCP hold its timeout
+/// class instead (TCP phases are 0 to 5), so that an entry's idle limit is
+/// found by indexing, without a branch on its protocol.
+pub(crate) const CLASS_UDP: u32 = 8;
+pub(crate) const CLASS_ICMP: u32 = 9;
+pub(crate) const CLASS_OTHER: u32 = 10;
 const META_FIN_OPENER: u32 = 1 << 16;
 const META_FIN_RESPONDER: u32 = 1 << 17;
 
@@ -575,9 +581,13 @@ impl Store {
         c.carry[0].store(0, Ordering::Relaxed);
         c.carry[1].store(0, Ordering::Relaxed);
         let mut meta = id.key_meta | if id.from_b { META_OPENER_B } else { 0 };
-        if let Some(t) = tcp {
-            meta = with_tcp(meta, t);
-        }
+        meta = match (tcp, id.proto()) {
+            (Some(t), _) => with_tcp(meta, t),
+            (None, 6) => meta,
+            (None, 17) => meta | CLASS_UDP << META_PHASE_SHIFT,
+            (None, 1 | 58) => meta | CLASS_ICMP << META_PHASE_SHIFT,
+            (None, _) => meta | CLASS_OTHER << META_PHASE_SHIFT,
+        };
         h.meta.store(meta, Ordering::Release);
         let mut ob = p.home as usize;
         for _ in 0..passed {
@@ -792,7 +802,13 @@ pub(crate) const fn with_tcp(meta: u32, t: Tcp) -> u32 {
         | if t.fin_responder { META_FIN_RESPONDER } else { 0 }
 }
 
-/// The TCP state of a meta word.
+/// The timeout class of a meta word: the TCP phase, or a `CLASS_*` (below 16).
+#[inline(always)]
+pub(crate) const fn class_of(meta: u32) -> usize {
+    ((meta & META_PHASE) >> META_PHASE_SHIFT) as usize
+}
+
+/// The TCP state of a meta word (of a TCP flow).
 pub(crate) const fn tcp_of(meta: u32) -> Tcp {
     Tcp {
         phase: TcpPhase::from_bits((meta & META_PHASE) >> META_PHASE_SHIFT),
