@@ -85,6 +85,12 @@ use tcp::Tcp;
 /// Frames looked up together: their cache misses overlap.
 pub const LOOKUP_BATCH: usize = 64;
 
+/// Frames of a lookup batch between asking for a bucket's line and reading it.
+const TAGS_AHEAD: usize = 8;
+/// Frames between asking for an entry's line and deciding with it: about
+/// as many misses as a core keeps in flight.
+const ENTRY_AHEAD: usize = 16;
+
 /// A table of up to this many buckets (about 700 flows) is swept whole
 /// whenever a new flow finds it full; a bigger one sweeps [`RECLAIM_BUCKETS`]
 /// at most once per tick.
@@ -441,65 +447,73 @@ impl FlowTable {
         let mut ids = [FlowId::default(); LOOKUP_BATCH];
         let mut what = [What::Fixed(FlowState::Untracked); LOOKUP_BATCH];
         let mut places = [Place::default(); LOOKUP_BATCH];
-        // Pass 1: flow ids and home buckets (computation only; TCP and UDP in a straight line).
-        for i in 0..n {
-            let k = &keys[i];
-            what[i] = match fast_id(k) {
-                Some((id, opens)) => {
-                    ids[i] = id;
-                    What::Flow { opens }
-                }
-                None => match keyed(k, frames.get(i).copied().unwrap_or(&[])) {
-                    Keyed::Flow { id, opens } => {
-                        ids[i] = id;
+        let mut candidates = [NONE; LOOKUP_BATCH];
+        // Three stages, software-pipelined: frame `t` is keyed and its bucket
+        // asked for while frame `t - TAGS_AHEAD` reads its tags and asks for
+        // its likely entry, and frame `t - TAGS_AHEAD - ENTRY_AHEAD` is
+        // decided. So the work on some frames hides the cache misses of others
+        // (in separate passes each pass waited for its misses in turn).
+        for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
+            if t < n {
+                // Stage 1: the flow id and home bucket (TCP and UDP in a straight line).
+                let k = &keys[t];
+                what[t] = match fast_id(k) {
+                    Some((id, opens)) => {
+                        ids[t] = id;
                         What::Flow { opens }
                     }
-                    Keyed::Error { quoted } => {
-                        ids[i] = quoted;
-                        What::Error
-                    }
-                    Keyed::Fixed(s) => What::Fixed(s),
-                },
-            };
-            if !matches!(what[i], What::Fixed(_)) {
-                places[i] = self.store.place(&ids[i]);
-                // Non-blocking: the next frames' work goes on while the line comes.
-                self.store.prefetch_bucket(&places[i]);
-            }
-        }
-        // Pass 2: each bucket's likely entry (its line has had the whole of pass
-        // 1 to arrive), whose line is asked for in turn; for a frame with no
-        // likely entry that may open a flow, the lines of the entry it would take.
-        let mut candidates = [NONE; LOOKUP_BATCH];
-        for ((c, w), p) in candidates.iter_mut().zip(&what).zip(&places).take(n) {
-            if let What::Flow { opens } = *w {
-                *c = self.store.first_candidate(p);
-                if *c != NONE {
-                    self.store.prefetch_entry(*c);
-                } else if opens {
-                    self.store.prefetch_free_slot(p);
+                    None => match keyed(k, frames.get(t).copied().unwrap_or(&[])) {
+                        Keyed::Flow { id, opens } => {
+                            ids[t] = id;
+                            What::Flow { opens }
+                        }
+                        Keyed::Error { quoted } => {
+                            ids[t] = quoted;
+                            What::Error
+                        }
+                        Keyed::Fixed(s) => What::Fixed(s),
+                    },
+                };
+                if !matches!(what[t], What::Fixed(_)) {
+                    places[t] = self.store.place(&ids[t]);
+                    // Non-blocking: the next frames' work goes on while the line comes.
+                    self.store.prefetch_bucket(&places[t]);
                 }
             }
-        }
-        // Pass 3: decide.
-        for i in 0..n {
-            let bytes = frames.get(i).map_or(0, |f| f.len() as u32);
-            // Written in place: a returned Seen copied into `out` stalled on store forwarding.
-            let o = &mut out[i];
-            match what[i] {
-                What::Fixed(s) => *o = Seen::fixed(s),
-                What::Flow { opens } => self.established(
-                    &keys[i],
-                    &ids[i],
-                    &places[i],
-                    candidates[i],
-                    opens,
-                    bytes,
-                    m,
-                    limits,
-                    o,
-                ),
-                What::Error => *o = self.related(&ids[i], &places[i], m, limits),
+            if let Some(i) = t.checked_sub(TAGS_AHEAD).filter(|&i| i < n) {
+                // Stage 2: the bucket's likely entry, whose line is asked for in
+                // turn; for a frame with no likely entry that may open a flow,
+                // the lines of the entry it would take.
+                if let What::Flow { opens } = what[i] {
+                    let c = self.store.first_candidate(&places[i]);
+                    candidates[i] = c;
+                    if c != NONE {
+                        self.store.prefetch_entry(c);
+                    } else if opens {
+                        self.store.prefetch_free_slot(&places[i]);
+                    }
+                }
+            }
+            if let Some(i) = t.checked_sub(TAGS_AHEAD + ENTRY_AHEAD).filter(|&i| i < n) {
+                // Stage 3: decide.
+                let bytes = frames.get(i).map_or(0, |f| f.len() as u32);
+                // Written in place: a returned Seen copied into `out` stalled on store forwarding.
+                let o = &mut out[i];
+                match what[i] {
+                    What::Fixed(s) => *o = Seen::fixed(s),
+                    What::Flow { opens } => self.established(
+                        &keys[i],
+                        &ids[i],
+                        &places[i],
+                        candidates[i],
+                        opens,
+                        bytes,
+                        m,
+                        limits,
+                        o,
+                    ),
+                    What::Error => *o = self.related(&ids[i], &places[i], m, limits),
+                }
             }
         }
     }
