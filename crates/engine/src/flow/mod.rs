@@ -85,6 +85,8 @@ use tcp::Tcp;
 /// Frames looked up together: their cache misses overlap.
 pub const LOOKUP_BATCH: usize = 64;
 
+/// Keys read ahead (a caller's keys may not be in cache, e.g. a bench's).
+const KEYS_AHEAD: usize = 4;
 /// Frames of a lookup batch between asking for a bucket's line and reading it.
 const TAGS_AHEAD: usize = 8;
 /// Frames between asking for an entry's line and deciding with it: about
@@ -456,6 +458,9 @@ impl FlowTable {
         for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
             if t < n {
                 // Stage 1: the flow id and home bucket (TCP and UDP in a straight line).
+                if let Some(ahead) = keys.get(t + KEYS_AHEAD) {
+                    prefetch::prefetch(ahead);
+                }
                 let k = &keys[t];
                 what[t] = match fast_id(k) {
                     Some((id, opens)) => {
