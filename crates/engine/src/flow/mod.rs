@@ -446,7 +446,6 @@ impl FlowTable {
         out: &mut [Seen],
     ) {
         let n = keys.len().min(out.len()).min(LOOKUP_BATCH);
-        let mut ids = [FlowId::default(); LOOKUP_BATCH];
         let mut what = [What::Fixed(FlowState::Untracked); LOOKUP_BATCH];
         let mut places = [Place::default(); LOOKUP_BATCH];
         let mut candidates = [NONE; LOOKUP_BATCH];
@@ -464,23 +463,23 @@ impl FlowTable {
                 let k = &keys[t];
                 what[t] = match fast_id(k) {
                     Some((id, opens)) => {
-                        ids[t] = id;
+                        out[t].id = id;
                         What::Flow { opens }
                     }
                     None => match keyed(k, frames.get(t).copied().unwrap_or(&[])) {
                         Keyed::Flow { id, opens } => {
-                            ids[t] = id;
+                            out[t].id = id;
                             What::Flow { opens }
                         }
                         Keyed::Error { quoted } => {
-                            ids[t] = quoted;
+                            out[t].id = quoted;
                             What::Error
                         }
                         Keyed::Fixed(s) => What::Fixed(s),
                     },
                 };
                 if !matches!(what[t], What::Fixed(_)) {
-                    places[t] = self.store.place(&ids[t]);
+                    places[t] = self.store.place(&out[t].id);
                     // Non-blocking: the next frames' work goes on while the line comes.
                     self.store.prefetch_bucket(&places[t]);
                 }
@@ -508,7 +507,6 @@ impl FlowTable {
                     What::Fixed(s) => *o = Seen::fixed(s),
                     What::Flow { opens } => self.established(
                         &keys[i],
-                        &ids[i],
                         &places[i],
                         candidates[i],
                         opens,
@@ -517,7 +515,7 @@ impl FlowTable {
                         limits,
                         o,
                     ),
-                    What::Error => *o = self.related(&ids[i], &places[i], m, limits),
+                    What::Error => *o = self.related(&o.id, &places[i], m, limits),
                 }
             }
         }
@@ -529,7 +527,6 @@ impl FlowTable {
     fn established(
         &self,
         k: &FlowKey,
-        id: &FlowId,
         p: &Place,
         candidate: u32,
         opens: bool,
@@ -538,7 +535,8 @@ impl FlowTable {
         limits: &Limits,
         out: &mut Seen,
     ) {
-        out.id = *id;
+        // The id was written by stage 1.
+        let id = &out.id;
         out.bytes = bytes;
         out.state = if opens { FlowState::New } else { FlowState::Invalid };
         out.entry = NONE;
