@@ -39,8 +39,9 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 #![deny(missing_docs)]
-// Two exceptions, named: control::peer reads SO_PEERCRED (std has no stable call for it);
-// flow::huge asks madvise(2) for huge pages under the flow table (benches/flows.rs shows it pays).
+// Three exceptions, named: control::peer reads SO_PEERCRED (std has no stable call for it);
+// flow::huge asks madvise(2) for huge pages under the flow table, flow::prefetch prefetches its
+// lines in lookups (benches/flows.rs shows both pay).
 #![deny(unsafe_code)]
 
 pub mod control;

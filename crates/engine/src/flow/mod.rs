@@ -416,9 +416,12 @@ impl FlowTable {
     /// idle time, and removes entries it finds expired. `out[i]` receives the
     /// answer for `keys[i]` (`min(keys.len(), out.len())` are written).
     ///
-    /// Frames are taken [`LOOKUP_BATCH`] at a time: the index lines of a
-    /// batch are loaded first, then its entries, then checked, so their
-    /// cache misses overlap. Never allocates, never panics.
+    /// Frames are taken [`LOOKUP_BATCH`] at a time, in three stages a few
+    /// frames apart: a frame's bucket line is asked for (prefetched) when it
+    /// is keyed, its likely entry's line when the bucket has had time to
+    /// arrive, and it is decided when the entry has: the batch's cache misses
+    /// overlap each other and the work on other frames. Never allocates,
+    /// never panics.
     pub fn lookup_batch(&self, keys: &[FlowKey], frames: &[&[u8]], m: &Moment<'_>, out: &mut [Seen]) {
         let n = keys.len().min(out.len());
         let limits = self.limits(m);
@@ -505,16 +508,9 @@ impl FlowTable {
                 let o = &mut out[i];
                 match what[i] {
                     What::Fixed(s) => *o = Seen::fixed(s),
-                    What::Flow { opens } => self.established(
-                        &keys[i],
-                        &places[i],
-                        candidates[i],
-                        opens,
-                        bytes,
-                        m,
-                        limits,
-                        o,
-                    ),
+                    What::Flow { opens } => {
+                        self.established(&keys[i], &places[i], candidates[i], opens, bytes, m, limits, o)
+                    }
                     What::Error => *o = self.related(&o.id, &places[i], m, limits),
                 }
             }

@@ -13,7 +13,7 @@
 //!   with no overflow; nothing ever moves, so no tombstones).
 //! * **Hot entries** (64 bytes, one line, entry = bucket x 15 + slot): the
 //!   key (both addresses, both ports, protocol, family), a meta word (TCP
-//!   phase, FINs, which side opened), last-seen tick, generation last
+//!   phase and FINs, or the timeout class of another protocol; which side opened), last-seen tick, generation last
 //!   checked, and per direction the low bits of the packet and byte counts.
 //!   Everything an established frame reads or writes is on this line: a
 //!   lookup costs one cache miss.
