@@ -3,8 +3,9 @@
 //! a stateless one of the same frames.
 //!
 //! * `flows_lookup/established_1m`: 1,048,576 flows in a table of
-//!   `max = 1048576`; batches of 64 frames of established flows (TCP ACKs
-//!   and UDP replies, in a random order so every batch touches cold lines),
+//!   `max = 1048576` (the TCP ones past their handshake); batches of 64
+//!   frames of established flows (TCP ACKs and UDP replies, in a random
+//!   order so every batch touches cold lines),
 //!   through `FlowTable::lookup_batch`. Median / 64 is the time per frame.
 //! * `flows_floor/random_lines_128m`: 64 independent loads of random lines
 //!   of 128 MB, the memory floor of this machine in the same run: a lookup
@@ -26,7 +27,7 @@ use std::time::Duration;
 use criterion::measurement::Measurement;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use palisade_benches::ThreadCpuTime;
-use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, Tick, Timeouts, LOOKUP_BATCH};
+use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, TcpPhase, Tick, Timeouts, LOOKUP_BATCH};
 use palisade_engine::policy::{Context, Decision, Policy, Route};
 use palisade_packet::{FlowKey, FlowState};
 
@@ -86,6 +87,32 @@ fn filled_table(flows: u32, timeouts: &Timeouts) -> FlowTable {
         }
     }
     assert_eq!(table.stats().active, flows as u64);
+    // Established flows: the TCP ones complete their handshake (the
+    // responder's SYN-ACK, the opener's ACK), as live connections have.
+    let reversed = |k: FlowKey| {
+        let mut r = k;
+        (r.src_ip, r.dst_ip, r.src_port, r.dst_port) = (k.dst_ip, k.src_ip, k.dst_port, k.src_port);
+        r
+    };
+    let tcp: Vec<FlowKey> = keys.iter().filter(|k| k.l4_proto == 6).copied().collect();
+    for flags_and_way in [(0x012, true), (0x010, false)] {
+        let frames: Vec<FlowKey> = tcp
+            .iter()
+            .map(|&k| match flags_and_way {
+                (flags, true) => reversed(k).with_tcp_flags(flags),
+                (flags, false) => k.with_tcp_flags(flags),
+            })
+            .collect();
+        for chunk in frames.chunks(LOOKUP_BATCH) {
+            table.lookup_batch(chunk, &[], &m, &mut seen);
+            assert!(seen[..chunk.len()]
+                .iter()
+                .all(|s| s.state == FlowState::Established));
+        }
+    }
+    let phases = table.entries(Tick(0));
+    let established = phases.iter().filter(|f| f.phase == TcpPhase::Established).count();
+    assert_eq!(established, tcp.len(), "every TCP flow established");
     table
 }
 
