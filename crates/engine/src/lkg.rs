@@ -1,17 +1,32 @@
 //! Last-known-good: generations persisted in the state directory, never torn.
 //!
-//! Each kept generation is one file, `gen-<number>.lkg`: a header line
-//! (`palisade-lkg 2`), one line of JSON metadata (generation, digest, the
-//! length of every part, source, time, outcome), then the rule file's bytes
-//! exactly, followed by the bytes of each *companion* file (the set files a
-//! rule file names) in order. A generation is the rule file plus its
-//! companions: the digest covers them all ([`Digest::of_parts`]), and boot
-//! needs nothing but this one file. Files of the previous format
-//! (`palisade-lkg 1`: one rule file, a `confirmed` flag) are still read.
+//! Each kept generation is one file, `gen-<number>.lkg`: a header line, one
+//! line of JSON metadata (generation, digest, the rule file's length, source,
+//! time, outcome), then the rule file's bytes exactly. A generation is the
+//! rule file plus its *companions* (the set files a rule file names): the
+//! digest covers them all ([`Digest::of_parts`]).
+//!
+//! * `palisade-lkg 3` (a generation with set files): the metadata names each
+//!   set file and its SHA-256; the bytes are an object `objects/<sha256>` of
+//!   the state directory, stored once for every generation that has it, and
+//!   for a set file that changed a little (`set add`, `set del`) stored as a
+//!   delta of the one before: an object is a header line, `palisade-object 1
+//!   full` or `palisade-object 1 delta <base sha256> <base length> <prefix>
+//!   <suffix>`, then the file, or the bytes between the base's first `prefix`
+//!   and last `suffix` bytes (chains of at most [`MAX_DELTA_DEPTH`]). Every
+//!   object is verified (chain resolved, SHA-256 compared with its name)
+//!   when first read. Objects no generation file references are removed
+//!   when generations are pruned.
+//! * `palisade-lkg 2` (a generation without set files, as before): the rule
+//!   file alone. Files of format 2 written with their set files inline (by
+//!   earlier engines) are still read, and so are those of format 1 (one rule
+//!   file, a `confirmed` flag): an older state directory boots as it is.
 //!
 //! A file is written to a temporary name, fsynced, renamed into place and the
 //! directory fsynced, so after a crash at any instant the directory holds
-//! either the complete old set of files or the complete new one. On reading,
+//! either the complete old set of files or the complete new one; a
+//! generation's objects are in place (and the objects directory fsynced)
+//! before its generation file is renamed into place. On reading,
 //! a file whose length or digest does not match its metadata, or whose number
 //! is not the one in its name, is ignored (it cannot be produced by this
 //! writer, but a disk can still lie, and a state directory can be tampered with).
@@ -62,7 +77,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use palisade_rules::Digest;
 use serde::{Deserialize, Serialize};
 
-/// The header line of the current format.
+mod objects;
+pub use objects::{PartRef, MAX_DELTA_DEPTH};
+
+/// The header line of the current format for a generation with set files:
+/// they are objects of the state directory, referenced by SHA-256.
+const MAGIC_V3: &str = "palisade-lkg 3";
+/// The header line of a generation without set files (and of the previous
+/// format, which carried the set files inline: still read).
 const MAGIC: &str = "palisade-lkg 2";
 /// The header line of the previous format (one rule file, a `confirmed` flag): still read.
 const MAGIC_V1: &str = "palisade-lkg 1";
@@ -240,6 +262,13 @@ struct CompanionMeta {
     len: usize,
 }
 
+/// A set file of a format 3 generation: its name and its object.
+#[derive(Serialize, Deserialize)]
+struct ObjectMeta {
+    name: String,
+    sha256: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     generation: u64,
@@ -250,9 +279,12 @@ struct Meta {
     /// Format 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
-    /// Format 2.
-    #[serde(default)]
+    /// Format 2: the set files follow the rule file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     companions: Vec<CompanionMeta>,
+    /// Format 3: the set files are objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    objects: Vec<ObjectMeta>,
     /// Format 1 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     confirmed: Option<bool>,
@@ -327,10 +359,19 @@ pub struct Store {
     /// What [`Store::info`] found per file, by the file's identity on disk: a
     /// scan re-reads (and re-verifies) only files that changed since.
     seen: Arc<std::sync::Mutex<Seen>>,
+    /// The set file objects verified (or written) so far, by SHA-256.
+    objects: Arc<std::sync::Mutex<HashMap<Digest, objects::ObjInfo>>>,
+    /// Held while a generation file and its objects are written, and while
+    /// unreferenced objects are removed: never one in between.
+    writing: Arc<std::sync::Mutex<()>>,
 }
 
-/// Per generation number: the file's stamp when it was last verified, and what that found.
-type Seen = HashMap<u64, (Stamp, Result<KeptInfo, String>)>;
+/// Per generation number: the file's stamp when it was last verified, what
+/// that found, and the set file objects it references (format 3).
+type Seen = HashMap<u64, (Stamp, Result<KeptInfo, String>, Refs)>;
+
+/// The set files a generation file references: name and object.
+type Refs = Vec<(String, Digest)>;
 
 /// A file's identity and state on disk (`lstat`): inode, size, modification
 /// and change times (the change time cannot be set back by a writer).
@@ -454,6 +495,8 @@ impl Store {
             durable,
             lock: None,
             seen: Arc::default(),
+            objects: Arc::default(),
+            writing: Arc::default(),
         })
     }
 
@@ -535,8 +578,8 @@ impl Store {
             let _ = writeln!(w, "{}", std::process::id());
         }
         // Leftovers of a write interrupted by a crash: never complete, never read.
-        if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
+        for d in [dir.to_path_buf(), store.objects_dir()] {
+            for e in fs::read_dir(d).into_iter().flatten().flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
                 if name.starts_with('.') && name.ends_with(".tmp") {
@@ -613,46 +656,107 @@ impl Store {
     }
 
     /// Persists `kept` atomically (temp file, fsync, rename, fsync directory),
-    /// replacing a file of the same generation. Old generations stay until [`Store::prune`].
+    /// replacing a file of the same generation. Old generations stay until
+    /// [`Store::prune`]. Its set files are stored as objects first (each once,
+    /// whatever the number of generations that have it).
     pub fn save(&self, kept: &Kept) -> Result<(), StoreError> {
+        let parts: Vec<PartRef<'_>> = kept
+            .companions
+            .iter()
+            .map(|c| PartRef {
+                name: &c.name,
+                digest: Digest::of(&c.bytes),
+                bytes: &c.bytes,
+            })
+            .collect();
+        self.save_parts(&kept.info(), &kept.bytes, &parts, &[])
+    }
+
+    /// Persists a generation: its metadata `info` (whose digest must be
+    /// [`Digest::of_manifest`] of the rule file and `parts`), the rule file's
+    /// bytes and its set files, whose digests are trusted. A set file not yet
+    /// stored is stored as a delta of the set file of the same name in
+    /// `bases` when that one is stored and the change is local (a `set add`
+    /// or `set del`), else whole. Then the generation file, atomically; crash
+    /// safe at every instant: objects are in place (and fsynced) before the
+    /// generation file that references them is renamed into place.
+    ///
+    /// ```
+    /// use palisade_engine::lkg::{KeptInfo, Outcome, PartRef, Store};
+    /// use palisade_rules::Digest;
+    /// let dir = std::env::temp_dir().join(format!("palisade-lkg-parts-doc-{}", std::process::id()));
+    /// let store = Store::open_locked(&dir, 10, false).unwrap();
+    /// let (rules, set) = (b"version = 1\n", b"192.0.2.0/24\n");
+    /// let part = PartRef { name: "bl.txt", digest: Digest::of(set), bytes: set };
+    /// let info = KeptInfo {
+    ///     generation: 1,
+    ///     digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+    ///     source: "edge.toml".into(),
+    ///     saved_at: 0,
+    ///     outcome: Outcome::Confirmed,
+    /// };
+    /// store.save_parts(&info, rules, &[part], &[]).unwrap();
+    /// assert_eq!(store.load(1).unwrap().companions[0].bytes, set);
+    /// assert!(store.object_path(&part.digest).exists());
+    /// drop(store);
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn save_parts(
+        &self,
+        info: &KeptInfo,
+        rules: &[u8],
+        parts: &[PartRef<'_>],
+        bases: &[PartRef<'_>],
+    ) -> Result<(), StoreError> {
+        let path = self.path_of(info.generation);
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wrote = false;
+        for part in parts {
+            wrote |= self.put_object(part, bases)?;
+        }
+        if wrote {
+            self.sync_objects_dir()?;
+        }
+        let refs: Refs = parts.iter().map(|p| (p.name.to_string(), p.digest)).collect();
         let meta = Meta {
-            generation: kept.generation,
-            digest: kept.digest.to_string(),
-            len: kept.bytes.len(),
-            source: kept.source.clone(),
-            saved_at: kept.saved_at,
-            outcome: Some(kept.outcome),
-            companions: kept
-                .companions
+            generation: info.generation,
+            digest: info.digest.to_string(),
+            len: rules.len(),
+            source: info.source.clone(),
+            saved_at: info.saved_at,
+            outcome: Some(info.outcome),
+            companions: Vec::new(),
+            objects: refs
                 .iter()
-                .map(|c| CompanionMeta {
-                    name: c.name.clone(),
-                    len: c.bytes.len(),
+                .map(|(name, d)| ObjectMeta {
+                    name: name.clone(),
+                    sha256: d.to_string(),
                 })
                 .collect(),
             confirmed: None,
         };
         let meta = serde_json::to_string(&meta).unwrap_or_default();
-        let mut parts: Vec<&[u8]> = vec![MAGIC.as_bytes(), b"\n", meta.as_bytes(), b"\n", &kept.bytes];
-        parts.extend(kept.companions.iter().map(|c| c.bytes.as_slice()));
+        let magic = match refs.is_empty() {
+            true => MAGIC,
+            false => MAGIC_V3,
+        };
+        let parts: [&[u8]; 5] = [magic.as_bytes(), b"\n", meta.as_bytes(), b"\n", rules];
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total as u64 > MAX_KEPT_FILE_BYTES {
             return Err(StoreError {
-                path: self.path_of(kept.generation),
+                path,
                 action: "write",
                 error: io::Error::other(format!(
                     "the generation is {total} bytes, more than the limit of {MAX_KEPT_FILE_BYTES} bytes (MAX_KEPT_FILE_BYTES)"
                 )),
             });
         }
-        let tag = format!("gen-{:020}", kept.generation);
-        let path = self.path_of(kept.generation);
+        let tag = format!("gen-{:020}", info.generation);
         self.write_atomically(&path, &tag, &parts)?;
-        // Written whole just now: what a scan would find by reading it back
-        // (a generation with big set files is not read and hashed again).
+        // Written whole just now: what a scan would find by reading it back.
         if let Ok(m) = fs::symlink_metadata(&path) {
             self.seen_map()
-                .insert(kept.generation, (stamp(&m), Ok(kept.info())));
+                .insert(info.generation, (stamp(&m), Ok(info.clone()), refs));
         }
         Ok(())
     }
@@ -690,15 +794,59 @@ impl Store {
             path: path.clone(),
             why,
         };
+        let (mut kept, refs) = self.load_head(generation)?;
+        for (name, digest) in refs {
+            let bytes = self
+                .read_object(digest)
+                .map_err(|why| invalid(format!("set file {name}: {why}")))?;
+            kept.companions.push(Companion { name, bytes });
+        }
+        Ok(kept)
+    }
+
+    /// Reads and verifies one generation file, without the set file objects it
+    /// references (format 3): the generation, and its references.
+    fn load_head(&self, generation: u64) -> Result<(Kept, Refs), KeptError> {
+        let path = self.path_of(generation);
+        let invalid = |why: String| KeptError::Invalid {
+            path: path.clone(),
+            why,
+        };
         let data = read_regular(&path, MAX_KEPT_FILE_BYTES).map_err(invalid)?;
-        let kept = decode(&data).map_err(invalid)?;
+        let (kept, refs) = decode(&data).map_err(invalid)?;
         if kept.generation != generation {
             return Err(invalid(format!(
                 "carries generation {}, not the {generation} of its name",
                 kept.generation
             )));
         }
-        Ok(kept)
+        Ok((kept, refs))
+    }
+
+    /// The set file objects generation file `generation` references (its
+    /// header read; none when it cannot be read as a generation of format 3).
+    fn references(&self, generation: u64) -> Refs {
+        if let Some((_, _, refs)) = self.seen_map().get(&generation) {
+            return refs.clone();
+        }
+        let Ok((file, _)) = open_regular(&self.path_of(generation), MAX_KEPT_FILE_BYTES) else {
+            return Vec::new();
+        };
+        let mut head = io::BufReader::new(file.take(1 << 20));
+        let (mut magic, mut meta) = (Vec::new(), Vec::new());
+        let _ = std::io::BufRead::read_until(&mut head, b'\n', &mut magic);
+        let _ = std::io::BufRead::read_until(&mut head, b'\n', &mut meta);
+        if magic.strip_suffix(b"\n") != Some(MAGIC_V3.as_bytes()) {
+            return Vec::new();
+        }
+        serde_json::from_slice::<Meta>(&meta)
+            .map(|m| {
+                m.objects
+                    .into_iter()
+                    .filter_map(|o| Some((o.name, objects::parse_digest(&o.sha256)?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The metadata of one kept generation, verified like [`Store::load`] (the
@@ -713,18 +861,37 @@ impl Store {
                 return Err(KeptError::NotKept { generation });
             }
         };
-        if let Some((s, r)) = self.seen_map().get(&generation) {
-            if *s == st {
-                return r.clone().map_err(|why| KeptError::Invalid { path, why });
+        let known = self
+            .seen_map()
+            .get(&generation)
+            .filter(|(s, ..)| *s == st)
+            .map(|(_, r, refs)| (r.clone(), refs.clone()));
+        let (r, refs) = match known {
+            Some(x) => x,
+            None => {
+                let (r, refs) = match self.load_head(generation) {
+                    Ok((k, refs)) => (Ok(k.info()), refs),
+                    Err(KeptError::Invalid { why, .. }) => (Err(why), Vec::new()),
+                    Err(e @ KeptError::NotKept { .. }) => return Err(e),
+                };
+                self.seen_map().insert(generation, (st, r.clone(), refs.clone()));
+                (r, refs)
+            }
+        };
+        let info = r.map_err(|why| KeptError::Invalid {
+            path: path.clone(),
+            why,
+        })?;
+        // Its set files: each object verified once, then checked by its identity on disk.
+        for (name, digest) in refs {
+            if let Err(why) = self.object_ok(digest) {
+                return Err(KeptError::Invalid {
+                    path,
+                    why: format!("set file {name}: {why}"),
+                });
             }
         }
-        let r = match self.load(generation) {
-            Ok(k) => Ok(k.info()),
-            Err(KeptError::Invalid { why, .. }) => Err(why),
-            Err(e @ KeptError::NotKept { .. }) => return Err(e),
-        };
-        self.seen_map().insert(generation, (st, r.clone()));
-        r.map_err(|why| KeptError::Invalid { path, why })
+        Ok(info)
     }
 
     fn seen_map(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -825,11 +992,13 @@ impl Store {
     /// Removes generations beyond the newest `keep` valid ones, never one in
     /// `protect` (the active generation, the newest confirmed one), whatever
     /// their numbers. Files that are not valid generations are left alone.
+    /// Set file objects no generation file references any more are removed too.
     pub fn prune(&self, protect: &[u64]) {
         let valid: Vec<u64> = self.scan().kept.iter().map(|k| k.generation).collect();
         if valid.len() <= self.keep {
             return;
         }
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = false;
         for &n in &valid[..valid.len() - self.keep] {
             if !protect.contains(&n) {
@@ -839,28 +1008,54 @@ impl Store {
         }
         if removed {
             let _ = self.sync_dir();
+            self.collect_objects();
         }
     }
 
     /// Removes a kept generation (a persisted candidate that was then not published).
     pub fn remove(&self, generation: u64) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let _ = fs::remove_file(self.path_of(generation));
         let _ = self.sync_dir();
+        self.collect_objects();
     }
 
     /// Records what became of generation `generation` (rewrites its file
     /// atomically and durably); an error when it is not kept or cannot be rewritten.
+    /// Only the generation file is rewritten: its set files stay where they are.
     pub fn set_outcome(&self, generation: u64, outcome: Outcome) -> Result<(), StoreError> {
-        let mut k = self.load(generation).map_err(|e| StoreError {
+        let unreadable = |e: KeptError| StoreError {
             path: self.path_of(generation),
             action: "read",
             error: io::Error::other(e.to_string()),
-        })?;
+        };
+        let (mut k, refs) = self.load_head(generation).map_err(unreadable)?;
         if k.outcome == outcome {
             return Ok(());
         }
         k.outcome = outcome;
-        self.save(&k)
+        let parts: Vec<PartRef<'_>> = refs
+            .iter()
+            .map(|(name, digest)| PartRef {
+                name,
+                digest: *digest,
+                bytes: &[],
+            })
+            .collect();
+        for (name, digest) in &refs {
+            // (a set file missing or damaged: the generation is refused like a torn file)
+            if let Err(why) = self.object_ok(*digest) {
+                return Err(unreadable(KeptError::Invalid {
+                    path: self.path_of(generation),
+                    why: format!("set file {name}: {why}"),
+                }));
+            }
+        }
+        if refs.is_empty() && !k.companions.is_empty() {
+            // A generation of format 2 (set files inline): rewritten as format 3.
+            return self.save(&k);
+        }
+        self.save_parts(&k.info(), &k.bytes, &parts, &[])
     }
 
     /// Rewrites generation `generation` as confirmed (durably: Ok only once it is on disk).
@@ -878,11 +1073,14 @@ pub struct Scan {
     pub refused: Vec<(u64, String)>,
 }
 
-fn decode(data: &[u8]) -> Result<Kept, String> {
+/// A generation file's contents, verified: the generation (without the set
+/// files of format 3) and the objects it references.
+fn decode(data: &[u8]) -> Result<(Kept, Refs), String> {
     let mut parts = data.splitn(3, |&b| b == b'\n');
     let magic = parts.next().unwrap_or_default();
+    let v3 = magic == MAGIC_V3.as_bytes();
     let v1 = match magic {
-        m if m == MAGIC.as_bytes() => false,
+        m if m == MAGIC.as_bytes() || v3 => false,
         m if m == MAGIC_V1.as_bytes() => true,
         _ => {
             return Err(
@@ -901,6 +1099,37 @@ fn decode(data: &[u8]) -> Result<Kept, String> {
     };
     if v1 && !meta.companions.is_empty() {
         return Err("bad metadata: companions in a format 1 file".into());
+    }
+    if v3 {
+        if !meta.companions.is_empty() || meta.objects.is_empty() {
+            return Err("bad metadata: a format 3 file lists its set files as objects".into());
+        }
+        if body.len() != meta.len {
+            return Err(format!("torn: {} of {} bytes", body.len(), meta.len));
+        }
+        let mut refs = Refs::new();
+        for o in meta.objects {
+            let d = objects::parse_digest(&o.sha256)
+                .ok_or_else(|| format!("bad metadata: set file {}: bad sha256", o.name))?;
+            refs.push((o.name, d));
+        }
+        let named: Vec<(&str, Digest)> = refs.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let digest = Digest::of_manifest(Digest::of(body), &named);
+        if digest.to_string() != meta.digest {
+            return Err("digest mismatch".into());
+        }
+        let kept = Kept {
+            generation: meta.generation,
+            digest,
+            source: meta.source,
+            saved_at: meta.saved_at,
+            outcome,
+            bytes: body.to_vec(),
+            companions: Vec::new(),
+        };
+        return Ok((kept, refs));
+    } else if !meta.objects.is_empty() {
+        return Err("bad metadata: objects in a format 1 or 2 file".into());
     }
     let want = meta
         .companions
@@ -924,7 +1153,7 @@ fn decode(data: &[u8]) -> Result<Kept, String> {
     if digest.to_string() != meta.digest {
         return Err("digest mismatch".into());
     }
-    Ok(Kept {
+    let kept = Kept {
         generation: meta.generation,
         digest,
         source: meta.source,
@@ -932,7 +1161,8 @@ fn decode(data: &[u8]) -> Result<Kept, String> {
         outcome,
         bytes: bytes.to_vec(),
         companions,
-    })
+    };
+    Ok((kept, Refs::new()))
 }
 
 /// Seconds since the Unix epoch.
@@ -1009,6 +1239,220 @@ mod tests {
         data[at] ^= 1;
         fs::write(&p, &data).unwrap();
         assert!(matches!(store.load(1), Err(KeptError::Invalid { .. })));
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A set file of `lines` lines (big enough to be stored as deltas).
+    fn big_set(lines: usize) -> Vec<u8> {
+        (0..lines)
+            .flat_map(|i| format!("10.{}.{}.0/24\n", i / 256 % 256, i % 256).into_bytes())
+            .collect()
+    }
+
+    fn objects_in(store: &Store) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(store.objects_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn with_set(g: u64, set: &[u8]) -> Kept {
+        let c = vec![Companion {
+            name: "bl.txt".into(),
+            bytes: set.to_vec(),
+        }];
+        Kept::with_companions(g, "r.toml", b"version = 1\n".to_vec(), c, Outcome::Confirmed)
+    }
+
+    #[test]
+    fn an_unchanged_set_file_is_stored_once_for_every_generation() {
+        let dir = tmpdir("shared");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let set = big_set(20_000);
+        for g in 1..=4 {
+            store.save(&with_set(g, &set)).unwrap();
+        }
+        assert_eq!(objects_in(&store), vec![Digest::of(&set).to_string()]);
+        let total: u64 = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(total < 4 * 1024, "generation files hold no set file ({total} bytes)");
+        for g in 1..=4 {
+            assert_eq!(store.load(g).unwrap().companions[0].bytes, set);
+        }
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_changed_set_file_is_stored_as_a_delta_and_read_back_whole() {
+        let dir = tmpdir("delta");
+        let store = Store::open_locked(&dir, 100, false).unwrap();
+        let mut set = big_set(20_000);
+        let rules = b"version = 1\n";
+        let mut prev: Option<Vec<u8>> = None;
+        let mut versions = Vec::new();
+        // Appends (set add), then a line dropped in the middle (set del), past the chain limit.
+        for g in 1..=(MAX_DELTA_DEPTH as u64 + 3) {
+            match g % 3 {
+                0 => {
+                    let at = set.len() / 2;
+                    let end = at + set[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
+                    set.drain(at..end);
+                }
+                _ => set.extend_from_slice(format!("198.18.0.{g}\n").as_bytes()),
+            }
+            let part = PartRef {
+                name: "bl.txt",
+                digest: Digest::of(&set),
+                bytes: &set,
+            };
+            let info = KeptInfo {
+                generation: g,
+                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+                source: "r.toml".into(),
+                saved_at: 0,
+                outcome: Outcome::Confirmed,
+            };
+            let base = prev.as_ref().map(|b| PartRef {
+                name: "bl.txt",
+                digest: Digest::of(b),
+                bytes: b,
+            });
+            store
+                .save_parts(&info, rules, &[part], base.as_slice())
+                .unwrap();
+            let size = fs::metadata(store.object_path(&part.digest)).unwrap().len();
+            // (whole: the first, and the one past a chain of MAX_DELTA_DEPTH deltas)
+            if g == 1 || g == MAX_DELTA_DEPTH as u64 + 2 {
+                assert!(size > set.len() as u64, "generation {g}: stored whole ({size} bytes)");
+            } else {
+                assert!(size < 200, "generation {g}: a delta, not a copy ({size} bytes)");
+            }
+            prev = Some(set.clone());
+            versions.push(set.clone());
+        }
+        // Read back by a store that has verified nothing yet.
+        drop(store);
+        let store = Store::open_locked(&dir, 100, false).unwrap();
+        for (i, want) in versions.iter().enumerate() {
+            let k = store.load(i as u64 + 1).unwrap();
+            assert_eq!(&k.companions[0].bytes, want, "generation {}", i + 1);
+        }
+        assert_eq!(store.scan().kept.len(), versions.len());
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn objects_no_generation_references_are_removed_and_delta_bases_kept() {
+        let dir = tmpdir("gc");
+        let store = Store::open_locked(&dir, 2, false).unwrap();
+        let rules = b"version = 1\n";
+        let mut sets = vec![big_set(20_000)];
+        for g in 1..=4u64 {
+            let set = sets.last().unwrap().clone();
+            let prev = sets.get(sets.len().wrapping_sub(2)).cloned();
+            let part = PartRef {
+                name: "bl.txt",
+                digest: Digest::of(&set),
+                bytes: &set,
+            };
+            let info = KeptInfo {
+                generation: g,
+                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+                source: "r.toml".into(),
+                saved_at: 0,
+                outcome: Outcome::Confirmed,
+            };
+            let base: Vec<PartRef<'_>> = prev
+                .iter()
+                .map(|b| PartRef {
+                    name: "bl.txt",
+                    digest: Digest::of(b),
+                    bytes: b,
+                })
+                .collect();
+            store.save_parts(&info, rules, &[part], &base).unwrap();
+            store.prune(&[g]);
+            let mut next = set;
+            next.extend_from_slice(format!("198.18.0.{g}\n").as_bytes());
+            sets.push(next);
+        }
+        // Generations 3 and 4 are kept; their objects are deltas down to generation 1's whole file.
+        let gens: Vec<u64> = store.list().iter().map(|k| k.generation).collect();
+        assert_eq!(gens, vec![3, 4]);
+        let want: std::collections::BTreeSet<String> =
+            sets[..4].iter().map(|s| Digest::of(s).to_string()).collect();
+        let have: std::collections::BTreeSet<String> = objects_in(&store).into_iter().collect();
+        assert_eq!(have, want, "the chain under the kept generations stays, nothing else");
+        // A whole file in place of the chain: the bases no generation needs go.
+        let last = sets[3].clone();
+        store.save(&with_set(5, &last)).unwrap();
+        fs::remove_file(store.path_of(3)).unwrap();
+        fs::remove_file(store.path_of(4)).unwrap();
+        store.remove(5);
+        assert!(objects_in(&store).is_empty(), "{:?}", objects_in(&store));
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_or_damaged_set_file_object_refuses_the_generation_and_says_which() {
+        let dir = tmpdir("objgone");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        store.save(&with_set(1, b"192.0.2.0/24\n")).unwrap();
+        store.save(&with_set(2, b"198.51.100.0/24\n")).unwrap();
+        let obj = store.object_path(&Digest::of(b"198.51.100.0/24\n"));
+        fs::write(&obj, b"palisade-object 1 full\n198.51.100.0/25\n").unwrap();
+        let err = store.load(2).unwrap_err().to_string();
+        assert!(err.contains("set file bl.txt") && err.contains("digest mismatch"), "{err}");
+        assert_eq!(store.newest(true).unwrap().generation, 1, "boot falls back");
+        fs::remove_file(&obj).unwrap();
+        let scan = store.scan();
+        assert_eq!(scan.kept.len(), 1);
+        assert!(scan.refused[0].1.contains("set file bl.txt"), "{:?}", scan.refused);
+        assert!(
+            store.set_outcome(2, Outcome::Unconfirmed).is_err(),
+            "a refused generation is not rewritten"
+        );
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn format_2_files_with_set_files_inline_are_still_read_and_rewritten_as_format_3() {
+        let dir = tmpdir("v2");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let (rules, set) = (&b"version = 1\n"[..], &b"192.0.2.0/24\n"[..]);
+        let digest = Digest::of_parts(rules, &[("bl.txt", set)]);
+        let meta = format!(
+            "{{\"generation\":3,\"digest\":\"{digest}\",\"len\":{},\"source\":\"r.toml\",\"saved_at\":7,\"outcome\":\"pending\",\"companions\":[{{\"name\":\"bl.txt\",\"len\":{}}}]}}",
+            rules.len(),
+            set.len()
+        );
+        let mut data = format!("{MAGIC}\n{meta}\n").into_bytes();
+        data.extend_from_slice(rules);
+        data.extend_from_slice(set);
+        fs::write(store.path_of(3), &data).unwrap();
+        let k = store.load(3).unwrap();
+        assert_eq!((k.digest, k.companions[0].bytes.as_slice()), (digest, set));
+        store.mark_confirmed(3).unwrap();
+        let head = fs::read(store.path_of(3)).unwrap();
+        assert!(head.starts_with(MAGIC_V3.as_bytes()));
+        let k = store.load(3).unwrap();
+        assert_eq!(
+            (k.digest, k.outcome, k.companions[0].bytes.as_slice()),
+            (digest, Outcome::Confirmed, set)
+        );
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
     }
