@@ -194,3 +194,116 @@ fn kill_9_while_persisting_never_tears_the_last_known_good() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const SETS_CHILD_ENV: &str = "PALISADE_CRASH_SETS_CHILD_DIR";
+
+/// The set file of generation `g`: a 120 KB list that changes every 6
+/// generations (stored whole), with `g % 6` lines appended (stored as deltas).
+fn set_content(g: u64) -> Vec<u8> {
+    let epoch = g / 6;
+    let mut out = Vec::new();
+    for i in 0..8_000u64 {
+        let x = i.wrapping_mul(2654435761).wrapping_add(epoch * 977) % (1 << 24);
+        out.extend_from_slice(format!("10.{}.{}.0/24\n", x >> 16 & 255, x >> 8 & 255).as_bytes());
+    }
+    for i in 0..g % 6 {
+        out.extend_from_slice(format!("198.18.{}.{i}\n", g % 256).as_bytes());
+    }
+    out
+}
+
+const SET_RULES: &[u8] = b"version = 1\n";
+
+/// Not a test of its own: the child of `kill_9_while_persisting_set_files_never_tears_a_generation`.
+#[test]
+fn crash_child_set_writer() {
+    use palisade_engine::lkg::{KeptInfo, Outcome, PartRef};
+    use palisade_rules::Digest;
+    let Ok(dir) = std::env::var(SETS_CHILD_ENV) else { return };
+    let store = Store::open_locked(Path::new(&dir), 4, true).unwrap();
+    loop {
+        let g = store.next_generation(0).unwrap();
+        let (set, before) = (set_content(g), set_content(g - 1));
+        let part = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(&set),
+            bytes: &set,
+        };
+        let base = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(&before),
+            bytes: &before,
+        };
+        let info = KeptInfo {
+            generation: g,
+            digest: Digest::of_manifest(Digest::of(SET_RULES), &[("bl.txt", part.digest)]),
+            source: "crash.toml".into(),
+            saved_at: 0,
+            outcome: Outcome::Confirmed,
+        };
+        store.save_parts(&info, SET_RULES, &[part], &[base]).unwrap();
+        store.prune(&[g]);
+    }
+}
+
+#[test]
+fn kill_9_while_persisting_set_files_never_tears_a_generation() {
+    let dir = std::env::temp_dir().join(format!("palisade-engine-crash-sets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let exe = std::env::current_exe().unwrap();
+    let rounds = 150;
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let (mut newest_seen, mut deltas_seen) = (0, false);
+    for round in 0..rounds {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_set_writer",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(SETS_CHILD_ENV, &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while max_on_disk(&dir) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 5_000));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        // Every generation file in place reads back whole, set file included.
+        let store = Store::open(&dir, 4, true).unwrap();
+        let files = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
+            .count();
+        let kept = store.list();
+        assert_eq!(kept.len(), files, "round {round}: a kept generation is torn: {:?}", store.scan().refused);
+        for k in &kept {
+            assert_eq!(k.companions.len(), 1, "round {round}");
+            assert!(
+                k.companions[0].bytes == set_content(k.generation),
+                "round {round}: generation {} has the wrong set file",
+                k.generation
+            );
+        }
+        let newest = store.newest(true).expect("a generation is kept");
+        assert!(newest.generation >= newest_seen, "round {round}: went backwards");
+        newest_seen = newest.generation;
+        let objects = dir.join("objects");
+        deltas_seen |= std::fs::read_dir(&objects).unwrap().flatten().any(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| b.starts_with(b"palisade-object 1 delta"))
+        });
+    }
+    assert!(deltas_seen, "the set files were stored as deltas too");
+    let _ = std::fs::remove_dir_all(&dir);
+}
