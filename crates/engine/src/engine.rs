@@ -26,7 +26,8 @@ use crate::counters::{add, bump, stage_index, Layout, Shard, ShardSet, SlotRegis
 use crate::events::{ControlEvent, EventKind, EventSink, Outcome as EventOutcome};
 use crate::flow::{Clock, SystemClock};
 use crate::generation::{Compiled, Generation, GenerationState};
-use crate::lkg::{unix_now, Companion, Kept, KeptError, KeptInfo, Outcome, Store, StoreError};
+use crate::lkg::{unix_now, Companion, KeptError, KeptInfo, Outcome, PartRef, Store, StoreError};
+use crate::setfile::WriteThrough;
 use crate::policy::{Context, Decision, RuleRef, Stage, StageEvent, Verdict};
 use crate::reload::{self, fault, Candidate, ReloadError, ReloadOptions, ReloadStage};
 use crate::status::{self, LastReload, Status};
@@ -983,7 +984,7 @@ impl Inner {
         ready: Ready,
         opts: &ReloadOptions,
         persist_required: bool,
-        write_through: Option<&palisade_rules::CompanionFile>,
+        write_through: Option<WriteThrough<'_>>,
     ) -> Result<ReloadOk, ReloadError> {
         let cur = self.current.load_full();
         let (compiled, mut warnings) = match ready {
@@ -1005,8 +1006,12 @@ impl Inner {
         // and a file that is old or new but whole (a crash never leaves a kept
         // generation that did not run).
         let durable = self.durable;
-        if let Some(f) = write_through {
-            crate::setfile::write_atomic(&f.path, &f.bytes, durable).map_err(|e| {
+        let (write_through, staged) = match write_through {
+            Some(w) => (Some(w.file), Some(w.staged)),
+            None => (None, None),
+        };
+        if let (Some(f), Some(staged)) = (write_through, staged) {
+            staged.and_then(|s| s.commit()).map_err(|e| {
                 ReloadError::new(
                     ReloadStage::Persist,
                     vec![format!("{}: cannot write the set file: {e}", f.path.display())],
@@ -1131,18 +1136,19 @@ impl Inner {
                             .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
                     })
                     .and_then(|number| {
-                        // (the digest is known: a big set file is not hashed again)
-                        let kept = Kept {
+                        // (the digests are known: a big set file is neither hashed nor
+                        // copied again, and stored only if it changed, as a delta of
+                        // the active generation's when the change is local)
+                        let info = KeptInfo {
                             generation: number,
                             digest: compiled.digest,
                             source: compiled.source.clone(),
                             saved_at: unix_now(),
                             outcome,
-                            bytes: compiled.bytes.to_vec(),
-                            companions: companions_of(&compiled.files),
                         };
+                        let bases = cur.rules.as_ref().map_or(&[][..], |r| r.files.as_slice());
                         self.store
-                            .save(&kept)
+                            .save_parts(&info, &compiled.bytes, &parts_of(&compiled.files), &parts_of(bases))
                             .map(|()| number)
                             .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
                     });
@@ -1236,6 +1242,51 @@ impl Inner {
             }));
         }
 
+        // The set file is written (not yet renamed over the old one) while the
+        // changed set compiles and self-tests: the disk works while the CPU does.
+        let file = ch.file.clone();
+        let durable = self.durable;
+        std::thread::scope(|scope| {
+            let staging = std::thread::Builder::new()
+                .name("set-file-write".into())
+                .spawn_scoped(scope, || crate::setfile::Staged::write(&file.path, &file.bytes, durable));
+            let built = self.build_set_change(&c, &ch, set, opts, label);
+            let staged = match staging {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked"))),
+                // (no thread: written here)
+                Err(_) => crate::setfile::Staged::write(&file.path, &file.bytes, durable),
+            };
+            let compiled = built?;
+            self.progress(RELOAD, label, Some(ReloadStage::Persist));
+            let mut ctl = self.lock();
+            // A rollback or a confirm-window revert may have replaced the rules this
+            // change was made on while it compiled: publishing it would undo that.
+            let now = self.current.load_full();
+            if !now.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &c)) {
+                return Err(ReloadError::new(
+                    ReloadStage::Publish,
+                    vec![format!(
+                        "the active generation changed (to {}) while the set change was made; nothing changed, try again",
+                        now.number
+                    )],
+                ));
+            }
+            let through = WriteThrough { file: &file, staged };
+            let ok = self.finish(&mut ctl, Ready::InMemory(compiled), opts, true, Some(through))?;
+            Ok(changed(ok))
+        })
+    }
+
+    /// Compiles and self-tests a set change on `c` (only the changed set is rebuilt).
+    fn build_set_change(
+        &self,
+        c: &Arc<Compiled>,
+        ch: &palisade_rules::SetChange,
+        set: &str,
+        opts: &ReloadOptions,
+        label: &str,
+    ) -> Result<Arc<Compiled>, ReloadError> {
+        let def = &ch.loaded.ruleset.sets[ch.set];
         // compile: only the changed set; every classifier is shared.
         self.progress(RELOAD, label, Some(ReloadStage::Compile));
         fault(opts, ReloadStage::Compile)?;
@@ -1262,10 +1313,9 @@ impl Inner {
         }
         fault(opts, ReloadStage::Audit)?;
 
-        let file = ch.file.clone();
         // The flows are re-checked under the new generation like after a reload.
         let flows = crate::stateful::FlowPlan::of(&policy, &ch.loaded.ruleset, &self.flow_names);
-        let compiled = Arc::new(Compiled {
+        Ok(Arc::new(Compiled {
             policy,
             ruleset: ch.loaded.ruleset.clone(),
             bytes: Arc::clone(&c.bytes),
@@ -1276,23 +1326,7 @@ impl Inner {
             rescue_fingerprint: c.rescue_fingerprint,
             layout: c.layout.clone(),
             flows,
-        });
-        self.progress(RELOAD, label, Some(ReloadStage::Persist));
-        let mut ctl = self.lock();
-        // A rollback or a confirm-window revert may have replaced the rules this
-        // change was made on while it compiled: publishing it would undo that.
-        let now = self.current.load_full();
-        if !now.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &c)) {
-            return Err(ReloadError::new(
-                ReloadStage::Publish,
-                vec![format!(
-                    "the active generation changed (to {}) while the set change was made; nothing changed, try again",
-                    now.number
-                )],
-            ));
-        }
-        let ok = self.finish(&mut ctl, Ready::InMemory(compiled), opts, true, Some(&file))?;
-        Ok(changed(ok))
+        }))
     }
 
     /// Prunes the state directory (keeping the active generation and the newest
@@ -1700,14 +1734,17 @@ impl Inner {
         };
         ctl.last_number = ctl.last_number.max(number);
         if let Some(rules) = &p.revert_to {
-            let kept = Kept::with_companions(
-                number,
-                &rules.source,
-                rules.bytes.to_vec(),
-                companions_of(&rules.files),
-                Outcome::Confirmed,
-            );
-            match self.store.save(&kept) {
+            let info = KeptInfo {
+                generation: number,
+                digest: rules.digest,
+                source: rules.source.clone(),
+                saved_at: unix_now(),
+                outcome: Outcome::Confirmed,
+            };
+            match self
+                .store
+                .save_parts(&info, &rules.bytes, &parts_of(&rules.files), &[])
+            {
                 Ok(()) => {
                     ctl.kept_ids.insert(number, Arc::clone(&rules.layout.identities));
                 }
@@ -2009,9 +2046,16 @@ fn kept_files(companions: Vec<Companion>) -> palisade_rules::KeptFiles {
     palisade_rules::KeptFiles::new(companions.into_iter().map(|c| (c.name, c.bytes)))
 }
 
-/// The set files of a generation as last-known-good keeps them.
-fn companions_of(files: &[palisade_rules::CompanionFile]) -> Vec<Companion> {
-    files.iter().map(Companion::of).collect()
+/// The set files of a generation as last-known-good stores them (digests known, bytes borrowed).
+fn parts_of(files: &[palisade_rules::CompanionFile]) -> Vec<PartRef<'_>> {
+    files
+        .iter()
+        .map(|f| PartRef {
+            name: &f.name,
+            digest: f.digest,
+            bytes: &f.bytes,
+        })
+        .collect()
 }
 
 /// A file's identity and version on disk: device, inode, size, mtime.

@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use palisade_classify::{CompiledSet, IpFamily, Prefix};
 use palisade_rules::SetElements;
@@ -22,21 +22,66 @@ use palisade_rules::SetElements;
 /// Only a regular file is replaced (a symbolic link is kept and its target
 /// replaced); a FIFO, a device or a directory in its place is an error and
 /// nothing is written.
+///
+/// Its temporary file is not the one a set change stages ([`Staged::write`]):
+/// a confirm window's revert restoring a set file never meets a set change's.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.palisade-tmp", name.to_string_lossy()));
-    let mode = check_replaceable(path)?;
-    let write = || -> io::Result<()> {
+    Staged::write_as(path, bytes, durable, "palisade-restore-tmp")?.commit()
+}
+
+/// A set change's file to write through when its generation is published:
+/// the file, and its temporary copy as staged (or why staging failed).
+#[derive(Debug)]
+pub(crate) struct WriteThrough<'a> {
+    pub file: &'a palisade_rules::CompanionFile,
+    pub staged: io::Result<Staged>,
+}
+
+/// A set file written (and fsynced) beside its path under a temporary name,
+/// not yet renamed over it: [`Staged::commit`] does that; dropped without a
+/// commit, the temporary file is removed and the set file is as it was.
+///
+/// A set change stages its file while the changed set compiles and
+/// self-tests, so the disk works while the CPU does, and renames it when the
+/// generation is published.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// The file replaced (links resolved).
+    path: PathBuf,
+    tmp: PathBuf,
+    dir: PathBuf,
+    durable: bool,
+    committed: bool,
+}
+
+impl Staged {
+    /// Writes the temporary file `.<name>.palisade-tmp` beside the set file
+    /// (and fsyncs it when `durable`).
+    pub(crate) fn write(path: &Path, bytes: &[u8], durable: bool) -> io::Result<Staged> {
+        Staged::write_as(path, bytes, durable, "palisade-tmp")
+    }
+
+    fn write_as(path: &Path, bytes: &[u8], durable: bool, suffix: &str) -> io::Result<Staged> {
+        let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+        let tmp = dir.join(format!(".{}.{suffix}", name.to_string_lossy()));
+        let mode = check_replaceable(&path)?;
+        let staged = Staged {
+            path,
+            tmp,
+            dir,
+            durable,
+            committed: false,
+        };
         // A leftover of a crash (or anything planted there) is removed, and the
         // temporary file is created anew, never through a link.
-        match fs::remove_file(&tmp) {
+        match fs::remove_file(&staged.tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -44,7 +89,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+            .open(&staged.tmp)?;
+        // (from here on, dropping `staged` removes the temporary file)
         if let Some(mode) = &mode {
             f.set_permissions(mode.clone())?;
         }
@@ -52,16 +98,38 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
         if durable {
             f.sync_data()?; // the data and its length: what the rename makes visible
         }
+        Ok(staged)
+    }
+
+    /// Renames the temporary file over the set file and fsyncs the directory.
+    /// The replaced file's blocks are freed after the rename, off this thread
+    /// (freeing a big file's blocks takes milliseconds the change need not wait).
+    pub(crate) fn commit(mut self) -> io::Result<()> {
+        let old = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&self.path)
+            .ok();
+        fs::rename(&self.tmp, &self.path)?;
+        self.committed = true;
+        if let Some(old) = old {
+            let _ = std::thread::Builder::new()
+                .name("set-file-free".into())
+                .spawn(move || drop(old));
+        }
+        if self.durable {
+            File::open(&self.dir)?.sync_all()?;
+        }
         Ok(())
-    };
-    if let Err(e) = write().and_then(|()| fs::rename(&tmp, path)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
     }
-    if durable {
-        File::open(dir)?.sync_all()?;
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
-    Ok(())
 }
 
 /// Whether `path` (through links) may be replaced by [`write_atomic`]: a
