@@ -27,9 +27,9 @@ use crate::events::{ControlEvent, EventKind, EventSink, Outcome as EventOutcome}
 use crate::flow::{Clock, SystemClock};
 use crate::generation::{Compiled, Generation, GenerationState};
 use crate::lkg::{unix_now, Companion, KeptError, KeptInfo, Outcome, PartRef, Store, StoreError};
-use crate::setfile::WriteThrough;
 use crate::policy::{Context, Decision, RuleRef, Stage, StageEvent, Verdict};
 use crate::reload::{self, fault, Candidate, ReloadError, ReloadOptions, ReloadStage};
+use crate::setfile::WriteThrough;
 use crate::status::{self, LastReload, Status};
 
 /// The progress slot of the running reload.
@@ -1148,7 +1148,12 @@ impl Inner {
                         };
                         let bases = cur.rules.as_ref().map_or(&[][..], |r| r.files.as_slice());
                         self.store
-                            .save_parts(&info, &compiled.bytes, &parts_of(&compiled.files), &parts_of(bases))
+                            .save_parts(
+                                &info,
+                                &compiled.bytes,
+                                &parts_of(&compiled.files),
+                                &parts_of(bases),
+                            )
                             .map(|()| number)
                             .map_err(|e| ReloadError::new(ReloadStage::Persist, vec![e.to_string()]))
                     });
@@ -1249,10 +1254,27 @@ impl Inner {
         std::thread::scope(|scope| {
             let staging = std::thread::Builder::new()
                 .name("set-file-write".into())
-                .spawn_scoped(scope, || crate::setfile::Staged::write(&file.path, &file.bytes, durable));
+                .spawn_scoped(scope, || {
+                    crate::setfile::Staged::write(&file.path, &file.bytes, durable)
+                });
+            // Meanwhile the changed file is kept as an object of the state directory
+            // (a delta of the active one's) and the next generation number reserved:
+            // what persisting the generation then finds done.
+            let preparing = std::thread::Builder::new()
+                .name("set-change-keep".into())
+                .spawn_scoped(scope, || {
+                    let (parts, bases) = (parts_of(&ch.loaded.files), parts_of(&c.files));
+                    let _ = self.store.store_objects(&parts, &bases);
+                    let _ = self.store.reserve_generation(cur.number);
+                });
             let built = self.build_set_change(&c, &ch, set, opts, label);
+            if let Ok(h) = preparing {
+                let _ = h.join();
+            }
             let staged = match staging {
-                Ok(h) => h.join().unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked"))),
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked"))),
                 // (no thread: written here)
                 Err(_) => crate::setfile::Staged::write(&file.path, &file.bytes, durable),
             };

@@ -364,6 +364,10 @@ pub struct Store {
     /// Held while a generation file and its objects are written, and while
     /// unreferenced objects are removed: never one in between.
     writing: Arc<std::sync::Mutex<()>>,
+    /// Held while the high-water mark is read and raised: it only grows.
+    high_water: Arc<std::sync::Mutex<()>>,
+    /// A number [`Store::reserve_generation`] persisted for the next generation.
+    reserved: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 /// Per generation number: the file's stamp when it was last verified, what
@@ -497,6 +501,8 @@ impl Store {
             seen: Arc::default(),
             objects: Arc::default(),
             writing: Arc::default(),
+            high_water: Arc::default(),
+            reserved: Arc::default(),
         })
     }
 
@@ -708,16 +714,15 @@ impl Store {
         parts: &[PartRef<'_>],
         bases: &[PartRef<'_>],
     ) -> Result<(), StoreError> {
-        let path = self.path_of(info.generation);
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut wrote = false;
-        for part in parts {
-            wrote |= self.put_object(part, bases)?;
-        }
-        if wrote {
-            self.sync_objects_dir()?;
-        }
+        self.put_objects(parts, bases)?;
         let refs: Refs = parts.iter().map(|p| (p.name.to_string(), p.digest)).collect();
+        self.write_generation(info, rules, refs)
+    }
+
+    /// Writes a generation file whose set files (`refs`) are stored already.
+    fn write_generation(&self, info: &KeptInfo, rules: &[u8], refs: Refs) -> Result<(), StoreError> {
+        let path = self.path_of(info.generation);
         let meta = Meta {
             generation: info.generation,
             digest: info.digest.to_string(),
@@ -757,6 +762,26 @@ impl Store {
         if let Ok(m) = fs::symlink_metadata(&path) {
             self.seen_map()
                 .insert(info.generation, (stamp(&m), Ok(info.clone()), refs));
+        }
+        Ok(())
+    }
+
+    /// Stores set files as objects ahead of the generation that will reference
+    /// them (what [`Store::save_parts`] does first; there it then finds them
+    /// stored): a set change stores its changed file while it compiles. An
+    /// object no generation comes to reference is removed by a later prune.
+    pub fn store_objects(&self, parts: &[PartRef<'_>], bases: &[PartRef<'_>]) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.put_objects(parts, bases)
+    }
+
+    fn put_objects(&self, parts: &[PartRef<'_>], bases: &[PartRef<'_>]) -> Result<(), StoreError> {
+        let mut wrote = false;
+        for part in parts {
+            wrote |= self.put_object(part, bases)?;
+        }
+        if wrote {
+            self.sync_objects_dir()?;
         }
         Ok(())
     }
@@ -826,8 +851,11 @@ impl Store {
     /// The set file objects generation file `generation` references (its
     /// header read; none when it cannot be read as a generation of format 3).
     fn references(&self, generation: u64) -> Refs {
-        if let Some((_, _, refs)) = self.seen_map().get(&generation) {
-            return refs.clone();
+        let st = fs::symlink_metadata(self.path_of(generation)).map(|m| stamp(&m));
+        if let Some((s, _, refs)) = self.seen_map().get(&generation) {
+            if st.as_ref().is_ok_and(|st| st == s) {
+                return refs.clone();
+            }
         }
         let Ok((file, _)) = open_regular(&self.path_of(generation), MAX_KEPT_FILE_BYTES) else {
             return Vec::new();
@@ -966,22 +994,65 @@ impl Store {
     /// Hands out the next generation number, greater than [`Store::max_generation`]
     /// and than `above` (numbers in use in memory), and persists it as the
     /// high-water mark before returning it. Fails when the numbers are
-    /// exhausted or the mark cannot be persisted.
+    /// exhausted or the mark cannot be persisted. A number reserved by
+    /// [`Store::reserve_generation`] is handed out instead (it is persisted
+    /// already) when it is still above `above` and every kept generation.
     pub fn next_generation(&self, above: u64) -> Result<u64, StoreError> {
+        let _one = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
+        let reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(r) = reserved {
+            let files = self.scan().kept.last().map_or(0, |k| k.generation);
+            if r > above && r > files && self.high_water() >= r {
+                return Ok(r);
+            }
+        }
+        let n = self.number_after(above)?;
+        self.raise_locked(n)?;
+        Ok(n)
+    }
+
+    /// Reserves the number the next [`Store::next_generation`] hands out
+    /// (persisted as the high-water mark now), so that persisting a
+    /// generation later writes only its file: a set change reserves it while
+    /// it compiles. Numbers stay unique and growing: a reservation overtaken
+    /// by another number is dropped (the number is skipped).
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("palisade-lkg-reserve-doc-{}", std::process::id()));
+    /// let store = palisade_engine::lkg::Store::open_locked(&dir, 10, false).unwrap();
+    /// let n = store.reserve_generation(4).unwrap();
+    /// assert_eq!((n, store.high_water()), (5, 5));
+    /// assert_eq!(store.next_generation(4).unwrap(), 5);
+    /// assert_eq!(store.next_generation(4).unwrap(), 6);
+    /// drop(store);
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn reserve_generation(&self, above: u64) -> Result<u64, StoreError> {
+        let _one = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.number_after(above)?;
+        self.raise_locked(n)?;
+        *self.reserved.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+        Ok(n)
+    }
+
+    fn number_after(&self, above: u64) -> Result<u64, StoreError> {
         let base = self.max_generation().max(above);
-        let n = base.checked_add(1).ok_or_else(|| StoreError {
+        base.checked_add(1).ok_or_else(|| StoreError {
             path: self.dir.join(HWM_FILE),
             action: "hand out a generation number",
             error: io::Error::other(format!(
                 "generation numbers are exhausted (the highest is {base})"
             )),
-        })?;
-        self.raise_high_water(n)?;
-        Ok(n)
+        })
     }
 
     /// Persists `n` as the high-water mark if it is higher than the current one.
     pub fn raise_high_water(&self, n: u64) -> Result<(), StoreError> {
+        let _one = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
+        self.raise_locked(n)
+    }
+
+    fn raise_locked(&self, n: u64) -> Result<(), StoreError> {
         if self.high_water() >= n {
             return Ok(());
         }
@@ -1034,14 +1105,12 @@ impl Store {
             return Ok(());
         }
         k.outcome = outcome;
-        let parts: Vec<PartRef<'_>> = refs
-            .iter()
-            .map(|(name, digest)| PartRef {
-                name,
-                digest: *digest,
-                bytes: &[],
-            })
-            .collect();
+        if refs.is_empty() && !k.companions.is_empty() {
+            // A generation of format 2 (set files inline): rewritten as format 3.
+            return self.save(&k);
+        }
+        // (held so that no prune removes the objects between the check and the rename)
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         for (name, digest) in &refs {
             // (a set file missing or damaged: the generation is refused like a torn file)
             if let Err(why) = self.object_ok(*digest) {
@@ -1051,11 +1120,7 @@ impl Store {
                 }));
             }
         }
-        if refs.is_empty() && !k.companions.is_empty() {
-            // A generation of format 2 (set files inline): rewritten as format 3.
-            return self.save(&k);
-        }
-        self.save_parts(&k.info(), &k.bytes, &parts, &[])
+        self.write_generation(&k.info(), &k.bytes, refs)
     }
 
     /// Rewrites generation `generation` as confirmed (durably: Ok only once it is on disk).
@@ -1284,7 +1349,10 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
             .map(|e| e.metadata().unwrap().len())
             .sum();
-        assert!(total < 4 * 1024, "generation files hold no set file ({total} bytes)");
+        assert!(
+            total < 4 * 1024,
+            "generation files hold no set file ({total} bytes)"
+        );
         for g in 1..=4 {
             assert_eq!(store.load(g).unwrap().companions[0].bytes, set);
         }
@@ -1327,13 +1395,14 @@ mod tests {
                 digest: Digest::of(b),
                 bytes: b,
             });
-            store
-                .save_parts(&info, rules, &[part], base.as_slice())
-                .unwrap();
+            store.save_parts(&info, rules, &[part], base.as_slice()).unwrap();
             let size = fs::metadata(store.object_path(&part.digest)).unwrap().len();
             // (whole: the first, and the one past a chain of MAX_DELTA_DEPTH deltas)
             if g == 1 || g == MAX_DELTA_DEPTH as u64 + 2 {
-                assert!(size > set.len() as u64, "generation {g}: stored whole ({size} bytes)");
+                assert!(
+                    size > set.len() as u64,
+                    "generation {g}: stored whole ({size} bytes)"
+                );
             } else {
                 assert!(size < 200, "generation {g}: a delta, not a copy ({size} bytes)");
             }
@@ -1393,7 +1462,10 @@ mod tests {
         let want: std::collections::BTreeSet<String> =
             sets[..4].iter().map(|s| Digest::of(s).to_string()).collect();
         let have: std::collections::BTreeSet<String> = objects_in(&store).into_iter().collect();
-        assert_eq!(have, want, "the chain under the kept generations stays, nothing else");
+        assert_eq!(
+            have, want,
+            "the chain under the kept generations stays, nothing else"
+        );
         // A whole file in place of the chain: the bases no generation needs go.
         let last = sets[3].clone();
         store.save(&with_set(5, &last)).unwrap();
@@ -1414,12 +1486,19 @@ mod tests {
         let obj = store.object_path(&Digest::of(b"198.51.100.0/24\n"));
         fs::write(&obj, b"palisade-object 1 full\n198.51.100.0/25\n").unwrap();
         let err = store.load(2).unwrap_err().to_string();
-        assert!(err.contains("set file bl.txt") && err.contains("digest mismatch"), "{err}");
+        assert!(
+            err.contains("set file bl.txt") && err.contains("digest mismatch"),
+            "{err}"
+        );
         assert_eq!(store.newest(true).unwrap().generation, 1, "boot falls back");
         fs::remove_file(&obj).unwrap();
         let scan = store.scan();
         assert_eq!(scan.kept.len(), 1);
-        assert!(scan.refused[0].1.contains("set file bl.txt"), "{:?}", scan.refused);
+        assert!(
+            scan.refused[0].1.contains("set file bl.txt"),
+            "{:?}",
+            scan.refused
+        );
         assert!(
             store.set_outcome(2, Outcome::Unconfirmed).is_err(),
             "a refused generation is not rewritten"

@@ -174,7 +174,8 @@ impl Store {
             ));
         }
         let path = self.object_path(&digest);
-        let (file, len) = open_regular(&path, MAX_KEPT_FILE_BYTES).map_err(|e| format!("object {short}: {e}"))?;
+        let (file, len) =
+            open_regular(&path, MAX_KEPT_FILE_BYTES).map_err(|e| format!("object {short}: {e}"))?;
         let st = file
             .metadata()
             .map(|m| stamp(&m))
@@ -271,8 +272,13 @@ impl Store {
         // The closest stored base: (middle length, prefix, suffix, base, what is known of it).
         let mut best: Option<(usize, usize, usize, Digest, ObjInfo, usize)> = None;
         if new.len() >= DELTA_MIN_FILE {
-            for b in bases.iter().filter(|b| b.name == part.name && b.digest != part.digest) {
-                let Ok(bi) = self.object_ok(b.digest) else { continue };
+            for b in bases
+                .iter()
+                .filter(|b| b.name == part.name && b.digest != part.digest)
+            {
+                let Ok(bi) = self.object_ok(b.digest) else {
+                    continue;
+                };
                 if bi.depth >= MAX_DELTA_DEPTH || bi.len != b.bytes.len() as u64 {
                     continue;
                 }
@@ -405,17 +411,17 @@ impl Store {
                 }
             }
         }
-        let mut removed = false;
+        // (not fsynced: an object that comes back after a crash is only garbage,
+        // removed by the next prune; the generation files that referenced the
+        // removed ones are gone for good, their removal fsynced before this)
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(d) = name.to_str().and_then(parse_digest) else { continue };
+            let Some(d) = name.to_str().and_then(parse_digest) else {
+                continue;
+            };
             if !live.contains(&d) && fs::remove_file(e.path()).is_ok() {
                 self.objects_map().remove(&d);
-                removed = true;
             }
-        }
-        if removed {
-            let _ = self.sync_objects_dir();
         }
     }
 }
