@@ -219,7 +219,9 @@ const SET_RULES: &[u8] = b"version = 1\n";
 fn crash_child_set_writer() {
     use palisade_engine::lkg::{KeptInfo, Outcome, PartRef};
     use palisade_rules::Digest;
-    let Ok(dir) = std::env::var(SETS_CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(SETS_CHILD_ENV) else {
+        return;
+    };
     let store = Store::open_locked(Path::new(&dir), 4, true).unwrap();
     loop {
         let g = store.next_generation(0).unwrap();
@@ -287,7 +289,12 @@ fn kill_9_while_persisting_set_files_never_tears_a_generation() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
             .count();
         let kept = store.list();
-        assert_eq!(kept.len(), files, "round {round}: a kept generation is torn: {:?}", store.scan().refused);
+        assert_eq!(
+            kept.len(),
+            files,
+            "round {round}: a kept generation is torn: {:?}",
+            store.scan().refused
+        );
         for k in &kept {
             assert_eq!(k.companions.len(), 1, "round {round}");
             assert!(
@@ -300,9 +307,10 @@ fn kill_9_while_persisting_set_files_never_tears_a_generation() {
         assert!(newest.generation >= newest_seen, "round {round}: went backwards");
         newest_seen = newest.generation;
         let objects = dir.join("objects");
-        deltas_seen |= std::fs::read_dir(&objects).unwrap().flatten().any(|e| {
-            std::fs::read(e.path()).is_ok_and(|b| b.starts_with(b"palisade-object 1 delta"))
-        });
+        deltas_seen |= std::fs::read_dir(&objects)
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path()).is_ok_and(|b| b.starts_with(b"palisade-object 1 delta")));
     }
     assert!(deltas_seen, "the set files were stored as deltas too");
     let _ = std::fs::remove_dir_all(&dir);

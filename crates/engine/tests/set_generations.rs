@@ -199,3 +199,73 @@ fn a_set_file_that_is_a_fifo_is_refused_at_once_and_nothing_changes() {
         ]
     );
 }
+
+#[test]
+fn set_changes_keep_a_big_set_file_once_and_each_change_as_a_delta_and_a_restart_without_it_runs_the_last() {
+    let dir = TempDir::new("setgen-objects");
+    let engine = open(&dir);
+    // A set file of 12,000 prefixes (about 170 KB), then five one-element changes.
+    let big: String = (0..12_000u32)
+        .map(|i| format!("10.{}.{}.0/24\n", i / 256, i % 256))
+        .collect();
+    std::fs::write(dir.join("bl.txt"), &big).unwrap();
+    engine
+        .reload(ReloadSource::Config, &ReloadOptions::default())
+        .unwrap();
+    let mut last = None;
+    for i in 1..=4 {
+        last = Some(add(&engine, &format!("198.51.100.{i}")));
+    }
+    engine
+        .change_set(
+            "bl",
+            SetOp::Del,
+            &["198.51.100.2".into()],
+            &ReloadOptions::default(),
+        )
+        .unwrap();
+    let last_add = last.unwrap();
+    let kept = engine.status().kept.len();
+    assert!(kept >= 6, "{kept} generations kept");
+    // One object holds the whole file; each change after it is a delta of a few dozen bytes.
+    let sizes: Vec<u64> = std::fs::read_dir(dir.join("state").join("objects"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    let whole: Vec<&u64> = sizes.iter().filter(|&&s| s > big.len() as u64).collect();
+    assert_eq!(whole.len(), 1, "one whole copy of the set file: {sizes:?}");
+    assert!(
+        sizes.iter().filter(|&&s| s < 200).count() >= 5,
+        "the changes are deltas: {sizes:?}"
+    );
+    let generations: u64 = std::fs::read_dir(dir.join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        generations < 4096 * kept as u64,
+        "no generation file holds the set file: {generations} bytes"
+    );
+    let want = engine.status().digest;
+    drop(engine);
+    // Gone from disk: boot resolves the deltas and runs the last generation's set.
+    std::fs::remove_file(dir.join("bl.txt")).unwrap();
+    let (engine, boot) = reopen(&dir);
+    assert_eq!(boot.source, BootSource::StateDirectory);
+    assert!(boot.lkg_errors.is_empty(), "{:?}", boot.lkg_errors);
+    assert_eq!(engine.status().digest, want);
+    assert!(last_add.reload.generation < boot.generation);
+    assert_eq!(engine.status().sets[0].elements, 12_003);
+    for (src, rule) in [
+        ("10.46.223.9", "blocked"),
+        ("198.51.100.1", "blocked"),
+        ("198.51.100.2", "default"),
+        ("198.51.100.4", "blocked"),
+        ("198.51.100.5", "default"),
+    ] {
+        assert_eq!(rule_for(&engine, src), rule, "{src}");
+    }
+}
