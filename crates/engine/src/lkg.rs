@@ -584,7 +584,8 @@ impl Store {
             let _ = writeln!(w, "{}", std::process::id());
         }
         // Leftovers of a write interrupted by a crash: never complete, never read.
-        for d in [dir.to_path_buf(), store.objects_dir()] {
+        let objects = store.objects_dir_is_real().ok().map(|()| store.objects_dir());
+        for d in std::iter::once(dir.to_path_buf()).chain(objects) {
             for e in fs::read_dir(d).into_iter().flatten().flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
@@ -999,29 +1000,36 @@ impl Store {
     /// already) when it is still above `above` and every kept generation.
     pub fn next_generation(&self, above: u64) -> Result<u64, StoreError> {
         let _one = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
-        let reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(r) = reserved {
-            let files = self.scan().kept.last().map_or(0, |k| k.generation);
-            if r > above && r > files && self.high_water() >= r {
-                return Ok(r);
-            }
+        if let Some(r) = self.take_reserved(above) {
+            return Ok(r);
         }
         let n = self.number_after(above)?;
         self.raise_locked(n)?;
         Ok(n)
     }
 
+    /// The reserved number, taken, when it may still be handed out.
+    fn take_reserved(&self, above: u64) -> Option<u64> {
+        let r = self.reserved.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let files = self.scan().kept.last().map_or(0, |k| k.generation);
+        (r > above && r > files && self.high_water() >= r).then_some(r)
+    }
+
     /// Reserves the number the next [`Store::next_generation`] hands out
     /// (persisted as the high-water mark now), so that persisting a
     /// generation later writes only its file: a set change reserves it while
-    /// it compiles. Numbers stay unique and growing: a reservation overtaken
-    /// by another number is dropped (the number is skipped).
+    /// it compiles. A reservation not used yet (the change was refused) is
+    /// reserved again rather than a new number. Numbers stay unique and
+    /// growing: a reservation overtaken by another number is dropped (the
+    /// number is skipped).
     ///
     /// ```
     /// let dir = std::env::temp_dir().join(format!("palisade-lkg-reserve-doc-{}", std::process::id()));
     /// let store = palisade_engine::lkg::Store::open_locked(&dir, 10, false).unwrap();
     /// let n = store.reserve_generation(4).unwrap();
     /// assert_eq!((n, store.high_water()), (5, 5));
+    /// // (reserved again by a change that then does not use it: the same number)
+    /// assert_eq!(store.reserve_generation(4).unwrap(), 5);
     /// assert_eq!(store.next_generation(4).unwrap(), 5);
     /// assert_eq!(store.next_generation(4).unwrap(), 6);
     /// drop(store);
@@ -1029,7 +1037,10 @@ impl Store {
     /// ```
     pub fn reserve_generation(&self, above: u64) -> Result<u64, StoreError> {
         let _one = self.high_water.lock().unwrap_or_else(|e| e.into_inner());
-        let n = self.number_after(above)?;
+        let n = match self.take_reserved(above) {
+            Some(r) => r,
+            None => self.number_after(above)?,
+        };
         self.raise_locked(n)?;
         *self.reserved.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
         Ok(n)
@@ -1534,6 +1545,28 @@ mod tests {
         );
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_objects_directory_that_is_a_symlink_is_refused() {
+        let dir = tmpdir("objlink");
+        let elsewhere = tmpdir("objlink-target");
+        fs::create_dir_all(&elsewhere).unwrap();
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.objects_dir()).unwrap();
+        let err = store
+            .save(&with_set(1, b"192.0.2.0/24\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written through it"
+        );
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&elsewhere).unwrap();
     }
 
     #[test]

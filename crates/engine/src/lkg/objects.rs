@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use palisade_rules::Digest;
@@ -173,6 +173,8 @@ impl Store {
                 "object {short}: a chain of more than {MAX_DELTA_DEPTH} deltas"
             ));
         }
+        self.objects_dir_is_real()
+            .map_err(|e| format!("object {short}: {e}"))?;
         let path = self.object_path(&digest);
         let (file, len) =
             open_regular(&path, MAX_KEPT_FILE_BYTES).map_err(|e| format!("object {short}: {e}"))?;
@@ -304,12 +306,14 @@ impl Store {
             action,
             error,
         };
-        match fs::DirBuilder::new().create(&dir) {
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                 return Err(err(&dir, "create the objects directory", e));
             }
             _ => {}
         }
+        self.objects_dir_is_real()
+            .map_err(|why| err(&dir, "use as the objects directory", io::Error::other(why)))?;
         let total = header.len() + body.len();
         let path = self.object_path(&part.digest);
         if total as u64 > MAX_KEPT_FILE_BYTES {
@@ -362,6 +366,19 @@ impl Store {
         Ok(true)
     }
 
+    /// The objects directory is a directory of the state directory, not a
+    /// symbolic link to somewhere else (objects are opened without following
+    /// links, but the directory on their path would be followed).
+    pub(super) fn objects_dir_is_real(&self) -> Result<(), String> {
+        match fs::symlink_metadata(self.objects_dir()) {
+            Ok(m) if m.file_type().is_symlink() => {
+                Err("the objects directory is a symbolic link: refused".into())
+            }
+            Ok(m) if !m.is_dir() => Err("the objects directory is not a directory: refused".into()),
+            _ => Ok(()),
+        }
+    }
+
     /// fsyncs the objects directory (after objects were written or removed).
     pub(super) fn sync_objects_dir(&self) -> Result<(), StoreError> {
         if !self.durable {
@@ -398,6 +415,9 @@ impl Store {
     /// generation references nothing). Called with the store's write lock held.
     pub(super) fn collect_objects(&self) {
         let dir = self.objects_dir();
+        if self.objects_dir_is_real().is_err() {
+            return;
+        }
         let Ok(entries) = fs::read_dir(&dir) else { return };
         let mut live: HashSet<Digest> = HashSet::new();
         for n in self.numbers() {
