@@ -183,7 +183,7 @@ fn floor(c: &mut Criterion<ThreadCpuTime>) {
     // The same with 2 MiB pages, as the flow table has (no page walk per line).
     let huge: Vec<u64> = memory.clone();
     drop(memory);
-    let collapsed = palisade_benches::advise_huge_pages(&huge);
+    let collapsed = palisade_engine::flow::advise_huge_pages(&huge);
     println!(
         "flows_floor: huge pages {}",
         if collapsed { "granted" } else { "refused" }

@@ -52,27 +52,3 @@ impl Measurement for ThreadCpuTime {
         WALL.formatter()
     }
 }
-
-/// Asks the kernel to back `slice` with 2 MiB pages, as the engine's flow
-/// table does (`MADV_HUGEPAGE`, then `MADV_COLLAPSE` for the pages already
-/// written): a bench floor comparable with the table. Returns whether the
-/// collapse was taken (advice only: the contents stay as they are).
-pub fn advise_huge_pages<T>(slice: &[T]) -> bool {
-    const HUGE_PAGE: usize = 2 << 20;
-    const MADV_COLLAPSE: libc::c_int = 25;
-    let start = slice.as_ptr() as usize;
-    let begin = start.next_multiple_of(HUGE_PAGE);
-    let end = (start + std::mem::size_of_val(slice)) & !(HUGE_PAGE - 1);
-    if end <= begin {
-        return false;
-    }
-    let mut collapsed = false;
-    for advice in [libc::MADV_HUGEPAGE, MADV_COLLAPSE] {
-        // SAFETY: [begin, end) is page-aligned and inside `slice`'s live
-        // allocation; both advices keep the range mapped with the same
-        // contents, and madvise touches no memory of ours.
-        let rc = unsafe { libc::madvise(begin as *mut libc::c_void, end - begin, advice) };
-        collapsed = advice == MADV_COLLAPSE && rc == 0;
-    }
-    collapsed
-}

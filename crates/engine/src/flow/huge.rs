@@ -23,7 +23,12 @@ const HUGE_PAGE: usize = 2 << 20;
 /// table is shared: collapsing copies pages (the kernel keeps their contents).
 ///
 /// Returns whether the kernel took the collapse (for tests and benches).
-pub(crate) fn advise<T>(slice: &[T]) -> bool {
+///
+/// ```
+/// // A slice shorter than a huge page is left alone.
+/// assert!(!palisade_engine::flow::advise_huge_pages(&[0u8; 4096]));
+/// ```
+pub fn advise<T>(slice: &[T]) -> bool {
     let start = slice.as_ptr() as usize;
     let end = start.saturating_add(std::mem::size_of_val(slice));
     let begin = start.next_multiple_of(HUGE_PAGE);

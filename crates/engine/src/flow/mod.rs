@@ -74,6 +74,7 @@ use palisade_packet::{FlowKey, FlowState, FragmentState, Present};
 use palisade_rules::FlowTimeouts;
 
 pub use clock::{Clock, ManualClock, SystemClock, Tick, TICK_MS};
+pub use huge::advise as advise_huge_pages;
 pub use id::FlowId;
 pub use table::Origin;
 pub use tcp::TcpPhase;
