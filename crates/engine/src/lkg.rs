@@ -368,6 +368,11 @@ pub struct Store {
     high_water: Arc<std::sync::Mutex<()>>,
     /// A number [`Store::reserve_generation`] persisted for the next generation.
     reserved: Arc<std::sync::Mutex<Option<u64>>>,
+    /// An object may have been renamed into the objects directory since it was
+    /// last fsynced (true at first: a process before this one may have died
+    /// between the two), so the next generation file that references objects
+    /// fsyncs it first.
+    objects_unsynced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Per generation number: the file's stamp when it was last verified, what
@@ -503,6 +508,7 @@ impl Store {
             writing: Arc::default(),
             high_water: Arc::default(),
             reserved: Arc::default(),
+            objects_unsynced: Arc::new(true.into()),
         })
     }
 
@@ -595,6 +601,9 @@ impl Store {
             }
         }
         store.lock = Some(Arc::new(file));
+        // Objects no generation references (a set change refused, or killed
+        // between storing its set file and its generation file).
+        store.collect_garbage();
         Ok(store)
     }
 
@@ -777,14 +786,42 @@ impl Store {
     }
 
     fn put_objects(&self, parts: &[PartRef<'_>], bases: &[PartRef<'_>]) -> Result<(), StoreError> {
-        let mut wrote = false;
         for part in parts {
-            wrote |= self.put_object(part, bases)?;
+            self.put_object(part, bases)?;
         }
-        if wrote {
+        // (also when every object was found in place: one written earlier, by
+        // a `store_objects` whose fsync failed or a process that died before
+        // it, is durable before a generation file references it)
+        if !parts.is_empty() {
             self.sync_objects_dir()?;
         }
         Ok(())
+    }
+
+    /// Removes the set file objects no kept generation file references
+    /// (directly or as the base of a delta), as a prune does after removing
+    /// generations: for objects stored ahead by [`Store::store_objects`] for a
+    /// generation that was then not kept. Nothing is removed when any
+    /// generation file or object header cannot be read and parsed (why is
+    /// logged): an object left over is only garbage.
+    ///
+    /// ```
+    /// use palisade_engine::lkg::{PartRef, Store};
+    /// use palisade_rules::Digest;
+    /// let dir = std::env::temp_dir().join(format!("palisade-lkg-garbage-doc-{}", std::process::id()));
+    /// let store = Store::open_locked(&dir, 10, false).unwrap();
+    /// let set = b"192.0.2.0/24\n";
+    /// let part = PartRef { name: "bl.txt", digest: Digest::of(set), bytes: set };
+    /// store.store_objects(&[part], &[]).unwrap();
+    /// assert!(store.object_path(&part.digest).exists());
+    /// store.collect_garbage(); // no generation references it
+    /// assert!(!store.object_path(&part.digest).exists());
+    /// drop(store);
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn collect_garbage(&self) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.collect_objects();
     }
 
     /// Generation numbers of every `gen-*.lkg` name, ascending (validity not checked).
@@ -805,6 +842,26 @@ impl Store {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Generation numbers of every `gen-*.lkg` name, ascending; an error when
+    /// the directory cannot be listed whole.
+    fn numbers_strict(&self) -> Result<Vec<u64>, String> {
+        let listing = |e: io::Error| format!("{}: cannot list: {e}", self.dir.display());
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).map_err(listing)? {
+            let name = e.map_err(listing)?.file_name();
+            let name = name.to_string_lossy();
+            let number: Option<u64> = name
+                .strip_prefix("gen-")
+                .and_then(|n| n.strip_suffix(".lkg"))
+                .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse().ok());
+            out.extend(number);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Reads and verifies one kept generation.
@@ -849,33 +906,52 @@ impl Store {
         Ok((kept, refs))
     }
 
-    /// The set file objects generation file `generation` references (its
-    /// header read; none when it cannot be read as a generation of format 3).
-    fn references(&self, generation: u64) -> Refs {
-        let st = fs::symlink_metadata(self.path_of(generation)).map(|m| stamp(&m));
-        if let Some((s, _, refs)) = self.seen_map().get(&generation) {
-            if st.as_ref().is_ok_and(|st| st == s) {
-                return refs.clone();
+    /// The set file objects generation file `generation` references, read
+    /// from its header (or known from a verification of the same file): none
+    /// for a file of format 1 or 2 (set files inline) or no file; an error
+    /// when that is not known for sure: the file cannot be opened or read, is
+    /// not a regular file, or its header cannot be parsed (damaged, cut short,
+    /// or of a format this engine does not know: its objects are kept).
+    fn references_strict(&self, generation: u64) -> Result<Refs, String> {
+        let path = self.path_of(generation);
+        let why = |e: String| format!("{}: {e}", path.display());
+        let st = match fs::symlink_metadata(&path) {
+            Ok(m) => stamp(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(why(format!("cannot stat: {e}"))),
+        };
+        // (only a verification that succeeded: a failed one may have failed to read)
+        if let Some((s, Ok(_), refs)) = self.seen_map().get(&generation) {
+            if *s == st {
+                return Ok(refs.clone());
             }
         }
-        let Ok((file, _)) = open_regular(&self.path_of(generation), MAX_KEPT_FILE_BYTES) else {
-            return Vec::new();
+        let (file, _) = open_regular(&path, MAX_KEPT_FILE_BYTES).map_err(why)?;
+        let mut head = io::BufReader::new(file);
+        let mut line = |what: &str| -> Result<Vec<u8>, String> {
+            let mut buf = Vec::new();
+            std::io::BufRead::read_until(&mut head, b'\n', &mut buf)
+                .map_err(|e| why(format!("cannot read: {e}")))?;
+            match buf.pop() {
+                Some(b'\n') => Ok(buf),
+                _ => Err(why(format!("{what} cut short"))),
+            }
         };
-        let mut head = io::BufReader::new(file.take(1 << 20));
-        let (mut magic, mut meta) = (Vec::new(), Vec::new());
-        let _ = std::io::BufRead::read_until(&mut head, b'\n', &mut magic);
-        let _ = std::io::BufRead::read_until(&mut head, b'\n', &mut meta);
-        if magic.strip_suffix(b"\n") != Some(MAGIC_V3.as_bytes()) {
-            return Vec::new();
+        let magic = line("the header")?;
+        if magic == MAGIC.as_bytes() || magic == MAGIC_V1.as_bytes() {
+            return Ok(Vec::new());
         }
-        serde_json::from_slice::<Meta>(&meta)
-            .map(|m| {
-                m.objects
-                    .into_iter()
-                    .filter_map(|o| Some((o.name, objects::parse_digest(&o.sha256)?)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        if magic != MAGIC_V3.as_bytes() {
+            return Err(why("not a generation file this engine knows".into()));
+        }
+        let meta: Meta =
+            serde_json::from_slice(&line("the metadata")?).map_err(|e| why(format!("bad metadata: {e}")))?;
+        // (a name that is no digest names no object)
+        Ok(meta
+            .objects
+            .into_iter()
+            .filter_map(|o| Some((o.name, objects::parse_digest(&o.sha256)?)))
+            .collect())
     }
 
     /// The metadata of one kept generation, verified like [`Store::load`] (the
@@ -1486,6 +1562,158 @@ mod tests {
         assert!(objects_in(&store).is_empty(), "{:?}", objects_in(&store));
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Moves `path` aside and puts a directory in its place (what fails to be
+    /// read as a file, even as root); the returned closure puts it back.
+    fn replace_by_a_directory(path: PathBuf) -> impl FnOnce() {
+        let aside = path.with_extension("aside");
+        fs::rename(&path, &aside).unwrap();
+        fs::create_dir(&path).unwrap();
+        move || {
+            fs::remove_dir(&path).unwrap();
+            fs::rename(&aside, &path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_generation_file_that_cannot_be_read_keeps_every_object() {
+        let dir = tmpdir("gcunread");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let (a, b) = (b"192.0.2.0/24\n", b"198.51.100.0/24\n");
+        store.save(&with_set(1, a)).unwrap();
+        store.save(&with_set(2, b)).unwrap();
+        drop(store);
+        // Generation 2 cannot be read (as an error that passes would): nothing it
+        // may reference is removed, by the opening store (nothing verified yet) nor by a removal.
+        let put_back = replace_by_a_directory(dir.join("gen-00000000000000000002.lkg"));
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        store.remove(1);
+        assert!(
+            store.object_path(&Digest::of(b)).exists(),
+            "{:?}",
+            objects_in(&store)
+        );
+        put_back();
+        assert_eq!(store.load(2).unwrap().companions[0].bytes, b);
+        // A header cut short (damaged): kept too.
+        let path = store.path_of(2);
+        let whole = fs::read(&path).unwrap();
+        let cut = whole.iter().position(|&c| c == b'\n').unwrap() + 20;
+        fs::write(&path, &whole[..cut]).unwrap();
+        store.collect_garbage();
+        assert!(
+            store.object_path(&Digest::of(b)).exists(),
+            "{:?}",
+            objects_in(&store)
+        );
+        fs::write(&path, &whole).unwrap();
+        assert_eq!(store.load(2).unwrap().companions[0].bytes, b);
+        // Every file readable: generation 1's object goes, 2's stays.
+        store.collect_garbage();
+        assert_eq!(objects_in(&store), vec![Digest::of(b).to_string()]);
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_object_whose_header_cannot_be_read_keeps_its_delta_base() {
+        let dir = tmpdir("gcbase");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let a = big_set(20_000);
+        let mut b = a.clone();
+        b.extend_from_slice(b"198.18.0.1\n");
+        let rules = b"version = 1\n";
+        let part_a = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(&a),
+            bytes: &a,
+        };
+        let part_b = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(&b),
+            bytes: &b,
+        };
+        for (g, part, bases) in [(1, part_a, vec![]), (2, part_b, vec![part_a])] {
+            let info = KeptInfo {
+                generation: g,
+                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+                source: "r.toml".into(),
+                saved_at: 0,
+                outcome: Outcome::Confirmed,
+            };
+            store.save_parts(&info, rules, &[part], &bases).unwrap();
+        }
+        assert!(
+            fs::metadata(store.object_path(&part_b.digest)).unwrap().len() < 200,
+            "a delta"
+        );
+        drop(store);
+        // Generation 2's object (a delta of 1's) cannot be read when 1 is removed:
+        // its base stays, and generation 2 reads back once the object can be read again.
+        let put_back = replace_by_a_directory(dir.join(objects::OBJECTS_DIR).join(part_b.digest.to_string()));
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        store.remove(1);
+        assert!(
+            store.object_path(&part_a.digest).exists(),
+            "{:?}",
+            objects_in(&store)
+        );
+        put_back();
+        assert_eq!(store.load(2).unwrap().companions[0].bytes, b);
+        store.collect_garbage();
+        assert_eq!(objects_in(&store).len(), 2, "the base of a kept delta stays");
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn objects_stored_for_no_generation_are_removed_when_the_store_is_opened() {
+        let dir = tmpdir("gcopen");
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        store.save(&with_set(1, b"192.0.2.0/24\n")).unwrap();
+        let orphan = b"198.51.100.0/24\n";
+        let part = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(orphan),
+            bytes: orphan,
+        };
+        // (stored ahead for a generation never written: a kill -9 in between)
+        store.store_objects(&[part], &[]).unwrap();
+        // Not objects: names that only look like digests are never removed.
+        let lookalikes = [
+            format!("+{}", &part.digest.to_string()[1..]),
+            part.digest.to_string().to_uppercase(),
+            "notes.txt".to_string(),
+        ];
+        for name in &lookalikes {
+            fs::write(store.objects_dir().join(name), b"x").unwrap();
+        }
+        drop(store);
+        let store = Store::open_locked(&dir, 10, false).unwrap();
+        let mut want = vec![Digest::of(b"192.0.2.0/24\n").to_string()];
+        want.extend(lookalikes.iter().cloned());
+        want.sort();
+        assert_eq!(objects_in(&store), want);
+        assert_eq!(store.load(1).unwrap().companions[0].bytes, b"192.0.2.0/24\n");
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_digest_is_exactly_64_hex_digits() {
+        let d = Digest::of(b"x").to_string();
+        assert_eq!(objects::parse_digest(&d), Some(Digest::of(b"x")));
+        assert_eq!(objects::parse_digest(&d.to_uppercase()), Some(Digest::of(b"x")));
+        assert_eq!(objects::object_name(&d), Some(Digest::of(b"x")));
+        assert_eq!(objects::object_name(&d.to_uppercase()), None, "not canonical");
+        for bad in [
+            format!("+{}", &d[1..]),
+            format!("{} ", &d[1..]),
+            format!("-{}", &d[1..]),
+        ] {
+            assert_eq!(objects::parse_digest(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

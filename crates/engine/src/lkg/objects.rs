@@ -24,6 +24,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use palisade_rules::Digest;
 
@@ -77,9 +78,10 @@ enum Header {
     },
 }
 
-/// Parses lowercase or uppercase hex SHA-256.
+/// Parses lowercase or uppercase hex SHA-256: exactly 64 hex digits (no
+/// sign, no space: `u8::from_str_radix` alone would take a `+`).
 pub(super) fn parse_digest(s: &str) -> Option<Digest> {
-    if s.len() != 64 {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -87,6 +89,14 @@ pub(super) fn parse_digest(s: &str) -> Option<Digest> {
         *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(Digest(out))
+}
+
+/// The digest an object file is named by: its name is exactly 64 lowercase
+/// hex digits, as [`Store::object_path`] writes it. Nothing else in the
+/// objects directory is ever taken for an object (nor removed as one).
+pub(super) fn object_name(name: &str) -> Option<Digest> {
+    let canonical = name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    canonical.then(|| parse_digest(name))?
 }
 
 fn parse_header(line: &[u8]) -> Result<Header, String> {
@@ -310,7 +320,10 @@ impl Store {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                 return Err(err(&dir, "create the objects directory", e));
             }
-            _ => {}
+            Err(_) => {}
+            // Made just now: its entry in the state directory is durable before
+            // any object is written into it.
+            Ok(()) => self.sync_dir()?,
         }
         self.objects_dir_is_real()
             .map_err(|why| err(&dir, "use as the objects directory", io::Error::other(why)))?;
@@ -351,6 +364,8 @@ impl Store {
             let _ = fs::remove_file(&tmp);
             return Err(err(&path, "rename into place", e));
         }
+        // (its directory entry is not durable until the objects directory is fsynced)
+        self.objects_unsynced.store(true, Ordering::SeqCst);
         // Written whole just now from bytes whose digest is known: verified.
         if let Ok(m) = fs::symlink_metadata(&path) {
             let (base, depth, delta_bytes) = info;
@@ -379,9 +394,11 @@ impl Store {
         }
     }
 
-    /// fsyncs the objects directory (after objects were written or removed).
+    /// fsyncs the objects directory when an object may have been renamed into
+    /// it since it last was (by this store, or by a process before it that
+    /// may have died before its fsync): then every object in it is durable.
     pub(super) fn sync_objects_dir(&self) -> Result<(), StoreError> {
-        if !self.durable {
+        if !self.durable || !self.objects_unsynced.load(Ordering::SeqCst) {
             return Ok(());
         }
         let dir = self.objects_dir();
@@ -391,57 +408,87 @@ impl Store {
                 path: dir,
                 action: "fsync",
                 error,
-            })
+            })?;
+        self.objects_unsynced.store(false, Ordering::SeqCst);
+        Ok(())
     }
 
-    /// The object `digest` is a delta of, read from its header (or known).
-    fn object_base(&self, digest: Digest) -> Option<Digest> {
-        if let Some(i) = self.objects_map().get(&digest) {
-            return i.base;
+    /// The object `digest` is a delta of, read from its header (or known
+    /// from a verification of the same file): `None` for a whole file or a
+    /// missing one, an error when its header cannot be read and parsed.
+    fn object_base(&self, digest: Digest) -> Result<Option<Digest>, String> {
+        let short = &digest.to_string()[..12];
+        let path = self.object_path(&digest);
+        let st = match fs::symlink_metadata(&path) {
+            Ok(m) => stamp(&m),
+            // (missing: no generation can be read through it, nor needs its base for it)
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("object {short}: cannot stat: {e}")),
+        };
+        if let Some(i) = self.objects_map().get(&digest).filter(|i| i.stamp == st) {
+            return Ok(i.base);
         }
-        let (file, _) = open_regular(&self.object_path(&digest), MAX_KEPT_FILE_BYTES).ok()?;
+        let (file, _) =
+            open_regular(&path, MAX_KEPT_FILE_BYTES).map_err(|e| format!("object {short}: {e}"))?;
         let mut line = Vec::new();
         io::BufReader::new(file.take(MAX_HEADER as u64))
             .read_until(b'\n', &mut line)
-            .ok()?;
-        match parse_header(line.strip_suffix(b"\n")?).ok()? {
-            Header::Delta { base, .. } => Some(base),
-            Header::Full => None,
+            .map_err(|e| format!("object {short}: cannot read: {e}"))?;
+        let line = line
+            .strip_suffix(b"\n")
+            .ok_or_else(|| format!("object {short}: no header"))?;
+        match parse_header(line).map_err(|e| format!("object {short}: {e}"))? {
+            Header::Delta { base, .. } => Ok(Some(base)),
+            Header::Full => Ok(None),
         }
     }
 
     /// Removes every object no generation file in the directory references,
-    /// directly or as the base of a delta (a file that cannot be read as a
-    /// generation references nothing). Called with the store's write lock held.
+    /// directly or as the base of a delta. Called with the store's write lock
+    /// held. Nothing is removed (and why is logged) when any generation file
+    /// or any referenced object's header cannot be read and parsed: an error
+    /// that passes (a descriptor limit, an I/O error) must not cost a kept
+    /// generation its set files; an object left over is only garbage.
     pub(super) fn collect_objects(&self) {
-        let dir = self.objects_dir();
-        if self.objects_dir_is_real().is_err() {
-            return;
+        if let Err(why) = self.try_collect_objects() {
+            log::warn!(
+                "{}: unreferenced set file objects not removed: {why}",
+                self.dir.display()
+            );
         }
-        let Ok(entries) = fs::read_dir(&dir) else { return };
+    }
+
+    fn try_collect_objects(&self) -> Result<(), String> {
+        let dir = self.objects_dir();
+        match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            _ => self.objects_dir_is_real()?,
+        }
         let mut live: HashSet<Digest> = HashSet::new();
-        for n in self.numbers() {
-            live.extend(self.references(n).into_iter().map(|(_, d)| d));
+        for n in self.numbers_strict()? {
+            live.extend(self.references_strict(n)?.into_iter().map(|(_, d)| d));
         }
         let mut todo: Vec<Digest> = live.iter().copied().collect();
         while let Some(d) = todo.pop() {
-            if let Some(b) = self.object_base(d) {
+            if let Some(b) = self.object_base(d)? {
                 if live.insert(b) {
                     todo.push(b);
                 }
             }
         }
+        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
         // (not fsynced: an object that comes back after a crash is only garbage,
-        // removed by the next prune; the generation files that referenced the
-        // removed ones are gone for good, their removal fsynced before this)
+        // removed by the next collection; the generation files that referenced
+        // the removed ones are gone for good, their removal fsynced before this)
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(d) = name.to_str().and_then(parse_digest) else {
+            let Some(d) = name.to_str().and_then(object_name) else {
                 continue;
             };
             if !live.contains(&d) && fs::remove_file(e.path()).is_ok() {
                 self.objects_map().remove(&d);
             }
         }
+        Ok(())
     }
 }
