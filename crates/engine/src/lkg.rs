@@ -16,7 +16,10 @@
 //!   and last `suffix` bytes (chains of at most [`MAX_DELTA_DEPTH`]). Every
 //!   object is verified (chain resolved, SHA-256 compared with its name)
 //!   when first read. Objects no generation file references are removed
-//!   when generations are pruned.
+//!   when generations are pruned, when the store is opened and when a set
+//!   change is refused; never while any generation file or object header
+//!   cannot be read and parsed (an object left over is only garbage; one
+//!   removed that a kept generation needs would lose that generation).
 //! * `palisade-lkg 2` (a generation without set files, as before): the rule
 //!   file alone. Files of format 2 written with their set files inline (by
 //!   earlier engines) are still read, and so are those of format 1 (one rule

@@ -323,7 +323,10 @@ impl Store {
             Err(_) => {}
             // Made just now: its entry in the state directory is durable before
             // any object is written into it.
-            Ok(()) => self.sync_dir()?,
+            // (or it goes again, so that the next object makes it anew and fsyncs)
+            Ok(()) => self.sync_dir().inspect_err(|_| {
+                let _ = fs::remove_dir(&dir);
+            })?,
         }
         self.objects_dir_is_real()
             .map_err(|why| err(&dir, "use as the objects directory", io::Error::other(why)))?;
