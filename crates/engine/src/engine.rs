@@ -1251,7 +1251,7 @@ impl Inner {
         // changed set compiles and self-tests: the disk works while the CPU does.
         let file = ch.file.clone();
         let durable = self.durable;
-        std::thread::scope(|scope| {
+        let result = std::thread::scope(|scope| {
             let staging = std::thread::Builder::new()
                 .name("set-file-write".into())
                 .spawn_scoped(scope, || {
@@ -1296,7 +1296,12 @@ impl Inner {
             let through = WriteThrough { file: &file, staged };
             let ok = self.finish(&mut ctl, Ready::InMemory(compiled), opts, true, Some(through))?;
             Ok(changed(ok))
-        })
+        });
+        if result.is_err() {
+            // The changed file stored ahead for a generation that is not kept.
+            self.store.collect_garbage();
+        }
+        result
     }
 
     /// Compiles and self-tests a set change on `c` (only the changed set is rebuilt).

@@ -269,3 +269,38 @@ fn set_changes_keep_a_big_set_file_once_and_each_change_as_a_delta_and_a_restart
         assert_eq!(rule_for(&engine, src), rule, "{src}");
     }
 }
+
+/// The names in the state directory's objects directory, sorted.
+fn objects_of(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("state").join("objects"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_refused_set_change_leaves_no_object_of_its_set_file_behind() {
+    let dir = TempDir::new("setgen-refused");
+    let engine = open(&dir);
+    let before = objects_of(&dir);
+    assert_eq!(before.len(), 1, "the active generation's set file: {before:?}");
+    for stage in [ReloadStage::Compile, ReloadStage::SelfTest, ReloadStage::Persist] {
+        let opts = ReloadOptions {
+            fail_at: Some(stage),
+            ..ReloadOptions::default()
+        };
+        engine
+            .change_set("bl", SetOp::Add, &["198.51.100.9".into()], &opts)
+            .unwrap_err();
+        assert_eq!(objects_of(&dir), before, "refused at {stage:?}");
+        assert_eq!(std::fs::read_to_string(dir.join("bl.txt")).unwrap(), BL);
+    }
+    // Accepted: its set file is kept beside the one before.
+    let ch = add(&engine, "198.51.100.9");
+    let now = objects_of(&dir);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now.contains(&ch.file_digest.to_string()), "{now:?}");
+}
