@@ -1704,6 +1704,46 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_file_is_written_only_once_the_objects_directory_is_fsynced() {
+        use std::sync::atomic::Ordering;
+        let dir = tmpdir("objsync");
+        let set = b"192.0.2.0/24\n";
+        let part = PartRef {
+            name: "bl.txt",
+            digest: Digest::of(set),
+            bytes: set,
+        };
+        let rules = b"version = 1\n";
+        let info = |generation| KeptInfo {
+            generation,
+            digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+            source: "r.toml".into(),
+            saved_at: 0,
+            outcome: Outcome::Confirmed,
+        };
+        let store = Store::open_locked(&dir, 10, true).unwrap();
+        assert!(
+            store.objects_unsynced.load(Ordering::SeqCst),
+            "a process before this one may have died before its fsync"
+        );
+        store.store_objects(&[part], &[]).unwrap();
+        assert!(!store.objects_unsynced.load(Ordering::SeqCst), "written and fsynced");
+        // The object in place, its directory's fsync failed (as it may, after the
+        // object was verified): the generation file that references it fsyncs it first.
+        store.objects_unsynced.store(true, Ordering::SeqCst);
+        store.save_parts(&info(1), rules, &[part], &[]).unwrap();
+        assert!(!store.objects_unsynced.load(Ordering::SeqCst));
+        drop(store);
+        // A new process finds the object in place and fsyncs before its first generation file.
+        let store = Store::open_locked(&dir, 10, true).unwrap();
+        store.save_parts(&info(2), rules, &[part], &[]).unwrap();
+        assert!(!store.objects_unsynced.load(Ordering::SeqCst));
+        assert_eq!(store.load(2).unwrap().companions[0].bytes, set);
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_digest_is_exactly_64_hex_digits() {
         let d = Digest::of(b"x").to_string();
         assert_eq!(objects::parse_digest(&d), Some(Digest::of(b"x")));
