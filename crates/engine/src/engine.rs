@@ -379,6 +379,10 @@ impl Engine {
             flows_stop: std::sync::atomic::AtomicBool::new(false),
         });
         let report = inner.boot(options.boot_from_config);
+        // (a set change killed mid-compile leaves its staged set file beside the real one)
+        for f in inner.current.load().rules.iter().flat_map(|r| r.files.iter()) {
+            crate::setfile::remove_leftovers(&f.path);
+        }
         inner.refresh_kept();
         let watchdog = {
             let inner = Arc::clone(&inner);

@@ -1727,7 +1727,10 @@ mod tests {
             "a process before this one may have died before its fsync"
         );
         store.store_objects(&[part], &[]).unwrap();
-        assert!(!store.objects_unsynced.load(Ordering::SeqCst), "written and fsynced");
+        assert!(
+            !store.objects_unsynced.load(Ordering::SeqCst),
+            "written and fsynced"
+        );
         // The object in place, its directory's fsync failed (as it may, after the
         // object was verified): the generation file that references it fsyncs it first.
         store.objects_unsynced.store(true, Ordering::SeqCst);

@@ -62,15 +62,7 @@ impl Staged {
     }
 
     fn write_as(path: &Path, bytes: &[u8], durable: bool, suffix: &str) -> io::Result<Staged> {
-        let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-        let tmp = dir.join(format!(".{}.{suffix}", name.to_string_lossy()));
+        let (path, dir, tmp) = temporary_name(path, suffix)?;
         let mode = check_replaceable(&path)?;
         let staged = Staged {
             path,
@@ -121,6 +113,36 @@ impl Staged {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(())
+    }
+}
+
+/// The set file `path` (links resolved), its directory, and its temporary
+/// file `.<name>.<suffix>` beside it.
+fn temporary_name(path: &Path, suffix: &str) -> io::Result<(PathBuf, PathBuf, PathBuf)> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let tmp = dir.join(format!(".{}.{suffix}", name.to_string_lossy()));
+    Ok((path, dir, tmp))
+}
+
+/// Removes the temporary files a set change ([`Staged::write`]) or a
+/// revert's restore ([`write_atomic`]) left beside the set file `path` when
+/// killed before its rename: only those exact names, never a directory (a
+/// link is removed, not followed). Called at boot, before this engine can
+/// stage one; the next write at that name would replace it anyway.
+pub(crate) fn remove_leftovers(path: &Path) {
+    for suffix in ["palisade-tmp", "palisade-restore-tmp"] {
+        if let Ok((_, _, tmp)) = temporary_name(path, suffix) {
+            if fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
     }
 }
 

@@ -304,3 +304,36 @@ fn a_refused_set_change_leaves_no_object_of_its_set_file_behind() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now.contains(&ch.file_digest.to_string()), "{now:?}");
 }
+
+#[test]
+fn a_staged_set_file_left_by_a_kill_is_removed_at_boot_and_nothing_else() {
+    let dir = TempDir::new("setgen-leftover");
+    drop(open(&dir));
+    // (what a kill -9 while a set change compiles, or while a revert restores, leaves)
+    let leftovers = [".bl.txt.palisade-tmp", ".bl.txt.palisade-restore-tmp"];
+    for name in leftovers {
+        std::fs::write(dir.join(name), "198.51.100.0/24\n").unwrap();
+    }
+    let others = [
+        ".bl.txt.palisade-tmp.keep",
+        ".other.txt.palisade-tmp",
+        "bl.txt.palisade-tmp",
+    ];
+    for name in others {
+        std::fs::write(dir.join(name), "mine\n").unwrap();
+    }
+    let (engine, boot) = reopen(&dir);
+    assert!(boot.lkg_errors.is_empty(), "{:?}", boot.lkg_errors);
+    for name in leftovers {
+        assert!(!dir.join(name).exists(), "{name} removed");
+    }
+    for name in others {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            "mine\n",
+            "{name} kept"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("bl.txt")).unwrap(), BL);
+    assert_eq!(rule_for(&engine, "203.0.113.9"), "blocked");
+}
