@@ -321,9 +321,9 @@ impl Store {
                 return Err(err(&dir, "create the objects directory", e));
             }
             Err(_) => {}
-            // Made just now: its entry in the state directory is durable before
-            // any object is written into it.
-            // (or it goes again, so that the next object makes it anew and fsyncs)
+            // Made just now: its entry in the state directory is made durable
+            // before any object is written into it (when that fails, it is
+            // removed again so that the next object makes it anew and fsyncs).
             Ok(()) => self.sync_dir().inspect_err(|_| {
                 let _ = fs::remove_dir(&dir);
             })?,
