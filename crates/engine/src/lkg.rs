@@ -1416,6 +1416,26 @@ mod tests {
         names
     }
 
+    /// The set file `bl.txt` holding `bytes`, as a part of a generation.
+    fn bl_part(bytes: &[u8]) -> PartRef<'_> {
+        PartRef {
+            name: "bl.txt",
+            digest: Digest::of(bytes),
+            bytes,
+        }
+    }
+
+    /// A confirmed generation `generation` of `rules` and the set file `part`.
+    fn bl_info(generation: u64, rules: &[u8], part: &PartRef<'_>) -> KeptInfo {
+        KeptInfo {
+            generation,
+            digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
+            source: "r.toml".into(),
+            saved_at: 0,
+            outcome: Outcome::Confirmed,
+        }
+    }
+
     fn with_set(g: u64, set: &[u8]) -> Kept {
         let c = vec![Companion {
             name: "bl.txt".into(),
@@ -1468,23 +1488,9 @@ mod tests {
                 }
                 _ => set.extend_from_slice(format!("198.18.0.{g}\n").as_bytes()),
             }
-            let part = PartRef {
-                name: "bl.txt",
-                digest: Digest::of(&set),
-                bytes: &set,
-            };
-            let info = KeptInfo {
-                generation: g,
-                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
-                source: "r.toml".into(),
-                saved_at: 0,
-                outcome: Outcome::Confirmed,
-            };
-            let base = prev.as_ref().map(|b| PartRef {
-                name: "bl.txt",
-                digest: Digest::of(b),
-                bytes: b,
-            });
+            let part = bl_part(&set);
+            let info = bl_info(g, rules, &part);
+            let base = prev.as_ref().map(|b| bl_part(b));
             store.save_parts(&info, rules, &[part], base.as_slice()).unwrap();
             let size = fs::metadata(store.object_path(&part.digest)).unwrap().len();
             // (whole: the first, and the one past a chain of MAX_DELTA_DEPTH deltas)
@@ -1520,26 +1526,9 @@ mod tests {
         for g in 1..=4u64 {
             let set = sets.last().unwrap().clone();
             let prev = sets.get(sets.len().wrapping_sub(2)).cloned();
-            let part = PartRef {
-                name: "bl.txt",
-                digest: Digest::of(&set),
-                bytes: &set,
-            };
-            let info = KeptInfo {
-                generation: g,
-                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
-                source: "r.toml".into(),
-                saved_at: 0,
-                outcome: Outcome::Confirmed,
-            };
-            let base: Vec<PartRef<'_>> = prev
-                .iter()
-                .map(|b| PartRef {
-                    name: "bl.txt",
-                    digest: Digest::of(b),
-                    bytes: b,
-                })
-                .collect();
+            let part = bl_part(&set);
+            let info = bl_info(g, rules, &part);
+            let base: Vec<PartRef<'_>> = prev.iter().map(|b| bl_part(b)).collect();
             store.save_parts(&info, rules, &[part], &base).unwrap();
             store.prune(&[g]);
             let mut next = set;
@@ -1627,24 +1616,10 @@ mod tests {
         let mut b = a.clone();
         b.extend_from_slice(b"198.18.0.1\n");
         let rules = b"version = 1\n";
-        let part_a = PartRef {
-            name: "bl.txt",
-            digest: Digest::of(&a),
-            bytes: &a,
-        };
-        let part_b = PartRef {
-            name: "bl.txt",
-            digest: Digest::of(&b),
-            bytes: &b,
-        };
+        let part_a = bl_part(&a);
+        let part_b = bl_part(&b);
         for (g, part, bases) in [(1, part_a, vec![]), (2, part_b, vec![part_a])] {
-            let info = KeptInfo {
-                generation: g,
-                digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
-                source: "r.toml".into(),
-                saved_at: 0,
-                outcome: Outcome::Confirmed,
-            };
+            let info = bl_info(g, rules, &part);
             store.save_parts(&info, rules, &[part], &bases).unwrap();
         }
         assert!(
@@ -1676,11 +1651,7 @@ mod tests {
         let store = Store::open_locked(&dir, 10, false).unwrap();
         store.save(&with_set(1, b"192.0.2.0/24\n")).unwrap();
         let orphan = b"198.51.100.0/24\n";
-        let part = PartRef {
-            name: "bl.txt",
-            digest: Digest::of(orphan),
-            bytes: orphan,
-        };
+        let part = bl_part(orphan);
         // (stored ahead for a generation never written: a kill -9 in between)
         store.store_objects(&[part], &[]).unwrap();
         // Not objects: names that only look like digests are never removed.
@@ -1708,19 +1679,9 @@ mod tests {
         use std::sync::atomic::Ordering;
         let dir = tmpdir("objsync");
         let set = b"192.0.2.0/24\n";
-        let part = PartRef {
-            name: "bl.txt",
-            digest: Digest::of(set),
-            bytes: set,
-        };
+        let part = bl_part(set);
         let rules = b"version = 1\n";
-        let info = |generation| KeptInfo {
-            generation,
-            digest: Digest::of_manifest(Digest::of(rules), &[("bl.txt", part.digest)]),
-            source: "r.toml".into(),
-            saved_at: 0,
-            outcome: Outcome::Confirmed,
-        };
+        let info = |generation| bl_info(generation, rules, &part);
         let store = Store::open_locked(&dir, 10, true).unwrap();
         assert!(
             store.objects_unsynced.load(Ordering::SeqCst),
