@@ -273,7 +273,7 @@ impl Batch<'_> {
             table.lookup_batch(&keys[start..end], frames.get(start..end).unwrap_or(&[]), &m, seen);
             // Each frame's state (flows re-checked under this generation first),
             // then the chunk goes through the stages together with its states.
-            let mut stated = [FlowKey::new(); LOOKUP_BATCH];
+            let mut stated = [FlowState::Untracked; LOOKUP_BATCH];
             for (j, s) in seen.iter_mut().enumerate() {
                 let i = start + j;
                 if s.is_stale() {
@@ -291,14 +291,18 @@ impl Batch<'_> {
                         }
                     }
                 }
-                stated[j] = keys[i].with_flow_state(s.state);
+                stated[j] = s.state;
             }
             let stated = &stated[..end - start];
-            // The first keep_state rule that permitted each frame (its flow's opener).
+            // The first keep_state rule that permitted each new frame (its flow's
+            // opener; only a new frame opens one, so the others skip the search).
             let mut opener: [Option<u32>; LOOKUP_BATCH] = [None; LOOKUP_BATCH];
-            policy.evaluate_batch_traced(stated, ctx, &mut out[start..end], |j, ev| {
+            policy.evaluate_batch_in_states(&keys[start..end], stated, ctx, &mut out[start..end], |j, ev| {
                 crate::engine::count_event(cells, layout, ev, len_of(start + j));
-                if opener[j].is_none() && ev.verdict == Verdict::Permit && policy.keeps_state(ev.acl, ev.rule)
+                if stated.get(j) == Some(&FlowState::New)
+                    && opener[j].is_none()
+                    && ev.verdict == Verdict::Permit
+                    && policy.keeps_state(ev.acl, ev.rule)
                 {
                     opener[j] = match ev.rule {
                         RuleRef::Rule(r) => plan

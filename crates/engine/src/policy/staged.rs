@@ -11,6 +11,7 @@
 //! `tests::staged_batches_decide_as_one_key_at_a_time`).
 
 use super::*;
+use palisade_packet::FlowState;
 
 /// Keys decided together (the data path's batch). Longer slices are cut
 /// into chunks of this many.
@@ -51,15 +52,54 @@ impl Policy {
         keys: &[FlowKey],
         ctx: &Context,
         out: &mut [Decision],
+        trace: F,
+    ) {
+        self.evaluate_batch_in_states(keys, &[], ctx, out, trace);
+    }
+
+    /// [`Policy::evaluate_batch_traced`] with each key's flow state given
+    /// beside it: `keys[i]` is evaluated as `keys[i].with_flow_state(states[i])`
+    /// (keys past the end of `states` in their own state), without the
+    /// caller copying the batch to stamp them. Never allocates.
+    ///
+    /// ```
+    /// use palisade_engine::policy::{Decision, Policy, Verdict};
+    /// use palisade_packet::{FlowKey, FlowState};
+    /// let loaded = palisade_rules::parse(
+    ///     "r.toml",
+    ///     b"version = 1\n[[port]]\nname = \"p\"\n[[acl]]\nname = \"a\"\ndefault = \"deny\"\n\
+    ///       [[acl.rule]]\nid = \"replies\"\naction = \"permit\"\nstate = \"established\"\n\
+    ///       [[bind]]\nacl = \"a\"\nport = \"p\"\n",
+    /// )
+    /// .unwrap();
+    /// let policy = Policy::compile(&loaded.ruleset).unwrap();
+    /// let ctx = policy.resolve("p", None).unwrap();
+    /// let udp = FlowKey::new().with_ipv4([10, 0, 0, 1], [10, 0, 0, 2]).with_proto(17).with_ports(53, 40000);
+    /// let mut out = [Decision::default(); 2];
+    /// let states = [FlowState::Established, FlowState::New];
+    /// policy.evaluate_batch_in_states(&[udp, udp], &states, &ctx, &mut out, |_, _| {});
+    /// assert_eq!((out[0].verdict, out[1].verdict), (Verdict::Permit, Verdict::Deny));
+    /// ```
+    pub fn evaluate_batch_in_states<F: FnMut(usize, &StageEvent)>(
+        &self,
+        keys: &[FlowKey],
+        states: &[FlowState],
+        ctx: &Context,
+        out: &mut [Decision],
         mut trace: F,
     ) {
         let n = keys.len().min(out.len());
         let mut start = 0;
         while start < n {
             let end = (start + STAGE_BATCH).min(n);
-            self.staged_chunk(&keys[start..end], ctx, &mut out[start..end], &mut |i, ev| {
-                trace(start + i, ev)
-            });
+            let states = states.get(start..end.min(states.len())).unwrap_or(&[]);
+            self.staged_chunk(
+                &keys[start..end],
+                states,
+                ctx,
+                &mut out[start..end],
+                &mut |i, ev| trace(start + i, ev),
+            );
             start = end;
         }
     }
@@ -68,6 +108,7 @@ impl Policy {
     fn staged_chunk(
         &self,
         keys: &[FlowKey],
+        states: &[FlowState],
         ctx: &Context,
         out: &mut [Decision],
         trace: &mut dyn FnMut(usize, &StageEvent),
@@ -89,6 +130,9 @@ impl Policy {
         let mut k = [FlowKey::new(); STAGE_BATCH];
         let k = &mut k[..m];
         k.copy_from_slice(keys);
+        for (key, &state) in k.iter_mut().zip(states) {
+            key.flow_state = state;
+        }
         if self.has_sets() {
             self.fill_sets(k);
         }

@@ -594,3 +594,55 @@ fn check_expects_reports_each_failure_at_its_line() {
         format!("t.toml:{line}:1: expect 2: tcp 10.0.10.5:49152 -> 10.0.20.7:1002: expected permit, got deny (stage vacl-in, acl \"vacl10\", rule #1)")
     );
 }
+
+#[test]
+fn states_given_beside_the_keys_decide_as_stamped_keys() {
+    use palisade_packet::FlowState;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/office.toml");
+    let loaded = palisade_rules::load(&path).unwrap_or_else(|e| panic!("{e:#?}"));
+    let p = Policy::compile(&loaded.ruleset).unwrap();
+    let states = [
+        FlowState::New,
+        FlowState::Established,
+        FlowState::Related,
+        FlowState::Invalid,
+        FlowState::Untracked,
+    ];
+    let lan = p.resolve("lan1", Some(("lan", "wan"))).unwrap();
+    let wan = p.resolve("wan0", Some(("wan", "lan"))).unwrap();
+    let out_of_lan = FlowKey::new()
+        .with_ipv4([10, 0, 10, 5], [198, 51, 100, 7])
+        .with_proto(6)
+        .with_ports(40000, 443);
+    let into_lan = FlowKey::new()
+        .with_ipv4([198, 51, 100, 7], [10, 0, 10, 5])
+        .with_proto(17)
+        .with_ports(443, 40000);
+    for (ctx, key) in [(lan, out_of_lan), (wan, into_lan)] {
+        // Every state once per key, the keys themselves stamped with none (70 keys: two chunks).
+        let keys = vec![key; 70];
+        let given: Vec<FlowState> = (0..keys.len()).map(|i| states[i % states.len()]).collect();
+        let mut out = vec![Decision::default(); keys.len()];
+        let mut events = vec![Vec::new(); keys.len()];
+        p.evaluate_batch_in_states(&keys, &given, &ctx, &mut out, |i, e| events[i].push(*e));
+        for (i, &state) in given.iter().enumerate() {
+            let mut want_events = Vec::new();
+            let want = p.evaluate_traced(&key.with_flow_state(state), &ctx, |e| want_events.push(*e));
+            assert_eq!((out[i], &events[i]), (want, &want_events), "{state:?}");
+        }
+        // The states mattered: the reply is permitted only as established.
+        let verdicts: Vec<Verdict> = out[..states.len()].iter().map(|d| d.verdict).collect();
+        if ctx == wan {
+            assert_eq!(
+                verdicts,
+                [
+                    Verdict::Deny,
+                    Verdict::Permit,
+                    Verdict::Permit,
+                    Verdict::Deny,
+                    Verdict::Deny
+                ]
+            );
+        }
+    }
+}
