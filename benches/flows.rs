@@ -14,8 +14,18 @@
 //! * `flows_create/new_flows`: lookups and opens of new flows (64 per batch)
 //!   into a table of 4 M flows, replaced (untimed) when full.
 //! * `flows_policy/*`: the same 64 established frames of `rules/office.toml`
-//!   classified statelessly (`Policy::evaluate_batch`, the baseline) and
-//!   statefully (lookup, stamp the state, the same evaluation).
+//!   (permitted, from the LAN) classified statelessly (`Policy::evaluate_batch`,
+//!   the baseline) and statefully (lookup, the same evaluation in the states
+//!   found): the policy alone, without the engine's counting.
+//! * `flows_engine/*`: the data path's own call, `Batch::classify_tracked`
+//!   (counters, re-checks, flows opened) on an engine running
+//!   `rules/office.toml` with `[flows] max = 1048576` and 1,048,576 live
+//!   flows (TCP and UDP to port 443, opened and answered through the engine),
+//!   batches of 64 frames of established flows from the LAN side in a random
+//!   order: `stateful_*`; and the same frames through an engine running
+//!   the same rules without `keep_state` and `state` (so stateless):
+//!   `stateless_*`, the baseline. Their ratio is what tracking flows costs
+//!   an established frame.
 //!
 //! Run: `cargo bench -p palisade-benches --bench flows`. Times are the bench
 //! thread's CPU time (the machine is shared); the bytes per flow are printed
@@ -29,7 +39,8 @@ use criterion::measurement::Measurement;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use palisade_benches::ThreadCpuTime;
 use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, TcpPhase, Tick, Timeouts, LOOKUP_BATCH};
-use palisade_engine::policy::{Context, Decision, Policy, Route};
+use palisade_engine::policy::{Context, Decision, Policy, Route, Verdict};
+use palisade_engine::{Engine, EngineOptions};
 use palisade_packet::{FlowKey, FlowState};
 
 const MILLION: u32 = 1 << 20;
@@ -46,15 +57,18 @@ impl Rng {
     }
 }
 
-/// Flow `n`'s opening frame: LAN hosts 10.0.0.0/16 to WAN servers, TCP SYN or UDP.
+/// Flow `n`'s opening frame: a LAN host (10.0.10.0/24, what `rules/office.toml`
+/// lets in on lan1) to a server's port 443, TCP SYN (2 in 3) or UDP (QUIC);
+/// distinct for every `n` below 16 million (host and source port say which).
 fn opener(n: u32) -> FlowKey {
-    let host = [10, 0, (n >> 8 & 0xff) as u8, (n & 0xff) as u8];
-    let server = [198, 51, (n >> 16 & 0x3f) as u8, 7 + (n >> 22 & 0x7) as u8];
-    let port = 1024 + (n >> 16) as u16;
-    let k = FlowKey::new().with_ipv4(host, server);
+    let host = [10, 0, 10, 1 + (n % 250) as u8];
+    let server = [198, 51, 100 + (n >> 20 & 1) as u8, 1 + (n % 7) as u8];
+    let k = FlowKey::new()
+        .with_ipv4(host, server)
+        .with_ports(1024 + (n / 250) as u16, 443);
     match n % 3 {
-        0 => k.with_proto(17).with_ports(port, 53),
-        _ => k.with_proto(6).with_ports(port, 443).with_tcp_flags(0x002),
+        0 => k.with_proto(17),
+        _ => k.with_proto(6).with_tcp_flags(0x002),
     }
 }
 
@@ -255,8 +269,11 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
     let mut seen = [Seen::default(); LOOKUP_BATCH];
     table.lookup_batch(&keys[..LOOKUP_BATCH], &[], &m, &mut seen);
     assert!(seen.iter().all(|s| s.state == FlowState::Established));
-    let mut stamped = [FlowKey::new(); LOOKUP_BATCH];
+    let mut states = [FlowState::Untracked; LOOKUP_BATCH];
     let mut out = [Decision::default(); LOOKUP_BATCH];
+    // Every frame is permitted (through every stage of its path), statefully and not.
+    policy.evaluate_batch(&keys[..LOOKUP_BATCH], &ctx, &mut out);
+    assert!(out.iter().all(|d| d.verdict == Verdict::Permit), "{:?}", out[0]);
     let mut g = c.benchmark_group("flows_policy");
     g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
     let mut at = 0;
@@ -282,15 +299,133 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
                 let i = next();
                 let batch = black_box(&keys[i..i + LOOKUP_BATCH]);
                 table.lookup_batch(batch, &[], &m, &mut seen);
-                for ((s, k), o) in stamped.iter_mut().zip(batch).zip(&seen) {
-                    *s = k.with_flow_state(o.state);
+                for (s, o) in states.iter_mut().zip(&seen) {
+                    *s = o.state;
                 }
-                policy.evaluate_batch(&stamped, &ctx, &mut out);
+                policy.evaluate_batch_in_states(batch, &states, &ctx, &mut out, |_, _| {});
                 black_box(&out);
             })
         });
     }
     g.finish();
+}
+
+/// An engine running `text` (durable state off: the bench measures frames).
+fn engine_on(dir: &Path, text: &str) -> Engine {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("rules.toml"), text).unwrap();
+    let opts = EngineOptions {
+        durable: false,
+        ..EngineOptions::default()
+    };
+    let (engine, boot) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), opts).expect("engine");
+    assert!(engine.status().generation > 0, "rules not loaded: {boot:?}");
+    engine
+}
+
+/// `rules/office.toml` through the engine, stateful and stateless (see the module docs).
+fn engine(c: &mut Criterion<ThreadCpuTime>) {
+    let office = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/office.toml"))
+        .expect("rules/office.toml");
+    assert!(
+        office.contains("max = 65536"),
+        "office.toml's [flows] max changed: update this bench"
+    );
+    let stateful_text = office.replace("max = 65536", &format!("max = {MILLION}"));
+    // Without state, and without the [[expect]] vectors (last in the file) that check it.
+    let before_expects = &stateful_text[..stateful_text.find("[[expect]]").unwrap_or(stateful_text.len())];
+    let stateless_text: String = before_expects
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("keep_state") && !l.trim_start().starts_with("state ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let base = std::env::temp_dir().join(format!("palisade-bench-flows-{}", std::process::id()));
+    let stateful = engine_on(&base.join("stateful"), &stateful_text);
+    let stateless = engine_on(&base.join("stateless"), &stateless_text);
+    let (mut sf, mut sl) = (stateful.handle(), stateless.handle());
+    let lan = sf.batch().context("lan1", Some(("lan", "wan"))).unwrap();
+    let wan = sf.batch().context("wan0", Some(("wan", "lan"))).unwrap();
+    let lan_stateless = sl.batch().context("lan1", Some(("lan", "wan"))).unwrap();
+    let reversed = |k: FlowKey| {
+        let mut r = k;
+        (r.src_ip, r.dst_ip, r.src_port, r.dst_port) = (k.dst_ip, k.src_ip, k.dst_port, k.src_port);
+        r
+    };
+    let mut out = [Decision::default(); LOOKUP_BATCH];
+    let mut run = |h: &mut palisade_engine::WorkerHandle, keys: &[FlowKey], ctx: &Context, want: Verdict| {
+        for chunk in keys.chunks(LOOKUP_BATCH) {
+            h.batch()
+                .classify_tracked(chunk, &[], ctx, &mut out[..chunk.len()]);
+            assert!(
+                out[..chunk.len()].iter().all(|d| d.verdict == want),
+                "{:?}",
+                out[0]
+            );
+        }
+    };
+    // Opened from the LAN, answered from the WAN, acknowledged: 1M live flows.
+    let openers: Vec<FlowKey> = (0..MILLION).map(opener).collect();
+    run(&mut sf, &openers, &lan, Verdict::Permit);
+    let tcp: Vec<FlowKey> = openers.iter().filter(|k| k.l4_proto == 6).copied().collect();
+    let syn_acks: Vec<FlowKey> = tcp.iter().map(|&k| reversed(k).with_tcp_flags(0x012)).collect();
+    run(&mut sf, &syn_acks, &wan, Verdict::Permit);
+    let acks: Vec<FlowKey> = tcp.iter().map(|&k| k.with_tcp_flags(0x010)).collect();
+    run(&mut sf, &acks, &lan, Verdict::Permit);
+    let flows = stateful.status().flows.map(|f| f.active).unwrap_or(0);
+    assert_eq!(flows, MILLION as u64, "every flow open in the engine");
+    // Later frames from the LAN side, in a random order.
+    let mut rng = Rng(11);
+    let mut order: Vec<u32> = (0..MILLION).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    let keys: Vec<FlowKey> = order
+        .iter()
+        .map(|&n| match opener(n) {
+            k if k.l4_proto == 6 => k.with_tcp_flags(0x010),
+            k => k,
+        })
+        .collect();
+    let mut g = c.benchmark_group("flows_engine");
+    g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
+    let mut at = 0;
+    let mut next = || {
+        at = if at + 2 * LOOKUP_BATCH > keys.len() {
+            0
+        } else {
+            at + LOOKUP_BATCH
+        };
+        at
+    };
+    for round in 1..=2 {
+        g.bench_function(format!("stateless_run{round}"), |b| {
+            b.iter(|| {
+                let i = next();
+                sl.batch().classify_tracked(
+                    black_box(&keys[i..i + LOOKUP_BATCH]),
+                    &[],
+                    &lan_stateless,
+                    &mut out,
+                );
+                black_box(&out);
+            })
+        });
+        g.bench_function(format!("stateful_run{round}"), |b| {
+            b.iter(|| {
+                let i = next();
+                sf.batch()
+                    .classify_tracked(black_box(&keys[i..i + LOOKUP_BATCH]), &[], &lan, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+    // Every measured frame was an established one, permitted.
+    sf.batch()
+        .classify_tracked(&keys[..LOOKUP_BATCH], &[], &lan, &mut out);
+    assert!(out.iter().all(|d| d.verdict == Verdict::Permit));
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 criterion_group! {
@@ -300,6 +435,6 @@ criterion_group! {
         .sample_size(30)
         .measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
-    targets = floor, lookup, create, policy
+    targets = floor, lookup, create, policy, engine
 }
 criterion_main!(benches);
