@@ -57,6 +57,28 @@ impl Rng {
     }
 }
 
+/// `items` in a random order (Fisher-Yates with `seed`), so every batch touches cold lines.
+fn shuffled(mut items: Vec<u32>, seed: u64) -> Vec<u32> {
+    let mut rng = Rng(seed);
+    for i in (1..items.len()).rev() {
+        items.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    items
+}
+
+/// The start of each next batch of `LOOKUP_BATCH` in `len` keys, going round.
+fn batch_starts(len: usize) -> impl FnMut() -> usize {
+    let mut at = 0;
+    move || {
+        at = if at + 2 * LOOKUP_BATCH > len {
+            0
+        } else {
+            at + LOOKUP_BATCH
+        };
+        at
+    }
+}
+
 /// Flow `n`'s opening frame: a LAN host (10.0.10.0/24, what `rules/office.toml`
 /// lets in on lan1) to a server's port 443, TCP SYN (2 in 3) or UDP (QUIC);
 /// distinct for every `n` below 16 million (host and source port say which).
@@ -143,11 +165,7 @@ fn lookup(c: &mut Criterion<ThreadCpuTime>) {
             table.memory_bytes(),
             table.memory_bytes() as f64 / flows as f64
         );
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut order: Vec<u32> = (0..flows).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-        }
+        let order = shuffled((0..flows).collect(), 0x9e37_79b9_7f4a_7c15);
         let keys: Vec<FlowKey> = order.iter().map(|&n| established(n)).collect();
         let m = Moment::new(Tick(1), 1, &timeouts);
         let mut seen = [Seen::default(); LOOKUP_BATCH];
@@ -259,11 +277,7 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
     let timeouts = Timeouts::from(&loaded.ruleset.flows.timeouts);
     let table = filled_table(MILLION, &timeouts);
     // The opener's side of every flow (the context is lan1, routed lan -> wan), in a random order.
-    let mut rng = Rng(7);
-    let mut order: Vec<u32> = (0..MILLION / 2).map(|n| 2 * n).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
+    let order = shuffled((0..MILLION / 2).map(|n| 2 * n).collect(), 7);
     let keys: Vec<FlowKey> = order.iter().map(|&n| established(n)).collect();
     let m = Moment::new(Tick(1), 1, &timeouts);
     let mut seen = [Seen::default(); LOOKUP_BATCH];
@@ -276,15 +290,7 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
     assert!(out.iter().all(|d| d.verdict == Verdict::Permit), "{:?}", out[0]);
     let mut g = c.benchmark_group("flows_policy");
     g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
-    let mut at = 0;
-    let mut next = || {
-        at = if at + 2 * LOOKUP_BATCH > keys.len() {
-            0
-        } else {
-            at + LOOKUP_BATCH
-        };
-        at
-    };
+    let mut next = batch_starts(keys.len());
     // Alternating, so both see the same machine state.
     for run in 1..=2 {
         g.bench_function(format!("stateless_evaluate_batch_run{run}"), |b| {
@@ -375,11 +381,7 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
     let flows = stateful.status().flows.map(|f| f.active).unwrap_or(0);
     assert_eq!(flows, MILLION as u64, "every flow open in the engine");
     // Later frames from the LAN side, in a random order.
-    let mut rng = Rng(11);
-    let mut order: Vec<u32> = (0..MILLION).collect();
-    for i in (1..order.len()).rev() {
-        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-    }
+    let order = shuffled((0..MILLION).collect(), 11);
     let keys: Vec<FlowKey> = order
         .iter()
         .map(|&n| match opener(n) {
@@ -389,15 +391,7 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
         .collect();
     let mut g = c.benchmark_group("flows_engine");
     g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
-    let mut at = 0;
-    let mut next = || {
-        at = if at + 2 * LOOKUP_BATCH > keys.len() {
-            0
-        } else {
-            at + LOOKUP_BATCH
-        };
-        at
-    };
+    let mut next = batch_starts(keys.len());
     for round in 1..=2 {
         g.bench_function(format!("stateless_run{round}"), |b| {
             b.iter(|| {
