@@ -20,7 +20,8 @@
 //! * `flows_engine/*`: the data path's own call, `Batch::classify_tracked`
 //!   (counters, re-checks, flows opened) on an engine running
 //!   `rules/office.toml` with `[flows] max = 1048576` and 1,048,576 live
-//!   flows (TCP and UDP to port 443, opened and answered through the engine),
+//!   flows (TCP and UDP to port 443, opened and answered through the engine;
+//!   its clock stands still, so none expires while measured),
 //!   batches of 64 frames of established flows from the LAN side in a random
 //!   order: `stateful_*`; and the same frames through an engine running
 //!   the same rules without `keep_state` and `state` (so stateless):
@@ -33,12 +34,15 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use palisade_benches::ThreadCpuTime;
-use palisade_engine::flow::{FlowTable, Moment, Origin, Seen, TcpPhase, Tick, Timeouts, LOOKUP_BATCH};
+use palisade_engine::flow::{
+    Clock, FlowTable, ManualClock, Moment, Origin, Seen, TcpPhase, Tick, Timeouts, LOOKUP_BATCH,
+};
 use palisade_engine::policy::{Context, Decision, Policy, Route, Verdict};
 use palisade_engine::{Engine, EngineOptions};
 use palisade_packet::{FlowKey, FlowState};
@@ -285,9 +289,19 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
     assert!(seen.iter().all(|s| s.state == FlowState::Established));
     let mut states = [FlowState::Untracked; LOOKUP_BATCH];
     let mut out = [Decision::default(); LOOKUP_BATCH];
-    // Every frame is permitted (through every stage of its path), statefully and not.
-    policy.evaluate_batch(&keys[..LOOKUP_BATCH], &ctx, &mut out);
-    assert!(out.iter().all(|d| d.verdict == Verdict::Permit), "{:?}", out[0]);
+    // Every frame is permitted (through every stage of its path), statelessly
+    // and as established, alike.
+    let mut stateless_out = vec![Decision::default(); keys.len()];
+    let mut established_out = vec![Decision::default(); keys.len()];
+    policy.evaluate_batch(&keys, &ctx, &mut stateless_out);
+    let established = vec![FlowState::Established; keys.len()];
+    policy.evaluate_batch_in_states(&keys, &established, &ctx, &mut established_out, |_, _| {});
+    assert!(
+        stateless_out.iter().all(|d| d.verdict == Verdict::Permit),
+        "{:?}",
+        stateless_out[0]
+    );
+    assert!(stateless_out == established_out, "decided alike");
     let mut g = c.benchmark_group("flows_policy");
     g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
     let mut next = batch_starts(keys.len());
@@ -316,13 +330,16 @@ fn policy(c: &mut Criterion<ThreadCpuTime>) {
     g.finish();
 }
 
-/// An engine running `text` (durable state off: the bench measures frames).
-fn engine_on(dir: &Path, text: &str) -> Engine {
+/// An engine running `text` (durable state off: the bench measures frames),
+/// its flows timed by `clock` (a clock that stands still: no flow expires
+/// while the bench runs, however long it takes).
+fn engine_on(dir: &Path, text: &str, clock: &Arc<ManualClock>) -> Engine {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("rules.toml"), text).unwrap();
     let opts = EngineOptions {
         durable: false,
+        clock: Some(Arc::clone(clock) as Arc<dyn Clock>),
         ..EngineOptions::default()
     };
     let (engine, boot) = Engine::open(&dir.join("rules.toml"), &dir.join("state"), opts).expect("engine");
@@ -343,12 +360,18 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
     let before_expects = &stateful_text[..stateful_text.find("[[expect]]").unwrap_or(stateful_text.len())];
     let stateless_text: String = before_expects
         .lines()
-        .filter(|l| !l.trim_start().starts_with("keep_state") && !l.trim_start().starts_with("state ="))
+        .filter(|l| !l.trim_start().starts_with("keep_state") && !l.trim_start().starts_with("state"))
         .map(|l| format!("{l}\n"))
         .collect();
     let base = std::env::temp_dir().join(format!("palisade-bench-flows-{}", std::process::id()));
-    let stateful = engine_on(&base.join("stateful"), &stateful_text);
-    let stateless = engine_on(&base.join("stateless"), &stateless_text);
+    let clock = Arc::new(ManualClock::new());
+    let stateful = engine_on(&base.join("stateful"), &stateful_text, &clock);
+    let stateless = engine_on(&base.join("stateless"), &stateless_text, &clock);
+    assert!(stateful.status().flows.is_some(), "the office rules track flows");
+    assert!(
+        stateless.status().flows.is_none(),
+        "the rules made stateless track none"
+    );
     let (mut sf, mut sl) = (stateful.handle(), stateless.handle());
     let lan = sf.batch().context("lan1", Some(("lan", "wan"))).unwrap();
     let wan = sf.batch().context("wan0", Some(("wan", "lan"))).unwrap();
@@ -358,29 +381,60 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
         (r.src_ip, r.dst_ip, r.src_port, r.dst_port) = (k.dst_ip, k.src_ip, k.dst_port, k.src_port);
         r
     };
-    let mut out = [Decision::default(); LOOKUP_BATCH];
-    let mut run = |h: &mut palisade_engine::WorkerHandle, keys: &[FlowKey], ctx: &Context, want: Verdict| {
-        for chunk in keys.chunks(LOOKUP_BATCH) {
-            h.batch()
-                .classify_tracked(chunk, &[], ctx, &mut out[..chunk.len()]);
-            assert!(
-                out[..chunk.len()].iter().all(|d| d.verdict == want),
-                "{:?}",
-                out[0]
-            );
+    // Every frame of `keys` through `h` in `ctx`: their decisions and states.
+    let decide = |h: &mut palisade_engine::WorkerHandle, keys: &[FlowKey], ctx: &Context| {
+        let mut decisions = vec![Decision::default(); keys.len()];
+        let mut states = vec![FlowState::Untracked; keys.len()];
+        for ((k, d), s) in keys
+            .chunks(LOOKUP_BATCH)
+            .zip(decisions.chunks_mut(LOOKUP_BATCH))
+            .zip(states.chunks_mut(LOOKUP_BATCH))
+        {
+            h.batch().classify_tracked_states(k, &[], ctx, d, s);
         }
+        (decisions, states)
     };
-    // Opened from the LAN, answered from the WAN, acknowledged: 1M live flows.
+    let all = |ds: &[Decision], ss: &[FlowState], state: FlowState| {
+        ds.iter().all(|d| d.verdict == Verdict::Permit) && ss.iter().all(|&s| s == state)
+    };
+    // Opened from the LAN, answered from the WAN (TCP SYN-ACK, UDP reply),
+    // acknowledged (TCP): a million live flows.
     let openers: Vec<FlowKey> = (0..MILLION).map(opener).collect();
-    run(&mut sf, &openers, &lan, Verdict::Permit);
-    let tcp: Vec<FlowKey> = openers.iter().filter(|k| k.l4_proto == 6).copied().collect();
-    let syn_acks: Vec<FlowKey> = tcp.iter().map(|&k| reversed(k).with_tcp_flags(0x012)).collect();
-    run(&mut sf, &syn_acks, &wan, Verdict::Permit);
-    let acks: Vec<FlowKey> = tcp.iter().map(|&k| k.with_tcp_flags(0x010)).collect();
-    run(&mut sf, &acks, &lan, Verdict::Permit);
-    let flows = stateful.status().flows.map(|f| f.active).unwrap_or(0);
-    assert_eq!(flows, MILLION as u64, "every flow open in the engine");
-    // Later frames from the LAN side, in a random order.
+    let (d, s) = decide(&mut sf, &openers, &lan);
+    assert!(all(&d, &s, FlowState::New), "every opener a new frame, permitted");
+    let replies: Vec<FlowKey> = openers
+        .iter()
+        .map(|&k| match k.l4_proto {
+            6 => reversed(k).with_tcp_flags(0x012),
+            _ => reversed(k),
+        })
+        .collect();
+    let (d, s) = decide(&mut sf, &replies, &wan);
+    assert!(
+        all(&d, &s, FlowState::Established),
+        "every reply established, permitted"
+    );
+    let acks: Vec<FlowKey> = openers
+        .iter()
+        .filter(|k| k.l4_proto == 6)
+        .map(|&k| k.with_tcp_flags(0x010))
+        .collect();
+    let (d, s) = decide(&mut sf, &acks, &lan);
+    assert!(all(&d, &s, FlowState::Established));
+    let flows_then = stateful.status().flows.expect("flows");
+    assert_eq!(
+        (
+            flows_then.active,
+            flows_then.created,
+            flows_then.expired,
+            flows_then.cut
+        ),
+        (MILLION as u64, MILLION as u64, 0, 0),
+        "every flow open in the engine"
+    );
+    // Later frames from the LAN side, in a random order: every one established
+    // and permitted in the stateful engine, decided alike (permitted, by the
+    // same stage, ACL and rule) by the stateless one.
     let order = shuffled((0..MILLION).collect(), 11);
     let keys: Vec<FlowKey> = order
         .iter()
@@ -389,6 +443,11 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
             k => k,
         })
         .collect();
+    let (stateful_d, s) = decide(&mut sf, &keys, &lan);
+    assert!(all(&stateful_d, &s, FlowState::Established));
+    let (stateless_d, _) = decide(&mut sl, &keys, &lan_stateless);
+    assert!(stateful_d == stateless_d, "the same frames decided alike");
+    let mut out = [Decision::default(); LOOKUP_BATCH];
     let mut g = c.benchmark_group("flows_engine");
     g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
     let mut next = batch_starts(keys.len());
@@ -415,10 +474,18 @@ fn engine(c: &mut Criterion<ThreadCpuTime>) {
         });
     }
     g.finish();
-    // Every measured frame was an established one, permitted.
-    sf.batch()
-        .classify_tracked(&keys[..LOOKUP_BATCH], &[], &lan, &mut out);
-    assert!(out.iter().all(|d| d.verdict == Verdict::Permit));
+    // No flow came or went while it was measured: every measured frame was established.
+    let flows_now = stateful.status().flows.expect("flows");
+    assert_eq!(
+        (
+            flows_now.active,
+            flows_now.created,
+            flows_now.expired,
+            flows_now.cut,
+            flows_now.invalid_frames
+        ),
+        (MILLION as u64, MILLION as u64, 0, 0, 0)
+    );
     let _ = std::fs::remove_dir_all(&base);
 }
 

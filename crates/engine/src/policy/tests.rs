@@ -630,6 +630,21 @@ fn states_given_beside_the_keys_decide_as_stamped_keys() {
             let want = p.evaluate_traced(&key.with_flow_state(state), &ctx, |e| want_events.push(*e));
             assert_eq!((out[i], &events[i]), (want, &want_events), "{state:?}");
         }
+        // States that end inside the second chunk, or before it: the keys past
+        // their end are evaluated in their own state (here established).
+        for short in [66, 10] {
+            let own = vec![key.with_flow_state(FlowState::Established); 70];
+            let mut got = vec![Decision::default(); own.len()];
+            p.evaluate_batch_in_states(&own, &given[..short], &ctx, &mut got, |_, _| {});
+            for (i, d) in got.iter().enumerate() {
+                let state = given.get(..short).and_then(|g| g.get(i)).copied();
+                let want = p.evaluate(
+                    &key.with_flow_state(state.unwrap_or(FlowState::Established)),
+                    &ctx,
+                );
+                assert_eq!(*d, want, "frame {i} of {short} states");
+            }
+        }
         // The states mattered: the reply is permitted only as established.
         let verdicts: Vec<Verdict> = out[..states.len()].iter().map(|d| d.verdict).collect();
         if ctx == wan {
