@@ -304,6 +304,53 @@ pub struct StoreError {
     pub error: io::Error,
 }
 
+/// Writes `parts` into `tmp` (created afresh, mode 0600 whatever the umask,
+/// never through a symlink), fsyncs it when `durable`, and renames it to
+/// `final_path`; on any error the temporary file is removed. The
+/// directory's fsync is the caller's (now, or before anything relies on the name).
+fn write_then_rename(
+    tmp: &Path,
+    final_path: &Path,
+    parts: &[&[u8]],
+    durable: bool,
+) -> Result<(), StoreError> {
+    let write = || -> io::Result<()> {
+        let _ = fs::remove_file(tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(tmp)?;
+        // 0600 whatever the umask.
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        for p in parts {
+            f.write_all(p)?;
+        }
+        if durable {
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    if let Err(error) = write() {
+        let _ = fs::remove_file(tmp);
+        return Err(StoreError {
+            path: tmp.to_path_buf(),
+            action: "write",
+            error,
+        });
+    }
+    if let Err(error) = fs::rename(tmp, final_path) {
+        let _ = fs::remove_file(tmp);
+        return Err(StoreError {
+            path: final_path.to_path_buf(),
+            action: "rename into place",
+            error,
+        });
+    }
+    Ok(())
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -624,40 +671,7 @@ impl Store {
     /// (mode 0600, never through a symlink), fsync, rename, fsync of the directory.
     fn write_atomically(&self, final_path: &Path, tag: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
         let tmp = self.dir.join(format!(".{tag}.{}.tmp", std::process::id()));
-        let write = || -> io::Result<()> {
-            let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            // 0600 whatever the umask.
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            for p in parts {
-                f.write_all(p)?;
-            }
-            if self.durable {
-                f.sync_all()?;
-            }
-            Ok(())
-        };
-        if let Err(error) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError {
-                path: tmp,
-                action: "write",
-                error,
-            });
-        }
-        if let Err(error) = fs::rename(&tmp, final_path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError {
-                path: final_path.to_path_buf(),
-                action: "rename into place",
-                error,
-            });
-        }
+        write_then_rename(&tmp, final_path, parts, self.durable)?;
         self.sync_dir()
     }
 

@@ -20,15 +20,15 @@
 //! result's SHA-256 compared with the name), and again whenever the file changes.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{self, BufRead, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use palisade_rules::Digest;
 
-use super::{open_regular, stamp, Stamp, Store, StoreError, MAX_KEPT_FILE_BYTES};
+use super::{open_regular, stamp, write_then_rename, Stamp, Store, StoreError, MAX_KEPT_FILE_BYTES};
 
 /// The directory of objects inside the state directory.
 pub(super) const OBJECTS_DIR: &str = "objects";
@@ -343,30 +343,7 @@ impl Store {
             ));
         }
         let tmp = dir.join(format!(".{}.{}.tmp", part.digest, std::process::id()));
-        let write = || -> io::Result<()> {
-            let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f.write_all(header.as_bytes())?;
-            f.write_all(body)?;
-            if self.durable {
-                f.sync_all()?;
-            }
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(err(&tmp, "write", e));
-        }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(err(&path, "rename into place", e));
-        }
+        write_then_rename(&tmp, &path, &[header.as_bytes(), body], self.durable)?;
         // (its directory entry is not durable until the objects directory is fsynced)
         self.objects_unsynced.store(true, Ordering::SeqCst);
         // Written whole just now from bytes whose digest is known: verified.
