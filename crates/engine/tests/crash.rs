@@ -45,36 +45,22 @@ fn crash_child_engine() {
 #[test]
 fn kill_9_during_engine_reloads_leaves_a_bootable_last_known_good() {
     let dir = common::TempDir::new("crash-engine");
-    let exe = std::env::current_exe().unwrap();
     let digests: Vec<String> = (0..10)
         .map(|i| palisade_rules::Digest::of(variant(i).as_bytes()).to_string())
         .collect();
     let mut newest_seen = 0;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for round in 0..100 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_engine",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(ENGINE_CHILD_ENV, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = std::time::Instant::now();
-        while max_on_disk(&dir.join("state")) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 20_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let state = dir.join("state");
+        kill_9_mid_write(
+            "crash_child_engine",
+            ENGINE_CHILD_ENV,
+            dir.path(),
+            &state,
+            newest_seen,
+            20_000,
+            &mut rng,
+        );
 
         let (engine, boot) = Engine::open(
             &dir.join("missing.toml"),
@@ -135,48 +121,68 @@ fn max_on_disk(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs the child test `child` (a writer looping over generations, given
+/// `child_dir` by the environment variable `env`), lets it get into its
+/// write loop (a generation past `newest_seen` in `state_dir`), then kills it
+/// (SIGKILL) at a random instant of the next `within_us` microseconds of
+/// writes (`rng` steps).
+fn kill_9_mid_write(
+    child: &str,
+    env: &str,
+    child_dir: &Path,
+    state_dir: &Path,
+    newest_seen: u64,
+    within_us: u64,
+    rng: &mut u64,
+) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--nocapture", "--test-threads", "1"])
+        .env(env, child_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while max_on_disk(state_dir) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    std::thread::sleep(Duration::from_micros(*rng % within_us));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// The generation files in `dir`.
+fn generation_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
+        .count()
+}
+
 #[test]
 fn kill_9_while_persisting_never_tears_the_last_known_good() {
     let dir = std::env::temp_dir().join(format!("palisade-engine-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let exe = std::env::current_exe().unwrap();
     let rounds = 300;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut newest_seen = 0;
     let mut advanced = 0;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_writer",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_ENV, &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Let the child get into its write loop (one more generation on disk), then
-        // kill it at a random instant of the writes that follow.
-        let t0 = std::time::Instant::now();
-        while max_on_disk(&dir) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 5_000));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-
+        kill_9_mid_write(
+            "crash_child_writer",
+            CHILD_ENV,
+            &dir,
+            &dir,
+            newest_seen,
+            5_000,
+            &mut rng,
+        );
         let store = Store::open(&dir, 10, true).unwrap();
-        let files = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
-            .count();
+        let files = generation_files(&dir);
         let kept = store.list();
         assert_eq!(kept.len(), files, "round {round}: a kept file is torn");
         if let Some(newest) = store.newest(true) {
@@ -252,42 +258,22 @@ fn crash_child_set_writer() {
 fn kill_9_while_persisting_set_files_never_tears_a_generation() {
     let dir = std::env::temp_dir().join(format!("palisade-engine-crash-sets-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let exe = std::env::current_exe().unwrap();
     let rounds = 150;
     let mut rng = 0x1234_5678_9abc_def1u64;
     let (mut newest_seen, mut deltas_seen) = (0, false);
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_set_writer",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(SETS_CHILD_ENV, &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t0 = std::time::Instant::now();
-        while max_on_disk(&dir) <= newest_seen && t0.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 5_000));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-
+        kill_9_mid_write(
+            "crash_child_set_writer",
+            SETS_CHILD_ENV,
+            &dir,
+            &dir,
+            newest_seen,
+            5_000,
+            &mut rng,
+        );
         // Every generation file in place reads back whole, set file included.
         let store = Store::open(&dir, 4, true).unwrap();
-        let files = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".lkg"))
-            .count();
+        let files = generation_files(&dir);
         let kept = store.list();
         assert_eq!(
             kept.len(),
