@@ -20,6 +20,33 @@ pub const STAGE_BATCH: usize = 64;
 /// Indices into a chunk (below [`STAGE_BATCH`]).
 type Lanes = [u8; STAGE_BATCH];
 
+/// The lanes `lanes[..n]` that `pred` holds for, and the others, each in
+/// their order: `(yes, n_yes, no, n_no)`.
+fn partition(lanes: &Lanes, n: usize, pred: impl Fn(u8) -> bool) -> (Lanes, usize, Lanes, usize) {
+    let (mut yes, mut no): (Lanes, Lanes) = ([0; STAGE_BATCH], [0; STAGE_BATCH]);
+    let (mut n_yes, mut n_no) = (0, 0);
+    for &i in &lanes[..n] {
+        if pred(i) {
+            yes[n_yes] = i;
+            n_yes += 1;
+        } else {
+            no[n_no] = i;
+            n_no += 1;
+        }
+    }
+    (yes, n_yes, no, n_no)
+}
+
+/// The lanes marked in `kept`, in ascending order, into `live`; returns how many.
+fn ascending(kept: &[bool; STAGE_BATCH], live: &mut Lanes) -> usize {
+    let mut n = 0;
+    for (i, _) in kept.iter().enumerate().filter(|(_, &kept)| kept) {
+        live[n] = i as u8;
+        n += 1;
+    }
+    n
+}
+
 impl Policy {
     /// Evaluates a batch with one context, stage by stage, and calls
     /// `trace(i, event)` for every ACL evaluated on `keys[i]` (the events of
@@ -205,33 +232,15 @@ impl Policy {
             let n = self.stage(Stage::RoutedAclIn, racl_in, k, live, n_live, out, trace);
             return self.stage(Stage::RoutedAclOut, racl_out, k, live, n, out, trace);
         }
-        let mut ip: Lanes = [0; STAGE_BATCH];
-        let mut other: Lanes = [0; STAGE_BATCH];
-        let (mut n_ip, mut n_other) = (0, 0);
-        for &i in &live[..n_live] {
-            if k[i as usize].is_ip() {
-                ip[n_ip] = i;
-                n_ip += 1;
-            } else {
-                other[n_other] = i;
-                n_other += 1;
-            }
+        let (mut ip, n_ip, other, n_other) = partition(live, n_live, |i| k[i as usize].is_ip());
+        let n_ip = self.stage(Stage::RoutedAclIn, racl_in, k, &mut ip, n_ip, out, trace);
+        let n_ip = self.stage(Stage::RoutedAclOut, racl_out, k, &mut ip, n_ip, out, trace);
+        // Ascending again (what `stage` relies on).
+        let mut kept = [false; STAGE_BATCH];
+        for &i in ip[..n_ip].iter().chain(&other[..n_other]) {
+            kept[i as usize] = true;
         }
-        n_ip = self.stage(Stage::RoutedAclIn, racl_in, k, &mut ip, n_ip, out, trace);
-        n_ip = self.stage(Stage::RoutedAclOut, racl_out, k, &mut ip, n_ip, out, trace);
-        // Merge the two ascending lists back (what `stage` relies on).
-        let (mut a, mut b, mut n) = (0, 0, 0);
-        while a < n_ip || b < n_other {
-            let take_ip = b == n_other || (a < n_ip && ip[a] < other[b]);
-            live[n] = if take_ip { ip[a] } else { other[b] };
-            if take_ip {
-                a += 1;
-            } else {
-                b += 1;
-            }
-            n += 1;
-        }
-        n
+        ascending(&kept, live)
     }
 
     /// The ingress VLAN ACL stage: each key's binding is its VLAN's, so the
@@ -265,31 +274,16 @@ impl Policy {
         let mut kept = [false; STAGE_BATCH];
         while n_pending > 0 {
             let binding = binding_of(pending[0]);
-            let mut group: Lanes = [0; STAGE_BATCH];
-            let (mut n_group, mut n_rest) = (0, 0);
-            for j in 0..n_pending {
-                let i = pending[j];
-                if binding_of(i) == binding {
-                    group[n_group] = i;
-                    n_group += 1;
-                } else {
-                    pending[n_rest] = i;
-                    n_rest += 1;
-                }
-            }
-            n_pending = n_rest;
+            let (mut group, n_group, rest, n_rest) =
+                partition(&pending, n_pending, |i| binding_of(i) == binding);
+            (pending, n_pending) = (rest, n_rest);
             let n_group = self.stage(Stage::VlanAclIn, binding, k, &mut group, n_group, out, trace);
             for &i in &group[..n_group] {
                 kept[i as usize] = true;
             }
         }
-        // Lanes stay in ascending order (what `stage` relies on).
-        let mut n_kept = 0;
-        for (i, _) in kept.iter().enumerate().take(k.len()).filter(|(_, &kept)| kept) {
-            live[n_kept] = i as u8;
-            n_kept += 1;
-        }
-        n_kept
+        // Ascending again (what `stage` relies on).
+        ascending(&kept, live)
     }
 
     /// Runs one stage on the live keys `live[..n_live]` of `k` with one
