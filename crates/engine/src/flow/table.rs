@@ -464,12 +464,14 @@ impl Store {
         let Some(h) = self.hot.get(e as usize) else {
             return false;
         };
-        h.meta.load(Ordering::Acquire) & META_KEY == id.key_meta
-            && h.ports.load(Ordering::Relaxed) == id.ports
-            && h.addr[0].load(Ordering::Relaxed) == (id.a >> 64) as u64
-            && h.addr[1].load(Ordering::Relaxed) == id.a as u64
-            && h.addr[2].load(Ordering::Relaxed) == (id.b >> 64) as u64
-            && h.addr[3].load(Ordering::Relaxed) == id.b as u64
+        // One comparison of all the differences (a hit, the common case, reads every field anyway).
+        let meta = (h.meta.load(Ordering::Acquire) & META_KEY) ^ id.key_meta;
+        let ports = h.ports.load(Ordering::Relaxed) ^ id.ports;
+        let addrs = (h.addr[0].load(Ordering::Relaxed) ^ (id.a >> 64) as u64)
+            | (h.addr[1].load(Ordering::Relaxed) ^ id.a as u64)
+            | (h.addr[2].load(Ordering::Relaxed) ^ (id.b >> 64) as u64)
+            | (h.addr[3].load(Ordering::Relaxed) ^ id.b as u64);
+        (meta | ports) as u64 | addrs == 0
     }
 
     /// The first entry of the home bucket with `p`'s tag, without comparing keys:
