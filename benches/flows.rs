@@ -175,14 +175,11 @@ fn lookup(c: &mut Criterion<ThreadCpuTime>) {
         let mut seen = [Seen::default(); LOOKUP_BATCH];
         table.lookup_batch(&keys[..LOOKUP_BATCH], &[], &m, &mut seen);
         assert!(seen.iter().all(|s| s.state == FlowState::Established));
-        let mut at = 0;
+        let mut next = batch_starts(keys.len());
         g.bench_function(name, |b| {
             b.iter(|| {
-                if at + LOOKUP_BATCH > keys.len() {
-                    at = 0;
-                }
-                table.lookup_batch(&keys[at..at + LOOKUP_BATCH], &[], &m, &mut seen);
-                at += LOOKUP_BATCH;
+                let i = next();
+                table.lookup_batch(&keys[i..i + LOOKUP_BATCH], &[], &m, &mut seen);
                 black_box(&seen);
             })
         });
