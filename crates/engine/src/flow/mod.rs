@@ -419,7 +419,7 @@ impl FlowTable {
     ///
     /// Frames are taken [`LOOKUP_BATCH`] at a time, in three stages a few
     /// frames apart: a frame's bucket line is asked for (prefetched) when it
-    /// is keyed, its likely entry's line when the bucket has had time to
+    /// is keyed, its likely entries' lines when the bucket has had time to
     /// arrive, and it is decided when the entry has: the batch's cache misses
     /// overlap each other and the work on other frames. Never allocates,
     /// never panics.
@@ -452,10 +452,10 @@ impl FlowTable {
         let n = keys.len().min(out.len()).min(LOOKUP_BATCH);
         let mut what = [What::Fixed(FlowState::Untracked); LOOKUP_BATCH];
         let mut places = [Place::default(); LOOKUP_BATCH];
-        let mut candidates = [NONE; LOOKUP_BATCH];
+        let mut candidates = [[NONE; 2]; LOOKUP_BATCH];
         // Three stages, software-pipelined: frame `t` is keyed and its bucket
         // asked for while frame `t - TAGS_AHEAD` reads its tags and asks for
-        // its likely entry, and frame `t - TAGS_AHEAD - ENTRY_AHEAD` is
+        // its likely entries (the first two whose tag matches), and frame `t - TAGS_AHEAD - ENTRY_AHEAD` is
         // decided. So the work on some frames hides the cache misses of others
         // (in separate passes each pass waited for its misses in turn).
         for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
@@ -489,14 +489,18 @@ impl FlowTable {
                 }
             }
             if let Some(i) = t.checked_sub(TAGS_AHEAD).filter(|&i| i < n) {
-                // Stage 2: the bucket's likely entry, whose line is asked for in
-                // turn; for a frame with no likely entry that may open a flow,
-                // the lines of the entry it would take.
+                // Stage 2: the bucket's likely entries, whose lines are asked for
+                // in turn (a second one only when a tag matches twice); for a
+                // frame with no likely entry that may open a flow, the lines of
+                // the entry it would take.
                 if let What::Flow { opens } = what[i] {
-                    let c = self.store.first_candidate(&places[i]);
+                    let c = self.store.candidates(&places[i]);
                     candidates[i] = c;
-                    if c != NONE {
-                        self.store.prefetch_entry(c);
+                    if c[0] != NONE {
+                        self.store.prefetch_entry(c[0]);
+                        if c[1] != NONE {
+                            self.store.prefetch_entry(c[1]);
+                        }
                     } else if opens {
                         self.store.prefetch_free_slot(&places[i]);
                     }
@@ -525,7 +529,7 @@ impl FlowTable {
         &self,
         k: &FlowKey,
         p: &Place,
-        candidate: u32,
+        candidates: [u32; 2],
         opens: bool,
         bytes: u32,
         m: &Moment<'_>,
@@ -539,12 +543,16 @@ impl FlowTable {
         out.entry = NONE;
         out.stale = false;
         out.reply = false;
-        let e = match candidate != NONE && self.store.holds(candidate, id) {
-            true => candidate,
-            false => self.store.find(id, p),
+        let [first, second] = candidates;
+        let e = if first != NONE && self.store.holds(first, id) {
+            first
+        } else if second != NONE && self.store.holds(second, id) {
+            second
+        } else {
+            self.store.find(id, p)
         };
         let Some(h) = self.store.hot.get(e as usize) else {
-            if opens && candidate != NONE {
+            if opens && first != NONE {
                 // A tag's false match: the entry it may be opened in was not asked for yet.
                 self.store.prefetch_free_slot(p);
             }
