@@ -87,7 +87,7 @@ use tcp::Tcp;
 pub const LOOKUP_BATCH: usize = 64;
 
 /// Keys read ahead (a caller's keys may not be in cache, e.g. a bench's).
-const KEYS_AHEAD: usize = 4;
+const KEYS_AHEAD: usize = 8;
 /// Frames of a lookup batch between asking for a bucket's line and reading it.
 const TAGS_AHEAD: usize = 8;
 /// Frames between asking for an entry's line and deciding with it: about
