@@ -9,10 +9,14 @@
 //!   through `FlowTable::lookup_batch`. Median / 64 is the time per frame.
 //!   The keys stream in from a 64 MB array, a cache miss a frame of their own
 //!   beside the table's. `..._keys_in_cache`: the same lookups with the keys
-//!   where a data path has them, just parsed and in cache: 64 batches of keys
-//!   are copied (untimed) into a 256 KB pool from the same random order,
-//!   then looked up (timed, one clock reading per 64 batches). The table's
-//!   lines are as cold as before; only the keys' own misses are gone.
+//!   in cache, closer to a data path, which looks up the batch it has just
+//!   parsed: 64 batches of keys are copied (untimed) into a 256 KB pool from
+//!   the same random order, then looked up (timed together: the clock is
+//!   read at the start and end of each run of 64 batches). The pool is in L2,
+//!   not L1 as a data path's one batch of keys would be. With a million flows
+//!   the table's lines are as cold as in `established_1m`; with 16K the
+//!   pool's writes push some of the table out of cache, so the two 16K
+//!   figures are not quite like for like.
 //! * `flows_floor/random_lines_128m`: 64 independent loads of random lines
 //!   of 128 MB, the memory floor of this machine in the same run: a lookup
 //!   in a big table costs at least one such miss. `..._huge_pages`: the same

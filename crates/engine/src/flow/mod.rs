@@ -420,7 +420,7 @@ impl FlowTable {
     /// Frames are taken [`LOOKUP_BATCH`] at a time, in three stages a few
     /// frames apart: a frame's bucket line is asked for (prefetched) when it
     /// is keyed, its likely entries' lines when the bucket has had time to
-    /// arrive, and it is decided when the entry has: the batch's cache misses
+    /// arrive, and it is decided when they have: the batch's cache misses
     /// overlap each other and the work on other frames. Never allocates,
     /// never panics.
     pub fn lookup_batch(&self, keys: &[FlowKey], frames: &[&[u8]], m: &Moment<'_>, out: &mut [Seen]) {
@@ -455,8 +455,8 @@ impl FlowTable {
         let mut candidates = [[NONE; 2]; LOOKUP_BATCH];
         // Three stages, software-pipelined: frame `t` is keyed and its bucket
         // asked for while frame `t - TAGS_AHEAD` reads its tags and asks for
-        // its likely entries (the first two whose tag matches), and frame `t - TAGS_AHEAD - ENTRY_AHEAD` is
-        // decided. So the work on some frames hides the cache misses of others
+        // its likely entries (the first two whose tag matches), and frame
+        // `t - TAGS_AHEAD - ENTRY_AHEAD` is decided. So the work on some frames hides the cache misses of others
         // (in separate passes each pass waited for its misses in turn).
         for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
             if t < n {
