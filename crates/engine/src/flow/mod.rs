@@ -456,8 +456,9 @@ impl FlowTable {
         // Three stages, software-pipelined: frame `t` is keyed and its bucket
         // asked for while frame `t - TAGS_AHEAD` reads its tags and asks for
         // its likely entries (the first two whose tag matches), and frame
-        // `t - TAGS_AHEAD - ENTRY_AHEAD` is decided. So the work on some frames hides the cache misses of others
-        // (in separate passes each pass waited for its misses in turn).
+        // `t - TAGS_AHEAD - ENTRY_AHEAD` is decided. So the work on some
+        // frames hides the cache misses of others (in separate passes each
+        // pass waited for its misses in turn).
         for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
             if t < n {
                 // Stage 1: the flow id and home bucket (TCP and UDP in a straight line).

@@ -901,6 +901,7 @@ pub(crate) mod tests {
         // Keys whose home bucket is full of other tags are guessed in the
         // next bucket of the chain, also past the shard's end (one shard of
         // 80 buckets here: bucket 79's next is 0).
+        assert_eq!((s.bucket_count(), s.locks.len()), (80, 1));
         for home in [3, 79] {
             let other = Place { tag: 7, home, ..p };
             let tagged = Place { tag: 42, home, ..p };
