@@ -31,13 +31,27 @@ impl FlowId {
         // Without a branch: which way a frame goes is a coin toss to a predictor.
         // (A plain `if` here was compiled into a branch.)
         use std::hint::select_unpredictable as pick;
-        let from_b = (src > dst) | ((src == dst) & (sport > dport));
         let ports = (sport as u32) << 16 | dport as u32;
+        let key_meta = proto as u32 | if v6 { META_V6 } else { 0 } | META_VALID;
+        if (src | dst) >> 32 == 0 {
+            // Both addresses fit 32 bits (every IPv4 flow): the same order,
+            // compared and picked in one register each instead of two.
+            let (s, d) = (src as u32, dst as u32);
+            let from_b = (s > d) | ((s == d) & (sport > dport));
+            return FlowId {
+                a: pick(from_b, d, s) as u128,
+                b: pick(from_b, s, d) as u128,
+                ports: pick(from_b, ports.rotate_left(16), ports),
+                key_meta,
+                from_b,
+            };
+        }
+        let from_b = (src > dst) | ((src == dst) & (sport > dport));
         FlowId {
             a: pick(from_b, dst, src),
             b: pick(from_b, src, dst),
             ports: pick(from_b, ports.rotate_left(16), ports),
-            key_meta: proto as u32 | if v6 { META_V6 } else { 0 } | META_VALID,
+            key_meta,
             from_b,
         }
     }
@@ -173,6 +187,40 @@ fn keyed_icmp(key: &FlowKey, frame: &[u8], v6: bool) -> Keyed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address: 32 bits (an IPv4 one) half the time, else any 128.
+    fn address() -> impl proptest::strategy::Strategy<Value = u128> {
+        use proptest::prelude::*;
+        prop_oneof![any::<u32>().prop_map(u128::from), any::<u128>()]
+    }
+
+    proptest::proptest! {
+        /// The canonical order is the lower (address, port) pair first,
+        /// whether both addresses fit 32 bits (the IPv4 path) or not.
+        #[test]
+        fn the_lower_endpoint_comes_first(
+            v6: bool,
+            proto: u8,
+            src in address(),
+            other in address(),
+            same: bool,
+            sport: u16,
+            dport: u16,
+        ) {
+            let dst = if same { src } else { other };
+            let id = FlowId::new(v6, proto, src, dst, sport, dport);
+            let from_b = (src, sport) > (dst, dport);
+            let (a, b, ports) = if from_b {
+                (dst, src, (dport as u32) << 16 | sport as u32)
+            } else {
+                (src, dst, (sport as u32) << 16 | dport as u32)
+            };
+            proptest::prop_assert_eq!(
+                (id.a, id.b, id.ports, id.from_b, id.proto(), id.ip_version()),
+                (a, b, ports, from_b, proto, if v6 { 6 } else { 4 })
+            );
+        }
+    }
 
     #[test]
     fn a_frame_and_its_reply_have_one_id() {
