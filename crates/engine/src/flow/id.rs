@@ -205,9 +205,12 @@ mod tests {
             other in address(),
             same: bool,
             sport: u16,
-            dport: u16,
+            other_port: u16,
+            same_port: bool,
         ) {
+            // Equal addresses and equal ports come up too (the order's ties).
             let dst = if same { src } else { other };
+            let dport = if same_port { sport } else { other_port };
             let id = FlowId::new(v6, proto, src, dst, sport, dport);
             let from_b = (src, sport) > (dst, dport);
             let (a, b, ports) = if from_b {
