@@ -304,6 +304,24 @@ pub struct StoreError {
     pub error: io::Error,
 }
 
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: cannot {}: {}",
+            self.path.display(),
+            self.action,
+            self.error
+        )
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// Writes `parts` into `tmp` (created afresh, mode 0600 whatever the umask,
 /// never through a symlink), fsyncs it when `durable`, and renames it to
 /// `final_path`; on any error the temporary file is removed. The
@@ -349,24 +367,6 @@ fn write_then_rename(
         });
     }
     Ok(())
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: cannot {}: {}",
-            self.path.display(),
-            self.action,
-            self.error
-        )
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
-    }
 }
 
 /// Why one kept generation could not be read.

@@ -637,11 +637,8 @@ fn states_given_beside_the_keys_decide_as_stamped_keys() {
             let mut got = vec![Decision::default(); own.len()];
             p.evaluate_batch_in_states(&own, &given[..short], &ctx, &mut got, |_, _| {});
             for (i, d) in got.iter().enumerate() {
-                let state = given.get(..short).and_then(|g| g.get(i)).copied();
-                let want = p.evaluate(
-                    &key.with_flow_state(state.unwrap_or(FlowState::Established)),
-                    &ctx,
-                );
+                let state = given[..short].get(i).copied().unwrap_or(FlowState::Established);
+                let want = p.evaluate(&key.with_flow_state(state), &ctx);
                 assert_eq!(*d, want, "frame {i} of {short} states");
             }
         }
