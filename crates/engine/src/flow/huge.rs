@@ -1,4 +1,5 @@
-//! Huge pages for the flow table's arrays: the flow table's only `unsafe`.
+//! Huge pages for the flow table's arrays: one of its three `unsafe`
+//! modules, with [`super::prefetch`] and [`super::simd`].
 //!
 //! A lookup in a table of a million flows reads two random lines of about
 //! 130 MB; with 4 KiB pages nearly every one also misses the TLB, and the

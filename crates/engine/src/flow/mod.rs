@@ -65,6 +65,7 @@ mod clock;
 mod huge;
 mod id;
 mod prefetch;
+mod simd;
 mod table;
 mod tcp;
 

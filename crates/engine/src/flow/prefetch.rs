@@ -1,4 +1,5 @@
-//! Prefetching the flow table's lines: its only `unsafe` besides [`super::huge`].
+//! Prefetching the flow table's lines: one of its three `unsafe` modules,
+//! with [`super::huge`] and [`super::simd`].
 //!
 //! A batch of lookups first computes every frame's bucket and asks for its
 //! line, then every candidate entry's line, then decides: the cache misses of

@@ -70,29 +70,6 @@ const META_FIN_RESPONDER: u32 = 1 << 17;
 const PKT_BITS: u32 = 24;
 const PKT_MASK: u64 = (1 << PKT_BITS) - 1;
 
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-const ONES: u64 = 0x0101_0101_0101_0101;
-
-/// A bit in the high bit of every byte of `x` that is zero (exact per byte).
-#[inline(always)]
-const fn zero_bytes(x: u64) -> u64 {
-    !(((x & LOW7) + LOW7) | x | LOW7)
-}
-
-/// The high bits of the bytes of `m` (from [`zero_bytes`]) as an 8-bit mask, bit `i` for byte `i`.
-#[inline(always)]
-const fn byte_mask(m: u64) -> u32 {
-    (((m >> 7) & ONES).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
-}
-
-/// The bytes of `w0` (bytes 0 to 7) and `w1` (8 to 15) equal to `v`, as a
-/// 16-bit mask (bit `i` for byte `i`).
-#[inline(always)]
-const fn match_bytes(w0: u64, w1: u64, v: u8) -> u32 {
-    let pattern = v as u64 * ONES;
-    byte_mask(zero_bytes(w0 ^ pattern)) | byte_mask(zero_bytes(w1 ^ pattern)) << 8
-}
-
 /// One bucket of the index: byte 0 is the overflow count (how many keys
 /// whose home is this bucket or an earlier one live past it; it sticks at
 /// 255), bytes 1 to 15 the slots' tags. Only a holder of the shard's lock
@@ -148,7 +125,7 @@ impl Tags {
             self.words[1].load(Ordering::Acquire),
         );
         // Byte 0 is the overflow count, not a slot.
-        (match_bytes(w0, w1, tag) & !1) >> 1
+        (super::simd::match_bytes(w0, w1, tag) & !1) >> 1
     }
 }
 
@@ -855,7 +832,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn tags_match_without_a_branch() {
+    fn tags_match_slots_not_the_overflow_count() {
         let t = Tags::default();
         t.set_tag(0, 7);
         t.set_tag(6, 7);
@@ -866,14 +843,6 @@ pub(crate) mod tests {
         assert_eq!(t.matches(9), 1 << 7);
         assert_eq!(t.matches(0).count_ones(), 11);
         assert_eq!(t.overflow(), 7);
-        for v in 0..=255u8 {
-            let x = u64::from_le_bytes([v, 0, 255, 1, 128, 127, v, 0x80]);
-            let want: u64 = (0..8)
-                .filter(|&i| x >> (8 * i) & 0xff == 0)
-                .map(|i| 0x80 << (8 * i))
-                .sum();
-            assert_eq!(zero_bytes(x), want, "{x:x}");
-        }
     }
 
     #[test]
