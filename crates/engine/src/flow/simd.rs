@@ -1,12 +1,12 @@
-//! Comparing a bucket's sixteen tag bytes at once (the flow table's third `unsafe` module,
-//! with [`super::huge`] and [`super::prefetch`]). On x86-64 that is one
-//! SSE2 compare and a move of its mask, where the portable version (kept for
-//! other targets, and as the tests' reference) takes some thirty integer
-//! instructions a bucket. With a million flows a lookup costs about as much
-//! again as each instruction it runs, memory misses or not (measured by
-//! `benches/flows.rs`, `flows_lookup`: see the commit that added this). SSE2
-//! is part of x86-64 itself, but std still makes its intrinsics `unsafe` to
-//! call outside a `#[target_feature]` function.
+//! Comparing a bucket's sixteen tag bytes at once: the flow table's third
+//! `unsafe` module, with [`super::huge`] and [`super::prefetch`]. On x86-64
+//! that is one SSE2 compare and a move of its mask, where the portable
+//! version (kept for other targets, and as the tests' reference) takes some
+//! thirty integer instructions a bucket. With a million flows a lookup costs
+//! about as much again as each instruction it runs, memory misses or not
+//! (measured by `benches/flows.rs`, `flows_lookup`: see the commit that added
+//! this). SSE2 is part of x86-64 itself, but std still makes its intrinsics
+//! `unsafe` to call outside a `#[target_feature]` function.
 #![allow(unsafe_code)]
 
 /// The bytes of `w0` (bytes 0 to 7) and `w1` (8 to 15) equal to `v`, as a
@@ -75,15 +75,16 @@ mod tests {
         }
     }
 
+    /// A byte from a few values, so that matches and near misses (such as
+    /// `v ^ 0x80`, equal in the low seven bits) are common.
+    fn byte() -> impl proptest::strategy::Strategy<Value = u8> {
+        proptest::sample::select(vec![0u8, 1, 0x7f, 0x80, 0xff, 0x17, 0x97])
+    }
+
     proptest::proptest! {
-        /// Both versions find the bytes equal to `v`, and only them, for
-        /// words that hold `v` in some bytes (drawn from a few values, so
-        /// that matches and near misses such as `v ^ 0x80` are common).
+        /// Both versions find the bytes equal to `v`, and only them.
         #[test]
-        fn both_versions_match_the_bytes_equal_to_v(
-            bytes in proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 0x7f, 0x80, 0xff, 0x17, 0x97]), 16),
-            v in proptest::sample::select(vec![0u8, 1, 0x7f, 0x80, 0xff, 0x17, 0x97]),
-        ) {
+        fn both_versions_match_the_bytes_equal_to_v(bytes in proptest::collection::vec(byte(), 16), v in byte()) {
             let w0 = u64::from_le_bytes(bytes[..8].try_into().unwrap());
             let w1 = u64::from_le_bytes(bytes[8..].try_into().unwrap());
             let want = model(w0, w1, v);
