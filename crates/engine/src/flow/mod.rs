@@ -460,6 +460,10 @@ impl FlowTable {
         // `t - TAGS_AHEAD - ENTRY_AHEAD` is decided. So the work on some
         // frames hides the cache misses of others (in separate passes each
         // pass waited for its misses in turn).
+        // The first keys are asked for together (the loop asks for each one KEYS_AHEAD before it is read).
+        for k in keys.iter().take(KEYS_AHEAD) {
+            prefetch::prefetch(k);
+        }
         for t in 0..n + TAGS_AHEAD + ENTRY_AHEAD {
             if t < n {
                 // Stage 1: the flow id and home bucket (TCP and UDP in a straight line).
