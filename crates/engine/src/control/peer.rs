@@ -1,7 +1,8 @@
 //! Who is on the other end of a control connection: `SO_PEERCRED`.
 //!
-//! One of the engine's two `unsafe` modules (with `flow::huge`): std has no stable way to read a Unix
-//! socket's peer credentials, so one `getsockopt(2)` is made here.
+//! One of the engine's four `unsafe` modules (with `flow::huge`, `flow::prefetch` and
+//! `flow::simd`): std has no stable way to read a Unix socket's peer credentials, so one
+//! `getsockopt(2)` is made here.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;

@@ -29,8 +29,8 @@
 //! passes it, or when a new flow needs its room. A full table refuses new
 //! flows ([`Refused`]); existing flows keep working.
 //!
-//! Memory is fixed when the table is built: at most 126 bytes per flow of
-//! `max`, no allocation afterwards (see [`table`](self) for the layout and
+//! Memory is fixed when the table is built: at most 127 bytes per flow of
+//! `max` (126.2 for a million), no allocation afterwards (see [`table`](self) for the layout and
 //! the concurrency: lookups take no lock, and both directions of one flow
 //! may be handled by different workers at once). Time comes from the caller
 //! as a [`Tick`] ([`Clock`] gives one; [`ManualClock`] is for tests).

@@ -11,24 +11,25 @@
 
 /// The bytes of `w0` (bytes 0 to 7) and `w1` (8 to 15) equal to `v`, as a
 /// 16-bit mask (bit `i` for byte `i`).
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 pub(crate) fn match_bytes(w0: u64, w1: u64, v: u8) -> u32 {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
-    // SAFETY: every x86-64 CPU has SSE2 (it is in the architecture's
-    // baseline, which these builds target); the intrinsics compute on
-    // registers only and touch no memory.
+    // SAFETY: this is compiled only where SSE2 is enabled for the whole
+    // build (the cfg above; x86-64's baseline has it), so the CPU running
+    // it has SSE2; the intrinsics compute on registers only and touch no
+    // memory.
     unsafe {
         let bytes = _mm_set_epi64x(w1 as i64, w0 as i64);
         _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(v as i8))) as u32 & 0xffff
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 pub(crate) use portable::match_bytes;
 
 /// The same comparison in plain integer arithmetic (SWAR).
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 mod portable {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const ONES: u64 = 0x0101_0101_0101_0101;

@@ -1,12 +1,13 @@
 //! The flow table's storage: entries that live in the slots of a bucketed
 //! hash index, sized once, shared by every worker.
 //!
-//! # Layout (at most 126 bytes per flow of `max`)
+//! # Layout (at most 127 bytes per flow of `max`: 126.2 for a million)
 //!
 //! * **Tags**: per bucket 16 bytes, an overflow count and the 8-bit hash tags
-//!   of its 15 slots (0: empty), compared 8 at a time in a register. The
-//!   buckets are `max / 12.5` (the table is 83% full when `max` flows are in
-//!   it), 1.3 MB for a million flows, so they mostly stay in cache. A key's
+//!   of its 15 slots (0: empty), all 16 compared at once ([`super::simd`]).
+//!   The buckets are `max / 12.5` (the table is 83% full when `max` flows
+//!   are in it), 1.3 MB for a million flows: they fit the second-level
+//!   cache, though a lookup's stream of entry lines evicts many. A key's
 //!   home bucket is in its shard; a key that finds its home full takes a
 //!   slot of the next bucket of the shard, the buckets it passes counting it
 //!   in their overflow (F14's scheme: a lookup stops at the first bucket
