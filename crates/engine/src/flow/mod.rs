@@ -460,7 +460,9 @@ impl FlowTable {
         // `t - TAGS_AHEAD - ENTRY_AHEAD` is decided. So the work on some
         // frames hides the cache misses of others (in separate passes each
         // pass waited for its misses in turn).
-        // The first keys are asked for together (the loop asks for each one KEYS_AHEAD before it is read).
+        //
+        // The loop asks for each key KEYS_AHEAD frames before reading it, so
+        // the first KEYS_AHEAD are asked for here, together.
         for k in keys.iter().take(KEYS_AHEAD) {
             prefetch::prefetch(k);
         }

@@ -21,7 +21,7 @@ pub(crate) fn match_bytes(w0: u64, w1: u64, v: u8) -> u32 {
     // memory.
     unsafe {
         let bytes = _mm_set_epi64x(w1 as i64, w0 as i64);
-        _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(v as i8))) as u32 & 0xffff
+        _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(v as i8))) as u32
     }
 }
 
